@@ -1,0 +1,72 @@
+"""The application factory: settings, plugins, controllers, exception handlers, OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
+
+from app import __version__
+from app.config import Settings, get_settings
+from app.db.store import create_store_engine, store_config
+from app.domain.system.controllers import MetricsController, SystemController
+from app.lib.auth import AuthMiddleware, TokenVerifier
+from app.lib.logging import RequestIdMiddleware, configure_logging
+from app.lib.problems import exception_handlers
+
+__all__ = ("create_app",)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the Lethe application; ``settings`` defaults to the environment's."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    engine = create_store_engine(settings)
+    verifier = TokenVerifier(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    v1 = Router(
+        path="/v1",
+        route_handlers=[],
+        middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
+        security=[{"BearerToken": []}],
+    )
+    prometheus = PrometheusConfig(app_name="lethe", prefix="lethe", group_path=True,
+                                  exclude=["/metrics", "/healthz", "/readyz"])
+    return Litestar(
+        route_handlers=[SystemController, MetricsController, v1],
+        plugins=[SQLAlchemyPlugin(config=store_config(settings, engine))],
+        middleware=[RequestIdMiddleware, prometheus.middleware],
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.max_body_bytes,
+        lifespan=[lifespan],
+        state=State({"settings": settings, "store_engine": engine, "verifier": verifier}),
+        openapi_config=OpenAPIConfig(
+            title="Lethe",
+            version=__version__,
+            description="GDPR data-subject requests: access, rectification, erasure, retention, audit.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+            components=Components(security_schemes={
+                "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
+                                              description="JWT with the scopes each operation names"),
+            }),
+            use_handler_docstrings=True,
+        ),
+        logging_config=None,
+        debug=False,
+    )

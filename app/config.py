@@ -1,0 +1,180 @@
+"""Settings read once from ``LETHE_*`` environment variables (secrets also from ``*_FILE``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from app.lib.errors import ConfigurationError
+
+__all__ = ("SECRET_FIELDS", "Settings", "get_settings", "load_settings")
+
+ENV_PREFIX = "LETHE_"
+SECRET_FIELDS = ("jwt_secret", "audit_key", "artifact_key", "audit_signing_key", "database_url")
+"""Fields that may also be read from the file named by ``LETHE_<NAME>_FILE``."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Every knob of the service. Each field maps to ``LETHE_<FIELD>`` in upper case."""
+
+    demo: bool = False
+    """Demo mode: missing secrets come from ``.lethe/demo-secrets.json`` (created once, kept)."""
+    database_url: str = "sqlite+aiosqlite:///.lethe/lethe.db"
+    """Service store. SQLite (embedded default) or ``postgresql+asyncpg://...``."""
+    database_pool_size: int = 10
+    """Connections kept per replica when the store is PostgreSQL."""
+    jwt_secret: str | None = None
+    """HS256 shared secret, at least 32 bytes."""
+    jwt_public_key: str | None = None
+    """PEM public key for RS256/ES256 tokens."""
+    jwks_url: str | None = None
+    """JWKS endpoint of the identity provider; keys are cached."""
+    jwks_cache_seconds: int = 300
+    """How long fetched JWKS keys are trusted before being fetched again."""
+    jwt_algorithms: str = "HS256"
+    """Space or comma separated list of accepted algorithms; nothing else is ever accepted."""
+    jwt_audience: str = "lethe"
+    """Required ``aud`` claim."""
+    jwt_issuer: str = "lethe"
+    """Required ``iss`` claim."""
+    jwt_leeway_seconds: int = 30
+    """Clock skew tolerated on ``exp``/``iat``/``nbf``."""
+    audit_key: str | None = None
+    """HMAC key for pseudonymous subject references in the audit log, consent ledger, tombstones."""
+    audit_signing_key: str | None = None
+    """Ed25519 private key (PEM, or 32 raw bytes base64) for signed audit checkpoints."""
+    artifact_key: str | None = None
+    """AES-256-GCM key (32 bytes, base64) encrypting export artifacts at rest."""
+    manifests_dir: str | None = None
+    """Directory of manifest files registered at start-up."""
+    artifacts_dir: str = ".lethe/artifacts"
+    """Where encrypted export artifacts are written."""
+    artifact_ttl_days: int = 30
+    """Export artifacts expire and are purged after this many days."""
+    workers_enabled: bool = True
+    """Run request workers and the retention scheduler in this process (off for API-only replicas)."""
+    worker_concurrency: int = 2
+    """Requests processed at once by one replica (SQLite always uses one)."""
+    worker_lease_seconds: int = 60
+    """A claimed request whose heartbeat is older than this is taken over by another worker."""
+    worker_poll_seconds: float = 1.0
+    """Idle workers look for new work this often."""
+    approval_required: str = ""
+    """Request kinds that wait for approval before running (e.g. ``erasure``)."""
+    erasure_batch_threshold: int = 50_000
+    """Above this many rows in one table, erasure switches to resumable keyset batches."""
+    erasure_batch_size: int = 5_000
+    """Rows per keyset batch when a footprint is batched."""
+    target_connect_timeout_seconds: float = 5.0
+    """Connect timeout to target databases."""
+    target_statement_timeout_seconds: float = 60.0
+    """Statement timeout on target databases (PostgreSQL, MariaDB)."""
+    max_body_bytes: int = 1_048_576
+    """Largest accepted request body; larger bodies get 413."""
+    max_page_size: int = 200
+    """Upper bound on ``limit`` in list endpoints."""
+    log_level: str = "INFO"
+    """Root log level; logs are JSON lines and never carry personal data."""
+    backup_rpo_seconds: int = 86_400
+    """Recovery point objective: a newest backup older than this is critical."""
+
+    @property
+    def algorithms(self) -> list[str]:
+        """The pinned JWT algorithms."""
+        return [a for a in self.jwt_algorithms.replace(",", " ").split() if a]
+
+    @property
+    def approval_kinds(self) -> frozenset[str]:
+        """Request kinds that need approval."""
+        return frozenset(k for k in self.approval_required.replace(",", " ").split() if k)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the service store is an embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+
+def _read_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            values[name] = environ[key]
+        elif name in SECRET_FIELDS and f"{key}_FILE" in environ:
+            path = Path(environ[f"{key}_FILE"])
+            try:
+                values[name] = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigurationError(f"{key}_FILE: cannot read {path}: {exc.strerror}") from exc
+    return values
+
+
+def _demo_secrets(home: Path) -> dict[str, str]:
+    """Secrets for demo mode, created once under ``.lethe/`` and reused by every process."""
+    path = home / "demo-secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+        return loaded
+    from app.lib.crypto import generate_signing_key_pem
+
+    home.mkdir(parents=True, exist_ok=True)
+    created = {
+        "jwt_secret": secrets.token_urlsafe(48),
+        "audit_key": secrets.token_urlsafe(48),
+        "artifact_key": secrets.token_urlsafe(32),
+        "audit_signing_key": generate_signing_key_pem(),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(created, handle)
+    return created
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from an environment mapping and check that secrets are present.
+
+    Raises:
+        ConfigurationError: a value does not parse or a required secret is missing; the message
+            is one line naming the variable.
+    """
+    env = dict(os.environ if environ is None else environ)
+    values = _read_env(env)
+    try:
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
+        raise ConfigurationError(f"{ENV_PREFIX}{field.upper()}: {exc}") from exc
+    if settings.demo:
+        fallback = _demo_secrets(Path(".lethe"))
+        missing = {k: v for k, v in fallback.items() if getattr(settings, k) is None}
+        settings = msgspec.structs.replace(settings, **missing)
+    _check_required(settings)
+    return settings
+
+
+def _check_required(settings: Settings) -> None:
+    if not (settings.jwt_secret or settings.jwt_public_key or settings.jwks_url):
+        raise ConfigurationError(
+            "LETHE_JWT_SECRET is not set (or LETHE_JWT_SECRET_FILE, LETHE_JWT_PUBLIC_KEY, LETHE_JWKS_URL)"
+        )
+    if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
+        raise ConfigurationError("LETHE_JWT_SECRET must be at least 32 bytes")
+    if not settings.audit_key:
+        raise ConfigurationError("LETHE_AUDIT_KEY is not set (or LETHE_AUDIT_KEY_FILE)")
+    if len(settings.audit_key.encode()) < 32:
+        raise ConfigurationError("LETHE_AUDIT_KEY must be at least 32 bytes")
+    unknown = set(settings.algorithms) - {"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
+    if unknown or not settings.algorithms:
+        raise ConfigurationError(f"LETHE_JWT_ALGORITHMS: unsupported {sorted(unknown) or 'empty'}")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,7 @@
+"""ORM models of the service store; importing this package registers every table."""
+
+from __future__ import annotations
+
+from app.db.models import IdempotencyRecord
+
+__all__ = ("IdempotencyRecord",)

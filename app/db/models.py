@@ -1,0 +1,31 @@
+"""Service-store tables shared by every domain: idempotency records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from advanced_alchemy.base import DefaultBase
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+__all__ = ("IdempotencyRecord",)
+
+
+class IdempotencyRecord(DefaultBase):
+    """One ``Idempotency-Key`` of one calling client, with the response it produced.
+
+    A row is committed as *pending* before the work starts, so a concurrent duplicate sees it
+    and gets 409 instead of doing the work twice; the response is stored when the work commits.
+    """
+
+    __tablename__ = "idempotency_record"
+
+    client_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    location: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

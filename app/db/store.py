@@ -1,0 +1,100 @@
+"""The service store: SQLAlchemy config, engine pragmas, and migration state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.config import Settings
+
+__all__ = (
+    "MIGRATIONS_DIR",
+    "create_store_engine",
+    "current_revision",
+    "head_revision",
+    "store_config",
+    "upgrade_store",
+)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_store_engine(settings: Settings) -> AsyncEngine:
+    """One pooled async engine for the service store (WAL and a busy timeout on SQLite)."""
+    url = settings.database_url
+    if settings.is_sqlite:
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=settings.database_pool_size, pool_pre_ping=True)
+
+
+def store_config(settings: Settings, engine: AsyncEngine | None = None) -> SQLAlchemyAsyncConfig:
+    """advanced-alchemy configuration: one session per HTTP request, committed on 2xx."""
+    return SQLAlchemyAsyncConfig(
+        engine_instance=engine or create_store_engine(settings),
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        before_send_handler="autocommit",
+        session_dependency_key="db_session",
+        create_all=False,
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS_DIR),
+            version_table_name="alembic_version",
+            render_as_batch=True,
+        ),
+    )
+
+
+def _alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["database_url"] = url
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest migration shipped with this build."""
+    return ScriptDirectory.from_config(_alembic_config("")).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The migration the store is at, or None when it was never migrated."""
+
+    def _current(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current)
+
+
+async def upgrade_store(engine: AsyncEngine, revision: str = "head") -> None:
+    """Run ``alembic upgrade`` on the given engine's database."""
+    from alembic import command
+
+    def _upgrade(connection: Connection) -> None:
+        cfg = _alembic_config(str(connection.engine.url))
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)

@@ -1,0 +1,1 @@
+"""Domain areas, each with controllers, services and schemas."""

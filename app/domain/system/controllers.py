@@ -1,0 +1,54 @@
+"""Liveness, readiness and Prometheus metrics; none of them need a token."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins.prometheus import PrometheusController
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.db.store import current_revision, head_revision
+from app.domain.system.schemas import Health, Readiness
+
+__all__ = ("MetricsController", "SystemController")
+
+
+class SystemController(Controller):
+    """Probes for Kubernetes."""
+
+    tags = ["system"]
+
+    @get("/healthz", operation_id="Healthz", summary="Liveness: the process answers")
+    async def healthz(self) -> Health:
+        """Cheap on purpose: a liveness probe must not fail because a database is slow."""
+        return Health(status="ok")
+
+    @get("/readyz", operation_id="Readyz", summary="Readiness: store reachable and migrated",
+         responses={503: ResponseSpec(data_container=Readiness,
+                                      description="Store unreachable or not migrated")})
+    async def readyz(self, state: State) -> Response[Readiness]:
+        """503 until the store answers and is at the migration head this build ships."""
+        head = head_revision()
+        try:
+            async with state.store_engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            revision = await current_revision(state.store_engine)
+        except (SQLAlchemyError, OSError) as exc:
+            body = Readiness(status="unavailable", store="unreachable", revision=None, head=head,
+                             detail=type(exc).__name__)
+            return Response(body, status_code=503)
+        if revision != head:
+            body = Readiness(status="unavailable", store="reachable", revision=revision, head=head,
+                             detail="service store is not migrated to head; run 'lethe database upgrade'")
+            return Response(body, status_code=503)
+        return Response(Readiness(status="ok", store="reachable", revision=revision, head=head))
+
+
+class MetricsController(PrometheusController):
+    """Prometheus exposition at ``/metrics``."""
+
+    path = "/metrics"
+    tags = ["system"]
+

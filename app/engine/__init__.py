@@ -1,0 +1,1 @@
+"""What runs against target databases: export, rectify, erase, retention, surrogates."""

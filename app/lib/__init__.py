@@ -1,0 +1,1 @@
+"""Shared building blocks: auth, errors, schemas, pagination, crypto."""

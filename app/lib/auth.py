@@ -1,0 +1,153 @@
+"""Bearer JWT authentication (PyJWT) and one guard per scope."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import jwt
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp
+
+from app.config import Settings
+from app.lib.errors import ConfigurationError, InsufficientScope, InvalidToken
+
+__all__ = ("ALL_SCOPES", "AuthMiddleware", "Principal", "TokenVerifier", "mint_token", "requires")
+
+ALL_SCOPES = (
+    "requests:read", "requests:write", "requests:approve",
+    "consent:read", "consent:write", "audit:read",
+    "manifests:read", "manifests:write",
+    "retention:read", "retention:write", "retention:run",
+    "backups:read", "backups:run",
+)
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: the token's ``sub``, the calling client, and its scopes."""
+
+    sub: str
+    client_id: str
+    scopes: frozenset[str]
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against pinned algorithms and the configured key source."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._algorithms = settings.algorithms
+        self._jwks: jwt.PyJWKClient | None = None
+        if settings.jwks_url:
+            self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True,
+                                         lifespan=settings.jwks_cache_seconds, timeout=5)
+
+    async def _key_for(self, token: str, header: dict[str, Any]) -> Any:
+        alg = header.get("alg")
+        if alg not in self._algorithms:
+            raise InvalidToken(f"algorithm '{alg}' is not accepted")
+        if alg.startswith("HS"):
+            if not self._settings.jwt_secret:
+                raise InvalidToken(f"algorithm '{alg}' is not accepted")
+            return self._settings.jwt_secret
+        if self._jwks is not None:
+            jwks = self._jwks
+            try:
+                signing_key = await anyio.to_thread.run_sync(jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWKClientError as exc:
+                raise InvalidToken("no JWKS key matches the token") from exc
+            return signing_key.key
+        if self._settings.jwt_public_key:
+            return self._settings.jwt_public_key
+        raise InvalidToken(f"algorithm '{alg}' is not accepted")
+
+    async def verify(self, token: str) -> Principal:
+        """Decode and check a token; every failure is an :class:`InvalidToken`."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as exc:
+            raise InvalidToken("malformed token") from exc
+        key = await self._key_for(token, header)
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=self._algorithms,
+                audience=self._settings.jwt_audience, issuer=self._settings.jwt_issuer,
+                leeway=self._settings.jwt_leeway_seconds,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("token has expired") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"token lacks the '{exc.claim}' claim") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise InvalidToken("token audience is not accepted") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise InvalidToken("token issuer is not accepted") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("token signature or claims are invalid") from exc
+        return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    raw = claims.get("scope", claims.get("scp", ""))
+    scopes = raw.split() if isinstance(raw, str) else [str(s) for s in raw]
+    sub = str(claims["sub"])
+    client_id = str(claims.get("client_id") or claims.get("azp") or sub)
+    return Principal(sub=sub, client_id=client_id, scopes=frozenset(scopes))
+
+
+class AuthMiddleware(AbstractAuthenticationMiddleware):
+    """Authenticates every request under the router it is attached to (``/v1``)."""
+
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
+        super().__init__(app)
+        self.verifier = verifier
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise InvalidToken("a bearer token is required", error="missing")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("the Authorization header must be 'Bearer <token>'", error="invalid_request")
+        principal = await self.verifier.verify(token.strip())
+        return AuthenticationResult(user=principal, auth=None)
+
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+
+
+def requires(scope: str) -> Guard:
+    """A guard that lets a request through only if its token carries ``scope``."""
+    if scope not in ALL_SCOPES:
+        msg = f"unknown scope {scope}"
+        raise ValueError(msg)
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal: Principal = connection.user
+        if scope not in principal.scopes:
+            raise InsufficientScope(scope)
+
+    guard.__name__ = f"requires_{scope.replace(':', '_')}"
+    return guard
+
+
+def mint_token(settings: Settings, *, sub: str, scopes: list[str], ttl_seconds: int = 3600,
+               client_id: str | None = None) -> str:
+    """Issue an HS256 development token with the configured audience and issuer."""
+    if not settings.jwt_secret or "HS256" not in settings.algorithms:
+        raise ConfigurationError("lethe token needs LETHE_JWT_SECRET and HS256 in LETHE_JWT_ALGORITHMS")
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub, "aud": settings.jwt_audience, "iss": settings.jwt_issuer,
+        "iat": now, "exp": now + ttl_seconds, "scope": " ".join(scopes),
+    }
+    if client_id:
+        claims["client_id"] = client_id
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

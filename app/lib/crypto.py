@@ -1,0 +1,93 @@
+"""Keys and primitives: pseudonymous references, AES-GCM artifacts, Ed25519 checkpoints."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from app.lib.errors import ConfigurationError
+
+__all__ = (
+    "aes_key",
+    "decrypt",
+    "encrypt",
+    "generate_signing_key_pem",
+    "hmac_ref",
+    "load_signing_key",
+    "public_key_pem",
+)
+
+NONCE_BYTES = 12
+
+
+def hmac_ref(key: str, *parts: str) -> str:
+    """HMAC-SHA256 of the parts (joined by NUL) under ``key``, hex encoded.
+
+    Used for every pseudonymous reference: the same input always maps to the same reference and
+    nobody without the key can reverse it or test a guess.
+    """
+    message = "\x00".join(parts).encode("utf-8")
+    return hmac.new(key.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def _decode_key_material(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        try:
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except ValueError:
+            return value.encode("utf-8")
+
+
+def aes_key(value: str) -> bytes:
+    """Derive the 32-byte AES key from the configured artifact key (base64 or passphrase)."""
+    raw = _decode_key_material(value)
+    return raw if len(raw) == 32 else hashlib.sha256(raw).digest()
+
+
+def encrypt(key: bytes, plaintext: bytes, associated_data: bytes = b"") -> bytes:
+    """AES-256-GCM; output is nonce || ciphertext+tag."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated_data)
+
+
+def decrypt(key: bytes, blob: bytes, associated_data: bytes = b"") -> bytes:
+    """Inverse of :func:`encrypt`; raises ``cryptography.exceptions.InvalidTag`` on tampering."""
+    return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated_data)
+
+
+def generate_signing_key_pem() -> str:
+    """A new Ed25519 private key in PKCS#8 PEM (for demo mode and operators' tooling)."""
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+
+
+def load_signing_key(value: str) -> Ed25519PrivateKey:
+    """Load the audit signing key from PEM or from 32 raw bytes in base64."""
+    try:
+        if "BEGIN" in value:
+            key = serialization.load_pem_private_key(value.encode("ascii"), password=None)
+        else:
+            key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(value))
+    except ValueError as exc:
+        raise ConfigurationError("LETHE_AUDIT_SIGNING_KEY is not an Ed25519 private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError("LETHE_AUDIT_SIGNING_KEY is not an Ed25519 private key")
+    return key
+
+
+def public_key_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    """PEM of the public half, for operators who verify checkpoints elsewhere."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")

@@ -1,0 +1,170 @@
+"""One hierarchy of domain errors, mapped to RFC 9457 problem+json in one place."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = (
+    "Conflict",
+    "ConfigurationError",
+    "Forbidden",
+    "IdempotencyConflict",
+    "IdempotencyInProgress",
+    "InsufficientScope",
+    "InvalidToken",
+    "LetheError",
+    "NotFound",
+    "PayloadTooLarge",
+    "TargetUnavailable",
+    "TooManyRequests",
+    "Unavailable",
+    "ValidationFailed",
+    "problem_type",
+)
+
+PROBLEM_TYPE_BASE = "urn:lethe:problem:"
+
+
+def problem_type(slug: str) -> str:
+    """The stable ``type`` URI of a problem, e.g. ``urn:lethe:problem:not-found``."""
+    return PROBLEM_TYPE_BASE + slug
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+class LetheError(Exception):
+    """Base of every error a client can see.
+
+    Subclasses fix ``status``, ``slug`` and ``title``; the message is the ``detail`` and must
+    never contain personal data: name tables, columns, systems and request ids only.
+    """
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+    @property
+    def type(self) -> str:
+        """The stable problem type URI."""
+        return problem_type(self.slug)
+
+
+class InvalidToken(LetheError):
+    """Missing, malformed, expired or forged bearer token."""
+
+    status = 401
+    slug = "invalid-token"
+    title = "Invalid or missing bearer token"
+
+    def __init__(self, detail: str, *, error: str = "invalid_token") -> None:
+        challenge = f'Bearer realm="lethe", error="{error}", error_description="{detail}"'
+        if error == "missing":
+            challenge = 'Bearer realm="lethe"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(LetheError):
+    """The caller is authenticated but may not do this."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class InsufficientScope(Forbidden):
+    """The token lacks the scope the operation requires."""
+
+    slug = "insufficient-scope"
+    title = "Insufficient scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"this operation requires the scope '{scope}'",
+            extra={"required_scope": scope},
+            headers={"WWW-Authenticate": f'Bearer realm="lethe", error="insufficient_scope", scope="{scope}"'},
+        )
+
+
+class NotFound(LetheError):
+    """The named resource does not exist."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(LetheError):
+    """The resource is not in a state that allows the operation."""
+
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class IdempotencyInProgress(Conflict):
+    """A request with the same Idempotency-Key is still being processed."""
+
+    slug = "idempotency-in-progress"
+    title = "A request with this Idempotency-Key is in progress"
+
+
+class PayloadTooLarge(LetheError):
+    """The body exceeds the configured limit."""
+
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class ValidationFailed(LetheError):
+    """The input is well-formed HTTP but does not make sense; ``errors`` names each field."""
+
+    status = 422
+    slug = "validation"
+    title = "Validation failed"
+
+    def __init__(self, detail: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(detail, extra={"errors": errors or []})
+
+
+class IdempotencyConflict(ValidationFailed):
+    """The Idempotency-Key was already used with a different body."""
+
+    slug = "idempotency-key-reused"
+    title = "Idempotency-Key reused with a different body"
+
+
+class TooManyRequests(LetheError):
+    """The caller is sending too much; retry later."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+
+
+class Unavailable(LetheError):
+    """A dependency (service store, target database) cannot be reached right now."""
+
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"
+
+
+class TargetUnavailable(Unavailable):
+    """A target database of a system cannot be reached."""
+
+    slug = "target-unavailable"
+    title = "Target database unavailable"
+
+    def __init__(self, system: str, reason: str) -> None:
+        super().__init__(f"target database of system '{system}' is unavailable: {reason}",
+                         extra={"system": system})

@@ -1,0 +1,1 @@
+"""Manifest model, loading, validation and the subject graph (pure, no HTTP)."""

@@ -1,0 +1,118 @@
+"""Shared fixtures: settings, database servers, a migrated service store, an HTTP client, tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.asgi import create_app
+from app.config import Settings, load_settings
+from app.db.store import upgrade_store
+from app.lib.auth import ALL_SCOPES, mint_token
+from tests.servers import DatabaseServer, server_for
+
+TEST_JWT_SECRET = "test-jwt-secret-that-is-at-least-32-bytes-long"
+TEST_AUDIT_KEY = "test-audit-key-that-is-at-least-32-bytes-long"
+
+
+def make_settings(tmp_path: Path, **overrides: str) -> Settings:
+    """Settings for a test: fixed secrets, everything under ``tmp_path``, workers off by default."""
+    env = {
+        "LETHE_JWT_SECRET": TEST_JWT_SECRET,
+        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_ARTIFACT_KEY": "dGVzdC1hcnRpZmFjdC1rZXktdGhhdC1pcy0zMi1ieXQ=",
+        "LETHE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'store.db'}",
+        "LETHE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "LETHE_WORKERS_ENABLED": "false",
+        "LETHE_LOG_LEVEL": "WARNING",
+    }
+    env.update({f"LETHE_{k.upper()}": v for k, v in overrides.items()})
+    return load_settings(env)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[DatabaseServer]:
+    """A PostgreSQL server (env, testcontainers, or skip; fail when CI requires servers)."""
+    import asyncio
+
+    with server_for("postgresql") as server:
+        yield server
+        asyncio.run(server.drop_all())
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[DatabaseServer]:
+    """A MariaDB/MySQL server (env, testcontainers, or skip; fail when CI requires servers)."""
+    import asyncio
+
+    with server_for("mysql") as server:
+        yield server
+        asyncio.run(server.drop_all())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A service store migrated with ``alembic upgrade head``, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    else:
+        server: DatabaseServer = request.getfixturevalue("postgres_server")
+        url = await server.create_database("lethe_store")
+    engine = create_async_engine(url)
+    try:
+        await upgrade_store(engine)
+    finally:
+        await engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    """Test settings bound to the migrated store."""
+    return make_settings(tmp_path, database_url=store_url)
+
+
+@pytest.fixture
+async def store_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """A direct engine on the service store, for assertions a client cannot make."""
+    engine = create_async_engine(settings.database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Litestar:
+    """The application under test."""
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """An HTTP client running the app's lifespan."""
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., str]:
+    """Mint a token: ``token()`` has every scope, ``token("audit:read")`` only that one."""
+
+    def _mint(*scopes: str, sub: str = "test-operator", client_id: str | None = None) -> str:
+        return mint_token(settings, sub=sub, scopes=list(scopes or ALL_SCOPES), client_id=client_id)
+
+    return _mint
+
+
+@pytest.fixture
+def auth(token: Callable[..., str]) -> Callable[..., dict[str, str]]:
+    """Authorization headers: ``auth()`` for every scope, ``auth("audit:read")`` for one."""
+
+    def _headers(*scopes: str, **kwargs: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(*scopes, **kwargs)}"}
+
+    return _headers
