@@ -1,0 +1,45 @@
+"""Cursor pagination: opaque, URL-safe cursors over a keyset, and a bounded page size."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import msgspec
+
+from app.lib.errors import ValidationFailed
+
+__all__ = ("DEFAULT_PAGE_SIZE", "clamp_limit", "decode_cursor", "encode_cursor")
+
+DEFAULT_PAGE_SIZE = 50
+
+
+def encode_cursor(*key: Any) -> str:
+    """Encode the sort key of the last item of a page (e.g. ``seq`` or ``(created_at, id)``)."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(list(key))).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    """Decode a cursor produced by :func:`encode_cursor`; a forged or stale one is a 422."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = msgspec.json.decode(raw, type=list[Any])
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise ValidationFailed("malformed cursor", [{"field": "query.cursor", "message": "malformed"}]) from exc
+    if len(key) != arity:
+        raise ValidationFailed("malformed cursor", [{"field": "query.cursor", "message": "malformed"}])
+    return key
+
+
+def clamp_limit(limit: int | None, max_page_size: int) -> int:
+    """A page size between 1 and the configured maximum (422 outside)."""
+    if limit is None:
+        return min(DEFAULT_PAGE_SIZE, max_page_size)
+    if limit < 1 or limit > max_page_size:
+        raise ValidationFailed(
+            f"limit must be between 1 and {max_page_size}",
+            [{"field": "query.limit", "message": f"must be between 1 and {max_page_size}"}],
+        )
+    return limit
