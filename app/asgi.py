@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     verifier = TokenVerifier(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
         try:
             yield
         finally:
@@ -45,8 +45,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )
-    prometheus = PrometheusConfig(app_name="lethe", prefix="lethe", group_path=True,
-                                  exclude=["/metrics", "/healthz", "/readyz"])
+    prometheus = PrometheusConfig(
+        app_name="lethe",
+        prefix="lethe",
+        group_path=True,
+        exclude=["/metrics", "/healthz", "/readyz"],
+    )
     return Litestar(
         route_handlers=[SystemController, MetricsController, v1],
         plugins=[SQLAlchemyPlugin(config=store_config(settings, engine))],
@@ -61,10 +65,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="GDPR data-subject requests: access, rectification, erasure, retention, audit.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
-            components=Components(security_schemes={
-                "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
-                                              description="JWT with the scopes each operation names"),
-            }),
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="JWT with the scopes each operation names",
+                    ),
+                }
+            ),
             use_handler_docstrings=True,
         ),
         logging_config=None,

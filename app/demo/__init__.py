@@ -26,20 +26,22 @@ class DemoInfo:
     def banner(self, host: str, port: int) -> str:
         """Instructions a newcomer can paste."""
         base = f"http://{host}:{port}"
-        return "\n".join([
-            "",
-            f"Lethe demo: store migrated, shop target with {self.people} people at {self.shop_path}",
-            "",
-            "Development token (all scopes, valid 12 hours):",
-            f"  export TOKEN={self.token}",
-            "",
-            "Try:",
-            f"  curl -s {base}/healthz",
-            f"  curl -s -i {base}/v1/audit/events            # 401 without a token",
-            f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/readyz',
-            f"  open {base}/schema for the API documentation",
-            "",
-        ])
+        return "\n".join(
+            [
+                "",
+                f"Lethe demo: store migrated, shop target with {self.people} people at {self.shop_path}",
+                "",
+                "Development token (all scopes, valid 12 hours):",
+                f"  export TOKEN={self.token}",
+                "",
+                "Try:",
+                f"  curl -s {base}/healthz",
+                f"  curl -s -i {base}/v1/audit/events            # 401 without a token",
+                f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/readyz',
+                f"  open {base}/schema for the API documentation",
+                "",
+            ]
+        )
 
 
 async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:
@@ -51,8 +53,13 @@ async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:
         await engine.dispose()
     shop_path = home / "shop.db"
     people = create_shop(shop_path)
-    token = mint_token(settings, sub="demo-operator", scopes=list(ALL_SCOPES), ttl_seconds=12 * 3600,
-                       client_id="demo")
+    token = mint_token(
+        settings,
+        sub="demo-operator",
+        scopes=list(ALL_SCOPES),
+        ttl_seconds=12 * 3600,
+        client_id="demo",
+    )
     return DemoInfo(token=token, shop_path=shop_path, people=people)
 
 
