@@ -75,8 +75,14 @@ def demo_command(port: int, host: str, *, no_serve: bool) -> None:
         serve_demo(settings, host, port)
 
 
-for _command in (token_command, demo_command, core.run_command, core.routes_command,
-                 schema.schema_group, database_group):
+for _command in (
+    token_command,
+    demo_command,
+    core.run_command,
+    core.routes_command,
+    schema.schema_group,
+    database_group,
+):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
 
 
