@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -94,8 +95,9 @@ def _check_reachable(url: str, kind: str, env_var: str) -> None:
         finally:
             await engine.dispose()
 
-    try:
-        asyncio.run(ping())
+    try:  # in a thread: the first caller may be an async fixture, inside a running loop
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, ping()).result()
     except Exception as exc:  # noqa: BLE001
         message = f"{env_var} is set but the {kind} server does not answer: {type(exc).__name__}: {exc}"
         pytest.fail(message)

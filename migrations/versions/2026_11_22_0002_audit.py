@@ -52,7 +52,7 @@ def _create_tables() -> None:
         sa.Column("request_id", sa.String(128), nullable=True),
         sa.Column("system", sa.String(128), nullable=True),
         sa.Column("subject_ref", sa.String(64), nullable=True),
-        sa.Column("payload", JsonB(), nullable=False),
+        sa.Column("payload", JsonB, nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("seq", name="pk_audit_event"),
