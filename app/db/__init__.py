@@ -4,5 +4,13 @@ from __future__ import annotations
 
 from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.models import IdempotencyRecord
+from app.db.requests import SubjectRequest, SubjectRequestSystem
 
-__all__ = ("AuditEvent", "ConsentEvent", "ErasureTombstone", "IdempotencyRecord")
+__all__ = (
+    "AuditEvent",
+    "ConsentEvent",
+    "ErasureTombstone",
+    "IdempotencyRecord",
+    "SubjectRequest",
+    "SubjectRequestSystem",
+)
