@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = (
-    "Conflict",
     "ConfigurationError",
+    "Conflict",
     "Forbidden",
     "IdempotencyConflict",
     "IdempotencyInProgress",
     "InsufficientScope",
     "InvalidToken",
     "LetheError",
+    "ManifestInvalid",
     "NotFound",
     "PayloadTooLarge",
     "TargetUnavailable",
@@ -134,6 +135,13 @@ class ValidationFailed(LetheError):
 
     def __init__(self, detail: str, errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(detail, extra={"errors": errors or []})
+
+
+class ManifestInvalid(ValidationFailed):
+    """A manifest does not decode or does not fit its target; ``errors`` names each key path."""
+
+    slug = "manifest-invalid"
+    title = "Invalid manifest"
 
 
 class IdempotencyConflict(ValidationFailed):
