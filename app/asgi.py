@@ -19,6 +19,7 @@ from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
 from app.domain.consent.controllers import ConsentController
+from app.domain.requests.controllers import RequestController
 from app.domain.system.controllers import MetricsController, SystemController
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.logging import RequestIdMiddleware, configure_logging
@@ -36,14 +37,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        from app.domain.requests.jobs import background_tasks
+
         try:
-            yield
+            async with background_tasks(settings, engine):
+                yield
         finally:
             await engine.dispose()
 
     v1 = Router(
         path="/v1",
-        route_handlers=[AuditController, ConsentController],
+        route_handlers=[AuditController, ConsentController, RequestController],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )

@@ -41,5 +41,10 @@ def check_extension(*, due_at: datetime, until: datetime, now: datetime) -> None
     if until <= due_at or until > limit:
         raise ValidationFailed(
             "an extension must end after the due date and at most two months beyond it",
-            [{"field": "body.until", "message": f"must be after {due_at.isoformat()} and at most {limit.isoformat()}"}],
+            [
+                {
+                    "field": "body.until",
+                    "message": f"must be after {due_at.isoformat()} and at most {limit.isoformat()}",
+                }
+            ],
         )
