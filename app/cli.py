@@ -12,6 +12,7 @@ from litestar.cli._utils import LitestarEnv, LitestarGroup
 from litestar.cli.commands import core, schema
 
 from app.config import get_settings
+from app.domain.manifests.cli import manifest_group
 from app.lib.auth import ALL_SCOPES, mint_token
 
 __all__ = ("lethe_group",)
@@ -66,6 +67,7 @@ lethe_group.add_command(core.run_command)
 lethe_group.add_command(core.routes_command)
 lethe_group.add_command(schema.schema_group)
 lethe_group.add_command(database_group)
+lethe_group.add_command(manifest_group)
 
 
 def run() -> None:
