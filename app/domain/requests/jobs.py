@@ -548,24 +548,30 @@ async def refresh_gauges_forever(store_engine: AsyncEngine, stop: asyncio.Event)
             await asyncio.wait_for(stop.wait(), timeout=GAUGE_INTERVAL_SECONDS)
 
 
-async def run_workers(settings: Settings, store_engine: AsyncEngine, stop: asyncio.Event) -> None:
+async def run_workers(
+    settings: Settings, store_engine: AsyncEngine, stop: asyncio.Event, targets: TargetRegistry | None = None
+) -> None:
     """Run the configured number of workers (one on SQLite) and the artifact purge until ``stop``."""
-    targets = TargetRegistry(settings)
+    owned = targets is None
+    targets = targets or TargetRegistry(settings)
     count = 1 if settings.is_sqlite else max(settings.worker_concurrency, 1)
     workers = [RequestWorker(settings, store_engine, targets, f"w{i}") for i in range(count)]
     try:
         await asyncio.gather(*(w.loop(stop) for w in workers), _housekeeping(settings, store_engine, stop))
     finally:
-        await targets.dispose()
+        if owned:
+            await targets.dispose()
 
 
 @contextlib.asynccontextmanager
-async def background_tasks(settings: Settings, store_engine: AsyncEngine) -> AsyncIterator[None]:
+async def background_tasks(
+    settings: Settings, store_engine: AsyncEngine, targets: TargetRegistry | None = None
+) -> AsyncIterator[None]:
     """The app's background work: request gauges always, workers when ``workers_enabled``."""
     stop = asyncio.Event()
     tasks = [asyncio.create_task(refresh_gauges_forever(store_engine, stop))]
     if settings.workers_enabled:
-        tasks.append(asyncio.create_task(run_workers(settings, store_engine, stop)))
+        tasks.append(asyncio.create_task(run_workers(settings, store_engine, stop, targets)))
     try:
         yield
     finally:
