@@ -120,9 +120,9 @@ class ManifestController(Controller):
         db_session: AsyncSession,
         state: State,
         cursor: str | None = Parameter(
-            query="cursor", default=None, description="next_cursor of the previous page"
+            default=None, description="next_cursor of the previous page"
         ),
-        limit: int | None = Parameter(query="limit", default=None, description="page size"),
+        limit: int | None = Parameter(default=None, description="page size"),
     ) -> ManifestPage:
         """Systems in name order, one summary each (the latest version)."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -148,9 +148,7 @@ class ManifestController(Controller):
         self,
         db_session: AsyncSession,
         system: str,
-        version: int | None = Parameter(
-            query="version", default=None, ge=1, description="a version number"
-        ),
+        version: int | None = Parameter(default=None, ge=1, description="a version number"),
     ) -> ManifestVersionOut:
         """Versions never change once registered, so a version number identifies content."""
         return _version_out(await ManifestService(session=db_session).get_version(system, version))
@@ -168,9 +166,7 @@ class ManifestController(Controller):
         db_session: AsyncSession,
         state: State,
         system: str,
-        version: int | None = Parameter(
-            query="version", default=None, ge=1, description="a version number"
-        ),
+        version: int | None = Parameter(default=None, ge=1, description="a version number"),
     ) -> ValidationReport:
         """The target may have changed since registration: errors, risks and lint findings now."""
         row = await ManifestService(session=db_session).get_version(system, version)
