@@ -93,7 +93,9 @@ class ManifestController(Controller):
         """Validate against the live target and store a new version (201), or return the
         unchanged latest version (200) when the content is the same."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        manifest = load_manifest(await request.body(), "json" if content_type in _JSON_TYPES else None)
+        manifest = load_manifest(
+            await request.body(), "json" if content_type in _JSON_TYPES else None
+        )
         service = ManifestService(session=db_session)
         row, created, check = await register_manifest(
             service, manifest, state.targets, created_by=request.user.sub
@@ -118,14 +120,16 @@ class ManifestController(Controller):
         db_session: AsyncSession,
         state: State,
         cursor: str | None = Parameter(
-            query="cursor", default=None, description="next_cursor of the previous page"
+            default=None, description="next_cursor of the previous page"
         ),
-        limit: int | None = Parameter(query="limit", default=None, description="page size"),
+        limit: int | None = Parameter(default=None, description="page size"),
     ) -> ManifestPage:
         """Systems in name order, one summary each (the latest version)."""
         size = clamp_limit(limit, state.settings.max_page_size)
         key = decode_cursor(cursor, 1)
-        rows = await ManifestService(session=db_session).list_latest(str(key[0]) if key else None, size + 1)
+        rows = await ManifestService(session=db_session).list_latest(
+            str(key[0]) if key else None, size + 1
+        )
         more = len(rows) > size
         rows = rows[:size]
         return ManifestPage(
@@ -144,7 +148,7 @@ class ManifestController(Controller):
         self,
         db_session: AsyncSession,
         system: str,
-        version: int | None = Parameter(query="version", default=None, ge=1, description="a version number"),
+        version: int | None = Parameter(default=None, ge=1, description="a version number"),
     ) -> ManifestVersionOut:
         """Versions never change once registered, so a version number identifies content."""
         return _version_out(await ManifestService(session=db_session).get_version(system, version))
@@ -162,7 +166,7 @@ class ManifestController(Controller):
         db_session: AsyncSession,
         state: State,
         system: str,
-        version: int | None = Parameter(query="version", default=None, ge=1, description="a version number"),
+        version: int | None = Parameter(default=None, ge=1, description="a version number"),
     ) -> ValidationReport:
         """The target may have changed since registration: errors, risks and lint findings now."""
         row = await ManifestService(session=db_session).get_version(system, version)
