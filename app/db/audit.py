@@ -49,7 +49,9 @@ class ConsentEvent(DefaultBase):
     """One grant or withdrawal of consent; status is derived from these, never stored."""
 
     __tablename__ = "consent_event"
-    __table_args__ = (Index("ix_consent_event_subject_purpose", "subject_ref", "purpose", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_consent_event_subject_purpose", "subject_ref", "purpose", "occurred_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
     subject_ref: Mapped[str] = mapped_column(String(64))

@@ -68,7 +68,9 @@ _CATEGORY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 _SYSTEM = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
-class Spec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+class Spec(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, omit_defaults=True
+):
     """Base of every manifest struct: unknown keys are errors, values are immutable."""
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, cast
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,7 +72,7 @@ class RequestController(Controller):
         data: RequestIn,
         idempotency_key: Annotated[
             str | None,
-            Parameter(header="Idempotency-Key", description="Replays the first response for a retry."),
+            HeaderParameter(name="Idempotency-Key", description="Replays the first response for a retry."),
         ] = None,
     ) -> Response[RequestOut]:
         """The subject is looked up by the workers in each system; not found there is a valid answer."""
