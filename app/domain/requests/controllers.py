@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, cast
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
 from litestar.response import Stream
@@ -67,7 +68,7 @@ class RequestController(Controller):
     async def create(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         state: State,
         data: RequestIn,
         idempotency_key: Annotated[
@@ -103,7 +104,7 @@ class RequestController(Controller):
     )
     async def list_requests(
         self,
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         state: State,
         status: str | None = Parameter(default=None, description="Only requests in this state."),
         kind: str | None = Parameter(default=None, description="access, erasure or rectification."),
@@ -131,7 +132,9 @@ class RequestController(Controller):
         guards=[requires("requests:read")],
         responses=problem_responses(401, 403, 404),
     )
-    async def get_request(self, db_session: AsyncSession, request_id: uuid.UUID = REQUEST_ID) -> RequestOut:
+    async def get_request(
+        self, db_session: NamedDependency[AsyncSession], request_id: uuid.UUID = REQUEST_ID
+    ) -> RequestOut:
         """Counts are rows per table; ``not_found`` says the subject is unknown in that system."""
         return await _view(db_session, request_id)
 
@@ -146,7 +149,7 @@ class RequestController(Controller):
     async def approve(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         request_id: uuid.UUID = REQUEST_ID,
     ) -> RequestOut:
         """Only from ``awaiting_approval``; the request is then queued for the workers."""
@@ -164,7 +167,7 @@ class RequestController(Controller):
     async def reject(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         request_id: uuid.UUID = REQUEST_ID,
     ) -> RequestOut:
         """Final: the identities are wiped."""
@@ -182,7 +185,7 @@ class RequestController(Controller):
     async def cancel(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         request_id: uuid.UUID = REQUEST_ID,
     ) -> RequestOut:
         """Possible while received, awaiting approval or queued; a running request finishes."""
@@ -200,7 +203,7 @@ class RequestController(Controller):
     async def extend(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         data: ExtensionIn,
         request_id: uuid.UUID = REQUEST_ID,
     ) -> RequestOut:
@@ -222,7 +225,7 @@ class RequestController(Controller):
     )
     async def export(
         self,
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         state: State,
         request_id: uuid.UUID = REQUEST_ID,
         format: Literal["json", "zip"] = Parameter(default="json", description="json or zip."),

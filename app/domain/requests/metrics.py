@@ -13,11 +13,13 @@ from app.db.requests import REQUEST_KINDS, REQUEST_STATUSES, SubjectRequest
 __all__ = ("COMPLETION_SECONDS", "OVERDUE", "REQUESTS", "observe_completion", "refresh_request_gauges")
 
 REQUESTS = Gauge(
-    "lethe_requests", "Data-subject requests in the store, by kind and status", ["kind", "status"]
+    "lethe_subject_requests", "Data-subject requests in the store, by kind and status", ["kind", "status"]
 )
-OVERDUE = Gauge("lethe_requests_overdue", "Requests past their deadline and not final, by kind", ["kind"])
+OVERDUE = Gauge(
+    "lethe_subject_requests_overdue", "Requests past their deadline and not final, by kind", ["kind"]
+)
 COMPLETION_SECONDS = Histogram(
-    "lethe_request_completion_seconds",
+    "lethe_subject_request_completion_seconds",
     "Time from receipt to completion of a request, by kind",
     ["kind"],
     buckets=(1, 10, 60, 600, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 90 * 86_400),
