@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,6 @@ __all__ = (
     "hand_written_export",
     "register_crm",
     "target_url",
-    "wait_for_status",
 )
 
 TARGET_ENV = "LETHE_TEST_TARGET_CRM_URL"
@@ -89,7 +86,9 @@ team_members = Table(
 
 HAND_WRITTEN = {
     "users": "SELECT * FROM users WHERE email = :email ORDER BY id",
-    "orders": "SELECT o.* FROM orders o JOIN users u ON u.id = o.user_id WHERE u.email = :email ORDER BY o.id",
+    "orders": (
+        "SELECT o.* FROM orders o JOIN users u ON u.id = o.user_id WHERE u.email = :email ORDER BY o.id"
+    ),
     "order_items": (
         "SELECT i.* FROM order_items i JOIN orders o ON o.id = i.order_id JOIN users u ON u.id = o.user_id "
         "WHERE u.email = :email ORDER BY i.id"
@@ -164,7 +163,7 @@ def crm_manifest() -> dict[str, Any]:
 
 
 def _rows(people: int, orders_per_person: int) -> dict[str, list[dict[str, Any]]]:
-    base = datetime(2025, 3, 1, 10, 30, 15)
+    base = datetime(2025, 3, 1, 10, 30, 15)  # noqa: DTZ001 - a naive TIMESTAMP column
     data: dict[str, list[dict[str, Any]]] = {t: [] for t in metadata.tables}
     data["teams"] = [{"id": t, "title": f"Team {t}"} for t in range(1, 5)]
     order_id = item_id = 0
@@ -260,20 +259,6 @@ async def hand_written_export(url: str, email: str) -> dict[str, list[dict[str, 
     finally:
         await engine.dispose()
     return msgspec.json.decode(msgspec.json.encode(out))
-
-
-async def wait_for_status(
-    fetch: Callable[[], Any], wanted: set[str], timeout: float = 60.0
-) -> dict[str, Any]:
-    """Poll ``fetch()`` (returning a request body) until its status is in ``wanted``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        body: dict[str, Any] = await fetch()
-        if body["status"] in wanted:
-            return body
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"request stayed {body['status']}")
-        await asyncio.sleep(0.2)
 
 
 def utc(*args: int) -> datetime:

@@ -377,8 +377,8 @@ async def test_deadline_is_one_calendar_month_and_extension_rules(
 async def test_approval_reject_cancel_and_missing_erasure_engine(
     tmp_path: Path, store_url: str, crm_sqlite: str, token: Callable[..., str]
 ) -> None:
-    from tests.conftest import make_settings
     from app.asgi import create_app
+    from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, database_url=store_url, approval_required="erasure")
     engine = create_async_engine(store_url)
@@ -439,7 +439,8 @@ async def test_approval_reject_cancel_and_missing_erasure_engine(
         assert wiped == [None, None]
 
         listing = (await client.get("/v1/requests?kind=erasure&limit=1", headers=auth())).json()
-        assert len(listing["items"]) == 1 and listing["next_cursor"]
+        assert len(listing["items"]) == 1
+        assert listing["next_cursor"]
         second = (
             await client.get(
                 f"/v1/requests?kind=erasure&limit=1&cursor={listing['next_cursor']}", headers=auth()
