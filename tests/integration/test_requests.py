@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import uuid
 import zipfile
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from app.config import Settings
 from app.db.audit import AuditEvent
 from app.db.models import IdempotencyRecord
 from app.db.requests import SubjectRequest
+from app.domain.requests.schemas import RequestIn
 from app.lib.idempotency import body_fingerprint
 from tests.integration.requests_support import (
     SUBJECT_EMAIL,
@@ -200,7 +203,7 @@ async def test_rectification_changes_exactly_the_named_cells(
 
     after = {name: await _table(crm_url, name) for name in ("users", "orders")}
     expected_users = [dict(r) for r in before["users"]]
-    expected_users[0].update(full_name="Ada King", birth_date=__import__("datetime").date(1815, 12, 10))
+    expected_users[0].update(full_name="Ada King", birth_date=date(1815, 12, 10))
     assert after["users"] == expected_users
     expected_orders = [dict(r, note="fixed") if r["user_id"] == 1 else r for r in before["orders"]]
     assert after["orders"] == expected_orders
@@ -300,11 +303,7 @@ async def test_idempotency_key_replays_refuses_and_detects_concurrency(
                 client_id="test-operator",
                 key="k-2",
                 operation="requests.create",
-                request_hash=body_fingerprint(
-                    __import__("app.domain.requests.schemas", fromlist=["RequestIn"]).RequestIn(
-                        kind="access", identities={"email": SUBJECT_EMAIL}
-                    )
-                ),
+                request_hash=body_fingerprint(RequestIn(kind="access", identities={"email": SUBJECT_EMAIL})),
                 created_at=utc(2100, 1, 1),
             )
         )
@@ -344,7 +343,7 @@ async def test_deadline_is_one_calendar_month_and_extension_rules(
     async with store_engine.begin() as connection:  # received on 31 January: due 28/29 February
         await connection.execute(
             update(SubjectRequest)
-            .where(SubjectRequest.id == __import__("uuid").UUID(request_id))
+            .where(SubjectRequest.id == uuid.UUID(request_id))
             .values(received_at=utc(2100, 1, 31, 9), due_at=utc(2100, 2, 28, 9))
         )
     url = f"/v1/requests/{request_id}/extend"
@@ -362,7 +361,7 @@ async def test_deadline_is_one_calendar_month_and_extension_rules(
     async with store_engine.begin() as connection:  # the first due date has passed
         await connection.execute(
             update(SubjectRequest)
-            .where(SubjectRequest.id == __import__("uuid").UUID(request_id))
+            .where(SubjectRequest.id == uuid.UUID(request_id))
             .values(received_at=utc(2020, 1, 31), due_at=utc(2020, 2, 29), extended_due_at=None)
         )
     late = await client.post(url, json={"reason": "too late", "months": 1}, headers=auth())
