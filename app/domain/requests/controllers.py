@@ -61,7 +61,9 @@ class RequestController(Controller):
         guards=[requires("requests:write")],
         status_code=202,
         responses={
-            202: ResponseSpec(data_container=RequestOut, description="Accepted; follow `Location`"),
+            202: ResponseSpec(
+                data_container=RequestOut, description="Accepted; follow `Location`", generate_examples=False
+            ),
             **problem_responses(401, 403, 409, 413, 422, 503),
         },
     )
