@@ -387,21 +387,10 @@ class _Resolver:
         return paths
 
     def _derived(self, table: str) -> SubjectPath | None:
+        """Follow the foreign keys to the nearest managed tables; exactly one full path must
+        remain once chains that would loop back through ``table`` are dropped."""
         subject = self.manifest.subject.table
         chains = candidate_paths(self.schema, table, self.managed - {table})
-        if len(chains) == 1:
-            chain = chains[0]
-            end = chain[-1].to_table
-            if end == subject:
-                return SubjectPath(table, "default", chain, derived=True)
-            if end not in self.resolving:
-                continued = self.resolve(end)
-                if len(continued) == 1:
-                    return SubjectPath(table, "default", chain + continued[0].steps, derived=True)
-            self._ambiguous(
-                table, f"its foreign key leads to '{end}', whose own path is not a single link"
-            )
-            return None
         if not chains:
             self.issues.append(
                 Issue(
@@ -413,9 +402,43 @@ class _Resolver:
                 )
             )
             return None
-        listed = "; ".join(" / ".join(str(s) for s in c) for c in chains[:4])
-        self._ambiguous(table, f"it has {len(chains)} foreign-key paths ({listed})")
+        full: list[tuple[Step, ...]] = []
+        unresolved: list[str] = []
+        for chain in chains:
+            steps = self._continue(table, chain)
+            if steps is None:
+                unresolved.append(chain[-1].to_table)
+            elif steps:
+                full.append(steps)
+        if len(full) == 1 and not unresolved:
+            return SubjectPath(table, "default", full[0], derived=True)
+        if len(full) > 1 or (full and unresolved):
+            listed = "; ".join(" / ".join(str(s) for s in c) for c in chains[:4])
+            self._ambiguous(table, f"it has {len(chains)} foreign-key paths ({listed})")
+        else:
+            ends = ", ".join(f"'{t}'" for t in unresolved)
+            self._ambiguous(
+                table, f"its foreign keys lead to {ends}, whose own path is not a single link"
+            )
         return None
+
+    def _continue(self, table: str, chain: tuple[Step, ...]) -> tuple[Step, ...] | None:
+        """``chain`` extended by the path of the managed table it ends at.
+
+        Returns ``()`` when that path loops back through ``table`` (the chain is discarded) and
+        None when the end table has no single path.
+        """
+        end = chain[-1].to_table
+        if end == self.manifest.subject.table:
+            return chain
+        if end in self.resolving:
+            return ()
+        continued = self.resolve(end)
+        if len(continued) != 1:
+            return None
+        if table in continued[0].tables:
+            return ()
+        return chain + continued[0].steps
 
     def _ambiguous(self, table: str, why: str) -> None:
         self.issues.append(
