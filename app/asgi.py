@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     targets = TargetRegistry(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
         if settings.manifests_dir:
             await register_directory(engine, Path(settings.manifests_dir))
         try:
@@ -53,8 +53,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )
-    prometheus = PrometheusConfig(app_name="lethe", prefix="lethe", group_path=True,
-                                  exclude=["/metrics", "/healthz", "/readyz"])
+    prometheus = PrometheusConfig(
+        app_name="lethe",
+        prefix="lethe",
+        group_path=True,
+        exclude=["/metrics", "/healthz", "/readyz"],
+    )
     return Litestar(
         route_handlers=[SystemController, MetricsController, v1],
         plugins=[SQLAlchemyPlugin(config=store_config(settings, engine))],
@@ -62,18 +66,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
-        state=State({"settings": settings, "store_engine": engine, "verifier": verifier,
-                     "targets": targets}),
+        state=State({"settings": settings, "store_engine": engine, "verifier": verifier, "targets": targets}),
         openapi_config=OpenAPIConfig(
             title="Lethe",
             version=__version__,
             description="GDPR data-subject requests: access, rectification, erasure, retention, audit.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
-            components=Components(security_schemes={
-                "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
-                                              description="JWT with the scopes each operation names"),
-            }),
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="JWT with the scopes each operation names",
+                    ),
+                }
+            ),
             use_handler_docstrings=True,
         ),
         logging_config=None,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from advanced_alchemy.base import metadata_registry
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import app.db  # noqa: F401  (registers every model on the metadata)
-from advanced_alchemy.base import metadata_registry
 
 config = context.config
 target_metadata = metadata_registry.get(None)

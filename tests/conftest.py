@@ -38,21 +38,15 @@ def make_settings(tmp_path: Path, **overrides: str) -> Settings:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[DatabaseServer]:
     """A PostgreSQL server (env, testcontainers, or skip; fail when CI requires servers)."""
-    import asyncio
-
     with server_for("postgresql") as server:
         yield server
-        asyncio.run(server.drop_all())
 
 
 @pytest.fixture(scope="session")
 def mysql_server() -> Iterator[DatabaseServer]:
     """A MariaDB/MySQL server (env, testcontainers, or skip; fail when CI requires servers)."""
-    import asyncio
-
     with server_for("mysql") as server:
         yield server
-        asyncio.run(server.drop_all())
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -68,7 +62,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         await upgrade_store(engine)
     finally:
         await engine.dispose()
-    yield url
+    return url
 
 
 @pytest.fixture

@@ -6,11 +6,14 @@ servers are shared and keep state between runs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -71,7 +74,7 @@ def _docker_answers() -> bool:
         import docker  # type: ignore[import-untyped]
 
         docker.from_env(timeout=3).ping()
-    except Exception:  # noqa: BLE001 - any failure means "no engine here"
+    except Exception:
         return False
     return True
 
@@ -83,22 +86,22 @@ def _unavailable(kind: str, env_var: str) -> None:
     pytest.skip(reason)
 
 
-def _check_reachable(url: str, kind: str, env_var: str) -> None:
-    import asyncio
-
-    async def ping() -> None:
-        engine = create_async_engine(url, connect_args={"timeout": 5} if kind == "postgresql" else {})
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        finally:
-            await engine.dispose()
-
+async def _check_reachable(url: str, kind: str, env_var: str) -> None:
+    engine = create_async_engine(url, connect_args={"timeout": 5} if kind == "postgresql" else {})
     try:
-        asyncio.run(ping())
-    except Exception as exc:  # noqa: BLE001
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
         message = f"{env_var} is set but the {kind} server does not answer: {type(exc).__name__}: {exc}"
         pytest.fail(message)
+    finally:
+        await engine.dispose()
+
+
+def _run_aside(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on a fresh loop in another thread (session fixtures are synchronous)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
 
 
 @contextmanager
@@ -107,8 +110,12 @@ def server_for(kind: str) -> Iterator[DatabaseServer]:
     env_var = {"postgresql": "LETHE_TEST_POSTGRES_URL", "mysql": "LETHE_TEST_MYSQL_URL"}[kind]
     if url := os.environ.get(env_var):
         admin = _async_url(url, kind)
-        _check_reachable(admin, kind, env_var)
-        yield DatabaseServer(kind=kind, admin_url=admin)
+        _run_aside(_check_reachable(admin, kind, env_var))
+        server = DatabaseServer(kind=kind, admin_url=admin)
+        try:
+            yield server
+        finally:
+            _run_aside(server.drop_all())
         return
     if not _docker_answers():
         _unavailable(kind, env_var)
@@ -117,9 +124,8 @@ def server_for(kind: str) -> Iterator[DatabaseServer]:
 
         with PostgresContainer("postgres:16-alpine") as container:
             yield DatabaseServer(kind=kind, admin_url=_async_url(container.get_connection_url(), kind))
-    else:
-        from testcontainers.mysql import MySqlContainer
+        return
+    from testcontainers.mysql import MySqlContainer
 
-        with MySqlContainer("mariadb:11", username="root", password="test") as container:  # noqa: S106
-            yield DatabaseServer(kind=kind, admin_url=_async_url(container.get_connection_url(), kind))
-
+    with MySqlContainer("mariadb:11", username="root", password="test") as container:
+        yield DatabaseServer(kind=kind, admin_url=_async_url(container.get_connection_url(), kind))

@@ -16,8 +16,14 @@ from app.engine.targets import TargetRegistry
 from app.lib.auth import ALL_SCOPES, mint_token
 from app.manifest.loading import load_manifest_file
 
-__all__ = ("DEMO_MANIFEST", "SHOP_URL_VARIABLE", "DemoInfo", "prepare_demo", "register_demo_manifest",
-           "serve_demo")
+__all__ = (
+    "DEMO_MANIFEST",
+    "SHOP_URL_VARIABLE",
+    "DemoInfo",
+    "prepare_demo",
+    "register_demo_manifest",
+    "serve_demo",
+)
 
 DEMO_MANIFEST = Path(__file__).with_name("manifest.yaml")
 """The shop's manifest, registered by the demo."""
@@ -39,22 +45,24 @@ class DemoInfo:
     def banner(self, host: str, port: int) -> str:
         """Instructions a newcomer can paste."""
         base = f"http://{host}:{port}"
-        return "\n".join([
-            "",
-            f"Lethe demo: store migrated, shop target with {self.people} people at {self.shop_path}",
-            f"Manifest of system 'shop' registered (version {self.manifest_version})",
-            "",
-            "Development token (all scopes, valid 12 hours):",
-            f"  export TOKEN={self.token}",
-            "",
-            "Try:",
-            f"  curl -s {base}/healthz",
-            f"  curl -s -i {base}/v1/audit/events            # 401 without a token",
-            f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/readyz',
-            f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/manifests/shop',
-            f"  open {base}/schema for the API documentation",
-            "",
-        ])
+        return "\n".join(
+            [
+                "",
+                f"Lethe demo: store migrated, shop target with {self.people} people at {self.shop_path}",
+                f"Manifest of system 'shop' registered (version {self.manifest_version})",
+                "",
+                "Development token (all scopes, valid 12 hours):",
+                f"  export TOKEN={self.token}",
+                "",
+                "Try:",
+                f"  curl -s {base}/healthz",
+                f"  curl -s -i {base}/v1/audit/events            # 401 without a token",
+                f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/readyz',
+                f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/manifests/shop',
+                f"  open {base}/schema for the API documentation",
+                "",
+            ]
+        )
 
 
 async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:
@@ -68,8 +76,13 @@ async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:
     people = create_shop(shop_path)
     os.environ.setdefault(SHOP_URL_VARIABLE, f"sqlite+aiosqlite:///{shop_path.resolve()}")
     version = await register_demo_manifest(settings)
-    token = mint_token(settings, sub="demo-operator", scopes=list(ALL_SCOPES), ttl_seconds=12 * 3600,
-                       client_id="demo")
+    token = mint_token(
+        settings,
+        sub="demo-operator",
+        scopes=list(ALL_SCOPES),
+        ttl_seconds=12 * 3600,
+        client_id="demo",
+    )
     return DemoInfo(token=token, shop_path=shop_path, people=people, manifest_version=version)
 
 
@@ -82,9 +95,10 @@ async def register_demo_manifest(settings: Settings) -> int:
     engine = create_store_engine(settings)
     targets = TargetRegistry(settings)
     try:
-        async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
-            row, _, _ = await register_manifest(ManifestService(session=session), manifest, targets,
-                                                created_by="demo")
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        async with sessions() as session, session.begin():
+            service = ManifestService(session=session)
+            row, _, _ = await register_manifest(service, manifest, targets, created_by="demo")
             return row.version
     finally:
         await targets.dispose()

@@ -58,54 +58,140 @@ CREATE TABLE sessions (
 );
 """
 
-_FIRST = ["Ada", "Alan", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger",
-          "Radia", "Donald", "Hedy", "Tim", "Karen", "John", "Sophie", "Niklaus", "Joan", "Guido"]
-_LAST = ["Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie",
-         "Allen", "Dijkstra", "Perlman", "Knuth", "Lamarr", "Berners", "Jones", "Backus", "Wilson",
-         "Wirth", "Clarke", "Rossum"]
-_CITIES = [("Berlin", "DE"), ("Paris", "FR"), ("Madrid", "ES"), ("Rome", "IT"), ("Vienna", "AT"),
-           ("Lisbon", "PT"), ("Dublin", "IE"), ("Warsaw", "PL")]
+_FIRST = [
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Ken",
+    "Barbara",
+    "Dennis",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Donald",
+    "Hedy",
+    "Tim",
+    "Karen",
+    "John",
+    "Sophie",
+    "Niklaus",
+    "Joan",
+    "Guido",
+]
+_LAST = [
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Liskov",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Knuth",
+    "Lamarr",
+    "Berners",
+    "Jones",
+    "Backus",
+    "Wilson",
+    "Wirth",
+    "Clarke",
+    "Rossum",
+]
+_CITIES = [
+    ("Berlin", "DE"),
+    ("Paris", "FR"),
+    ("Madrid", "ES"),
+    ("Rome", "IT"),
+    ("Vienna", "AT"),
+    ("Lisbon", "PT"),
+    ("Dublin", "IE"),
+    ("Warsaw", "PL"),
+]
 
 
 def _rows(people: int, seed: int) -> dict[str, list[tuple[object, ...]]]:
     rng = random.Random(seed)
     now = datetime(2026, 11, 1, tzinfo=UTC)
-    rows: dict[str, list[tuple[object, ...]]] = {k: [] for k in
-                                                 ("users", "addresses", "orders", "order_items", "comments", "sessions")}
+    rows: dict[str, list[tuple[object, ...]]] = {
+        k: [] for k in ("users", "addresses", "orders", "order_items", "comments", "sessions")
+    }
     address_id = order_id = item_id = comment_id = session_id = 0
     for user_id in range(1, people + 1):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         created = now - timedelta(days=rng.randint(30, 1500))
-        rows["users"].append((user_id, f"{first}.{last}.{user_id}@example.com".lower(), f"{first} {last}",
-                              f"+49 30 {rng.randint(1000000, 9999999)}",
-                              (now - timedelta(days=rng.randint(18 * 365, 80 * 365))).date().isoformat(),
-                              rng.random() < 0.4, created.isoformat(sep=" ")))
+        rows["users"].append(
+            (
+                user_id,
+                f"{first}.{last}.{user_id}@example.com".lower(),
+                f"{first} {last}",
+                f"+49 30 {rng.randint(1000000, 9999999)}",
+                (now - timedelta(days=rng.randint(18 * 365, 80 * 365))).date().isoformat(),
+                rng.random() < 0.4,
+                created.isoformat(sep=" "),
+            )
+        )
         address_ids = []
         for _ in range(rng.randint(1, 2)):
             address_id += 1
             city, country = rng.choice(_CITIES)
-            rows["addresses"].append((address_id, user_id, f"{rng.randint(1, 200)} Example Street", city,
-                                      f"{rng.randint(10000, 99999)}", country))
+            rows["addresses"].append(
+                (
+                    address_id,
+                    user_id,
+                    f"{rng.randint(1, 200)} Example Street",
+                    city,
+                    f"{rng.randint(10000, 99999)}",
+                    country,
+                )
+            )
             address_ids.append(address_id)
         for _ in range(rng.randint(0, 4)):
             order_id += 1
             placed = created + timedelta(days=rng.randint(0, 900))
             items = [(rng.randint(1, 3), rng.randint(199, 9999)) for _ in range(rng.randint(1, 3))]
-            rows["orders"].append((order_id, user_id, rng.choice(address_ids), placed.isoformat(sep=" "),
-                                   sum(q * p for q, p in items), rng.choice([None, "Leave at the door"])))
+            rows["orders"].append(
+                (
+                    order_id,
+                    user_id,
+                    rng.choice(address_ids),
+                    placed.isoformat(sep=" "),
+                    sum(q * p for q, p in items),
+                    rng.choice([None, "Leave at the door"]),
+                )
+            )
             for quantity, price in items:
                 item_id += 1
-                rows["order_items"].append((item_id, order_id, f"SKU-{rng.randint(100, 999)}", quantity, price))
+                rows["order_items"].append(
+                    (item_id, order_id, f"SKU-{rng.randint(100, 999)}", quantity, price)
+                )
         for _ in range(rng.randint(0, 3)):
             comment_id += 1
-            rows["comments"].append((comment_id, user_id, rng.choice(["Great shop!", "Slow delivery.",
-                                                                     "Would buy again."]),
-                                     (created + timedelta(days=rng.randint(0, 500))).isoformat(sep=" ")))
+            rows["comments"].append(
+                (
+                    comment_id,
+                    user_id,
+                    rng.choice(["Great shop!", "Slow delivery.", "Would buy again."]),
+                    (created + timedelta(days=rng.randint(0, 500))).isoformat(sep=" "),
+                )
+            )
         for _ in range(rng.randint(1, 3)):
             session_id += 1
             started = now - timedelta(days=rng.randint(0, 120))
-            rows["sessions"].append((session_id, user_id, f"192.0.2.{rng.randint(1, 254)}", "Mozilla/5.0",
-                                     started.isoformat(sep=" "), (started + timedelta(days=14)).isoformat(sep=" ")))
+            rows["sessions"].append(
+                (
+                    session_id,
+                    user_id,
+                    f"192.0.2.{rng.randint(1, 254)}",
+                    "Mozilla/5.0",
+                    started.isoformat(sep=" "),
+                    (started + timedelta(days=14)).isoformat(sep=" "),
+                )
+            )
     return rows
 
 
@@ -118,5 +204,5 @@ def create_shop(path: Path, people: int = 300, seed: int = 7) -> int:
         for table, values in _rows(people, seed).items():
             if values:
                 marks = ", ".join("?" * len(values[0]))
-                connection.executemany(f"INSERT INTO {table} VALUES ({marks})", values)  # noqa: S608
+                connection.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
     return people

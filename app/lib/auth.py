@@ -20,11 +20,19 @@ from app.lib.errors import ConfigurationError, InsufficientScope, InvalidToken
 __all__ = ("ALL_SCOPES", "AuthMiddleware", "Principal", "TokenVerifier", "mint_token", "requires")
 
 ALL_SCOPES = (
-    "requests:read", "requests:write", "requests:approve",
-    "consent:read", "consent:write", "audit:read",
-    "manifests:read", "manifests:write",
-    "retention:read", "retention:write", "retention:run",
-    "backups:read", "backups:run",
+    "requests:read",
+    "requests:write",
+    "requests:approve",
+    "consent:read",
+    "consent:write",
+    "audit:read",
+    "manifests:read",
+    "manifests:write",
+    "retention:read",
+    "retention:write",
+    "retention:run",
+    "backups:read",
+    "backups:run",
 )
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
 
@@ -45,8 +53,9 @@ class TokenVerifier:
         self._algorithms = settings.algorithms
         self._jwks: jwt.PyJWKClient | None = None
         if settings.jwks_url:
-            self._jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True,
-                                         lifespan=settings.jwks_cache_seconds, timeout=5)
+            self._jwks = jwt.PyJWKClient(
+                settings.jwks_url, cache_keys=True, lifespan=settings.jwks_cache_seconds, timeout=5
+            )
 
     async def _key_for(self, token: str, header: dict[str, Any]) -> Any:
         alg = header.get("alg")
@@ -76,8 +85,11 @@ class TokenVerifier:
         key = await self._key_for(token, header)
         try:
             claims = jwt.decode(
-                token, key, algorithms=self._algorithms,
-                audience=self._settings.jwt_audience, issuer=self._settings.jwt_issuer,
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self._settings.jwt_audience,
+                issuer=self._settings.jwt_issuer,
                 leeway=self._settings.jwt_leeway_seconds,
                 options={"require": REQUIRED_CLAIMS},
             )
@@ -109,7 +121,9 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         super().__init__(app)
         self.verifier = verifier
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
@@ -138,15 +152,25 @@ def requires(scope: str) -> Guard:
     return guard
 
 
-def mint_token(settings: Settings, *, sub: str, scopes: list[str], ttl_seconds: int = 3600,
-               client_id: str | None = None) -> str:
+def mint_token(
+    settings: Settings,
+    *,
+    sub: str,
+    scopes: list[str],
+    ttl_seconds: int = 3600,
+    client_id: str | None = None,
+) -> str:
     """Issue an HS256 development token with the configured audience and issuer."""
     if not settings.jwt_secret or "HS256" not in settings.algorithms:
         raise ConfigurationError("lethe token needs LETHE_JWT_SECRET and HS256 in LETHE_JWT_ALGORITHMS")
     now = int(time.time())
     claims: dict[str, Any] = {
-        "sub": sub, "aud": settings.jwt_audience, "iss": settings.jwt_issuer,
-        "iat": now, "exp": now + ttl_seconds, "scope": " ".join(scopes),
+        "sub": sub,
+        "aud": settings.jwt_audience,
+        "iss": settings.jwt_issuer,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "scope": " ".join(scopes),
     }
     if client_id:
         claims["client_id"] = client_id

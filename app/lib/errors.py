@@ -46,8 +46,13 @@ class LetheError(Exception):
     slug: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra or {}
@@ -91,7 +96,9 @@ class InsufficientScope(Forbidden):
         super().__init__(
             f"this operation requires the scope '{scope}'",
             extra={"required_scope": scope},
-            headers={"WWW-Authenticate": f'Bearer realm="lethe", error="insufficient_scope", scope="{scope}"'},
+            headers={
+                "WWW-Authenticate": f'Bearer realm="lethe", error="insufficient_scope", scope="{scope}"'
+            },
         )
 
 
@@ -174,5 +181,7 @@ class TargetUnavailable(Unavailable):
     title = "Target database unavailable"
 
     def __init__(self, system: str, reason: str) -> None:
-        super().__init__(f"target database of system '{system}' is unavailable: {reason}",
-                         extra={"system": system})
+        super().__init__(
+            f"target database of system '{system}' is unavailable: {reason}",
+            extra={"system": system},
+        )

@@ -38,18 +38,30 @@ def _replay(record: IdempotencyRecord) -> Response[bytes]:
     headers = {"Idempotent-Replayed": "true"}
     if record.location:
         headers["Location"] = record.location
-    return Response(content=record.response_body or b"", status_code=record.status_code or 200,
-                    media_type="application/json", headers=headers)
+    return Response(
+        content=record.response_body or b"",
+        status_code=record.status_code or 200,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
-async def _claim(engine: AsyncEngine, client_id: str, key: str, operation: str,
-                 fingerprint: str) -> IdempotencyRecord | None:
+async def _claim(
+    engine: AsyncEngine, client_id: str, key: str, operation: str, fingerprint: str
+) -> IdempotencyRecord | None:
     """Commit a pending record; return the existing one if the key was used before."""
     now = datetime.now(UTC)
     for _ in range(2):
         async with AsyncSession(engine, expire_on_commit=False) as session:
-            session.add(IdempotencyRecord(client_id=client_id, key=key, operation=operation,
-                                          request_hash=fingerprint, created_at=now))
+            session.add(
+                IdempotencyRecord(
+                    client_id=client_id,
+                    key=key,
+                    operation=operation,
+                    request_hash=fingerprint,
+                    created_at=now,
+                )
+            )
             try:
                 await session.commit()
             except IntegrityError:
@@ -60,9 +72,13 @@ async def _claim(engine: AsyncEngine, client_id: str, key: str, operation: str,
             if existing is None:
                 continue  # the other attempt was abandoned in between: try again
             if existing.status_code is None and existing.created_at < now - STALE_AFTER:
-                await session.execute(delete(IdempotencyRecord).where(
-                    IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key,
-                    IdempotencyRecord.status_code.is_(None)))
+                await session.execute(
+                    delete(IdempotencyRecord).where(
+                        IdempotencyRecord.client_id == client_id,
+                        IdempotencyRecord.key == key,
+                        IdempotencyRecord.status_code.is_(None),
+                    )
+                )
                 await session.commit()
                 continue
             return existing
@@ -71,9 +87,13 @@ async def _claim(engine: AsyncEngine, client_id: str, key: str, operation: str,
 
 async def _abandon(engine: AsyncEngine, client_id: str, key: str) -> None:
     async with engine.begin() as connection:
-        await connection.execute(delete(IdempotencyRecord).where(
-            IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key,
-            IdempotencyRecord.status_code.is_(None)))
+        await connection.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.client_id == client_id,
+                IdempotencyRecord.key == key,
+                IdempotencyRecord.status_code.is_(None),
+            )
+        )
 
 
 async def run_idempotent(
@@ -98,8 +118,10 @@ async def run_idempotent(
         produce: does the work in ``session`` and returns (status, body struct, location or None).
     """
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise ValidationFailed("Idempotency-Key must be 1 to 255 characters",
-                               [{"field": "header.Idempotency-Key", "message": "1 to 255 characters"}])
+        raise ValidationFailed(
+            "Idempotency-Key must be 1 to 255 characters",
+            [{"field": "header.Idempotency-Key", "message": "1 to 255 characters"}],
+        )
     if key is None:
         status, content, location = await produce()
         return _response(status, msgspec.json.encode(content), location)
@@ -114,9 +136,14 @@ async def run_idempotent(
     try:
         status, content, location = await produce()
         encoded = msgspec.json.encode(content)
-        await session.execute(update(IdempotencyRecord).where(
-            IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key,
-        ).values(status_code=status, response_body=encoded, location=location))
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.client_id == client_id,
+                IdempotencyRecord.key == key,
+            )
+            .values(status_code=status, response_body=encoded, location=location)
+        )
     except BaseException:
         await _abandon(engine, client_id, key)
         raise
@@ -126,5 +153,3 @@ async def run_idempotent(
 def _response(status: int, encoded: bytes, location: str | None) -> Response[bytes]:
     headers = {"Location": location} if location else None
     return Response(content=encoded, status_code=status, media_type="application/json", headers=headers)
-
-

@@ -27,7 +27,9 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key = msgspec.json.decode(raw, type=list[Any])
     except (ValueError, msgspec.DecodeError) as exc:
-        raise ValidationFailed("malformed cursor", [{"field": "query.cursor", "message": "malformed"}]) from exc
+        raise ValidationFailed(
+            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
+        ) from exc
     if len(key) != arity:
         raise ValidationFailed("malformed cursor", [{"field": "query.cursor", "message": "malformed"}])
     return key

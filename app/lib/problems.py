@@ -11,6 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 from app.lib.errors import LetheError, problem_type
 from app.lib.schema import Problem, ProblemFieldError
@@ -60,8 +61,13 @@ def _lethe_error(request: Request[Any, Any, Any], exc: LetheError) -> Response[b
     raw_errors = extra.pop("errors", None)
     errors = [ProblemFieldError(field=e["field"], message=e["message"]) for e in raw_errors or []]
     problem = Problem(
-        type=exc.type, title=exc.title, status=exc.status, detail=exc.detail,
-        instance=request.url.path, errors=errors or None, extra=extra or None,
+        type=exc.type,
+        title=exc.title,
+        status=exc.status,
+        detail=exc.detail,
+        instance=request.url.path,
+        errors=errors or None,
+        extra=extra or None,
     )
     return _response(problem, exc.headers)
 
@@ -81,8 +87,12 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
     errors = _field_errors(exc)
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
     problem = Problem(
-        type=problem_type("validation"), title="Validation failed", status=422, detail=detail,
-        instance=request.url.path, errors=errors or None,
+        type=problem_type("validation"),
+        title="Validation failed",
+        status=422,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors or None,
     )
     return _response(problem)
 
@@ -92,8 +102,13 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="lethe"')
-    problem = Problem(type=problem_type(slug), title=title, status=exc.status_code,
-                      detail=str(exc.detail), instance=request.url.path)
+    problem = Problem(
+        type=problem_type(slug),
+        title=title,
+        status=exc.status_code,
+        detail=str(exc.detail),
+        instance=request.url.path,
+    )
     return _response(problem, headers)
 
 
@@ -101,16 +116,21 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     # The exception text may contain values from a target database: log only its type.
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f"{frame.filename}:{frame.lineno}" if frame else None
-    logger.error("unhandled error", extra={"error_type": type(exc).__name__, "where": where,
-                                           "path": request.url.path})
-    problem = Problem(type=problem_type("internal"), title="Internal error",
-                      status=HTTP_500_INTERNAL_SERVER_ERROR,
-                      detail="an unexpected error occurred; see the service logs by request id",
-                      instance=request.url.path)
+    logger.error(
+        "unhandled error",
+        extra={"error_type": type(exc).__name__, "where": where, "path": request.url.path},
+    )
+    problem = Problem(
+        type=problem_type("internal"),
+        title="Internal error",
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        detail="an unexpected error occurred; see the service logs by request id",
+        instance=request.url.path,
+    )
     return _response(problem)
 
 
-exception_handlers: dict[type[Exception], Any] = {
+exception_handlers: ExceptionHandlersMap = {
     LetheError: _lethe_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,
@@ -121,8 +141,8 @@ exception_handlers: dict[type[Exception], Any] = {
 def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries documenting problem+json answers for the given status codes."""
     return {
-        code: ResponseSpec(data_container=Problem, description=_DESCRIPTIONS[code],
-                           media_type=PROBLEM_MEDIA_TYPE)
+        code: ResponseSpec(
+            data_container=Problem, description=_DESCRIPTIONS[code], media_type=PROBLEM_MEDIA_TYPE
+        )
         for code in codes
     }
-

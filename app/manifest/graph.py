@@ -200,9 +200,7 @@ def candidate_paths(
         for fk in schema.tables[current].foreign_keys:
             if fk.referred_table in visited:
                 continue
-            step = Step(
-                current, fk.columns, fk.referred_table, fk.referred_columns, "foreign_key", fk.name
-            )
+            step = Step(current, fk.columns, fk.referred_table, fk.referred_columns, "foreign_key", fk.name)
             walk(fk.referred_table, (*visited, fk.referred_table), (*steps, step))
 
     walk(table, (table,), ())
@@ -258,9 +256,7 @@ def _resolve_step(
     return Step(from_table, from_columns, hop.to, to_columns, kind, fk_name)
 
 
-def _check_columns(
-    table: TableInfo | None, columns: tuple[str, ...], path: str, issues: list[Issue]
-) -> bool:
+def _check_columns(table: TableInfo | None, columns: tuple[str, ...], path: str, issues: list[Issue]) -> bool:
     if table is None:
         return False
     ok = True
@@ -288,10 +284,7 @@ def _step_kind(
 ) -> tuple[StepKind, str | None]:
     pairs = set(zip(from_columns, to_columns, strict=True))
     for fk in schema.tables[from_table].foreign_keys:
-        if (
-            fk.referred_table == to_table
-            and set(zip(fk.columns, fk.referred_columns, strict=True)) == pairs
-        ):
+        if fk.referred_table == to_table and set(zip(fk.columns, fk.referred_columns, strict=True)) == pairs:
             return "foreign_key", fk.name
     reverse = {(b, a) for a, b in pairs}
     for fk in schema.tables[to_table].foreign_keys:
@@ -417,9 +410,7 @@ class _Resolver:
             self._ambiguous(table, f"it has {len(chains)} foreign-key paths ({listed})")
         else:
             ends = ", ".join(f"'{t}'" for t in unresolved)
-            self._ambiguous(
-                table, f"its foreign keys lead to {ends}, whose own path is not a single link"
-            )
+            self._ambiguous(table, f"its foreign keys lead to {ends}, whose own path is not a single link")
         return None
 
     def _continue(self, table: str, chain: tuple[Step, ...]) -> tuple[Step, ...] | None:
@@ -452,9 +443,7 @@ class _Resolver:
         )
 
 
-def _deletion_edges(
-    schema: SchemaInfo, paths: dict[str, tuple[SubjectPath, ...]]
-) -> list[tuple[str, str]]:
+def _deletion_edges(schema: SchemaInfo, paths: dict[str, tuple[SubjectPath, ...]]) -> list[tuple[str, str]]:
     """``(child, parent)`` pairs: declared foreign keys, and logical hops to a unique target."""
     edges = [(fk.table, fk.referred_table) for fk in schema.foreign_keys()]
     for table_paths in paths.values():
@@ -469,9 +458,7 @@ def _deletion_edges(
     return edges
 
 
-def analyse_graph(
-    manifest: Manifest, schema: SchemaInfo
-) -> tuple[SubjectGraph | None, list[Issue]]:
+def analyse_graph(manifest: Manifest, schema: SchemaInfo) -> tuple[SubjectGraph | None, list[Issue]]:
     """Resolve every link and the deletion order, collecting issues instead of raising.
 
     Returns the graph (None when a link or the order could not be resolved) and the issues
@@ -522,8 +509,7 @@ def analyse_graph(
     if any(i.severity == "error" for i in issues):
         return None, issues
     self_refs = {
-        t: tuple(fk for fk in schema.tables[t].foreign_keys if fk.referred_table == t)
-        for t in paths
+        t: tuple(fk for fk in schema.tables[t].foreign_keys if fk.referred_table == t) for t in paths
     }
     graph = SubjectGraph(
         subject,

@@ -41,9 +41,15 @@ def test_unreadable_secret_file_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_values_are_typed_and_defaults_hold() -> None:
-    settings = load_settings({"LETHE_JWT_SECRET": SECRET, "LETHE_AUDIT_KEY": AUDIT,
-                              "LETHE_WORKERS_ENABLED": "false", "LETHE_MAX_BODY_BYTES": "2048",
-                              "LETHE_JWT_ALGORITHMS": "HS256, RS256"})
+    settings = load_settings(
+        {
+            "LETHE_JWT_SECRET": SECRET,
+            "LETHE_AUDIT_KEY": AUDIT,
+            "LETHE_WORKERS_ENABLED": "false",
+            "LETHE_MAX_BODY_BYTES": "2048",
+            "LETHE_JWT_ALGORITHMS": "HS256, RS256",
+        }
+    )
     assert settings.workers_enabled is False
     assert settings.max_body_bytes == 2048
     assert settings.algorithms == ["HS256", "RS256"]

@@ -25,9 +25,14 @@ class SystemController(Controller):
         """Cheap on purpose: a liveness probe must not fail because a database is slow."""
         return Health(status="ok")
 
-    @get("/readyz", operation_id="Readyz", summary="Readiness: store reachable and migrated",
-         responses={503: ResponseSpec(data_container=Readiness,
-                                      description="Store unreachable or not migrated")})
+    @get(
+        "/readyz",
+        operation_id="Readyz",
+        summary="Readiness: store reachable and migrated",
+        responses={
+            503: ResponseSpec(data_container=Readiness, description="Store unreachable or not migrated")
+        },
+    )
     async def readyz(self, state: State) -> Response[Readiness]:
         """503 until the store answers and is at the migration head this build ships."""
         head = head_revision()
@@ -36,12 +41,22 @@ class SystemController(Controller):
                 await connection.execute(text("SELECT 1"))
             revision = await current_revision(state.store_engine)
         except (SQLAlchemyError, OSError) as exc:
-            body = Readiness(status="unavailable", store="unreachable", revision=None, head=head,
-                             detail=type(exc).__name__)
+            body = Readiness(
+                status="unavailable",
+                store="unreachable",
+                revision=None,
+                head=head,
+                detail=type(exc).__name__,
+            )
             return Response(body, status_code=503)
         if revision != head:
-            body = Readiness(status="unavailable", store="reachable", revision=revision, head=head,
-                             detail="service store is not migrated to head; run 'lethe database upgrade'")
+            body = Readiness(
+                status="unavailable",
+                store="reachable",
+                revision=revision,
+                head=head,
+                detail="service store is not migrated to head; run 'lethe database upgrade'",
+            )
             return Response(body, status_code=503)
         return Response(Readiness(status="ok", store="reachable", revision=revision, head=head))
 
@@ -51,4 +66,3 @@ class MetricsController(PrometheusController):
 
     path = "/metrics"
     tags = ["system"]
-

@@ -12,15 +12,22 @@ async def test_derived_multi_hop_link(lab: LabTarget) -> None:
     graph = build_graph(lab_manifest({"orders": {}, "order_items": {}}), lab.schema)
     (path,) = graph.paths_for("order_items")
     assert path.derived
-    assert [str(s) for s in path.steps] == ["order_items(order_id) -> orders(id)",
-                                            "orders(user_id) -> users(id)"]
+    assert [str(s) for s in path.steps] == [
+        "order_items(order_id) -> orders(id)",
+        "orders(user_id) -> users(id)",
+    ]
     assert await rows_of(lab, path, 1) == {(100,), (101,)}
     assert await rows_of(lab, path, 2) == {(200,)}
 
 
 async def test_written_multi_hop_link(lab: LabTarget) -> None:
-    manifest = lab_manifest({"order_items": {"link": {"path": [
-        {"from": "order_id", "to": "orders"}, {"from": "user_id", "to": "users"}]}}})
+    manifest = lab_manifest(
+        {
+            "order_items": {
+                "link": {"path": [{"from": "order_id", "to": "orders"}, {"from": "user_id", "to": "users"}]}
+            }
+        }
+    )
     (path,) = build_graph(manifest, lab.schema).paths_for("order_items")
     assert not path.derived
     assert path.steps[0].foreign_key == "fk_order_items_order"
@@ -28,11 +35,19 @@ async def test_written_multi_hop_link(lab: LabTarget) -> None:
 
 
 async def test_composite_key_and_logical_reference(lab: LabTarget) -> None:
-    manifest = lab_manifest({
-        "tickets": {"link": {"path": [{"from": "user_ref", "to": "users"}]}},
-        "ticket_notes": {"link": {"path": [{"from": ["tenant_id", "ticket_id"], "to": "tickets"},
-                                           {"from": "user_ref", "to": "users"}]}},
-    })
+    manifest = lab_manifest(
+        {
+            "tickets": {"link": {"path": [{"from": "user_ref", "to": "users"}]}},
+            "ticket_notes": {
+                "link": {
+                    "path": [
+                        {"from": ["tenant_id", "ticket_id"], "to": "tickets"},
+                        {"from": "user_ref", "to": "users"},
+                    ]
+                }
+            },
+        }
+    )
     graph = build_graph(manifest, lab.schema)
     (tickets,) = graph.paths_for("tickets")
     assert tickets.steps[0].kind == "logical"
@@ -45,10 +60,18 @@ async def test_composite_key_and_logical_reference(lab: LabTarget) -> None:
 
 
 async def test_self_reference(lab: LabTarget) -> None:
-    manifest = lab_manifest({"folders": {"links": {
-        "owned": {"path": [{"from": "owner_id", "to": "users"}]},
-        "nested": {"path": [{"from": "parent_id", "to": "folders"}, {"from": "owner_id", "to": "users"}]},
-    }}})
+    manifest = lab_manifest(
+        {
+            "folders": {
+                "links": {
+                    "owned": {"path": [{"from": "owner_id", "to": "users"}]},
+                    "nested": {
+                        "path": [{"from": "parent_id", "to": "folders"}, {"from": "owner_id", "to": "users"}]
+                    },
+                }
+            }
+        }
+    )
     graph = build_graph(manifest, lab.schema)
     owned, nested = graph.paths_for("folders")
     assert nested.steps[0].foreign_key == "fk_folders_parent"
@@ -59,11 +82,19 @@ async def test_self_reference(lab: LabTarget) -> None:
 
 
 async def test_join_table_many_to_many(lab: LabTarget) -> None:
-    manifest = lab_manifest({
-        "team_members": {"strategy": "delete"},
-        "teams": {"link": {"path": [{"from": "id", "to": "team_members", "to_columns": "team_id"},
-                                    {"from": "user_id", "to": "users"}]}},
-    })
+    manifest = lab_manifest(
+        {
+            "team_members": {"strategy": "delete"},
+            "teams": {
+                "link": {
+                    "path": [
+                        {"from": "id", "to": "team_members", "to_columns": "team_id"},
+                        {"from": "user_id", "to": "users"},
+                    ]
+                }
+            },
+        }
+    )
     graph = build_graph(manifest, lab.schema)
     (members,) = graph.paths_for("team_members")
     assert members.derived
@@ -75,10 +106,23 @@ async def test_join_table_many_to_many(lab: LabTarget) -> None:
 
 
 async def test_rows_shared_by_two_subjects(lab: LabTarget) -> None:
-    manifest = lab_manifest({"messages": {"links": {
-        "sender": {"path": [{"from": "sender_id", "to": "users"}], "columns": ["sender_name"]},
-        "recipient": {"path": [{"from": "recipient_id", "to": "users"}], "columns": ["recipient_name"]},
-    }, "columns": {"sender_name": {"category": "user.name"}, "recipient_name": {"category": "user.name"}}}})
+    manifest = lab_manifest(
+        {
+            "messages": {
+                "links": {
+                    "sender": {"path": [{"from": "sender_id", "to": "users"}], "columns": ["sender_name"]},
+                    "recipient": {
+                        "path": [{"from": "recipient_id", "to": "users"}],
+                        "columns": ["recipient_name"],
+                    },
+                },
+                "columns": {
+                    "sender_name": {"category": "user.name"},
+                    "recipient_name": {"category": "user.name"},
+                },
+            }
+        }
+    )
     graph, issues = validate(manifest, lab.schema)
     assert [i for i in issues if i.severity == "error"] == []
     assert graph is not None

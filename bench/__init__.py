@@ -1,0 +1,1 @@
+"""Benchmarks against peers and hand-written SQL; results in bench/RESULTS.md."""
