@@ -85,11 +85,11 @@ for _command in (
     core.routes_command,
     schema.schema_group,
     database_group,
+    manifest_group,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
 lethe_group.add_command(audit_group)  # type: ignore[arg-type]
 lethe_group.add_command(worker_command)
-lethe_group.add_command(manifest_group)  # type: ignore[arg-type]
 
 
 def run() -> None:
