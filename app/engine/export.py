@@ -18,10 +18,11 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Table, select
+from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.artifacts import EncryptedWriter, artifact_path
-from app.engine.runs import RequestOutcome, RequestRun, SystemOutcome, SystemRun
+from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.subjects import ReflectedTarget, reflect_target, subject_condition, subject_keys
 from app.lib.crypto import aes_key
 from app.manifest.model import Manifest, TableSpec
@@ -77,8 +78,6 @@ class _Artifacts:
     def __init__(self, run: RequestRun) -> None:
         settings = run.settings
         if not settings.artifact_key:
-            from app.engine.runs import RequestFailed
-
             raise RequestFailed("LETHE_ARTIFACT_KEY is not configured: exports cannot be stored")
         key = aes_key(settings.artifact_key)
         directory = Path(settings.artifacts_dir)
@@ -141,12 +140,24 @@ class _CsvEntry:
         self._handle.close()
 
 
-def _csv_value(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float):
-        return "" if value is None else value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return _jsonable(value)
+def _row_struct(names: Sequence[str]) -> type[msgspec.Struct]:
+    """A struct type encoding a row as a JSON object keyed by column name (fast, no per-row dict)."""
+    fields = [(f"c{i}", Any) for i in range(len(names))]
+    return msgspec.defstruct("ExportRow", fields, rename={f"c{i}": str(name) for i, name in enumerate(names)})
+
+
+def _csv_rows(partition: Sequence[Any], boolean_columns: Sequence[int]) -> list[list[Any]]:
+    """Rows as CSV cells: dates ISO 8601, bytes base64, booleans ``true``/``false``, NULL empty.
+
+    The conversion runs in msgspec (C) for a whole batch; only boolean columns get a Python pass.
+    """
+    rows: list[list[Any]] = msgspec.to_builtins([list(row) for row in partition], enc_hook=_enc_hook)
+    for row in rows:
+        for index in boolean_columns:
+            value = row[index]
+            if value is not None:
+                row[index] = "true" if value else "false"
+    return rows
 
 
 async def _export_table(
@@ -163,16 +174,18 @@ async def _export_table(
     statement = select(table).where(condition).order_by(*order)
     batch_rows = run.settings.export_batch_rows
     delay = run.settings.export_batch_delay_seconds
+    row_type = _row_struct(names)
+    booleans = [i for i, c in enumerate(table.columns) if isinstance(c.type, sqltypes.Boolean)]
     csv_entry = _CsvEntry(artifacts, f"{system}/{table.name}.csv", names)
     count = 0
     artifacts.json.write(b'"rows":[')
     result = await connection.stream(statement.execution_options(yield_per=batch_rows))
     async for partition in result.partitions(batch_rows):
-        encoded = _ENCODER.encode([dict(zip(names, row, strict=True)) for row in partition])
+        encoded = _ENCODER.encode([row_type(*row) for row in partition])
         if count:
             artifacts.json.write(b",")
         artifacts.json.write(encoded[1:-1])
-        csv_entry.write_rows([_csv_value(v) for v in row] for row in partition)
+        csv_entry.write_rows(_csv_rows(partition, booleans))
         count += len(partition)
         if delay:
             await asyncio.sleep(delay)
@@ -225,7 +238,7 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
 
 def _consent_rows(history: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     header = ["occurred_at", "purpose", "granted", "policy_version", "text_hash", "source", "recorded_at"]
-    return header, [[_csv_value(event.get(k)) for k in header] for event in history]
+    return header, _csv_rows([[event.get(k) for k in header] for event in history], [2])
 
 
 async def run_access(run: RequestRun) -> RequestOutcome:

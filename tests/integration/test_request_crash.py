@@ -90,11 +90,11 @@ async def test_killed_worker_is_resumed_with_one_completion(
         request_id = uuid.UUID(created["id"])
         partial = Path(settings.artifacts_dir) / f"{request_id}.1.json.enc.partial"
 
-        first = _worker(env, export_batch_delay_seconds="0.05")
+        first = _worker(env, export_batch_delay_seconds="0.2")
         try:
 
             async def mid_export() -> bool:
-                return partial.exists() and partial.stat().st_size > 256 * 1024
+                return partial.exists() and partial.stat().st_size > 64 * 1024
 
             await _until(mid_export, seconds=60)
             first.send_signal(signal.SIGKILL)

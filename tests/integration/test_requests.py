@@ -22,6 +22,7 @@ from app.config import Settings
 from app.db.audit import AuditEvent
 from app.db.models import IdempotencyRecord
 from app.db.requests import SubjectRequest
+from app.domain.requests.metrics import refresh_request_gauges
 from app.domain.requests.schemas import RequestIn
 from app.lib.idempotency import body_fingerprint
 from tests.integration.requests_support import (
@@ -149,6 +150,7 @@ async def test_access_export_equals_hand_written_sql(
 
     actions = await _actions(store_engine, body["id"])
     assert actions == ["request.received", "request.queued", "request.running", "request.completed"]
+    assert 'lethe_subject_request_completion_seconds_count{kind="access"}' in (await client.get("/metrics")).text
 
 
 async def test_artifact_is_encrypted_at_rest_and_purged_when_expired(
@@ -385,6 +387,10 @@ async def test_deadline_is_one_calendar_month_and_extension_rules(
     assert [r["id"] for r in overdue["items"]] == [request_id]
     assert overdue["items"][0]["overdue"] is True
     assert (await client.get("/v1/requests?overdue=false", headers=auth())).json()["items"] == []
+    await refresh_request_gauges(store_engine)
+    metrics = (await client.get("/metrics")).text
+    assert 'lethe_subject_requests_overdue{kind="access"} 1.0' in metrics
+    assert 'lethe_subject_requests{kind="access",status="queued"} 1.0' in metrics
     assert (await _actions(store_engine, request_id)).count("request.extended") == 1
 
 
