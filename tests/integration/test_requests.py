@@ -150,7 +150,8 @@ async def test_access_export_equals_hand_written_sql(
 
     actions = await _actions(store_engine, body["id"])
     assert actions == ["request.received", "request.queued", "request.running", "request.completed"]
-    assert 'lethe_subject_request_completion_seconds_count{kind="access"}' in (await client.get("/metrics")).text
+    metrics = (await client.get("/metrics")).text
+    assert 'lethe_subject_request_completion_seconds_count{kind="access"}' in metrics
 
 
 async def test_artifact_is_encrypted_at_rest_and_purged_when_expired(
