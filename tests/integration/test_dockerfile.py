@@ -235,9 +235,7 @@ def built(
 
 
 def test_hadolint_reports_nothing() -> None:
-    result = subprocess.run(
-        [str(HADOLINT), str(DOCKERFILE)], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([str(HADOLINT), str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
 
@@ -280,9 +278,7 @@ def test_dockerignore_keeps_caches_and_secrets_out() -> None:
 
 def test_built_tree_has_migrations_next_to_app(built: tuple[Replay, dict[str, str], Path]) -> None:
     replay, env, _ = built
-    result = subprocess.run(
-        ["lethe", "--help"], env=env, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(["lethe", "--help"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "database" in result.stdout
     lethe = shutil.which("lethe", path=env["PATH"])
@@ -319,9 +315,7 @@ def test_image_migrates_and_serves_probes_without_writing_outside_its_volume(
     command = [loopback.get(arg, arg) for arg in command]
     log = replay.root / "server.log"
     with log.open("w") as output:
-        server = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
+        server = subprocess.Popen(command, cwd=workdir, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
         while get_status(f"http://127.0.0.1:{port}/healthz") != 200:
