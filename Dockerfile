@@ -10,7 +10,8 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/lethe/.venv \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 WORKDIR /opt/lethe
 RUN pip install --no-cache-dir uv==0.13.9
 # Third-party dependencies first: this layer is rebuilt only when the lock changes.

@@ -457,6 +457,9 @@ def test_retention_cron_job_runs_due_policies_once_at_a_time() -> None:
     assert cron["spec"]["timeZone"] == "Europe/Berlin"
     (container,) = pod_spec(cron)["containers"]
     assert [*container["command"], *container["args"]] == ["lethe", "retention", "run-due"]
+    assert env_of(container)["LETHE_WORKERS_ENABLED"]["value"] == "false"
+    (data,) = [v for v in pod_spec(cron)["volumes"] if v["name"] == "data"]
+    assert data["persistentVolumeClaim"]["claimName"] == "lethe-data", "expired exports live there"
 
 
 def test_scaling_disruption_network_and_monitoring_objects() -> None:

@@ -132,6 +132,17 @@ LETHE_MANIFESTS_DIR: {{ .Values.manifests.mountPath | quote }}
     sizeLimit: {{ .Values.tmpSizeLimit }}
 {{- end }}
 
+{{/* Export artifacts (and the embedded store when no database URL is set). */}}
+{{- define "lethe.dataVolume" -}}
+- name: data
+  {{- if .Values.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ default (printf "%s-data" (include "lethe.fullname" .)) .Values.persistence.existingClaim }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- end }}
+
 {{- define "lethe.secretMounts" -}}
 - name: secrets
   mountPath: /etc/lethe/secrets
@@ -217,13 +228,7 @@ spec:
         {{- end }}
   volumes:
     {{- include "lethe.secretVolume" $root | nindent 4 }}
-    - name: data
-      {{- if $root.Values.persistence.enabled }}
-      persistentVolumeClaim:
-        claimName: {{ default (printf "%s-data" (include "lethe.fullname" $root)) $root.Values.persistence.existingClaim }}
-      {{- else }}
-      emptyDir: {}
-      {{- end }}
+    {{- include "lethe.dataVolume" $root | nindent 4 }}
     {{- if include "lethe.hasManifests" $root }}
     - name: manifests
       configMap:
