@@ -118,7 +118,25 @@ class Replay:
         # The base image's interpreter: a bare virtual environment of this Python, with pip.
         self.system = root / "usr" / "local"
         subprocess.run([sys.executable, "-m", "venv", str(self.system)], check=True)
-        keep = ("HOME", "LANG", "PIP_", "SSL_CERT", "REQUESTS_CA", "UV_CACHE_DIR", "TMPDIR")
+        # What a build host passes to a build: locale, certificates, proxies, package indexes.
+        keep = (
+            "HOME",
+            "LANG",
+            "PIP_",
+            "SSL_CERT",
+            "REQUESTS_CA",
+            "TMPDIR",
+            "UV_CACHE_DIR",
+            "UV_INDEX",
+            "UV_DEFAULT_INDEX",
+            "UV_EXTRA_INDEX_URL",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+        )
         self.base_env = {k: v for k, v in os.environ.items() if k.startswith(keep)}
         self.base_env["PATH"] = f"{self.system / 'bin'}:/usr/bin:/bin"
 
