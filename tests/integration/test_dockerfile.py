@@ -89,17 +89,21 @@ def env_pairs(args: str, env: dict[str, str]) -> dict[str, str]:
 
 
 def ignored(path: str, patterns: list[str]) -> bool:
-    """Whether ``.dockerignore`` keeps ``path`` out of the build context (last match wins)."""
+    """Whether ``.dockerignore`` keeps ``path`` out of the build context (last match wins).
+
+    A pattern matches the path or one of its parent directories; ``**/`` matches at any depth.
+    """
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     excluded = False
     for pattern in patterns:
-        negated = pattern.startswith("!")
-        glob = pattern.lstrip("!").rstrip("/").removeprefix("**/")
-        parts = path.split("/")
-        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(fnmatch.fnmatch(p, glob) for p in prefixes) or any(
-            fnmatch.fnmatch(part, glob) for part in parts
-        ):
-            excluded = not negated
+        glob = pattern.removeprefix("!").rstrip("/")
+        candidates = prefixes
+        if glob.startswith("**/"):
+            glob = glob.removeprefix("**/")
+            candidates = parts
+        if any(fnmatch.fnmatch(candidate, glob) for candidate in candidates):
+            excluded = not pattern.startswith("!")
     return excluded
 
 
