@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,9 +16,11 @@ import jsonschema
 import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_schemas
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db.store import head_revision
+from app.db.store import current_revision, head_revision
 from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET
+from tests.servers import DatabaseServer
 
 __all__ = ()
 
@@ -349,16 +351,24 @@ def test_hook_job_migrates_the_store_before_install_and_upgrade(
     assert env_of(container)["LETHE_WORKERS_ENABLED"]["value"] == "false"
 
 
-def test_hook_job_command_migrates_a_real_store(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An unmigrated service store: an SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    server: DatabaseServer = request.getfixturevalue("postgres_server")
+    return await server.create_database("lethe_hook")
+
+
+async def test_hook_job_command_migrates_a_real_store(tmp_path: Path, empty_store_url: str) -> None:
     """The Job's own command, env and secret files run the real CLI against a fresh store."""
     job = named(render(), "Job", "lethe-migrate")
     spec = pod_spec(job)
     (container,) = spec["containers"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: tmp_path / m["name"] for m in container["volumeMounts"]}
-    store = tmp_path / "store.db"
     contents = {
-        "database-url": f"sqlite+aiosqlite:///{store}",
+        "database-url": empty_store_url,
         "jwt-secret": TEST_JWT_SECRET,
         "audit-key": TEST_AUDIT_KEY,
         "artifact-key": "a" * 44,
@@ -376,8 +386,10 @@ def test_hook_job_command_migrates_a_real_store(tmp_path: Path) -> None:
                 value = str(directory) + value.removeprefix(mount_path)
                 break
         env[entry["name"]] = value
-    result = subprocess.run(
-        [sys.executable, "-m", "app", *container["args"]],
+    command = [sys.executable, "-m", "app", *container["args"]]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        command,
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -386,9 +398,11 @@ def test_hook_job_command_migrates_a_real_store(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    with sqlite3.connect(store) as connection:
-        (revision,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert revision == head_revision()
+    engine = create_async_engine(empty_store_url)
+    try:
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
 
 
 def test_workers_run_in_the_api_by_default_and_in_their_own_deployment_in_production() -> None:
