@@ -75,8 +75,11 @@ def _create_tables() -> None:
         sa.Column("actor", sa.String(255), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_consent_event"),
     )
-    op.create_index("ix_consent_event_subject_purpose", "consent_event",
-                    ["subject_ref", "purpose", "occurred_at"])
+    op.create_index(
+        "ix_consent_event_subject_purpose",
+        "consent_event",
+        ["subject_ref", "purpose", "occurred_at"],
+    )
     op.create_table(
         "erasure_tombstone",
         sa.Column("id", GUID(length=16), nullable=False),
@@ -86,8 +89,9 @@ def _create_tables() -> None:
         sa.Column("request_id", sa.String(128), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_erasure_tombstone"),
     )
-    op.create_index("ix_erasure_tombstone_system_ref", "erasure_tombstone",
-                    ["system", "subject_key_ref"])
+    op.create_index(
+        "ix_erasure_tombstone_system_ref", "erasure_tombstone", ["system", "subject_key_ref"]
+    )
     op.create_index("ix_erasure_tombstone_erased_at", "erasure_tombstone", ["erased_at"])
 
 
@@ -95,16 +99,22 @@ def _create_triggers(dialect: str) -> None:
     if dialect == "postgresql":
         op.execute(PG_FUNCTION)
         for table in TABLES:
-            op.execute(f"CREATE TRIGGER trg_{table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                       "FOR EACH ROW EXECUTE FUNCTION lethe_reject_append_only_change()")
-            op.execute(f"CREATE TRIGGER trg_{table}_no_truncate BEFORE TRUNCATE ON {table} "
-                       "FOR EACH STATEMENT EXECUTE FUNCTION lethe_reject_append_only_change()")
+            op.execute(
+                f"CREATE TRIGGER trg_{table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION lethe_reject_append_only_change()"
+            )
+            op.execute(
+                f"CREATE TRIGGER trg_{table}_no_truncate BEFORE TRUNCATE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION lethe_reject_append_only_change()"
+            )
     elif dialect == "sqlite":
         for table in TABLES:
             for statement in ("UPDATE", "DELETE"):
-                op.execute(f"CREATE TRIGGER trg_{table}_no_{statement.lower()} BEFORE {statement} "
-                           f"ON {table} BEGIN SELECT RAISE(ABORT, 'table {table} is append-only: "
-                           f"{statement} refused'); END")
+                op.execute(
+                    f"CREATE TRIGGER trg_{table}_no_{statement.lower()} BEFORE {statement} "
+                    f"ON {table} BEGIN SELECT RAISE(ABORT, 'table {table} is append-only: "
+                    f"{statement} refused'); END"
+                )
 
 
 def upgrade() -> None:
