@@ -121,7 +121,7 @@ exception_handlers: dict[type[Exception], Any] = {
 def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries documenting problem+json answers for the given status codes."""
     return {
-        code: ResponseSpec(data_container=Problem, description=_DESCRIPTIONS[code],
+        code: ResponseSpec(data_container=Problem, description=_DESCRIPTIONS[code], generate_examples=False,
                            media_type=PROBLEM_MEDIA_TYPE)
         for code in codes
     }

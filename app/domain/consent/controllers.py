@@ -92,7 +92,9 @@ class ConsentController(Controller):
         guards=[requires("consent:write")],
         status_code=201,
         responses={
-            201: ResponseSpec(data_container=ConsentEventOut, description="Recorded"),
+            201: ResponseSpec(
+                data_container=ConsentEventOut, description="Recorded", generate_examples=False
+            ),
             **problem_responses(401, 403, 409, 413, 422),
         },
     )
