@@ -29,6 +29,7 @@ class AuditEvent(DefaultBase):
     __table_args__ = (
         Index("ix_audit_event_action", "action"),
         Index("ix_audit_event_request_id", "request_id"),
+        Index("ix_audit_event_system", "system"),
         Index("ix_audit_event_subject_ref", "subject_ref"),
         Index("ix_audit_event_occurred_at", "occurred_at"),
     )

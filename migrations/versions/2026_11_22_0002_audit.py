@@ -59,6 +59,7 @@ def _create_tables() -> None:
     )
     op.create_index("ix_audit_event_action", "audit_event", ["action"])
     op.create_index("ix_audit_event_request_id", "audit_event", ["request_id"])
+    op.create_index("ix_audit_event_system", "audit_event", ["system"])
     op.create_index("ix_audit_event_subject_ref", "audit_event", ["subject_ref"])
     op.create_index("ix_audit_event_occurred_at", "audit_event", ["occurred_at"])
     op.create_table(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -18,11 +18,13 @@ from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
 from app.db.store import create_store_engine
 from app.domain.audit.services import (
+    add_tombstone,
     append,
     event_hash,
     make_checkpoint,
     subject_reference,
     tombstone_reference,
+    tombstones_since,
     verify_chain,
     verify_checkpoint_signature,
 )
@@ -223,3 +225,17 @@ async def test_checkpoint_without_signing_key_names_the_variable(
     async with AsyncSession(engine) as session:
         with pytest.raises(Unavailable, match="LETHE_AUDIT_SIGNING_KEY"):
             await make_checkpoint(session, unsigned)
+
+
+async def test_tombstones_keep_only_the_keys_hmac(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session:
+        await add_tombstone(session, TEST_AUDIT_KEY, system="shop", key_value=1234, request_id="r1")
+        await add_tombstone(session, TEST_AUDIT_KEY, system="crm", key_value="c-7", request_id="r1")
+        await session.commit()
+    async with AsyncSession(engine) as session:
+        shop = await tombstones_since(session, system="shop")
+        everything = await tombstones_since(session, datetime.now(UTC) - timedelta(minutes=1))
+        later = await tombstones_since(session, datetime.now(UTC) + timedelta(minutes=1))
+    assert [t.subject_key_ref for t in shop] == [tombstone_reference(TEST_AUDIT_KEY, "shop", 1234)]
+    assert (len(everything), later) == (2, [])
+    assert "1234" not in shop[0].subject_key_ref

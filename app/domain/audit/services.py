@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from sqlalchemy import Select, distinct, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db.audit import AuditEvent
+from app.db.audit import AuditEvent, ErasureTombstone
 from app.lib.crypto import hmac_ref, load_signing_key, public_key_pem
 from app.lib.errors import Unavailable, ValidationFailed
 
@@ -32,6 +33,7 @@ __all__ = (
     "ChainReport",
     "Checkpoint",
     "EventFilter",
+    "add_tombstone",
     "append",
     "canonical_time",
     "event_hash",
@@ -41,6 +43,7 @@ __all__ = (
     "subject_reference",
     "subject_references_for",
     "tombstone_reference",
+    "tombstones_since",
     "validate_payload",
     "verify_chain",
     "verify_checkpoint_signature",
@@ -93,6 +96,44 @@ def subject_reference(audit_key: str, system: str | None, identity_type: str, va
 def tombstone_reference(audit_key: str, system: str, key_value: object) -> str:
     """The ``subject_key_ref`` of an erasure tombstone: HMAC of the subject's key in ``system``."""
     return hmac_ref(audit_key, system, "key", str(key_value))
+
+
+async def add_tombstone(
+    session: AsyncSession,
+    audit_key: str,
+    *,
+    system: str,
+    key_value: object,
+    request_id: str | None,
+    erased_at: datetime | None = None,
+) -> ErasureTombstone:
+    """Record, in the caller's transaction, that a subject of ``system`` was erased.
+
+    Only the HMAC of the subject's key is kept, so a restored backup can be cleaned again
+    (replay) without Lethe holding the identifier.
+    """
+    tombstone = ErasureTombstone(
+        id=uuid.uuid4(),
+        system=system,
+        subject_key_ref=tombstone_reference(audit_key, system, key_value),
+        erased_at=erased_at or datetime.now(UTC),
+        request_id=request_id,
+    )
+    session.add(tombstone)
+    await session.flush()
+    return tombstone
+
+
+async def tombstones_since(
+    session: AsyncSession, since: datetime | None = None, system: str | None = None
+) -> list[ErasureTombstone]:
+    """Tombstones erased at or after ``since`` (all when None), oldest first."""
+    query = select(ErasureTombstone).order_by(ErasureTombstone.erased_at, ErasureTombstone.id)
+    if since is not None:
+        query = query.where(ErasureTombstone.erased_at >= since)
+    if system is not None:
+        query = query.where(ErasureTombstone.system == system)
+    return list((await session.scalars(query)).all())
 
 
 def _audit_key(settings: Settings) -> str:
