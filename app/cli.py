@@ -85,11 +85,11 @@ for _command in (
     core.routes_command,
     schema.schema_group,
     database_group,
+    audit_group,
     manifest_group,
+    worker_command,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
-lethe_group.add_command(audit_group)
-lethe_group.add_command(worker_command)  # type: ignore[arg-type]
 
 
 def run() -> None:

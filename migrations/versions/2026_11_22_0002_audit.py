@@ -21,7 +21,7 @@ trigger, because SQLite's truncate optimisation is off for tables with triggers)
 from __future__ import annotations
 
 import sqlalchemy as sa
-from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
+from advanced_alchemy.types import DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0002_audit"
@@ -59,11 +59,12 @@ def _create_tables() -> None:
     )
     op.create_index("ix_audit_event_action", "audit_event", ["action"])
     op.create_index("ix_audit_event_request_id", "audit_event", ["request_id"])
+    op.create_index("ix_audit_event_system", "audit_event", ["system"])
     op.create_index("ix_audit_event_subject_ref", "audit_event", ["subject_ref"])
     op.create_index("ix_audit_event_occurred_at", "audit_event", ["occurred_at"])
     op.create_table(
         "consent_event",
-        sa.Column("id", GUID(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("subject_ref", sa.String(64), nullable=False),
         sa.Column("purpose", sa.String(128), nullable=False),
         sa.Column("granted", sa.Boolean(), nullable=False),
@@ -76,11 +77,13 @@ def _create_tables() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_consent_event"),
     )
     op.create_index(
-        "ix_consent_event_subject_purpose", "consent_event", ["subject_ref", "purpose", "occurred_at"]
+        "ix_consent_event_subject_purpose",
+        "consent_event",
+        ["subject_ref", "purpose", "occurred_at"],
     )
     op.create_table(
         "erasure_tombstone",
-        sa.Column("id", GUID(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("system", sa.String(128), nullable=False),
         sa.Column("subject_key_ref", sa.String(64), nullable=False),
         sa.Column("erased_at", DateTimeUTC(timezone=True), nullable=False),

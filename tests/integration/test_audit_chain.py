@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -17,10 +18,13 @@ from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
 from app.db.store import create_store_engine
 from app.domain.audit.services import (
+    add_tombstone,
     append,
+    event_hash,
     make_checkpoint,
     subject_reference,
     tombstone_reference,
+    tombstones_since,
     verify_chain,
     verify_checkpoint_signature,
 )
@@ -56,8 +60,12 @@ async def test_concurrent_writers_produce_one_gap_free_chain(engine: AsyncEngine
     async def writer(number: int) -> None:
         for index in range(250):
             async with AsyncSession(engine) as session:
-                await append(session, action="test.concurrent", actor=f"writer-{number}",
-                             payload={"writer": number, "index": index})
+                await append(
+                    session,
+                    action="test.concurrent",
+                    actor=f"writer-{number}",
+                    payload={"writer": number, "index": index},
+                )
                 await session.commit()
 
     await asyncio.gather(*(writer(n) for n in range(8)))
@@ -90,19 +98,35 @@ async def test_payload_with_personal_data_is_refused(engine: AsyncEngine) -> Non
 async def _seed_append_only_rows(engine: AsyncEngine) -> None:
     ref = subject_reference(TEST_AUDIT_KEY, None, "email", "seed@example.com")
     async with AsyncSession(engine) as session:
-        await record_consent(session, NewConsent(subject_ref=ref, purpose="marketing", granted=True,
-                                                 policy_version="v1", text_hash="a" * 64,
-                                                 source="web"), actor="op")
-        session.add(ErasureTombstone(id=uuid.uuid4(), system="shop",
-                                     subject_key_ref=tombstone_reference(TEST_AUDIT_KEY, "shop", 42),
-                                     erased_at=datetime.now(UTC), request_id="req-1"))
+        await record_consent(
+            session,
+            NewConsent(
+                subject_ref=ref,
+                purpose="marketing",
+                granted=True,
+                policy_version="v1",
+                text_hash="a" * 64,
+                source="web",
+            ),
+            actor="op",
+        )
+        session.add(
+            ErasureTombstone(
+                id=uuid.uuid4(),
+                system="shop",
+                subject_key_ref=tombstone_reference(TEST_AUDIT_KEY, "shop", 42),
+                erased_at=datetime.now(UTC),
+                request_id="req-1",
+            )
+        )
         await session.commit()
 
 
 @pytest.mark.parametrize("table", ["audit_event", "consent_event", "erasure_tombstone"])
 @pytest.mark.parametrize("statement", ["UPDATE", "DELETE", "TRUNCATE"])
-async def test_database_refuses_changes_to_append_only_tables(engine: AsyncEngine, table: str,
-                                                              statement: str) -> None:
+async def test_database_refuses_changes_to_append_only_tables(
+    engine: AsyncEngine, table: str, statement: str
+) -> None:
     await _seed_append_only_rows(engine)
     sqlite = engine.dialect.name == "sqlite"
     column = "actor" if table != "erasure_tombstone" else "system"
@@ -135,13 +159,22 @@ async def test_rehashed_row_breaks_the_next_link(engine: AsyncEngine) -> None:
     async with AsyncSession(engine) as session:  # the forger also fixes row 7's hash: link 8 breaks
         event = await session.get(AuditEvent, 7)
         assert event is not None
-    from app.domain.audit.services import event_hash
-
-    forged = event_hash(seq=7, occurred_at=event.occurred_at, actor="mallory", action=event.action,
-                        request_id=None, system=None, subject_ref=None, payload=event.payload,
-                        prev_hash=event.prev_hash)
-    await as_owner(engine, "audit_event",
-                   f"UPDATE audit_event SET actor = 'mallory', hash = '{forged}' WHERE seq = 7")
+    forged = event_hash(
+        seq=7,
+        occurred_at=event.occurred_at,
+        actor="mallory",
+        action=event.action,
+        request_id=None,
+        system=None,
+        subject_ref=None,
+        payload=event.payload,
+        prev_hash=event.prev_hash,
+    )
+    await as_owner(
+        engine,
+        "audit_event",
+        f"UPDATE audit_event SET actor = 'mallory', hash = '{forged}' WHERE seq = 7",
+    )
     report = await _report(engine)
     assert (report.broken_seq, report.reason) == (8, "broken_link")
 
@@ -153,8 +186,7 @@ async def test_deleted_middle_row_is_a_gap(engine: AsyncEngine) -> None:
     assert (report.broken_seq, report.reason) == (3, "gap")
 
 
-async def test_deleted_tail_is_detected_against_a_checkpoint(engine: AsyncEngine,
-                                                             settings: Settings) -> None:
+async def test_deleted_tail_is_detected_against_a_checkpoint(engine: AsyncEngine, settings: Settings) -> None:
     await append_events(engine, 10)
     async with AsyncSession(engine) as session:
         checkpoint = await make_checkpoint(session, settings)
@@ -175,16 +207,29 @@ async def test_forged_checkpoint_is_refused(engine: AsyncEngine, settings: Setti
     await append_events(engine, 2)
     async with AsyncSession(engine) as session:
         checkpoint = await make_checkpoint(session, settings)
-    import msgspec
-
     forged = msgspec.structs.replace(checkpoint, seq=1)
     with pytest.raises(ValidationFailed, match="signature"):
         verify_checkpoint_signature(settings, forged)
 
 
-async def test_checkpoint_without_signing_key_names_the_variable(engine: AsyncEngine,
-                                                                 tmp_path: Path, store_url: str) -> None:
+async def test_checkpoint_without_signing_key_names_the_variable(
+    engine: AsyncEngine, tmp_path: Path, store_url: str
+) -> None:
     unsigned = make_settings(tmp_path, database_url=store_url)
     async with AsyncSession(engine) as session:
         with pytest.raises(Unavailable, match="LETHE_AUDIT_SIGNING_KEY"):
             await make_checkpoint(session, unsigned)
+
+
+async def test_tombstones_keep_only_the_keys_hmac(engine: AsyncEngine) -> None:
+    async with AsyncSession(engine) as session:
+        await add_tombstone(session, TEST_AUDIT_KEY, system="shop", key_value=1234, request_id="r1")
+        await add_tombstone(session, TEST_AUDIT_KEY, system="crm", key_value="c-7", request_id="r1")
+        await session.commit()
+    async with AsyncSession(engine) as session:
+        shop = await tombstones_since(session, system="shop")
+        everything = await tombstones_since(session, datetime.now(UTC) - timedelta(minutes=1))
+        later = await tombstones_since(session, datetime.now(UTC) + timedelta(minutes=1))
+    assert [t.subject_key_ref for t in shop] == [tombstone_reference(TEST_AUDIT_KEY, "shop", 1234)]
+    assert (len(everything), later) == (2, [])
+    assert "1234" not in shop[0].subject_key_ref
