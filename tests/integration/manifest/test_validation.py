@@ -219,3 +219,21 @@ async def test_inline_unique_column_of_sqlite_is_known(tmp_path: Path) -> None:
     )
     issue = _only(validate(manifest, schema)[1], "unique_constant")
     assert "'users.email' is UNIQUE" in issue.message
+
+
+async def test_key_columns_cannot_take_a_surrogate(lab: LabTarget) -> None:
+    issue = _only(
+        _issues(lab, {"orders": {"columns": {"user_id": {"category": "user.unique_id"}}}}), "key_column"
+    )
+    assert issue.path == "tables.orders.columns.user_id.strategy"
+    assert "'orders.user_id' is part of foreign key fk_orders_user" in issue.message
+    cleared = _issues(
+        lab,
+        {
+            "folders": {
+                "link": {"path": [{"from": "owner_id", "to": "users"}]},
+                "columns": {"owner_id": {"category": "user.unique_id", "strategy": "delete"}},
+            }
+        },
+    )
+    assert [i for i in cleared if i.kind == "key_column"] == []
