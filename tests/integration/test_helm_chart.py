@@ -1,0 +1,508 @@
+"""The Helm chart, rendered by the real Helm engine and validated against Kubernetes schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import pytest
+import yaml
+from kubernetes_validate import utils as kubernetes_schemas
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.db.store import current_revision, head_revision
+from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET
+from tests.servers import DatabaseServer
+
+__all__ = ()
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "lethe"
+PRODUCTION = CHART / "ci" / "production-values.yaml"
+RELEASE, NAMESPACE = "lethe", "privacy"
+SECRET_SETTINGS = frozenset(
+    {
+        "LETHE_DATABASE_URL",
+        "LETHE_JWT_SECRET",
+        "LETHE_JWT_PUBLIC_KEY",
+        "LETHE_AUDIT_KEY",
+        "LETHE_AUDIT_SIGNING_KEY",
+        "LETHE_ARTIFACT_KEY",
+    }
+)
+SECRETS_DIR = "/etc/lethe/secrets"
+POD_KINDS = ("Deployment", "Job", "CronJob")
+
+# kubernetes-validate ships the core API schemas only; the fields of the Prometheus Operator's
+# ServiceMonitor (monitoring.coreos.com/v1) that the chart uses are checked against this one.
+SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "properties": {
+                        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}
+                    },
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "any": {"type": "boolean"},
+                        "matchNames": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def declared_kube_version() -> str:
+    """The lowest Kubernetes version the chart declares in ``kubeVersion`` (e.g. ``1.29.0``)."""
+    declared = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))["kubeVersion"]
+    match = re.fullmatch(r">=\s*v?(\d+\.\d+\.\d+)(-0)?", declared)
+    assert match, f"kubeVersion should be a lower bound, got {declared!r}"
+    return match.group(1)
+
+
+def production_values() -> dict[str, Any]:
+    """The production-like values file shipped with the chart."""
+    values: dict[str, Any] = yaml.safe_load(PRODUCTION.read_text(encoding="utf-8"))
+    return values
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every object the chart renders for an install with ``values`` (NOTES.txt left out)."""
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values or {})
+        manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith(".txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def merged(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """``base`` with nested overrides spelled ``api__workersEnabled=False``."""
+    values = copy.deepcopy(base)
+    for dotted, value in overrides.items():
+        node = values
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return values
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The rendered objects of one kind."""
+    return [o for o in objects if o["kind"] == kind]
+
+
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The one rendered object of ``kind`` called ``name``."""
+    found = [o for o in by_kind(objects, kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} rendered"
+    return found[0]
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec inside a Deployment, Job or CronJob."""
+    spec = obj["spec"]
+    if obj["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    result: dict[str, Any] = spec["template"]["spec"]
+    return result
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(kind/name, pod spec)`` of every workload."""
+    for obj in objects:
+        if obj["kind"] in POD_KINDS:
+            yield f"{obj['kind']}/{obj['metadata']['name']}", pod_spec(obj)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A container's env entries by name."""
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+VALUE_SETS = {"default": {}, "production": production_values()}
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The chart rendered with the default values and with the production-like file."""
+    return render(VALUE_SETS[request.param])
+
+
+@pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
+def test_helm_lint_is_clean(values_name: str) -> None:
+    report = helm.lint(
+        CHART, VALUE_SETS[values_name], strict=True, kube_version=f"v{declared_kube_version()}"
+    )
+    assert report["errors"] == []
+    findings = [m for m in report["messages"] if m["error"] != "icon is recommended"]
+    assert findings == []
+
+
+def test_chart_declares_a_version_the_validator_knows() -> None:
+    version = declared_kube_version()
+    minor = ".".join(version.split(".")[:2])
+    assert minor in {".".join(v.split(".")[:2]) for v in kubernetes_schemas.all_versions()}
+
+
+def test_every_rendered_object_validates_against_the_declared_kubernetes(
+    rendered: list[dict[str, Any]],
+) -> None:
+    version = declared_kube_version()
+    for obj in rendered:
+        if obj["kind"] == "ServiceMonitor":
+            jsonschema.validate(obj, SERVICE_MONITOR_SCHEMA)
+            continue
+        # strict: unknown fields (a typo in a template) are errors, not silently dropped.
+        assert kubernetes_schemas.validate(obj, version, strict=True)
+        assert kubernetes_schemas.validate(obj, kubernetes_schemas.latest_version(), strict=True)
+
+
+def test_the_expected_objects_are_rendered() -> None:
+    default = {(o["kind"], o["metadata"]["name"]) for o in render()}
+    assert default == {
+        ("ConfigMap", "lethe"),
+        ("Deployment", "lethe"),
+        ("Service", "lethe"),
+        ("ServiceAccount", "lethe"),
+        ("Job", "lethe-migrate"),
+        ("NetworkPolicy", "lethe"),
+        ("PodDisruptionBudget", "lethe"),
+    }
+    production = {(o["kind"], o["metadata"]["name"]) for o in render(production_values())}
+    assert production == default | {
+        ("ConfigMap", "lethe-manifests"),
+        ("Deployment", "lethe-worker"),
+        ("Service", "lethe-worker"),
+        ("HorizontalPodAutoscaler", "lethe"),
+        ("PodDisruptionBudget", "lethe-worker"),
+        ("CronJob", "lethe-retention"),
+        ("ServiceMonitor", "lethe"),
+        ("PersistentVolumeClaim", "lethe-data"),
+    }
+
+
+def test_probes_hit_the_real_paths_on_the_served_port(rendered: list[dict[str, Any]]) -> None:
+    exposed = re.search(r"^EXPOSE (\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert exposed
+    for deployment in by_kind(rendered, "Deployment"):
+        (container,) = pod_spec(deployment)["containers"]
+        assert container["command"] == ["lethe"]
+        assert container["args"][0] == "run"
+        port = container["args"][container["args"].index("--port") + 1]
+        assert port == exposed.group(1)
+        assert container["ports"] == [{"name": "http", "containerPort": int(port), "protocol": "TCP"}]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]["memory"]
+    (service,) = [s for s in by_kind(rendered, "Service") if s["spec"].get("clusterIP") != "None"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+
+
+def test_every_pod_runs_as_the_image_user_without_privileges(
+    rendered: list[dict[str, Any]],
+) -> None:
+    image_user = re.search(r"^USER (\d+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert image_user
+    for where, spec in pod_specs(rendered):
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["runAsUser"] == int(image_user.group(1)), where
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert spec["automountServiceAccountToken"] is False, where
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            tmp = mounts["/tmp"]  # noqa: S108 (the container's /tmp, an emptyDir)
+            assert "emptyDir" in volumes[tmp], f"{where}: /tmp must be writable"
+
+
+def test_secrets_never_appear_inline(rendered: list[dict[str, Any]]) -> None:
+    assert by_kind(rendered, "Secret") == [], "the chart must reference, never create, secrets"
+    for config_map in by_kind(rendered, "ConfigMap"):
+        assert not set(config_map["data"]) & SECRET_SETTINGS
+    for where, spec in pod_specs(rendered):
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in spec["containers"]:
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            assert mounts[SECRETS_DIR]["readOnly"] is True
+            secret = volumes[mounts[SECRETS_DIR]["name"]]["secret"]
+            assert secret["defaultMode"] & 0o007 == 0, f"{where}: secret files readable by all"
+            mounted = {item["path"] for item in secret["items"]}
+            for name, entry in env_of(container).items():
+                if name in SECRET_SETTINGS:
+                    assert "value" not in entry, f"{where}: {name} given inline"
+                    assert set(entry["valueFrom"]) == {"secretKeyRef"}
+                if name.removesuffix("_FILE") in SECRET_SETTINGS and name.endswith("_FILE"):
+                    directory, _, file = entry["value"].rpartition("/")
+                    assert directory == SECRETS_DIR
+                    assert file in mounted, f"{where}: {name} names a file that is not mounted"
+                if "valueFrom" in entry:
+                    assert set(entry["valueFrom"]) <= {"secretKeyRef", "configMapKeyRef", "fieldRef"}
+            assert "LETHE_AUDIT_KEY_FILE" in env_of(container), where
+
+
+def test_secrets_come_from_the_named_existing_secret() -> None:
+    objects = render(production_values())
+    for where, spec in pod_specs(objects):
+        (secret,) = [v["secret"] for v in spec["volumes"] if "secret" in v]
+        assert secret["secretName"] == "lethe-secrets", where
+    (api,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == "lethe"]
+    shop = env_of(pod_spec(api)["containers"][0])["LETHE_TARGET_SHOP_URL"]
+    assert shop["valueFrom"] == {"secretKeyRef": {"name": "shop-database", "key": "url"}}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"extraEnv": [{"name": "LETHE_DATABASE_URL", "value": "postgresql+asyncpg://u:p@db/x"}]},
+        {
+            "config": {
+                "jwtAudience": "a",
+                "jwtIssuer": "i",
+                "jwtAlgorithms": "HS256",
+                "logLevel": "INFO",
+                "extra": {"LETHE_AUDIT_KEY": "not-here"},
+            }
+        },
+        {
+            "secrets": {
+                "existingSecret": "x",
+                "keys": {"databaseUrl": "d", "jwtSecret": "j", "auditKey": "", "artifactKey": "a"},
+            }
+        },
+        {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "readOnlyRootFilesystem": False,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+        },
+        {"podSecurityContext": {"runAsNonRoot": False}},
+        {"replicaCount": 3},
+    ],
+    ids=["inline-secret-env", "secret-in-configmap", "no-audit-key", "writable-root", "root", "typo"],
+)
+def test_schema_rejects_unsafe_or_mistyped_values(values: dict[str, Any]) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+
+
+def test_hook_job_migrates_the_store_before_install_and_upgrade(
+    rendered: list[dict[str, Any]],
+) -> None:
+    job = named(rendered, "Job", "lethe-migrate")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    (container,) = pod_spec(job)["containers"]
+    assert [*container["command"], *container["args"]] == ["lethe", "database", "upgrade", "--no-prompt"]
+    assert "envFrom" not in container or all(
+        "configMapRef" not in source for source in container["envFrom"]
+    ), "the hook runs before the release's ConfigMap exists"
+    assert env_of(container)["LETHE_WORKERS_ENABLED"]["value"] == "false"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An unmigrated service store: an SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    server: DatabaseServer = request.getfixturevalue("postgres_server")
+    return await server.create_database("lethe_hook")
+
+
+async def test_hook_job_command_migrates_a_real_store(tmp_path: Path, empty_store_url: str) -> None:
+    """The Job's own command, env and secret files run the real CLI against a fresh store."""
+    job = named(render(), "Job", "lethe-migrate")
+    spec = pod_spec(job)
+    (container,) = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: tmp_path / m["name"] for m in container["volumeMounts"]}
+    contents = {
+        "database-url": empty_store_url,
+        "jwt-secret": TEST_JWT_SECRET,
+        "audit-key": TEST_AUDIT_KEY,
+        "artifact-key": "a" * 44,
+        "audit-signing-key": "unused-by-migrations",
+    }
+    for directory in mounts.values():
+        directory.mkdir()
+    for item in volumes["secrets"]["secret"]["items"]:
+        (mounts[SECRETS_DIR] / item["path"]).write_text(contents[item["key"]], encoding="utf-8")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for entry in container["env"]:
+        value = entry["value"]
+        for mount_path, directory in mounts.items():
+            if value.startswith(f"{mount_path}/"):
+                value = str(directory) + value.removeprefix(mount_path)
+                break
+        env[entry["name"]] = value
+    command = [sys.executable, "-m", "app", *container["args"]]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        command,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    engine = create_async_engine(empty_store_url)
+    try:
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+def test_workers_run_in_the_api_by_default_and_in_their_own_deployment_in_production() -> None:
+    default = render()
+    assert [d["metadata"]["name"] for d in by_kind(default, "Deployment")] == ["lethe"]
+    api = env_of(pod_spec(named(default, "Deployment", "lethe"))["containers"][0])
+    assert api["LETHE_WORKERS_ENABLED"]["value"] == "true"
+
+    production = render(production_values())
+    api = env_of(pod_spec(named(production, "Deployment", "lethe"))["containers"][0])
+    worker_deployment = named(production, "Deployment", "lethe-worker")
+    worker = env_of(pod_spec(worker_deployment)["containers"][0])
+    assert api["LETHE_WORKERS_ENABLED"]["value"] == "false"
+    assert worker["LETHE_WORKERS_ENABLED"]["value"] == "true"
+    assert worker_deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == ("worker")
+    service = named(production, "Service", "lethe")
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api__workersEnabled": False}, "no pod would execute requests"),
+        ({"api__replicaCount": 3}, "persistence.enabled=true"),
+        ({"worker__enabled": True}, "persistence.enabled=true"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_at_render(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(merged({}, **overrides))
+
+
+def test_manifests_are_mounted_where_the_settings_point() -> None:
+    objects = render(production_values())
+    settings = named(objects, "ConfigMap", "lethe")["data"]
+    manifests = named(objects, "ConfigMap", "lethe-manifests")["data"]
+    assert yaml.safe_load(manifests["shop.yaml"])["system"] == "shop"
+    for deployment in by_kind(objects, "Deployment"):
+        spec = pod_spec(deployment)
+        (container,) = spec["containers"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volume = next(v for v in spec["volumes"] if v["name"] == mounts[settings["LETHE_MANIFESTS_DIR"]])
+        assert volume["configMap"]["name"] == "lethe-manifests"
+        assert container["envFrom"][0] == {"configMapRef": {"name": "lethe"}}
+        data = next(v for v in spec["volumes"] if v["name"] == "data")
+        assert data["persistentVolumeClaim"]["claimName"] == "lethe-data"
+        assert settings["LETHE_ARTIFACTS_DIR"].startswith(next(p for p, n in mounts.items() if n == "data"))
+    assert "LETHE_MANIFESTS_DIR" not in named(render(), "ConfigMap", "lethe")["data"]
+
+
+def test_pods_restart_when_settings_or_manifests_change() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        deployment = named(render(values), "Deployment", "lethe")
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    base = production_values()
+    changed = merged(base, manifests__files={"shop.yaml": "system: shop\n"})
+    assert checksum(base) != checksum(changed)
+    assert checksum(base) != checksum(merged(base, config__logLevel="DEBUG"))
+
+
+def test_retention_cron_job_runs_due_policies_once_at_a_time() -> None:
+    assert by_kind(render(), "CronJob") == []
+    cron = named(render(production_values()), "CronJob", "lethe-retention")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["timeZone"] == "Europe/Berlin"
+    (container,) = pod_spec(cron)["containers"]
+    assert [*container["command"], *container["args"]] == ["lethe", "retention", "run-due"]
+    assert env_of(container)["LETHE_WORKERS_ENABLED"]["value"] == "false"
+    (data,) = [v for v in pod_spec(cron)["volumes"] if v["name"] == "data"]
+    assert data["persistentVolumeClaim"]["claimName"] == "lethe-data", "expired exports live there"
+
+
+def test_scaling_disruption_network_and_monitoring_objects() -> None:
+    objects = render(production_values())
+    hpa = named(objects, "HorizontalPodAutoscaler", "lethe")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "lethe"}
+    assert "replicas" not in named(objects, "Deployment", "lethe")["spec"], "the HPA owns replicas"
+    for pdb in by_kind(objects, "PodDisruptionBudget"):
+        assert pdb["spec"]["maxUnavailable"] == 1
+    policy = named(objects, "NetworkPolicy", "lethe")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert {"port": 53, "protocol": "UDP"} in policy["spec"]["egress"][0]["ports"]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    monitor = named(objects, "ServiceMonitor", "lethe")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    scraped = {
+        s["metadata"]["name"]
+        for s in by_kind(objects, "Service")
+        if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    }
+    assert scraped == {"lethe", "lethe-worker"}
+    assert named(objects, "PersistentVolumeClaim", "lethe-data")["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_image_is_pinned_by_digest_when_given() -> None:
+    objects = render(production_values())
+    images = {c["image"] for _, spec in pod_specs(objects) for c in spec["containers"]}
+    assert images == {f"registry.example.com/privacy/lethe@{production_values()['image']['digest']}"}
+    default_images = {c["image"] for _, spec in pod_specs(render()) for c in spec["containers"]}
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert default_images == {f"lethe:{chart['appVersion']}"}
