@@ -26,6 +26,7 @@ from app.manifest.model import Link, Manifest, TableSpec
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo, TableInfo
 
 __all__ = (
+    "MAX_CANDIDATES",
     "MAX_DERIVED_HOPS",
     "CycleError",
     "Step",
@@ -39,6 +40,8 @@ __all__ = (
 
 MAX_DERIVED_HOPS = 6
 """Longest path searched when a link is derived from foreign keys."""
+MAX_CANDIDATES = 64
+"""Most foreign-key chains listed for one table (two already make a link ambiguous)."""
 
 StepKind = Literal["foreign_key", "reverse_foreign_key", "logical"]
 
@@ -180,13 +183,18 @@ def _cycle(remaining: set[str], parents: dict[str, set[str]], index: dict[str, i
 
 
 def candidate_paths(
-    schema: SchemaInfo, table: str, targets: set[str] | str, max_hops: int = MAX_DERIVED_HOPS
+    schema: SchemaInfo,
+    table: str,
+    targets: set[str] | str,
+    max_hops: int = MAX_DERIVED_HOPS,
+    limit: int = MAX_CANDIDATES,
 ) -> list[tuple[Step, ...]]:
     """Every simple chain of declared foreign keys (child -> parent) from ``table`` that ends at
     the first table of ``targets`` it meets (the managed tables, or just the subject table).
 
     Self references are not followed. A link is derived only when exactly one chain exists;
-    the chain is then continued by the path of the managed table it ends at.
+    the chain is then continued by the path of the managed table it ends at. The search stops
+    after ``limit`` chains (dense schemas have exponentially many).
     """
     stops = {targets} if isinstance(targets, str) else targets
     found: list[tuple[Step, ...]] = []
@@ -195,7 +203,7 @@ def candidate_paths(
         if current in stops and steps:
             found.append(steps)
             return
-        if len(steps) >= max_hops or current not in schema.tables:
+        if len(found) >= limit or len(steps) >= max_hops or current not in schema.tables:
             return
         for fk in schema.tables[current].foreign_keys:
             if fk.referred_table in visited:
