@@ -18,6 +18,8 @@ from litestar.plugins.prometheus import PrometheusConfig
 from app import __version__
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
+from app.domain.audit.controllers import AuditController
+from app.domain.consent.controllers import ConsentController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
 from app.domain.system.controllers import MetricsController, SystemController
@@ -49,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[ManifestController],
+        route_handlers=[AuditController, ConsentController, ManifestController],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
 
-__all__ = ("IdempotencyRecord", "ManifestVersion")
+__all__ = ("AuditEvent", "ConsentEvent", "ErasureTombstone", "IdempotencyRecord", "ManifestVersion")
