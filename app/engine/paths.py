@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, select, tuple_
 
 from app.manifest.graph import SubjectPath
+from app.manifest.model import SubjectSpec
 
-__all__ = ("columns_of", "key_condition", "subject_filter")
+__all__ = ("columns_of", "identity_condition", "key_condition", "subject_filter")
 
 
 def columns_of(table: Any, names: Sequence[str]) -> ColumnElement[Any]:
@@ -50,3 +51,24 @@ def subject_filter(
         condition = columns_of(outer, step.from_columns).in_(chosen)
         current_alias = outer
     return condition
+
+
+def identity_condition(
+    subject: SubjectSpec, table: Table, identity: str, value: Any, tenant: Any = None
+) -> ColumnElement[bool]:
+    """The condition finding the subject row by one of the manifest's identities.
+
+    ``select(*subject key columns).where(identity_condition(...))`` gives the subject key that
+    :func:`subject_filter` needs.
+
+    Raises:
+        KeyError: the manifest declares no identity called ``identity``.
+        ValueError: the identity is tenant-scoped and no ``tenant`` was given.
+    """
+    spec = subject.identity(identity)
+    condition: ColumnElement[bool] = table.c[spec.column] == value
+    if spec.tenant_column is None:
+        return condition
+    if tenant is None:
+        raise ValueError(f"identity '{identity}' is scoped by tenant: a tenant is required")
+    return and_(condition, table.c[spec.tenant_column] == tenant)

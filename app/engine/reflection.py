@@ -61,9 +61,10 @@ def _table(inspector: Inspector, name: str) -> TableInfo:
             primary_key=column["name"] in pk,
         )
     unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)}
-    unique |= {
-        tuple(c for c in i["column_names"] if c) for i in inspector.get_indexes(name) if i.get("unique")
-    }
+    # SQLite reports inline UNIQUE column constraints only as automatic indexes
+    extra: dict[str, Any] = {"include_auto_indexes": True} if inspector.dialect.name == "sqlite" else {}
+    indexes = inspector.get_indexes(name, **extra)
+    unique |= {tuple(c for c in i["column_names"] if c) for i in indexes if i.get("unique")}
     foreign_keys = tuple(
         ForeignKeyInfo(
             name=fk.get("name") or None,

@@ -26,6 +26,8 @@ IssueKind = Literal[
     "unique_constant",
     "surrogate_too_long",
     "retain_without_basis",
+    "key_column",
+    "retention_policy",
     "personal_table",
     "personal_column",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.manifest.graph import candidate_paths
 from app.manifest.issues import Issue
 from app.manifest.model import Manifest
 from app.manifest.schema import ColumnInfo, SchemaInfo
@@ -126,8 +125,20 @@ def guess_personal(column: ColumnInfo) -> PersonalGuess | None:
 
 
 def reaches_subject(schema: SchemaInfo, table: str, subject_table: str) -> bool:
-    """Whether ``table`` has a foreign-key path to the subject table (or is it)."""
-    return table == subject_table or bool(candidate_paths(schema, table, subject_table))
+    """Whether ``table`` has a foreign-key path to the subject table (or is it): a breadth-first
+    walk, linear in the number of foreign keys."""
+    seen = {table}
+    frontier = [table]
+    while frontier:
+        current = frontier.pop()
+        if current == subject_table:
+            return True
+        info = schema.tables.get(current)
+        for fk in info.foreign_keys if info else ():
+            if fk.referred_table not in seen:
+                seen.add(fk.referred_table)
+                frontier.append(fk.referred_table)
+    return False
 
 
 def lint(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:

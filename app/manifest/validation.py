@@ -145,7 +145,35 @@ def _column_issues(
         surrogate = Surrogate(kind="null")
     else:
         surrogate = resolve_surrogate(column_spec, column, table)
+    key_issue = _key_column_issue(surrogate, column, table, path)
+    if key_issue is not None:
+        return [key_issue]
     return _surrogate_issues(surrogate, column, table, path, column_spec.strategy)
+
+
+def _key_column_issue(surrogate: Surrogate, column: ColumnInfo, table: TableInfo, path: str) -> Issue | None:
+    """A primary key cannot be rewritten, and a foreign key can only be cleared (NULL)."""
+    name = f"{table.name}.{column.name}"
+    if column.primary_key:
+        return Issue(
+            kind="key_column",
+            path=f"{path}.strategy",
+            table=table.name,
+            column=column.name,
+            message=f"column '{name}' is part of the primary key and cannot be erased in place; "
+            "delete the rows instead",
+        )
+    references = [fk for fk in table.foreign_keys if column.name in fk.columns]
+    if references and surrogate.kind != "null":
+        return Issue(
+            kind="key_column",
+            path=f"{path}.strategy",
+            table=table.name,
+            column=column.name,
+            message=f"column '{name}' is part of foreign key {references[0].label}; a surrogate "
+            "would point at another row: use strategy delete (NULL) or delete the rows",
+        )
+    return None
 
 
 def _surrogate_issues(
@@ -306,7 +334,7 @@ def _policy_issues(
     if age is not None and age.affinity not in ("date", "datetime", "text"):
         issues.append(
             Issue(
-                kind="structure",
+                kind="retention_policy",
                 path=f"{where}.age_column",
                 table=table.name,
                 column=age.name,
@@ -317,7 +345,7 @@ def _policy_issues(
     if policy.action == "anonymize" and not manifest.tables.get(policy.table, TableSpec()).columns:
         issues.append(
             Issue(
-                kind="structure",
+                kind="retention_policy",
                 path=f"{where}.action",
                 table=table.name,
                 message=f"retention policy '{policy.name}' anonymizes '{table.name}' "

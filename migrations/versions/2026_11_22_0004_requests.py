@@ -1,7 +1,7 @@
 """Data-subject requests and their per-system progress.
 
 Revision ID: 0004_requests
-Revises: 0002_audit, 0003_manifests
+Revises: 0003_manifests
 Create Date: 2026-11-22
 """
 
@@ -12,7 +12,7 @@ from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0004_requests"
-down_revision = ("0002_audit", "0003_manifests")
+down_revision = "0003_manifests"
 branch_labels = None
 depends_on = None
 

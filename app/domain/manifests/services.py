@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.manifests import ManifestVersion
+from app.domain.audit.services import append
 from app.engine.targets import TargetRegistry
 from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound
 from app.manifest.graph import SubjectGraph
@@ -162,18 +163,24 @@ def load_manifest_document(row: ManifestVersion) -> Manifest:
 async def _audit_registration(session: AsyncSession, *, actor: str, row: ManifestVersion) -> None:
     """The single place where a registration is audited (action ``manifest.registered``).
 
-    Called in the registering transaction, after the new version is inserted. The audit log
-    service is wired here; the payload is the system, version and content hash only.
+    Called in the registering transaction right after the new version is inserted, so the
+    version and its audit event commit together. The payload is the version, content hash and
+    number of tables: nothing personal.
     """
-    del session  # the audit append joins this transaction once wired
-    logger.info(
-        "manifest registered",
-        extra={
-            "system": row.system,
+    await append(
+        session,
+        action="manifest.registered",
+        actor=actor,
+        system=row.system,
+        payload={
             "version": row.version,
             "content_hash": row.content_hash,
-            "actor": actor,
+            "tables": len(row.document.get("tables", {})),
         },
+    )
+    logger.info(
+        "manifest registered",
+        extra={"system": row.system, "version": row.version, "content_hash": row.content_hash},
     )
 
 

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
 from app.config import Settings
+from app.db.audit import AuditEvent
 from app.demo import DEMO_MANIFEST
 from app.demo.shop import create_shop
 from tests.conftest import make_settings
@@ -43,7 +46,7 @@ async def _register(
 
 
 async def test_versions_are_immutable_and_unchanged_content_is_a_no_op(
-    shop: Path, client: AsyncTestClient[Litestar], auth: Auth
+    shop: Path, client: AsyncTestClient[Litestar], auth: Auth, store_engine: AsyncEngine
 ) -> None:
     first = await _register(client, auth, _demo_yaml())
     assert first["created"] is True
@@ -74,6 +77,20 @@ async def test_versions_are_immutable_and_unchanged_content_is_a_no_op(
 
     listed = (await client.get("/v1/manifests", headers=auth("manifests:read"))).json()
     assert [(m["system"], m["version"]) for m in listed["items"]] == [("shop", 2)]
+
+    async with store_engine.connect() as connection:
+        events = (
+            await connection.execute(
+                select(AuditEvent.action, AuditEvent.actor, AuditEvent.system, AuditEvent.payload)
+                .where(AuditEvent.action == "manifest.registered")
+                .order_by(AuditEvent.seq)
+            )
+        ).all()
+    assert [(e.actor, e.system, e.payload["version"]) for e in events] == [
+        ("test-operator", "shop", 1),
+        ("test-operator", "shop", 2),
+    ]  # unchanged content: no event
+    assert events[0].payload["content_hash"] == first["version"]["content_hash"]
 
 
 async def test_list_is_paginated_by_system(shop: Path, client: AsyncTestClient[Litestar], auth: Auth) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from app.config import Settings
+from app.demo import DEMO_MANIFEST
+from app.demo.shop import create_shop
+from app.engine.targets import TargetRegistry
 from app.manifest.issues import Issue
+from app.manifest.loading import load_manifest
+from app.manifest.model import Connection
 from app.manifest.validation import validate
 from tests.integration.manifest.conftest import LabTarget
 from tests.integration.manifest.helpers import lab_manifest
@@ -197,3 +204,36 @@ async def test_retention_policy_columns_checked(lab: LabTarget) -> None:
     issue = _only(_issues(lab, {"orders": {}}, retention_policies=policies), "unknown_column")
     assert issue.path == "retention_policies[0].age_column"
     assert "'orders.placed_at'" in issue.message
+
+
+async def test_inline_unique_column_of_sqlite_is_known(tmp_path: Path) -> None:
+    path = tmp_path / "shop.db"
+    create_shop(path, people=3)
+    targets = TargetRegistry(Settings(), {"SHOP": f"sqlite:///{path}"})
+    schema = await targets.reflect("shop", Connection(env="SHOP"))
+    await targets.dispose()
+    manifest = load_manifest(
+        DEMO_MANIFEST.read_text(encoding="utf-8").replace(
+            "surrogate: email,", "surrogate: {kind: constant, value: x@example.invalid},"
+        )
+    )
+    issue = _only(validate(manifest, schema)[1], "unique_constant")
+    assert "'users.email' is UNIQUE" in issue.message
+
+
+async def test_key_columns_cannot_take_a_surrogate(lab: LabTarget) -> None:
+    issue = _only(
+        _issues(lab, {"orders": {"columns": {"user_id": {"category": "user.unique_id"}}}}), "key_column"
+    )
+    assert issue.path == "tables.orders.columns.user_id.strategy"
+    assert "'orders.user_id' is part of foreign key fk_orders_user" in issue.message
+    cleared = _issues(
+        lab,
+        {
+            "folders": {
+                "link": {"path": [{"from": "owner_id", "to": "users"}]},
+                "columns": {"owner_id": {"category": "user.unique_id", "strategy": "delete"}},
+            }
+        },
+    )
+    assert [i for i in cleared if i.kind == "key_column"] == []

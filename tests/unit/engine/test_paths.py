@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, Table, select
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects import sqlite
 
-from app.engine.paths import subject_filter
+from app.engine.paths import identity_condition, subject_filter
 from app.manifest.graph import build_graph
+from app.manifest.model import Identity, SubjectSpec
 from tests.unit.manifest.factories import fk, manifest, schema, table
 
 
@@ -52,3 +54,28 @@ def test_subject_table_path_is_the_key_condition() -> None:
     (path,) = build_graph(manifest({"users": {}}), s).paths_for("users")
     condition = subject_filter(path, tables, ("id",), (3,))
     assert str(condition.compile(compile_kwargs={"literal_binds": True})) == "users.id = 3"
+
+
+def test_identity_condition_honours_tenant_scope() -> None:
+    users = Table(
+        "users",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("email", String),
+        Column("tenant_id", Integer),
+    )
+    subject = SubjectSpec(
+        table="users",
+        key="id",
+        identities={"email": Identity(column="email", tenant_column="tenant_id"), "user_id": "id"},
+    )
+    scoped = identity_condition(subject, users, "email", "a@example.com", tenant=4)
+    assert str(scoped.compile(compile_kwargs={"literal_binds": True})) == (
+        "users.email = 'a@example.com' AND users.tenant_id = 4"
+    )
+    assert (
+        str(identity_condition(subject, users, "user_id", 3).compile(compile_kwargs={"literal_binds": True}))
+        == "users.id = 3"
+    )
+    with pytest.raises(ValueError, match="scoped by tenant"):
+        identity_condition(subject, users, "email", "a@example.com")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.lib.errors import ManifestInvalid
 from app.manifest.graph import CycleError, analyse_graph, build_graph, topological_order
+from app.manifest.lint import lint
 from tests.unit.manifest.factories import fk, manifest, schema, table
 
 SHOP = schema(
@@ -288,3 +291,20 @@ def test_graph_deletion_order_follows_reflected_foreign_keys(
     position = {t: i for i, t in enumerate(order)}
     for child, parent in set(edges):
         assert position[child] < position[parent]
+
+
+def test_dense_schemas_stay_fast() -> None:
+    """Every table references every earlier one: exponentially many paths, bounded work."""
+
+    names = [f"t{i}" for i in range(40)]
+    tables = [table("users")]
+    for i, name in enumerate(names):
+        parents = ["users", *names[:i]]
+        tables.append(
+            table(name, *(f"{p}_id" for p in parents), fks=tuple(fk(name, f"{p}_id", p) for p in parents))
+        )
+    started = time.monotonic()
+    _, issues = analyse_graph(manifest({n: {} for n in names}), schema(*tables))
+    lint(manifest({}), schema(*tables))
+    assert time.monotonic() - started < 5
+    assert {i.kind for i in issues} == {"ambiguous_link"}
