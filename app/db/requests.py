@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from advanced_alchemy.base import DefaultBase
-from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String
+from advanced_alchemy.types import DateTimeUTC, JsonB
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = ("FINAL_STATUSES", "REQUEST_KINDS", "REQUEST_STATUSES", "SubjectRequest", "SubjectRequestSystem")
@@ -44,7 +44,7 @@ class SubjectRequest(DefaultBase):
         Index("ix_subject_request_client_id", "client_id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(24))
     received_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
@@ -83,7 +83,7 @@ class SubjectRequestSystem(DefaultBase):
     __tablename__ = "subject_request_system"
 
     request_id: Mapped[uuid.UUID] = mapped_column(
-        GUID,
+        Uuid,
         ForeignKey("subject_request.id", name="fk_subject_request_system_request_id", ondelete="CASCADE"),
         primary_key=True,
     )

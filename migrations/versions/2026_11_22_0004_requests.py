@@ -8,7 +8,7 @@ Create Date: 2026-11-22
 from __future__ import annotations
 
 import sqlalchemy as sa
-from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
+from advanced_alchemy.types import DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0004_requests"
@@ -20,7 +20,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "subject_request",
-        sa.Column("id", GUID(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("status", sa.String(24), nullable=False),
         sa.Column("received_at", DateTimeUTC(timezone=True), nullable=False),
@@ -53,7 +53,7 @@ def upgrade() -> None:
     op.create_index("ix_subject_request_client_id", "subject_request", ["client_id"])
     op.create_table(
         "subject_request_system",
-        sa.Column("request_id", GUID(length=16), nullable=False),
+        sa.Column("request_id", sa.Uuid(), nullable=False),
         sa.Column("system", sa.String(128), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("manifest_version", sa.Integer(), nullable=False),

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +28,7 @@ from app.lib.problems import problem_responses
 
 __all__ = ("RequestController",)
 
-REQUEST_ID = Parameter(description="The request's id.")
+RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 
 
 def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
@@ -72,7 +72,7 @@ class RequestController(Controller):
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
         state: State,
-        data: RequestIn,
+        data: JSONBody[RequestIn],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(name="Idempotency-Key", description="Replays the first response for a retry."),
@@ -108,11 +108,13 @@ class RequestController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         state: State,
-        status: str | None = Parameter(default=None, description="Only requests in this state."),
-        kind: str | None = Parameter(default=None, description="access, erasure or rectification."),
-        overdue: bool | None = Parameter(default=None, description="true: past the deadline and not final."),
-        cursor: str | None = None,
-        limit: int | None = None,
+        status: Annotated[str | None, QueryParameter(description="Only requests in this state.")] = None,
+        kind: Annotated[str | None, QueryParameter(description="access, erasure or rectification.")] = None,
+        overdue: Annotated[
+            bool | None, QueryParameter(description="true: past the deadline and not final.")
+        ] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
     ) -> RequestPage:
         """Overdue means not final and past the deadline in force (the extended one if extended)."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -135,7 +137,7 @@ class RequestController(Controller):
         responses=problem_responses(401, 403, 404),
     )
     async def get_request(
-        self, db_session: NamedDependency[AsyncSession], request_id: uuid.UUID = REQUEST_ID
+        self, db_session: NamedDependency[AsyncSession], request_id: RequestId
     ) -> RequestOut:
         """Counts are rows per table; ``not_found`` says the subject is unknown in that system."""
         return await _view(db_session, request_id)
@@ -152,7 +154,7 @@ class RequestController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        request_id: uuid.UUID = REQUEST_ID,
+        request_id: RequestId,
     ) -> RequestOut:
         """Only from ``awaiting_approval``; the request is then queued for the workers."""
         await services.decide(db_session, request_id, "approve", request.user.sub)
@@ -170,7 +172,7 @@ class RequestController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        request_id: uuid.UUID = REQUEST_ID,
+        request_id: RequestId,
     ) -> RequestOut:
         """Final: the identities are wiped."""
         await services.decide(db_session, request_id, "reject", request.user.sub)
@@ -188,7 +190,7 @@ class RequestController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        request_id: uuid.UUID = REQUEST_ID,
+        request_id: RequestId,
     ) -> RequestOut:
         """Possible while received, awaiting approval or queued; a running request finishes."""
         await services.decide(db_session, request_id, "cancel", request.user.sub)
@@ -206,8 +208,8 @@ class RequestController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        data: ExtensionIn,
-        request_id: uuid.UUID = REQUEST_ID,
+        data: JSONBody[ExtensionIn],
+        request_id: RequestId,
     ) -> RequestOut:
         """Needs a reason; only before the first due date; at most two months beyond it."""
         await services.extend_request(db_session, request_id, data, request.user.sub)
@@ -232,8 +234,8 @@ class RequestController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         state: State,
-        request_id: uuid.UUID = REQUEST_ID,
-        format: Literal["json", "zip"] = Parameter(default="json", description="json or zip."),
+        request_id: RequestId,
+        format: Annotated[Literal["json", "zip"], QueryParameter(description="json or zip.")] = "json",
     ) -> Stream:
         """Decrypted on the fly, frame by frame; the artifact stays encrypted at rest."""
         subject_request, _ = await services.get_request(db_session, request_id)
