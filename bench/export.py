@@ -263,7 +263,8 @@ def run(sizes: tuple[int, ...] = SIZES) -> str:
         "`app.engine.export.run_access` (subject lookup, manifest hop chains, streamed JSON document "
         "+ ZIP of CSVs, AES-GCM frames on disk); raw = the same rows by hand-written JOINs, fetched in full, "
         "encoded to one JSON file (no CSV, no encryption) with `json.dumps` (raw) or msgspec (raw fast). "
-        "Best of 3; peak memory by tracemalloc in separate runs (raw = json.dumps variant).",
+        "Best of 3; peak memory by tracemalloc in separate runs (raw = json.dumps variant). Absolute times "
+        "depend on the machine (shared and noisy here); the ratios come from one run.",
         "",
         "| rows per table | Lethe s | raw s | raw fast s | Lethe / raw | Lethe / raw fast "
         "| Lethe peak MiB | raw peak MiB |",
