@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """A claimed request whose heartbeat is older than this is taken over by another worker."""
     worker_poll_seconds: float = 1.0
     """Idle workers look for new work this often."""
+    worker_max_attempts: int = 5
+    """Claims of one request before a target that stays unreachable fails it (retried per lease)."""
     approval_required: str = ""
     """Request kinds that wait for approval before running (e.g. ``erasure``)."""
     erasure_batch_threshold: int = 50_000

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -127,3 +128,49 @@ async def test_concurrent_workers_claim_different_requests(
     assert len(taken) == len(set(taken))
     if store_engine.dialect.name == "postgresql":
         assert len(taken) == 4  # SKIP LOCKED: nobody waits, nobody loses
+
+
+async def test_an_unreachable_target_is_retried_then_fails_cleanly(
+    client: AsyncTestClient[Litestar],
+    auth: Headers,
+    settings: Settings,
+    store_engine: AsyncEngine,
+    crm: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await register_crm(client, auth())
+    created = await client.post(
+        "/v1/requests", json={"kind": "access", "identities": {"email": SUBJECT_EMAIL}}, headers=auth()
+    )
+    request_id = uuid.UUID(created.json()["id"])
+    monkeypatch.setenv(TARGET_ENV, f"sqlite+aiosqlite:///{tmp_path / 'gone.db'}")
+    limited = msgspec.structs.replace(settings, worker_max_attempts=2)
+    targets = TargetRegistry(limited)
+    worker = jobs.RequestWorker(limited, store_engine, targets, "w")
+    try:
+        first = await worker.claim()
+        assert first is not None
+        assert await worker.process(first) == "deferred"
+        async with store_engine.begin() as connection:
+            row = (
+                await connection.execute(select(SubjectRequest).where(SubjectRequest.id == request_id))
+            ).one()
+            assert (row.status, row.lease_owner, row.failure_reason) == ("running", None, None)
+            await connection.execute(
+                update(SubjectRequest)
+                .where(SubjectRequest.id == request_id)
+                .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        second = await worker.claim()
+        assert second is not None
+        assert await worker.process(second) == "failed"
+    finally:
+        await targets.dispose()
+    body = (await client.get(f"/v1/requests/{request_id}", headers=auth())).json()
+    assert body["status"] == "failed"
+    assert body["failure_reason"] == (
+        "target database of system 'crm' is unavailable: the SQLite database file does not exist"
+    )
+    assert await _count(store_engine, "request.deferred", request_id) == 1
+    assert await _count(store_engine, "request.failed", request_id) == 1

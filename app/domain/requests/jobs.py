@@ -48,7 +48,7 @@ from app.engine.runs import (
     SystemRun,
 )
 from app.engine.targets import TargetRegistry
-from app.lib.errors import LetheError
+from app.lib.errors import LetheError, TargetUnavailable
 from app.manifest.model import Manifest
 
 __all__ = (
@@ -354,7 +354,7 @@ class RequestWorker:
                 await beating
 
     async def process(self, claim: Claim) -> str:
-        """Carry out a claimed request; returns ``completed``, ``failed`` or ``lost``."""
+        """Carry out a claimed request; returns ``completed``, ``failed``, ``deferred`` or ``lost``."""
         fence = _Fence(self.sessions, claim, self.settings.worker_lease_seconds)
         try:
             run = await self._build_run(claim, fence)
@@ -366,16 +366,28 @@ class RequestWorker:
                 "lease lost", extra={"request_id": str(claim.request_id), "attempt": claim.attempt}
             )
             return "lost"
-        except RequestFailed as exc:
-            return await self._fail(claim, fence, exc.reason, exc.system)
-        except LetheError as exc:
-            return await self._fail(claim, fence, exc.detail, exc.extra.get("system"))
-        except (SQLAlchemyError, OSError) as exc:
-            return await self._fail(claim, fence, f"database error ({type(exc).__name__})", None)
-        except Exception as exc:
-            logger.exception("request failed unexpectedly", extra={"request_id": str(claim.request_id)})
-            return await self._fail(claim, fence, f"unexpected error ({type(exc).__name__})", None)
+        except Exception as exc:  # every failure ends the attempt cleanly (see _settle_error)
+            return await self._settle_error(claim, fence, exc)
         return "completed"
+
+    async def _settle_error(self, claim: Claim, fence: _Fence, exc: Exception) -> str:
+        """Fail the request with a reason free of personal data, or defer it while a target is down."""
+        system: str | None = None
+        if isinstance(exc, RequestFailed):
+            reason, system = exc.reason, exc.system
+        elif isinstance(exc, TargetUnavailable) and claim.attempt < self.settings.worker_max_attempts:
+            return await self._defer(claim, fence, exc.extra.get("system"))
+        elif isinstance(exc, LetheError):
+            reason, system = exc.detail, exc.extra.get("system")
+        elif isinstance(exc, SQLAlchemyError | OSError):
+            reason = f"database error ({type(exc).__name__})"  # driver messages may hold values
+        else:
+            logger.error(  # the type only: an exception's text may carry values from a target
+                "request failed unexpectedly",
+                extra={"request_id": str(claim.request_id), "error_type": type(exc).__name__},
+            )
+            reason = f"unexpected error ({type(exc).__name__})"
+        return await self._fail(claim, fence, reason, system)
 
     async def _complete(self, claim: Claim, fence: _Fence, outcome: RequestOutcome) -> None:
         async with self.sessions() as session, session.begin():
@@ -416,6 +428,39 @@ class RequestWorker:
         observe_completion(claim.kind, received_at, now)
         if outcome.artifact:
             _remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=claim.attempt)
+
+    async def _defer(self, claim: Claim, fence: _Fence, system: str | None) -> str:
+        """A target is down: leave the request running with no owner until the lease runs out.
+
+        Another worker (or this one) resumes it then, from its saved progress; after
+        ``worker_max_attempts`` claims the request fails instead.
+        """
+        try:
+            async with self.sessions() as session, session.begin():
+                await fence.fence(session)
+                subject_ref = (
+                    await session.execute(
+                        select(SubjectRequest.subject_ref).where(SubjectRequest.id == claim.request_id)
+                    )
+                ).scalar_one()
+                await session.execute(
+                    update(SubjectRequest)
+                    .where(SubjectRequest.id == claim.request_id)
+                    .values(lease_owner=None)
+                )
+                await audit.append(
+                    session,
+                    action="request.deferred",
+                    actor=WORKER_ACTOR,
+                    request_id=str(claim.request_id),
+                    system=system,
+                    subject_ref=subject_ref,
+                    payload={"kind": claim.kind, "attempt": claim.attempt, "reason": "target_unavailable"},
+                )
+        except LeaseLost:
+            return "lost"
+        _remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=None)
+        return "deferred"
 
     async def _fail(self, claim: Claim, fence: _Fence, reason: str, system: str | None) -> str:
         reason = reason[:500]
