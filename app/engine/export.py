@@ -59,7 +59,7 @@ def table_metadata(manifest: Manifest, table: str, links: Sequence[str]) -> dict
             "rectifiable": column.rectifiable,
             "retention": _jsonable(column.retention) if column.retention else None,
         }
-        for name, column in spec.columns.items()
+        for name, column in sorted(spec.columns.items())
     }
     return {
         "purpose": spec.purpose,
@@ -68,7 +68,7 @@ def table_metadata(manifest: Manifest, table: str, links: Sequence[str]) -> dict
         "recipients": list(spec.recipients),
         "retention": _jsonable(spec.retention) if spec.retention else None,
         "columns": columns,
-        "links": list(links),
+        "links": sorted(links),
     }
 
 
@@ -194,6 +194,13 @@ async def _export_table(
     return count
 
 
+def _table_order(target: ReflectedTarget) -> list[str]:
+    """The subject table first, then the others by name: the same order whatever store kept the
+    manifest (PostgreSQL JSONB does not keep key order), so artifacts are reproducible."""
+    subject = target.graph.subject_table
+    return [subject, *sorted(t for t in target.graph.managed_tables if t != subject)]
+
+
 async def _begin_snapshot(connection: AsyncConnection) -> AsyncConnection:
     """A consistent snapshot across the tables of one system where the database offers one."""
     if connection.dialect.name in ("postgresql", "mysql", "mariadb"):
@@ -216,7 +223,7 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
         counts: dict[str, int] = {}
         metadata: dict[str, Any] = {}
         if found:
-            for index, name in enumerate(target.graph.managed_tables):
+            for index, name in enumerate(_table_order(target)):
                 links = [p.describe() for p in target.graph.paths_for(name)]
                 metadata[name] = table_metadata(manifest, name, links)
                 prefix = b"," if index else b""

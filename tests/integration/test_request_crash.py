@@ -65,6 +65,19 @@ async def test_killed_worker_is_resumed_with_one_completion(
 ) -> None:
     store_url = await postgres_server.create_database("lethe_store")
     store = create_async_engine(store_url)
+    try:
+        await _scenario(store, store_url, postgres_server, tmp_path, monkeypatch)
+    finally:
+        await store.dispose()
+
+
+async def _scenario(
+    store: AsyncEngine,
+    store_url: str,
+    postgres_server: DatabaseServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     await upgrade_store(store)
     target = await postgres_server.create_database("lethe_crm")
     await create_crm(target, people=3, orders_per_person=3000)
@@ -153,4 +166,3 @@ async def test_killed_worker_is_resumed_with_one_completion(
     assert resumed_json["systems"]["crm"]["tables"]["order_items"]["row_count"] == 6000
     assert _comparable_json(resumed_json) == _comparable_json(clean_json)
     assert _zip_entries(resumed_zip) == _zip_entries(clean_zip)
-    await store.dispose()

@@ -15,8 +15,9 @@ from app.manifest.model import Manifest
 
 __all__ = ("RegisteredManifest", "current_manifests", "manifest_at")
 
-_CACHE: dict[tuple[str, int], Manifest] = {}
-"""Versions are immutable, so a decoded manifest can be kept for the life of the process."""
+_CACHE: dict[tuple[str, int, str], Manifest] = {}
+"""Versions are immutable, so a decoded manifest is kept for the life of the process (keyed by
+content hash too, so two stores of one process, as in tests, never share an entry)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class RegisteredManifest:
 
 
 def _decode(row: ManifestVersion) -> Manifest:
-    key = (row.system, row.version)
+    key = (row.system, row.version, row.content_hash)
     if key not in _CACHE:
         _CACHE[key] = load_manifest(msgspec.json.encode(row.document), "json")
     return _CACHE[key]
@@ -59,9 +60,6 @@ async def manifest_at(session: AsyncSession, system: str, version: int) -> Manif
     Raises:
         NotFound: that version is not in the registry (it never is deleted, so: a broken store).
     """
-    cached = _CACHE.get((system, version))
-    if cached is not None:
-        return cached
     row = await session.get(ManifestVersion, (system, version))
     if row is None:
         raise NotFound(f"manifest version {version} of system '{system}' is not registered")
