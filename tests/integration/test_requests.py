@@ -161,7 +161,7 @@ async def test_artifact_is_encrypted_at_rest_and_purged_when_expired(
     store_engine: AsyncEngine,
     crm_sqlite: str,
 ) -> None:
-    from app.domain.requests.jobs import purge_expired_artifacts
+    from app.domain.requests.housekeeping import purge_expired_artifacts
 
     await register_crm(client, auth())
     created = await _create(client, auth, {"kind": "access", "identities": {"user_id": "1"}})
