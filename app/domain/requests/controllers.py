@@ -15,7 +15,7 @@ from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter,
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.requests import services
+from app.domain.requests import queries, services
 from app.domain.requests.schemas import ExtensionIn, RequestIn, RequestOut, RequestPage
 from app.engine.artifacts import read_frames
 from app.engine.export import artifact_context
@@ -44,8 +44,8 @@ def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 
 
 async def _view(session: AsyncSession, request_id: uuid.UUID) -> RequestOut:
-    request, progress = await services.get_request(session, request_id)
-    return services.request_out(request, progress)
+    request, progress = await queries.get_request(session, request_id)
+    return queries.request_out(request, progress)
 
 
 class RequestController(Controller):
@@ -83,8 +83,8 @@ class RequestController(Controller):
 
         async def produce() -> tuple[int, object, str | None]:
             created = await services.create_request(db_session, state.settings, principal, data)
-            progress = (await services.get_request(db_session, created.id))[1]
-            return 202, services.request_out(created, progress), f"/v1/requests/{created.id}"
+            progress = (await queries.get_request(db_session, created.id))[1]
+            return 202, queries.request_out(created, progress), f"/v1/requests/{created.id}"
 
         response = await run_idempotent(
             engine=state.store_engine,
@@ -118,14 +118,14 @@ class RequestController(Controller):
     ) -> RequestPage:
         """Overdue means not final and past the deadline in force (the extended one if extended)."""
         size = clamp_limit(limit, state.settings.max_page_size)
-        page, last = await services.list_requests(
+        page, last = await queries.list_requests(
             db_session,
-            services.ListFilter(status=status, kind=kind, overdue=overdue),
+            queries.ListFilter(status=status, kind=kind, overdue=overdue),
             after=_decode_after(cursor),
             limit=size,
         )
         return RequestPage(
-            items=[services.request_out(r, p) for r, p in page],
+            items=[queries.request_out(r, p) for r, p in page],
             next_cursor=encode_cursor(last[0].isoformat(), str(last[1])) if last else None,
         )
 
@@ -238,8 +238,8 @@ class RequestController(Controller):
         format: Annotated[Literal["json", "zip"], QueryParameter(description="json or zip.")] = "json",
     ) -> Stream:
         """Decrypted on the fly, frame by frame; the artifact stays encrypted at rest."""
-        subject_request, _ = await services.get_request(db_session, request_id)
-        path = services.export_artifact(state.settings, subject_request, format)
+        subject_request, _ = await queries.get_request(db_session, request_id)
+        path = queries.export_artifact(state.settings, subject_request, format)
         if not state.settings.artifact_key:
             raise Unavailable("LETHE_ARTIFACT_KEY is not configured")
         key = aes_key(state.settings.artifact_key)

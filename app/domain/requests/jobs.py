@@ -41,7 +41,8 @@ from app.domain.requests.housekeeping import (
 )
 from app.domain.requests.leases import WORKER_ACTOR, Claim, Fence, claim_next
 from app.domain.requests.metrics import observe_completion
-from app.domain.requests.services import artifact_ttl, decrypt_subject
+from app.domain.requests.queries import artifact_ttl
+from app.domain.requests.services import decrypt_subject
 from app.engine.runs import (
     LeaseLost,
     RequestFailed,

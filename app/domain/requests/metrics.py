@@ -33,7 +33,7 @@ def observe_completion(kind: str, received_at: datetime, completed_at: datetime)
 
 async def refresh_request_gauges(engine: AsyncEngine, now: datetime | None = None) -> None:
     """Recount requests by kind and status, and overdue ones, from the store (cheap GROUP BY)."""
-    from app.domain.requests.services import overdue_condition
+    from app.domain.requests.queries import overdue_condition
 
     now = now or datetime.now(UTC)
     async with engine.connect() as connection:

@@ -1,0 +1,212 @@
+"""Reading requests: filters, pages, the public view, and the export artifact of a request."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db.requests import (
+    FINAL_STATUSES,
+    REQUEST_KINDS,
+    REQUEST_STATUSES,
+    SubjectRequest,
+    SubjectRequestSystem,
+)
+from app.domain.requests.schemas import RequestOut, SystemProgressOut
+from app.engine.artifacts import artifact_path
+from app.lib.errors import Conflict, NotFound, ValidationFailed
+
+__all__ = (
+    "ListFilter",
+    "artifact_ttl",
+    "export_artifact",
+    "get_request",
+    "list_requests",
+    "load_request",
+    "overdue_condition",
+    "request_out",
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _field(field: str, message: str) -> dict[str, str]:
+    return {"field": field, "message": message}
+
+
+async def load_request(session: AsyncSession, request_id: uuid.UUID, *, lock: bool = False) -> SubjectRequest:
+    """The request row (locked FOR UPDATE when ``lock``, where the database has row locks).
+
+    Raises:
+        NotFound: no such request.
+    """
+    statement = select(SubjectRequest).where(SubjectRequest.id == request_id)
+    if lock:
+        statement = statement.with_for_update()
+    request = (await session.scalars(statement)).first()
+    if request is None:
+        raise NotFound(f"request {request_id} does not exist")
+    return request
+
+
+def overdue_condition(now: datetime) -> Any:
+    """Not final and past the deadline in force."""
+    return and_(
+        SubjectRequest.status.not_in(FINAL_STATUSES),
+        func.coalesce(SubjectRequest.extended_due_at, SubjectRequest.due_at) < now,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListFilter:
+    """Filters of ``GET /v1/requests``."""
+
+    status: str | None = None
+    kind: str | None = None
+    overdue: bool | None = None
+
+
+def _filtered(flt: ListFilter, now: datetime) -> Select[tuple[SubjectRequest]]:
+    if flt.status is not None and flt.status not in REQUEST_STATUSES:
+        raise ValidationFailed(
+            "unknown status", [_field("query.status", f"one of {', '.join(REQUEST_STATUSES)}")]
+        )
+    if flt.kind is not None and flt.kind not in REQUEST_KINDS:
+        raise ValidationFailed("unknown kind", [_field("query.kind", f"one of {', '.join(REQUEST_KINDS)}")])
+    statement = select(SubjectRequest)
+    if flt.status is not None:
+        statement = statement.where(SubjectRequest.status == flt.status)
+    if flt.kind is not None:
+        statement = statement.where(SubjectRequest.kind == flt.kind)
+    if flt.overdue is True:
+        statement = statement.where(overdue_condition(now))
+    elif flt.overdue is False:
+        statement = statement.where(~overdue_condition(now))
+    return statement
+
+
+async def list_requests(
+    session: AsyncSession, flt: ListFilter, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> tuple[list[tuple[SubjectRequest, list[SubjectRequestSystem]]], tuple[datetime, uuid.UUID] | None]:
+    """One page, oldest first, and the key to continue after (None on the last page)."""
+    statement = _filtered(flt, _now())
+    if after is not None:
+        statement = statement.where(
+            or_(
+                SubjectRequest.received_at > after[0],
+                and_(SubjectRequest.received_at == after[0], SubjectRequest.id > after[1]),
+            )
+        )
+    statement = statement.order_by(SubjectRequest.received_at, SubjectRequest.id).limit(limit + 1)
+    requests = list((await session.scalars(statement)).all())
+    more = len(requests) > limit
+    requests = requests[:limit]
+    progress = await _progress(session, [r.id for r in requests])
+    page = [(r, progress.get(r.id, [])) for r in requests]
+    last = (requests[-1].received_at, requests[-1].id) if more and requests else None
+    return page, last
+
+
+async def _progress(
+    session: AsyncSession, request_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[SubjectRequestSystem]]:
+    if not request_ids:
+        return {}
+    rows = await session.scalars(
+        select(SubjectRequestSystem)
+        .where(SubjectRequestSystem.request_id.in_(request_ids))
+        .order_by(SubjectRequestSystem.request_id, SubjectRequestSystem.position)
+    )
+    grouped: dict[uuid.UUID, list[SubjectRequestSystem]] = {}
+    for row in rows:
+        grouped.setdefault(row.request_id, []).append(row)
+    return grouped
+
+
+async def get_request(
+    session: AsyncSession, request_id: uuid.UUID
+) -> tuple[SubjectRequest, list[SubjectRequestSystem]]:
+    """A request and its per-system progress."""
+    request = await load_request(session, request_id)
+    return request, (await _progress(session, [request_id])).get(request_id, [])
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def request_out(
+    request: SubjectRequest, progress: Sequence[SubjectRequestSystem], now: datetime | None = None
+) -> RequestOut:
+    """The public view of a request (no identities, no values)."""
+    now = now or _now()
+    due = _aware(request.effective_due_at)
+    available = request.artifact_attempt is not None and request.artifact_expires_at is not None
+    return RequestOut(
+        id=request.id,
+        kind=request.kind,
+        status=request.status,
+        received_at=request.received_at,
+        due_at=request.due_at,
+        extended_due_at=request.extended_due_at,
+        extension_reason=request.extension_reason,
+        overdue=request.status not in FINAL_STATUSES and due < now,
+        dry_run=request.dry_run,
+        subject_ref=request.subject_ref,
+        identity_types=list(request.identity_types),
+        attempt=request.attempt,
+        started_at=request.started_at,
+        completed_at=request.completed_at,
+        failure_reason=request.failure_reason,
+        export_available=available,
+        export_expires_at=request.artifact_expires_at if available else None,
+        systems=[
+            SystemProgressOut(
+                system=p.system,
+                manifest_version=p.manifest_version,
+                status=p.status,
+                not_found=p.not_found,
+                counts=dict(p.counts),
+                error=p.error,
+            )
+            for p in progress
+        ],
+    )
+
+
+def export_artifact(settings: Settings, request: SubjectRequest, fmt: str) -> Path:
+    """The encrypted artifact of a completed access request.
+
+    Raises:
+        ValidationFailed: unknown format.
+        Conflict: not an access request, or not completed yet.
+        NotFound: the artifact expired and was purged.
+    """
+    if fmt not in ("json", "zip"):
+        raise ValidationFailed("format must be json or zip", [_field("query.format", "json or zip")])
+    if request.kind != "access":
+        raise Conflict(f"request {request.id} is a {request.kind} request: it has no export")
+    if request.status != "completed":
+        raise Conflict(f"request {request.id} is {request.status}: the export is not ready")
+    expires = request.artifact_expires_at
+    if request.artifact_attempt is None or expires is None or _aware(expires) <= _now():
+        raise NotFound(f"the export of request {request.id} has expired")
+    path = artifact_path(Path(settings.artifacts_dir), str(request.id), request.artifact_attempt, fmt)
+    if not path.exists():
+        raise NotFound(f"the export of request {request.id} is no longer stored")
+    return path
+
+
+def artifact_ttl(settings: Settings) -> timedelta:
+    """How long an export stays downloadable."""
+    return timedelta(days=settings.artifact_ttl_days)
