@@ -7,7 +7,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -87,6 +87,8 @@ _STATEMENT_TIMEOUT_STATES = frozenset({"57014"})  # PostgreSQL query_canceled
 _MYSQL_LOCK_WAIT = frozenset({1205, 1213})  # lock wait timeout, deadlock
 _MYSQL_STATEMENT_TIMEOUT = frozenset({1969, 3024})  # MariaDB max_statement_time, MySQL
 MAX_ATTEMPTS_PER_BATCH = 5
+MAX_WINDOW_FACTOR = 64
+"""A batch's key range spans at most this many times the batch size."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ class BatchReport:
     rows: int
     cursor: list[Any]
     lock_seconds: float
-    batch_size: int
+    window: int
+    """How many consecutive keys the batch's range spanned (adapts to how sparse due rows are)."""
 
 
 @dataclass(frozen=True)
@@ -503,32 +506,49 @@ async def _one_batch(
     statement: Delete | Update,
     where: ColumnElement[bool],
     cursor: Sequence[Any] | None,
-    size: int,
+    window: int,
     limits: BatchLimits,
 ) -> tuple[BatchReport, bool]:
-    """Purge the next ``size`` due rows after ``cursor`` in one short transaction."""
+    """Purge the due rows among the next ``window`` keys after ``cursor``, in one transaction.
+
+    The range is found on the primary key alone (an index-only walk), so the cost of a batch does
+    not grow with the number of due rows left, whatever index the planner would pick for the age
+    condition. A window wider than the batch size stops at the batch-size-th due row.
+    """
     key = _key_expression(prepared)
+    limit = prepared.policy.batch_size
     after = key > _key_value(prepared, cursor) if cursor is not None else None
-    chosen = select(*prepared.key).where(where).order_by(*prepared.key).limit(size)
+    edge = select(*prepared.key).order_by(*prepared.key).offset(window - 1).limit(1)
+    nth_due = select(*prepared.key).where(where).order_by(*prepared.key).offset(limit - 1).limit(1)
+    bounded = statement
     if after is not None:
-        chosen = chosen.where(after)
+        edge, nth_due, bounded = edge.where(after), nth_due.where(after), bounded.where(after)
     async with engine.connect() as connection:
         try:
             async with connection.begin():
                 await _set_limits(connection, prepared, limits)
-                keys = (await connection.execute(chosen)).all()
-                if not keys:
-                    return BatchReport(0, list(cursor or []), 0.0, size), True
-                upper = list(keys[-1])
-                bounded = statement.where(key <= _key_value(prepared, upper))
-                if after is not None:
-                    bounded = bounded.where(after)
+                upper = (await connection.execute(edge)).first()
+                if upper is not None and window > limit:
+                    capped = nth_due.where(key <= _key_value(prepared, list(upper)))
+                    upper = (await connection.execute(capped)).first() or upper
+                if upper is not None:
+                    bounded = bounded.where(key <= _key_value(prepared, list(upper)))
                 started = time.perf_counter()
                 result = await connection.execute(bounded)
             held = time.perf_counter() - started
         finally:
             await _reset_limits(connection, prepared)
-    return BatchReport(int(result.rowcount or 0), upper, held, size), len(keys) < size
+    position = list(upper) if upper is not None else list(cursor or [])
+    return BatchReport(int(result.rowcount or 0), position, held, window), upper is None
+
+
+def _next_window(window: int, rows: int, limit: int) -> int:
+    """Widen the key range while batches come back sparse, narrow it when they fill up."""
+    if rows * 4 < limit * 3:
+        return min(window * 2, limit * MAX_WINDOW_FACTOR)
+    if rows >= limit:
+        return max(limit, window // 2)
+    return window
 
 
 def _timeout_kind(exc: DBAPIError) -> str | None:
@@ -571,13 +591,14 @@ async def purge_in_batches(
     where = prepared.condition(cutoff)
     statement = prepared.statement(cutoff, purge_at)
     deadline = time.monotonic() + limits.max_runtime_seconds
-    size, rows, batches, longest = prepared.policy.batch_size, 0, 0, 0.0
+    limit = prepared.policy.batch_size
+    window, rows, batches, longest = limit, 0, 0, 0.0
     position = list(cursor) if cursor is not None else None
     while time.monotonic() < deadline:
-        report, last = await _batch_with_retries(engine, prepared, statement, where, position, size, limits)
-        size = report.batch_size
+        report, last = await _batch_with_retries(engine, prepared, statement, where, position, window, limits)
         rows, batches, longest = rows + report.rows, batches + 1, max(longest, report.lock_seconds)
         position = report.cursor or position
+        window = _next_window(report.window, report.rows, limit)
         await on_batch(report)
         if last:
             return PurgeOutcome(True, rows, batches, position, longest)
@@ -590,13 +611,12 @@ async def _batch_with_retries(
     statement: Delete | Update,
     where: ColumnElement[bool],
     cursor: Sequence[Any] | None,
-    size: int,
+    window: int,
     limits: BatchLimits,
 ) -> tuple[BatchReport, bool]:
     for attempt in range(1, MAX_ATTEMPTS_PER_BATCH + 1):
         try:
-            report, last = await _one_batch(engine, prepared, statement, where, cursor, size, limits)
-            return replace(report, batch_size=size), last
+            return await _one_batch(engine, prepared, statement, where, cursor, window, limits)
         except DBAPIError as exc:
             kind = _timeout_kind(exc)
             if kind is None:
@@ -605,7 +625,7 @@ async def _batch_with_retries(
                 message = f"{kind} timeout {attempt} times in a row on table '{prepared.policy.table}'"
                 raise PurgeStalled(message) from exc
             if kind == "statement":
-                size = max(1, size // 2)
+                window = max(1, window // 2)
             await asyncio.sleep(limits.retry_pause_seconds * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
