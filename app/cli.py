@@ -12,6 +12,7 @@ from litestar.cli._utils import LitestarEnv, LitestarGroup
 from litestar.cli.commands import core, schema
 
 from app.config import get_settings
+from app.domain.audit.cli import audit_group
 from app.lib.auth import ALL_SCOPES, mint_token
 
 __all__ = ("lethe_group",)
@@ -82,6 +83,7 @@ for _command in (
     core.routes_command,
     schema.schema_group,
     database_group,
+    audit_group,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.models import IdempotencyRecord
 
-__all__ = ("IdempotencyRecord",)
+__all__ = ("AuditEvent", "ConsentEvent", "ErasureTombstone", "IdempotencyRecord")
