@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
+from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
 
-__all__ = ("AuditEvent", "ConsentEvent", "ErasureTombstone", "IdempotencyRecord")
+__all__ = ("AuditEvent", "ConsentEvent", "ErasureTombstone", "IdempotencyRecord", "ManifestVersion")
