@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
 
-__all__ = ("IdempotencyRecord",)
+__all__ = ("IdempotencyRecord", "ManifestVersion")
