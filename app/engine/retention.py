@@ -17,18 +17,16 @@ from sqlalchemy import (
     Date,
     DateTime,
     Delete,
+    Index,
     MetaData,
-    Numeric,
-    String,
     Table,
+    UniqueConstraint,
     Update,
     and_,
-    cast,
     delete,
     func,
     inspect,
     literal,
-    null,
     or_,
     select,
     text,
@@ -39,6 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import CompileError, DBAPIError, NoSuchTableError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.engine.surrogates import SurrogateContext, SurrogateError, surrogate_expression
 from app.lib.errors import ValidationFailed
 from app.manifest.durations import parse_duration
 
@@ -102,14 +101,13 @@ class PolicyFilter:
 
 @dataclass(frozen=True)
 class SurrogateRule:
-    """What ``anonymize`` writes into one column: ``null``, ``constant``, ``unique`` or ``email``.
+    """What ``anonymize`` writes into one column: a surrogate name of
+    :mod:`app.engine.surrogates` (``email``, ``unique``, ``null``, ``constant:n/a`` ...).
 
-    ``kind=None`` asks for the type-aware default (NULL when nullable, a per-row unique text for
-    strings, zero for numbers).
+    ``spec=None`` asks for the type-aware default.
     """
 
-    kind: str | None = None
-    value: Any = None
+    spec: str | None = None
 
 
 @dataclass(frozen=True)
@@ -334,8 +332,9 @@ async def prepare_purge(connection: AsyncConnection, policy: PurgePolicy) -> Pre
         raise _refuse(policy, "table", f"table '{policy.table}' has no primary key (keyset batches need one)")
     if policy.action == "delete":
         _check_incoming(policy, incoming)
-    assignments = _assignments(policy, table, key) if policy.action == "anonymize" else {}
     dialect = connection.dialect
+    anonymize = policy.action == "anonymize"
+    assignments = _assignments(policy, table, key, dialect.name) if anonymize else {}
     return PreparedPurge(
         policy=policy,
         table=table,
@@ -387,8 +386,9 @@ def _check_incoming(policy: PurgePolicy, incoming: Sequence[tuple[str, dict[str,
 
 
 def _assignments(
-    policy: PurgePolicy, table: Table, key: Sequence[Column[Any]]
+    policy: PurgePolicy, table: Table, key: Sequence[Column[Any]], dialect: str
 ) -> dict[str, ColumnElement[Any]]:
+    """The SET clause of ``anonymize``: each column's surrogate, computed in SQL per row."""
     if not policy.surrogates:
         raise _refuse(
             policy,
@@ -397,47 +397,34 @@ def _assignments(
             f"'{policy.system}' to anonymize",
         )
     protected = {c.name for c in key} | {policy.age_column}
+    unique = _unique_columns(table)
     values: dict[str, ColumnElement[Any]] = {}
     for name, rule in policy.surrogates.items():
         if name in protected:
             raise _refuse(policy, f"surrogates.{name}", f"column '{name}' is the key or the age column")
-        values[name] = _surrogate(policy, table.c[name], rule, key[0])
+        context = SurrogateContext(
+            table=table,
+            column=name,
+            key_columns=tuple(c.name for c in key),
+            dialect=dialect,
+            unique=name in unique,
+        )
+        try:
+            values[name] = surrogate_expression(context, rule.spec)
+        except SurrogateError as exc:
+            raise _refuse(policy, f"surrogates.{name}", str(exc)) from exc
     return values
 
 
-def _surrogate(
-    policy: PurgePolicy, column: Column[Any], rule: SurrogateRule, key: Column[Any]
-) -> ColumnElement[Any]:
-    """The SQL value a column gets, computed per row so UNIQUE and NOT NULL keep holding."""
-    kind = rule.kind or _default_kind(column)
-    if kind == "null":
-        if not column.nullable:
-            raise _refuse(policy, f"surrogates.{column.name}", f"column '{column.name}' is NOT NULL")
-        return null()
-    if kind == "constant":
-        return literal(rule.value, column.type)
-    prefix = literal("erased-", String()).concat(cast(key, String()))
-    if kind == "email":
-        return prefix.concat(literal("@invalid.example", String()))
-    if kind == "unique":
-        return prefix
-    if kind == "zero":
-        return literal(0, column.type)
-    raise _refuse(
-        policy,
-        f"surrogates.{column.name}",
-        f"no default surrogate for NOT NULL column '{column.name}' of type {column.type}",
-    )
-
-
-def _default_kind(column: Column[Any]) -> str:
-    if column.nullable:
-        return "null"
-    if isinstance(column.type, String):
-        return "unique"
-    if isinstance(column.type, Numeric) or column.type.python_type in (int, float):
-        return "zero"
-    return "none"
+def _unique_columns(table: Table) -> set[str]:
+    """Columns that are unique on their own (constraint, unique index, or column flag)."""
+    single = [
+        list(c.columns)
+        for c in [*table.constraints, *table.indexes]
+        if isinstance(c, UniqueConstraint) or (isinstance(c, Index) and c.unique)
+    ]
+    names = {cols[0].name for cols in single if len(cols) == 1}
+    return names | {c.name for c in table.columns if c.unique}
 
 
 # --- dry run -------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ async def test_anonymize_rewrites_personal_columns_once(target_url: str) -> None
         older_than="P2Y",
         action="anonymize",
         batch_size=25,
-        surrogates={"contact_email": SurrogateRule("email"), "delivery_note": SurrogateRule()},
+        surrogates={"contact_email": SurrogateRule("email"), "delivery_note": SurrogateRule("null")},
     )
     cutoff = compute_cutoff("P2Y", NOW).replace(tzinfo=None)
     rows = {r["id"]: r for r in target_rows()["orders"]}
