@@ -5,5 +5,14 @@ from __future__ import annotations
 from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
+from app.db.retention import RetentionPolicyRecord, RetentionRun
 
-__all__ = ("AuditEvent", "ConsentEvent", "ErasureTombstone", "IdempotencyRecord", "ManifestVersion")
+__all__ = (
+    "AuditEvent",
+    "ConsentEvent",
+    "ErasureTombstone",
+    "IdempotencyRecord",
+    "ManifestVersion",
+    "RetentionPolicyRecord",
+    "RetentionRun",
+)
