@@ -22,6 +22,8 @@ from app.domain.audit.controllers import AuditController
 from app.domain.consent.controllers import ConsentController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
+from app.domain.retention.controllers import RetentionController
+from app.domain.retention.jobs import RetentionRunner, retention_lifespan
 from app.domain.system.controllers import MetricsController, SystemController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
@@ -38,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     engine = create_store_engine(settings)
     verifier = TokenVerifier(settings)
     targets = TargetRegistry(settings)
+    retention_runner = RetentionRunner(engine, targets, settings)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -51,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[AuditController, ConsentController, ManifestController],
+        route_handlers=[AuditController, ConsentController, ManifestController, RetentionController],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )
@@ -67,8 +70,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[RequestIdMiddleware, prometheus.middleware],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
-        lifespan=[lifespan],
-        state=State({"settings": settings, "store_engine": engine, "verifier": verifier, "targets": targets}),
+        lifespan=[lifespan, retention_lifespan(retention_runner, settings)],
+        state=State(
+            {
+                "settings": settings,
+                "store_engine": engine,
+                "verifier": verifier,
+                "targets": targets,
+                "retention_runner": retention_runner,
+            }
+        ),
         openapi_config=OpenAPIConfig(
             title="Lethe",
             version=__version__,

@@ -14,6 +14,7 @@ from litestar.cli.commands import core, schema
 from app.config import get_settings
 from app.domain.audit.cli import audit_group
 from app.domain.manifests.cli import manifest_group
+from app.domain.retention.cli import retention_group
 from app.lib.auth import ALL_SCOPES, mint_token
 
 __all__ = ("lethe_group",)
@@ -86,6 +87,7 @@ for _command in (
     database_group,
     audit_group,
     manifest_group,
+    retention_group,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
 
