@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,22 +21,30 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+from app.domain.manifests.services import ManifestService
+from app.manifest.loading import load_manifest
+from app.manifest.model import Manifest
 
 __all__ = (
     "NOW",
     "SESSIONS",
+    "SHOP_ENV",
     "build_target",
+    "due_sessions",
     "engine_for",
     "make_target",
+    "register_shop",
+    "shop_manifest",
     "snapshot",
     "target_metadata",
     "target_rows",
 )
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(microsecond=0)
 SESSIONS = 240
-"""Rows per table; session ``i`` expired ``i * 2`` days before :data:`NOW` minus 40 days."""
+"""Rows per table; ages are spread around :data:`NOW` (the test session's start)."""
 
 
 def target_metadata() -> MetaData:
@@ -160,3 +169,75 @@ async def engine_for(url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+SHOP_ENV = "LETHE_TEST_RETENTION_SHOP_URL"
+"""The variable the test manifest names for its connection."""
+
+
+def shop_manifest() -> Manifest:
+    """The test target's manifest: two scheduled/on-demand policies like the demo's, plus a soft one."""
+    document = {
+        "system": "shop",
+        "connection": {"env": SHOP_ENV},
+        "subject": {"table": "users", "key": "id", "identities": {"email": "email"}},
+        "tables": {
+            "users": {"columns": {"email": {"category": "user.contact.email"}}},
+            "sessions": {
+                "strategy": "delete",
+                "columns": {"ip_address": {"category": "user.device.ip_address"}},
+            },
+            "orders": {
+                "columns": {
+                    "contact_email": {"category": "user.contact.email", "surrogate": "email"},
+                    "delivery_note": {"category": "user.contact.note", "strategy": "delete"},
+                }
+            },
+        },
+        "retention_policies": [
+            {
+                "name": "expired-sessions",
+                "table": "sessions",
+                "age_column": "expires_at",
+                "older_than": "P30D",
+                "action": "delete",
+                "batch_size": 7,
+                "schedule": "P1D",
+            },
+            {
+                "name": "old-orders",
+                "table": "orders",
+                "age_column": "placed_at",
+                "older_than": "P2Y",
+                "action": "anonymize",
+                "batch_size": 25,
+            },
+            {
+                "name": "soft-sessions",
+                "table": "sessions",
+                "age_column": "expires_at",
+                "older_than": "P30D",
+                "action": "soft_delete",
+                "soft_delete_column": "deleted_at",
+                "batch_size": 9,
+            },
+        ],
+    }
+    return load_manifest(json.dumps(document), "json")
+
+
+async def register_shop(store_url: str) -> None:
+    """Store the test manifest as the latest version of ``shop`` (no live validation)."""
+    engine = create_async_engine(store_url)
+    try:
+        async with AsyncSession(engine) as session:
+            await ManifestService(session=session).store(shop_manifest(), "test")
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+def due_sessions(cutoff: datetime) -> set[int]:
+    """Ids of sessions whose ``expires_at`` is before ``cutoff``."""
+    naive = cutoff.astimezone(UTC).replace(tzinfo=None)
+    return {row["id"] for row in target_rows()["sessions"] if row["expires_at"] < naive}

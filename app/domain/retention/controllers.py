@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.retention import RetentionPolicyRecord, RetentionRun
@@ -126,11 +127,11 @@ class RetentionController(Controller):
     )
     async def list_policies(
         self,
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         state: State,
-        system: Annotated[str | None, Parameter(description="only this system's policies")] = None,
-        cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int | None, Parameter(description="page size")] = None,
+        system: Annotated[str | None, QueryParameter(description="only this system's policies")] = None,
+        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int | None, QueryParameter(description="page size")] = None,
     ) -> PolicyPage:
         """Manifest policies are brought in step with the latest manifests first."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -152,7 +153,11 @@ class RetentionController(Controller):
         responses=problem_responses(400, 401, 403, 409, 413, 422, 503),
     )
     async def create_policy(
-        self, request: Request[Principal, Any, Any], db_session: AsyncSession, state: State, data: PolicyIn
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        data: JSONBody[PolicyIn],
     ) -> PolicyOut:
         """Refused (422, naming the field) without an age column, with an unknown table or column,
         or with an action the table cannot take (e.g. delete rows other tables reference)."""
@@ -169,10 +174,10 @@ class RetentionController(Controller):
     async def update_policy(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         state: State,
-        policy_id: uuid.UUID,
-        data: PolicyPatch,
+        policy_id: FromPath[uuid.UUID],
+        data: JSONBody[PolicyPatch],
     ) -> PolicyOut:
         """Policies that come from a manifest are changed in the manifest (409 here)."""
         record = await services.apply_patch(
@@ -188,7 +193,10 @@ class RetentionController(Controller):
         responses=problem_responses(401, 403, 404, 409),
     )
     async def delete_policy(
-        self, request: Request[Principal, Any, Any], db_session: AsyncSession, policy_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        policy_id: FromPath[uuid.UUID],
     ) -> None:
         """Manifest policies go away when the manifest stops declaring them (409 here)."""
         await services.delete_policy(db_session, policy_id, request.user.sub)
@@ -205,8 +213,8 @@ class RetentionController(Controller):
         self,
         request: Request[Principal, Any, Any],
         state: State,
-        policy_id: uuid.UUID,
-        dry_run: Annotated[bool, Parameter(description="true: count and show the SQL only")] = True,
+        policy_id: FromPath[uuid.UUID],
+        dry_run: Annotated[bool, QueryParameter(description="true: count and show the SQL only")] = True,
     ) -> RunOut:
         """A real run works for up to ``LETHE_RETENTION_REQUEST_RUNTIME_SECONDS`` in keyset batches;
         if rows are left it answers ``incomplete`` and the scheduler resumes it with the same
@@ -231,12 +239,14 @@ class RetentionController(Controller):
     )
     async def list_runs(
         self,
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         state: State,
-        policy_id: Annotated[uuid.UUID | None, Parameter(description="only runs of this policy")] = None,
-        status: Annotated[str | None, Parameter(description="running, incomplete, completed, failed")] = None,
-        cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int | None, Parameter(description="page size")] = None,
+        policy_id: Annotated[uuid.UUID | None, QueryParameter(description="only runs of this policy")] = None,
+        status: Annotated[
+            str | None, QueryParameter(description="running, incomplete, completed, failed")
+        ] = None,
+        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int | None, QueryParameter(description="page size")] = None,
     ) -> RunPage:
         """Each run shows its status, rows, batches and longest batch."""
         size = clamp_limit(limit, state.settings.max_page_size)
