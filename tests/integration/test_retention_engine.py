@@ -262,3 +262,82 @@ async def test_cascading_references_allow_delete(tmp_path: Path) -> None:
     policy = PurgePolicy(system="s", table="parent", age_column="created_at", older_than="P1Y")
     count, _ = await _count(url, policy)
     assert count == 0
+
+
+async def test_postgresql_block_ranges_purge_exactly_the_due_rows_and_resume(
+    request: pytest.FixtureRequest,
+) -> None:
+    server = request.getfixturevalue("postgres_server")
+    url = await server.create_database("lethe_retention_blocks")
+    async with engine_for(url) as engine:
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql(
+                "CREATE TABLE visits (id bigint PRIMARY KEY, kind text NOT NULL, "
+                "seen_at timestamp NOT NULL, hidden_at timestamp)"
+            )
+            await connection.exec_driver_sql(
+                "INSERT INTO visits SELECT g, CASE WHEN g % 3 = 0 THEN 'bot' ELSE 'human' END, "
+                "now() - (g % 90) * interval '1 day', NULL FROM generate_series(1, 20000) AS g"
+            )
+            await connection.exec_driver_sql("ANALYZE visits")
+            due = set(
+                (
+                    await connection.exec_driver_sql(
+                        "SELECT id FROM visits WHERE seen_at < now() - interval '30 days' AND kind = 'human'"
+                    )
+                ).scalars()
+            )
+        policy = PurgePolicy(
+            system="s",
+            table="visits",
+            age_column="seen_at",
+            older_than="P30D",
+            action="soft_delete",
+            soft_delete_column="hidden_at",
+            filters=(PolicyFilter("kind", "eq", "human"),),
+            batch_size=2000,
+        )
+        async with engine.connect() as connection:
+            prepared = await prepare_purge(connection, policy)
+        assert prepared.rows_per_block is not None, "ordinary PostgreSQL tables purge by block ranges"
+        cutoff, seen = compute_cutoff("P30D"), []
+
+        async def crash_after_three(report: BatchReport) -> None:
+            seen.append(report)
+            if len(seen) == 3:
+                raise _Crash
+
+        with pytest.raises(_Crash):
+            await purge_in_batches(
+                engine,
+                prepared,
+                cutoff=cutoff,
+                purge_at=NOW,
+                cursor=None,
+                limits=LIMITS,
+                on_batch=crash_after_three,
+            )
+        done: list[BatchReport] = []
+
+        async def record(report: BatchReport) -> None:
+            done.append(report)
+
+        outcome = await purge_in_batches(
+            engine,
+            prepared,
+            cutoff=cutoff,
+            purge_at=NOW,
+            cursor=seen[-1].cursor,
+            limits=LIMITS,
+            on_batch=record,
+        )
+        async with engine.connect() as connection:
+            hidden = set(
+                (
+                    await connection.exec_driver_sql("SELECT id FROM visits WHERE hidden_at IS NOT NULL")
+                ).scalars()
+            )
+    assert outcome.finished
+    assert hidden == due
+    assert sum(r.rows for r in seen + done) == len(due)
+    assert max(r.rows for r in seen + done) <= 2 * policy.batch_size
