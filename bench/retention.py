@@ -37,12 +37,13 @@ from app.engine.retention import (
     purge_in_batches,
 )
 
-__all__ = ("main",)
+__all__ = ("main", "measure", "run")
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Retention"
 WRITER_PERIOD = 0.02
+DEFAULT_BATCH_SIZE = 30_000
 TABLES = ("sessions_single", "sessions_batched", "sessions_keyset")
 
 
@@ -250,6 +251,14 @@ def _report(rows: int, single: Outcome, batched: Outcome, keyset: Outcome, serve
 
 def _write_section(section: str) -> None:
     """Replace this benchmark's section of RESULTS.md, leaving the others as they are."""
+    try:  # the shared runner's marker-delimited sections, where it exists
+        from bench.__main__ import update_section  # type: ignore[attr-defined]
+    except ImportError:
+        update_section = None
+    if update_section is not None:
+        current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+        RESULTS.write_text(update_section(current, "retention", section), encoding="utf-8")
+        return
     existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
     start = existing.find(SECTION)
     if start == -1:
@@ -260,8 +269,8 @@ def _write_section(section: str) -> None:
     RESULTS.write_text(updated, encoding="utf-8")
 
 
-async def run(rows: int, batch_size: int, *, write: bool) -> str:
-    """Build, purge both ways, and return (and optionally write) the report."""
+async def measure(rows: int, batch_size: int, *, write: bool) -> str:
+    """Build, purge three ways, and return (and optionally write) the report."""
     admin = _sync_url(
         os.environ.get("LETHE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
@@ -284,14 +293,19 @@ async def run(rows: int, batch_size: int, *, write: bool) -> str:
     return section
 
 
+def run() -> str:
+    """The shared runner's entry point (``python -m bench``): default size, section returned."""
+    return asyncio.run(measure(2_000_000, DEFAULT_BATCH_SIZE, write=False))
+
+
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--batch-size", type=int, default=30_000)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = parser.parse_args()
-    print(asyncio.run(run(args.rows, args.batch_size, write=not args.no_write)))
+    print(asyncio.run(measure(args.rows, args.batch_size, write=not args.no_write)))
 
 
 if __name__ == "__main__":
