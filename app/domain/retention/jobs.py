@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -410,7 +410,7 @@ class RetentionScheduler:
         while True:
             try:
                 await self._runner.run_due()
-            except (LetheError, DBAPIError, OSError) as error:
+            except (LetheError, SQLAlchemyError, OSError) as error:
                 logger.warning("retention tick failed", extra={"reason": type(error).__name__})
             await asyncio.sleep(self._poll)
 
@@ -422,7 +422,12 @@ def retention_lifespan(
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
-        await runner.sync()
+        try:
+            await runner.sync()
+        except (SQLAlchemyError, OSError) as error:  # store not migrated or down: /readyz says so
+            logger.warning(
+                "retention policies not synced at start-up", extra={"reason": type(error).__name__}
+            )
         task = None
         if settings.workers_enabled:
             task = asyncio.create_task(RetentionScheduler(runner, settings.retention_poll_seconds).serve())
