@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,35 @@ async def _disable(settings: Settings, name: str) -> None:
             )
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("shop", ["sqlite"], indirect=True)
+async def test_run_due_command_runs_what_is_due_once(tmp_path: Path, shop: str, settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env |= {
+        "LETHE_JWT_SECRET": "cli-test-secret-that-is-at-least-32-bytes",
+        "LETHE_AUDIT_KEY": "cli-test-audit-key-that-is-at-least-32-bytes",
+        "LETHE_DATABASE_URL": settings.database_url,
+        SHOP_ENV: shop,
+    }
+
+    async def lethe(*args: str) -> tuple[int | None, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app", *args, env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+        return process.returncode, out.decode()
+
+    first = await lethe("retention", "run-due")
+    second = await lethe("retention", "run-due")
+
+    assert first[0] == 0, first[1]
+    [line] = first[1].splitlines()
+    run = json.loads(line)
+    assert (run["policy_name"], run["status"], run["trigger"]) == (
+        "expired-sessions",
+        "completed",
+        "schedule",
+    )
+    assert run["rows"] == len(due_sessions(datetime.fromisoformat(run["cutoff"])))
+    assert second == (0, "no retention policy is due\n")
