@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.asgi import create_app
 from app.config import Settings
 from app.db.audit import AuditEvent
+from tests.conftest import make_settings
 from tests.integration.retention_support import (
     SHOP_ENV,
     due_sessions,
@@ -203,3 +206,22 @@ def _parse(value: str) -> Any:
     from datetime import datetime
 
     return datetime.fromisoformat(value)
+
+
+async def test_the_in_service_scheduler_runs_due_policies(
+    shop: str, tmp_path: Path, settings: Settings, auth: Auth
+) -> None:
+    del shop
+    scheduled = make_settings(
+        tmp_path, database_url=settings.database_url, workers_enabled="true", retention_poll_seconds="0.2"
+    )
+    async with AsyncTestClient(app=create_app(scheduled)) as client:
+        for _ in range(100):
+            response = await client.get("/v1/retention/runs", headers=auth("retention:read"))
+            runs = response.json()["items"]
+            if runs and runs[0]["status"] == "completed":
+                break
+            await asyncio.sleep(0.1)
+    assert [(r["policy_name"], r["trigger"], r["status"]) for r in runs] == [
+        ("expired-sessions", "schedule", "completed")
+    ]
