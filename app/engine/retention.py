@@ -523,31 +523,49 @@ def _key_value(prepared: PreparedPurge, cursor: Sequence[Any]) -> Any:
     return cursor[0] if len(prepared.key) == 1 else tuple_(*(literal(v) for v in cursor))
 
 
-async def _set_limits(connection: AsyncConnection, prepared: PreparedPurge, limits: BatchLimits) -> None:
-    """Bound how long one batch may wait for locks and run, in each dialect's own terms."""
-    if prepared.dialect == "postgresql":
+async def _set_limits(connection: AsyncConnection, prepared: PreparedPurge, limits: BatchLimits) -> list[Any]:
+    """Bound how long one batch may wait for locks and run, in each dialect's own terms.
+
+    Returns what session-level settings were before (MariaDB, SQLite), for :func:`_reset_limits`.
+    """
+    if prepared.dialect == "postgresql":  # SET LOCAL: ends with the transaction
         await connection.execute(
             select(
                 func.set_config("lock_timeout", f"{limits.lock_timeout_ms}ms", True),
                 func.set_config("statement_timeout", f"{limits.statement_timeout_ms}ms", True),
             )
         )
-    elif prepared.dialect == "mysql":
+        return []
+    if prepared.dialect == "mysql":
+        names = ["innodb_lock_wait_timeout", *(["max_statement_time"] if prepared.is_mariadb else [])]
+        saved = list((await connection.execute(text(_mysql_read(names)))).one())
         wait = max(1, math.ceil(limits.lock_timeout_ms / 1000))
         await connection.execute(text("SET SESSION innodb_lock_wait_timeout = :wait"), {"wait": wait})
         if prepared.is_mariadb:
             seconds = limits.statement_timeout_ms / 1000
             await connection.execute(text("SET SESSION max_statement_time = :seconds"), {"seconds": seconds})
-    elif prepared.dialect == "sqlite":
+        return saved
+    if prepared.dialect == "sqlite":
+        saved = [int((await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar() or 0)]
         await connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(limits.lock_timeout_ms)}")
+        return saved
+    return []
 
 
-async def _reset_limits(connection: AsyncConnection, prepared: PreparedPurge) -> None:
-    """MariaDB session variables outlive the batch: give the pooled connection back clean."""
+def _mysql_read(names: Sequence[str]) -> str:
+    return "SELECT " + ", ".join(f"@@SESSION.{name}" for name in names)
+
+
+async def _reset_limits(connection: AsyncConnection, prepared: PreparedPurge, saved: Sequence[Any]) -> None:
+    """Session settings outlive the batch: give the pooled connection back as it was."""
+    if not saved:
+        return
     if prepared.dialect == "mysql":
-        await connection.execute(text("SET SESSION innodb_lock_wait_timeout = DEFAULT"))
+        await connection.execute(text("SET SESSION innodb_lock_wait_timeout = :v"), {"v": saved[0]})
         if prepared.is_mariadb:
-            await connection.execute(text("SET SESSION max_statement_time = DEFAULT"))
+            await connection.execute(text("SET SESSION max_statement_time = :v"), {"v": saved[1]})
+    elif prepared.dialect == "sqlite":
+        await connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(saved[0])}")
 
 
 async def _block_batch(
@@ -596,10 +614,11 @@ async def _one_batch(
     bounded = statement
     if after is not None:
         edge, nth_due, bounded = edge.where(after), nth_due.where(after), bounded.where(after)
+    saved: list[Any] = []
     async with engine.connect() as connection:
         try:
             async with connection.begin():
-                await _set_limits(connection, prepared, limits)
+                saved = await _set_limits(connection, prepared, limits)
                 upper = (await connection.execute(edge)).first()
                 if upper is not None and window > limit:
                     capped = nth_due.where(key <= _key_value(prepared, list(upper)))
@@ -610,7 +629,7 @@ async def _one_batch(
                 result = await connection.execute(bounded)
             held = time.perf_counter() - started
         finally:
-            await _reset_limits(connection, prepared)
+            await _reset_limits(connection, prepared, saved)
     position = list(upper) if upper is not None else list(cursor or [])
     return BatchReport(int(result.rowcount or 0), position, held, window), upper is None
 

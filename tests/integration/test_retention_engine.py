@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.engine.retention import (
     BatchLimits,
@@ -341,3 +342,28 @@ async def test_postgresql_block_ranges_purge_exactly_the_due_rows_and_resume(
     assert hidden == due
     assert sum(r.rows for r in seen + done) == len(due)
     assert max(r.rows for r in seen + done) <= 2 * policy.batch_size
+
+
+@pytest.mark.parametrize("target_url", ["sqlite", "mysql"], indirect=True)
+async def test_batches_give_pooled_connections_back_with_their_session_settings(target_url: str) -> None:
+    is_mysql = target_url.startswith("mysql")
+    read = "SELECT @@SESSION.innodb_lock_wait_timeout" if is_mysql else "PRAGMA busy_timeout"
+    write = "SET SESSION innodb_lock_wait_timeout = 33" if is_mysql else "PRAGMA busy_timeout = 33"
+    engine = create_async_engine(target_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql(write)
+            prepared = await prepare_purge(connection, _sessions_policy())
+
+        async def ignore(report: BatchReport) -> None:
+            del report
+
+        outcome = await purge_in_batches(
+            engine, prepared, cutoff=CUTOFF, purge_at=NOW, cursor=None, limits=LIMITS, on_batch=ignore
+        )
+        async with engine.connect() as connection:
+            value = (await connection.exec_driver_sql(read)).scalar()
+    finally:
+        await engine.dispose()
+    assert outcome.batches > 1
+    assert int(value) == 33
