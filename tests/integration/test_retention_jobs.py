@@ -214,3 +214,24 @@ async def test_run_due_command_runs_what_is_due_once(tmp_path: Path, shop: str, 
     )
     assert run["rows"] == len(due_sessions(datetime.fromisoformat(run["cutoff"])))
     assert second == (0, "no retention policy is due\n")
+
+
+@pytest.mark.parametrize("shop", ["sqlite"], indirect=True)
+async def test_a_scheduled_policy_the_table_no_longer_fits_is_a_visible_failed_run(
+    shop: str, settings: Settings
+) -> None:
+    del shop
+    async with _runner(settings, "replica-a") as runner:
+        await runner.sync()
+        engine = create_store_engine(settings)
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(RetentionPolicyRecord)
+                .where(RetentionPolicyRecord.name == "expired-sessions")
+                .values(age_column="last_seen")
+            )
+        await engine.dispose()
+        [run] = await runner.run_due()
+    assert (run.status, run.rows_affected) == ("failed", 0)
+    assert run.error is not None
+    assert "column 'last_seen' does not exist in table 'sessions'" in run.error

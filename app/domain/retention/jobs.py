@@ -38,7 +38,7 @@ from app.engine.retention import (
     restore_cursor,
 )
 from app.engine.targets import TargetRegistry
-from app.lib.errors import Conflict, LetheError, TargetUnavailable
+from app.lib.errors import Conflict, LetheError, TargetUnavailable, ValidationFailed
 from app.manifest.model import Manifest
 
 __all__ = ("LeaseLost", "RetentionRunner", "RetentionScheduler", "retention_lifespan")
@@ -144,6 +144,8 @@ class RetentionRunner:
                 continue
             try:
                 runs.append(await self._run_claimed(policy_id, actor, "schedule", None, None))
+            except ValidationFailed as refusal:  # the table changed under the policy: make it visible
+                runs.append(await self._record_refusal(policy_id, actor, refusal))
             except (LetheError, OSError, DBAPIError) as error:
                 logger.warning("retention policy could not run", extra={"reason": type(error).__name__})
             finally:
@@ -252,6 +254,20 @@ class RetentionRunner:
         except (PurgeStalled, TargetUnavailable, DBAPIError, OSError) as error:
             return await self._finish(run, "incomplete", _reason(error))
         return await self._finish(run, "completed" if outcome.finished else "incomplete", None)
+
+    async def _record_refusal(
+        self, policy_id: uuid.UUID, actor: str, refusal: ValidationFailed
+    ) -> RetentionRun:
+        """A scheduled run the target refused: a ``failed`` run with the reason, and its audit event."""
+        now = _now()
+        async with self._sessions.begin() as session:
+            policy = await get_policy(session, policy_id)
+            run = _new_run(policy, actor=actor, trigger="schedule", now=now, cutoff=now, owner=self.owner)
+            run.status, run.error, run.finished_at = "failed", refusal.detail[:500], now
+            session.add(run)
+            await session.flush()
+            await _audit_run(session, run)
+        return run
 
     async def _start_or_resume(self, policy: RetentionPolicyRecord, actor: str, trigger: str) -> RetentionRun:
         now = _now()
