@@ -23,6 +23,8 @@ from app.domain.consent.controllers import ConsentController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
 from app.domain.requests.controllers import RequestController
+from app.domain.retention.controllers import RetentionController
+from app.domain.retention.jobs import RetentionRunner, retention_lifespan
 from app.domain.system.controllers import MetricsController, SystemController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     engine = create_store_engine(settings)
     verifier = TokenVerifier(settings)
     targets = TargetRegistry(settings)
+    retention_runner = RetentionRunner(engine, targets, settings)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -55,7 +58,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[AuditController, ConsentController, ManifestController, RequestController],
+        route_handlers=[
+            AuditController,
+            ConsentController,
+            ManifestController,
+            RequestController,
+            RetentionController,
+        ],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )
@@ -71,8 +80,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[RequestIdMiddleware, prometheus.middleware],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
-        lifespan=[lifespan],
-        state=State({"settings": settings, "store_engine": engine, "verifier": verifier, "targets": targets}),
+        lifespan=[lifespan, retention_lifespan(retention_runner, settings)],
+        state=State(
+            {
+                "settings": settings,
+                "store_engine": engine,
+                "verifier": verifier,
+                "targets": targets,
+                "retention_runner": retention_runner,
+            }
+        ),
         openapi_config=OpenAPIConfig(
             title="Lethe",
             version=__version__,

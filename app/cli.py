@@ -15,6 +15,7 @@ from app.config import get_settings
 from app.domain.audit.cli import audit_group
 from app.domain.manifests.cli import manifest_group
 from app.domain.requests.cli import worker_command
+from app.domain.retention.cli import retention_group
 from app.lib.auth import ALL_SCOPES, mint_token
 
 __all__ = ("lethe_group",)
@@ -88,6 +89,7 @@ for _command in (
     audit_group,
     manifest_group,
     worker_command,
+    retention_group,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
 

@@ -73,6 +73,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Above this many rows in one table, erasure switches to resumable keyset batches."""
     erasure_batch_size: int = 5_000
     """Rows per keyset batch when a footprint is batched."""
+    retention_lock_timeout_ms: int = 2000
+    """How long one retention batch waits for a row lock before it gives up and retries."""
+    retention_statement_timeout_seconds: float = 30.0
+    """Longest statement of one retention batch; a batch that hits it is retried with a narrower range."""
+    retention_max_runtime_seconds: float = 900.0
+    """A scheduled or CLI retention run works this long, then stops as ``incomplete`` to resume later."""
+    retention_request_runtime_seconds: float = 20.0
+    """A run started over HTTP works this long before answering; the scheduler resumes the rest."""
+    retention_lease_seconds: int = 120
+    """A replica running a policy holds it this long past its last batch; then another may resume."""
+    retention_poll_seconds: float = 30.0
+    """The in-service retention scheduler looks for due policies this often."""
     target_connect_timeout_seconds: float = 5.0
     """Connect timeout to target databases."""
     target_statement_timeout_seconds: float = 60.0

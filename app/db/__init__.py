@@ -6,6 +6,7 @@ from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
 from app.db.requests import SubjectRequest, SubjectRequestSystem
+from app.db.retention import RetentionPolicyRecord, RetentionRun
 
 __all__ = (
     "AuditEvent",
@@ -15,4 +16,6 @@ __all__ = (
     "ManifestVersion",
     "SubjectRequest",
     "SubjectRequestSystem",
+    "RetentionPolicyRecord",
+    "RetentionRun",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from advanced_alchemy.base import metadata_registry
+from advanced_alchemy.types import GUID
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
@@ -14,8 +15,15 @@ import app.db  # noqa: F401  (registers every model)
 from app.db.store import current_revision, head_revision
 
 
+def _compare_type(context: Any, _inspected: Any, _column: Any, _reflected: Any, declared: Any) -> bool | None:
+    """GUID is BINARY(16) on SQLite, which reflects as NUMERIC(16): not a drift."""
+    if isinstance(declared, GUID) and context.dialect.name == "sqlite":
+        return False
+    return None
+
+
 def _diff(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(connection, opts={"compare_type": _compare_type})
     return list(compare_metadata(context, metadata_registry.get(None)))
 
 

@@ -1,0 +1,458 @@
+"""Running retention policies: leases, resumable runs, audit events, and the scheduler loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db.retention import RetentionPolicyRecord, RetentionRun
+from app.domain.audit.services import append
+from app.domain.retention.services import (
+    get_policy,
+    latest_manifest,
+    next_window,
+    purge_policy,
+    sync_manifest_policies,
+)
+from app.engine.retention import (
+    BatchLimits,
+    BatchReport,
+    PurgeStalled,
+    compute_cutoff,
+    dry_run,
+    json_cursor,
+    prepare_purge,
+    purge_in_batches,
+    restore_cursor,
+)
+from app.engine.targets import TargetRegistry
+from app.lib.errors import Conflict, LetheError, TargetUnavailable, ValidationFailed
+from app.manifest.model import Manifest
+
+__all__ = ("LeaseLost", "RetentionRunner", "RetentionScheduler", "retention_lifespan")
+
+logger = logging.getLogger("lethe.retention")
+UNFINISHED = ("running", "incomplete")
+BatchObserver = Callable[[BatchReport], Awaitable[None]]
+
+
+class LeaseLost(Exception):
+    """Another replica took the policy over (this one stalled past its lease); stop quietly."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RetentionRunner:
+    """Runs policies for one replica (``owner``): dry runs, real runs, and what is due.
+
+    A real run first claims the policy's lease with a conditional UPDATE (one holder at a time,
+    on SQLite and PostgreSQL alike), resumes the policy's unfinished run if there is one (same
+    cut-off, from its persisted cursor) or starts a new one, and records progress after every
+    committed batch. Its end (completed, incomplete, failed) is one audit event with the counts.
+    """
+
+    def __init__(
+        self,
+        store_engine: AsyncEngine,
+        targets: TargetRegistry,
+        settings: Settings,
+        owner: str | None = None,
+    ) -> None:
+        self._sessions = async_sessionmaker(store_engine, expire_on_commit=False)
+        self._targets = targets
+        self._settings = settings
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self._settings.retention_lease_seconds)
+
+    def _limits(self, max_runtime: float) -> BatchLimits:
+        return BatchLimits(
+            lock_timeout_ms=self._settings.retention_lock_timeout_ms,
+            statement_timeout_ms=int(self._settings.retention_statement_timeout_seconds * 1000),
+            max_runtime_seconds=max_runtime,
+        )
+
+    # --- entry points ----------------------------------------------------------------------
+
+    async def dry_run(self, policy_id: uuid.UUID, actor: str) -> RetentionRun:
+        """Count what a run would purge now and show the SQL; recorded and audited, nothing changed.
+
+        Raises:
+            NotFound, ValidationFailed, TargetUnavailable.
+        """
+        policy, manifest, now = *(await self._load(policy_id)), _now()
+        cutoff = compute_cutoff(policy.older_than, now)
+        async with self._targets.connect(manifest.system, manifest.connection) as connection:
+            prepared = await prepare_purge(connection, purge_policy(policy, manifest))
+            result = await dry_run(connection, prepared, cutoff)
+        run = _new_run(policy, actor=actor, trigger="api", now=now, cutoff=cutoff, dry=True, owner=self.owner)
+        run.rows_affected, run.sql, run.status, run.finished_at = result.count, result.sql, "completed", now
+        async with self._sessions.begin() as session:
+            session.add(run)
+            await session.flush()
+            await _audit_run(session, run)
+        return run
+
+    async def run(
+        self,
+        policy_id: uuid.UUID,
+        *,
+        actor: str,
+        trigger: str,
+        max_runtime: float | None = None,
+        observer: BatchObserver | None = None,
+    ) -> RetentionRun:
+        """Run (or resume) a policy now, for at most ``max_runtime`` seconds.
+
+        Raises:
+            Conflict: another replica or request is running this policy.
+            NotFound, ValidationFailed, TargetUnavailable: before any run is recorded.
+        """
+        if not await self._claim(policy_id, window=False):
+            raise Conflict(f"retention policy {policy_id} is being run elsewhere; see GET /v1/retention/runs")
+        try:
+            return await self._run_claimed(policy_id, actor, trigger, max_runtime, observer)
+        finally:
+            await self._release(policy_id)
+
+    async def run_due(self, actor: str = "system:retention") -> list[RetentionRun]:
+        """Sync manifest policies, then run each policy whose window opened or whose run is unfinished.
+
+        Every candidate is claimed with a conditional UPDATE first, so when several replicas (or
+        CronJob pods) call this together each policy runs exactly once per window.
+        """
+        await self.sync()
+        runs: list[RetentionRun] = []
+        for policy_id, by_window in await self._candidates():
+            if not await self._claim(policy_id, window=by_window):
+                continue
+            try:
+                runs.append(await self._run_claimed(policy_id, actor, "schedule", None, None))
+            except ValidationFailed as refusal:  # the table changed under the policy: make it visible
+                runs.append(await self._record_refusal(policy_id, actor, refusal))
+            except (LetheError, OSError, DBAPIError) as error:
+                logger.warning("retention policy could not run", extra={"reason": type(error).__name__})
+            finally:
+                await self._release(policy_id)
+        return runs
+
+    async def sync(self) -> int:
+        """Bring manifest-sourced policies in step with the latest manifests (own transaction)."""
+        async with self._sessions.begin() as session:
+            return await sync_manifest_policies(session)
+
+    # --- leases and windows ----------------------------------------------------------------
+
+    async def _candidates(self) -> list[tuple[uuid.UUID, bool]]:
+        now = _now()
+        async with self._sessions() as session:
+            due = await session.scalars(
+                select(RetentionPolicyRecord.id).where(
+                    RetentionPolicyRecord.enabled.is_(True),
+                    RetentionPolicyRecord.next_due_at <= now,
+                )
+            )
+            stale = now - self._lease
+            unfinished = await session.scalars(
+                select(RetentionRun.policy_id).where(
+                    RetentionRun.dry_run.is_(False),
+                    RetentionRun.policy_id.is_not(None),
+                    or_(
+                        RetentionRun.status == "incomplete",
+                        (RetentionRun.status == "running") & (RetentionRun.heartbeat_at < stale),
+                    ),
+                )
+            )
+            by_window = list(dict.fromkeys(due.all()))
+            resumable = [p for p in dict.fromkeys(unfinished.all()) if p is not None and p not in by_window]
+        return [(p, True) for p in by_window] + [(p, False) for p in resumable]
+
+    async def _claim(self, policy_id: uuid.UUID, *, window: bool) -> bool:
+        """Take the policy's lease (and, for a scheduled run, its current window) or return False."""
+        now = _now()
+        statement = (
+            update(RetentionPolicyRecord)
+            .where(
+                RetentionPolicyRecord.id == policy_id,
+                or_(RetentionPolicyRecord.lease_until.is_(None), RetentionPolicyRecord.lease_until < now),
+            )
+            .values(lease_owner=self.owner, lease_until=now + self._lease)
+            .execution_options(synchronize_session=False)
+        )
+        async with self._sessions.begin() as session:
+            if window:
+                record = await session.get(RetentionPolicyRecord, policy_id)
+                if record is None or not record.schedule or record.next_due_at is None:
+                    return False
+                statement = statement.where(
+                    RetentionPolicyRecord.enabled.is_(True),
+                    RetentionPolicyRecord.next_due_at == record.next_due_at,
+                    RetentionPolicyRecord.next_due_at <= now,
+                ).values(next_due_at=next_window(record.schedule, now))
+            result = await session.execute(statement)
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _release(self, policy_id: uuid.UUID) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(RetentionPolicyRecord)
+                .where(RetentionPolicyRecord.id == policy_id, RetentionPolicyRecord.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    # --- one run ---------------------------------------------------------------------------
+
+    async def _load(self, policy_id: uuid.UUID) -> tuple[RetentionPolicyRecord, Manifest]:
+        async with self._sessions() as session:
+            policy = await get_policy(session, policy_id)
+            _, manifest = await latest_manifest(session, policy.system)
+        return policy, manifest
+
+    async def _run_claimed(
+        self,
+        policy_id: uuid.UUID,
+        actor: str,
+        trigger: str,
+        max_runtime: float | None,
+        observer: BatchObserver | None,
+    ) -> RetentionRun:
+        policy, manifest = await self._load(policy_id)
+        async with self._targets.connect(manifest.system, manifest.connection) as connection:
+            prepared = await prepare_purge(connection, purge_policy(policy, manifest))
+        run = await self._start_or_resume(policy, actor, trigger)
+        budget = max_runtime if max_runtime is not None else self._settings.retention_max_runtime_seconds
+        try:
+            engine = await self._targets.engine(manifest.system, manifest.connection)
+            outcome = await purge_in_batches(
+                engine,
+                prepared,
+                cutoff=run.cutoff,
+                purge_at=run.purge_at,
+                cursor=restore_cursor(prepared, run.cursor),
+                limits=self._limits(budget),
+                on_batch=self._progress(run, policy_id, observer),
+            )
+        except LeaseLost:
+            return run
+        except (PurgeStalled, TargetUnavailable, DBAPIError, OSError) as error:
+            return await self._finish(run, "incomplete", _reason(error))
+        return await self._finish(run, "completed" if outcome.finished else "incomplete", None)
+
+    async def _record_refusal(
+        self, policy_id: uuid.UUID, actor: str, refusal: ValidationFailed
+    ) -> RetentionRun:
+        """A scheduled run the target refused: a ``failed`` run with the reason, and its audit event."""
+        now = _now()
+        async with self._sessions.begin() as session:
+            policy = await get_policy(session, policy_id)
+            run = _new_run(policy, actor=actor, trigger="schedule", now=now, cutoff=now, owner=self.owner)
+            run.status, run.error, run.finished_at = "failed", refusal.detail[:500], now
+            session.add(run)
+            await session.flush()
+            await _audit_run(session, run)
+        return run
+
+    async def _start_or_resume(self, policy: RetentionPolicyRecord, actor: str, trigger: str) -> RetentionRun:
+        now = _now()
+        async with self._sessions.begin() as session:
+            run = await session.scalar(
+                select(RetentionRun)
+                .where(
+                    RetentionRun.policy_id == policy.id,
+                    RetentionRun.dry_run.is_(False),
+                    RetentionRun.status.in_(UNFINISHED),
+                )
+                .order_by(RetentionRun.started_at.desc())
+                .limit(1)
+            )
+            if run is None:
+                cutoff = compute_cutoff(policy.older_than, now)
+                run = _new_run(policy, actor=actor, trigger=trigger, now=now, cutoff=cutoff, owner=self.owner)
+                session.add(run)
+            else:
+                run.attempt += 1
+                run.status, run.owner, run.heartbeat_at, run.error = "running", self.owner, now, None
+        return run
+
+    def _progress(
+        self,
+        run: RetentionRun,
+        policy_id: uuid.UUID,
+        observer: BatchObserver | None,
+    ) -> BatchObserver:
+        """After each committed batch: persist cursor and counts, extend the lease."""
+
+        async def record(report: BatchReport) -> None:
+            now = _now()
+            run.rows_affected += report.rows
+            run.batches += 1
+            run.longest_batch_ms = max(run.longest_batch_ms, round(report.lock_seconds * 1000))
+            if report.cursor:
+                run.cursor = json_cursor(report.cursor)
+            async with self._sessions.begin() as session:
+                written = await session.execute(
+                    update(RetentionRun)
+                    .where(RetentionRun.id == run.id, RetentionRun.attempt == run.attempt)
+                    .values(
+                        rows_affected=run.rows_affected,
+                        batches=run.batches,
+                        longest_batch_ms=run.longest_batch_ms,
+                        cursor=run.cursor,
+                        heartbeat_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                await _extend_lease(session, policy_id, self.owner, now + self._lease)
+            if written.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost
+            if observer is not None:
+                await observer(report)
+
+        return record
+
+    async def _finish(self, run: RetentionRun, status: str, error: str | None) -> RetentionRun:
+        now = _now()
+        run.status, run.error, run.heartbeat_at = status, error, now
+        run.finished_at = now if status in ("completed", "failed") else None
+        async with self._sessions.begin() as session:
+            written = await session.execute(
+                update(RetentionRun)
+                .where(RetentionRun.id == run.id, RetentionRun.attempt == run.attempt)
+                .values(status=status, error=error, heartbeat_at=now, finished_at=run.finished_at)
+                .execution_options(synchronize_session=False)
+            )
+            if written.rowcount == 1:  # type: ignore[attr-defined]
+                await _audit_run(session, run)
+        return run
+
+
+async def _extend_lease(session: AsyncSession, policy_id: uuid.UUID, owner: str, until: datetime) -> None:
+    await session.execute(
+        update(RetentionPolicyRecord)
+        .where(RetentionPolicyRecord.id == policy_id, RetentionPolicyRecord.lease_owner == owner)
+        .values(lease_until=until)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _new_run(
+    policy: RetentionPolicyRecord,
+    *,
+    actor: str,
+    trigger: str,
+    now: datetime,
+    cutoff: datetime,
+    owner: str,
+    dry: bool = False,
+) -> RetentionRun:
+    return RetentionRun(
+        id=uuid.uuid4(),
+        policy_id=policy.id,
+        policy_name=policy.name,
+        system=policy.system,
+        table_name=policy.table_name,
+        action=policy.action,
+        dry_run=dry,
+        trigger=trigger,
+        actor=actor,
+        status="running",
+        cutoff=cutoff,
+        purge_at=now,
+        cursor=None,
+        rows_affected=0,
+        batches=0,
+        longest_batch_ms=0,
+        attempt=1,
+        owner=owner,
+        heartbeat_at=now,
+        started_at=now,
+    )
+
+
+def _reason(error: BaseException) -> str:
+    """Why a run stopped, without the driver's message (it may quote row values)."""
+    if isinstance(error, LetheError | PurgeStalled):
+        return str(error)[:500]
+    return f"{type(error).__name__} on the target"
+
+
+async def _audit_run(session: AsyncSession, run: RetentionRun) -> None:
+    """One audit event per run (segment): the counts, never a value."""
+    await append(
+        session,
+        action="retention.dry_run" if run.dry_run else f"retention.run_{run.status}",
+        actor=run.actor,
+        system=run.system,
+        payload={
+            "policy": str(run.policy_id),
+            "run": str(run.id),
+            "table": run.table_name,
+            "action": run.action,
+            "trigger": run.trigger,
+            "rows": run.rows_affected,
+            "batches": run.batches,
+            "longest_batch_ms": run.longest_batch_ms,
+            "attempt": run.attempt,
+        },
+    )
+
+
+class RetentionScheduler:
+    """The in-service loop: every ``retention_poll_seconds``, run what is due (see ``run_due``)."""
+
+    def __init__(self, runner: RetentionRunner, poll_seconds: float) -> None:
+        self._runner = runner
+        self._poll = poll_seconds
+
+    async def serve(self) -> None:
+        """Run until cancelled (application shutdown); a failing tick is logged, never fatal."""
+        while True:
+            try:
+                await self._runner.run_due()
+            except (LetheError, SQLAlchemyError, OSError) as error:
+                logger.warning("retention tick failed", extra={"reason": type(error).__name__})
+            await asyncio.sleep(self._poll)
+
+
+def retention_lifespan(
+    runner: RetentionRunner, settings: Settings
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """Start-up: sync manifest policies; with workers enabled, run the scheduler until shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        try:
+            await runner.sync()
+        except (SQLAlchemyError, OSError) as error:  # store not migrated or down: /readyz says so
+            logger.warning(
+                "retention policies not synced at start-up", extra={"reason": type(error).__name__}
+            )
+        task = None
+        if settings.workers_enabled:
+            task = asyncio.create_task(RetentionScheduler(runner, settings.retention_poll_seconds).serve())
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    return lifespan
