@@ -14,8 +14,8 @@ __all__ = (
     "ErasureTombstone",
     "IdempotencyRecord",
     "ManifestVersion",
-    "SubjectRequest",
-    "SubjectRequestSystem",
     "RetentionPolicyRecord",
     "RetentionRun",
+    "SubjectRequest",
+    "SubjectRequestSystem",
 )
