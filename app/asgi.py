@@ -18,8 +18,11 @@ from litestar.plugins.prometheus import PrometheusConfig
 from app import __version__
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
+from app.domain.audit.controllers import AuditController
+from app.domain.consent.controllers import ConsentController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
+from app.domain.requests.controllers import RequestController
 from app.domain.system.controllers import MetricsController, SystemController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
@@ -38,23 +41,29 @@ def create_app(settings: Settings | None = None) -> Litestar:
     targets = TargetRegistry(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        from app.domain.requests.jobs import background_tasks
+
         if settings.manifests_dir:
             await register_directory(engine, Path(settings.manifests_dir))
         try:
-            yield
+            async with background_tasks(settings, engine, targets):
+                yield
         finally:
             await targets.dispose()
             await engine.dispose()
 
     v1 = Router(
         path="/v1",
-        route_handlers=[ManifestController],
+        route_handlers=[AuditController, ConsentController, ManifestController, RequestController],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )
     prometheus = PrometheusConfig(
-        app_name="lethe", prefix="lethe", group_path=True, exclude=["/metrics", "/healthz", "/readyz"]
+        app_name="lethe",
+        prefix="lethe",
+        group_path=True,
+        exclude=["/metrics", "/healthz", "/readyz"],
     )
     return Litestar(
         route_handlers=[SystemController, MetricsController, v1],

@@ -6,18 +6,22 @@ import asyncio
 import sys
 from pathlib import Path
 
-import rich_click as click
+import click
 from advanced_alchemy.extensions.litestar.cli import database_group
 from litestar.cli._utils import LitestarEnv, LitestarGroup
 from litestar.cli.commands import core, schema
 
 from app.config import get_settings
+from app.domain.audit.cli import audit_group
 from app.domain.manifests.cli import manifest_group
+from app.domain.requests.cli import worker_command
 from app.lib.auth import ALL_SCOPES, mint_token
 
 __all__ = ("lethe_group",)
 
 APP_PATH = "app.asgi:create_app"
+APP_COMMANDS = frozenset({"run", "routes", "schema", "database", "db"})
+"""Litestar and advanced-alchemy commands that expect the loaded app in the click context."""
 
 
 @click.group(cls=LitestarGroup, name="lethe", context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,11 +31,16 @@ def lethe_group(ctx: click.Context) -> None:
 
     Settings come from LETHE_* environment variables (see README).
     """
-    if ctx.obj is None:  # the app is built only by commands that need it
-        ctx.obj = lambda: LitestarEnv.from_env(APP_PATH)
+    if ctx.obj is None:
+        # The app (and so the secrets it needs) is built only by commands that use it.
+        asks_help = bool({"--help", "-h"} & set(sys.argv[1:]))
+        if ctx.invoked_subcommand in APP_COMMANDS and not asks_help:
+            ctx.obj = LitestarEnv.from_env(APP_PATH)
+        else:
+            ctx.obj = lambda: LitestarEnv.from_env(APP_PATH)
 
 
-@lethe_group.command(name="token")
+@click.command(name="token")
 @click.option("--sub", required=True, help="Subject (caller identity) of the token.")
 @click.option(
     "--scope",
@@ -52,7 +61,7 @@ def token_command(sub: str, scope: str, ttl: int, client_id: str | None) -> None
     )
 
 
-@lethe_group.command(name="demo")
+@click.command(name="demo")
 @click.option("--port", envvar="PORT", default=8000, show_default=True, help="Port to serve on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--no-serve", is_flag=True, help="Prepare everything and print the curl lines, then exit.")
@@ -69,11 +78,18 @@ def demo_command(port: int, host: str, *, no_serve: bool) -> None:
         serve_demo(settings, host, port)
 
 
-lethe_group.add_command(core.run_command)
-lethe_group.add_command(core.routes_command)
-lethe_group.add_command(schema.schema_group)
-lethe_group.add_command(database_group)
-lethe_group.add_command(manifest_group)
+for _command in (
+    token_command,
+    demo_command,
+    core.run_command,
+    core.routes_command,
+    schema.schema_group,
+    database_group,
+    manifest_group,
+):
+    lethe_group.add_command(_command)  # type: ignore[arg-type]
+lethe_group.add_command(audit_group)  # type: ignore[arg-type]
+lethe_group.add_command(worker_command)
 
 
 def run() -> None:

@@ -83,6 +83,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Root log level; logs are JSON lines and never carry personal data."""
     backup_rpo_seconds: int = 86_400
     """Recovery point objective: a newest backup older than this is critical."""
+    export_batch_rows: int = 2_000
+    """Rows fetched per round trip when exporting (bounds memory; larger is faster)."""
+    export_batch_delay_seconds: float = 0.0
+    """Test-only: pause after every exported batch so a crash test can kill a worker mid-export.
+
+    Leave at 0 in production."""
 
     @property
     def algorithms(self) -> list[str]:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
+from app.db.requests import SubjectRequest, SubjectRequestSystem
 
-__all__ = ("IdempotencyRecord", "ManifestVersion")
+__all__ = (
+    "AuditEvent",
+    "ConsentEvent",
+    "ErasureTombstone",
+    "IdempotencyRecord",
+    "ManifestVersion",
+    "SubjectRequest",
+    "SubjectRequestSystem",
+)
