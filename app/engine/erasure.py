@@ -20,8 +20,10 @@ into a row erasure would delete stops the system before anything changes, unless
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -31,6 +33,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    insert,
     not_,
     null,
     or_,
@@ -40,6 +43,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.db.audit import ErasureTombstone
+from app.db.erasure import ErasurePlanRecord
+from app.db.store import create_store_engine
 from app.engine.erasure_sql import (
     Binds,
     ColumnChange,
@@ -52,6 +58,7 @@ from app.engine.erasure_sql import (
     keyset_bounds,
     subject_condition,
 )
+from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.schema_info import schema_from_metadata
 from app.engine.surrogates import (
     SurrogateContext,
@@ -61,6 +68,7 @@ from app.engine.surrogates import (
     install_sqlite_functions,
     surrogate_expression,
 )
+from app.lib.crypto import hmac_ref
 from app.lib.errors import Conflict, ValidationFailed
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
 from app.manifest.model import ColumnSpec, Manifest, Surrogate, TableSpec
@@ -75,8 +83,11 @@ __all__ = (
     "SystemPlan",
     "TablePlan",
     "execute_erasure",
+    "plan_document",
     "plan_erasure",
     "resolve_subject_key",
+    "run_erasure",
+    "subject_key_reference",
 )
 
 Strategy = Literal["delete", "anonymize", "retain"]
@@ -448,12 +459,13 @@ def _outside_work(target: _Target, work: _TableWork, binds: Binds) -> None:
 
 def _mysql_self_reference_clears(target: _Target, work: _TableWork) -> list[Any]:
     """InnoDB checks foreign keys row by row: clear the subject's own self references first."""
-    statements = []
     sql_table = target.tables[work.table]
-    for fk in target.graph.self_references.get(work.table, ()):
-        if all(target.schema.tables[work.table].columns[c].nullable for c in fk.columns):
-            statements.append(update(sql_table).where(work.condition).values(dict.fromkeys(fk.columns)))
-    return statements
+    columns = target.schema.tables[work.table].columns
+    return [
+        update(sql_table).where(work.condition).values(dict.fromkeys(fk.columns))
+        for fk in target.graph.self_references.get(work.table, ())
+        if all(columns[c].nullable for c in fk.columns)
+    ]
 
 
 def _all_work(target: _Target, binds: Binds) -> list[_TableWork]:
@@ -873,3 +885,147 @@ async def _batches(
 
 def _jsonable(value: Any) -> Any:
     return value if isinstance(value, int | str | float) else str(value)
+
+
+# --- the request worker's handler ----------------------------------------------------------
+
+
+def plan_document(plan: SystemPlan) -> dict[str, Any]:
+    """The plan as plain JSON data (what the store records and the API returns)."""
+    document = asdict(plan)
+    document["rows"] = plan.rows
+    return document
+
+
+def subject_key_reference(secret: str, system: str, key: Sequence[Any]) -> str:
+    """The tombstone reference of a subject key: HMAC of system and key under the audit key
+    (the same formula as ``tombstone_reference`` of the audit service)."""
+    value = key[0] if len(key) == 1 else KEY_JOIN.join(str(k) for k in key)
+    return hmac_ref(secret, system, "key", str(value))
+
+
+KEY_JOIN = "."
+
+
+def _options(run: RequestRun) -> ErasureOptions:
+    settings = run.settings
+    return ErasureOptions(
+        secret=settings.audit_key,
+        batch_threshold=settings.erasure_batch_threshold,
+        batch_size=settings.erasure_batch_size,
+        tenant=run.tenant,
+    )
+
+
+async def _record_plan(store: AsyncEngine, run: RequestRun, plan: SystemPlan) -> None:
+    async with store.begin() as conn:
+        await conn.execute(
+            insert(ErasurePlanRecord).values(
+                id=uuid.uuid4(),
+                request_id=str(run.request_id),
+                system=plan.system,
+                attempt=run.attempt,
+                created_at=datetime.now(UTC),
+                plan=plan_document(plan),
+            )
+        )
+
+
+async def _tombstoned(store: AsyncEngine, system: str, reference: str) -> bool:
+    query = select(ErasureTombstone.id).where(
+        ErasureTombstone.system == system, ErasureTombstone.subject_key_ref == reference
+    )
+    async with store.connect() as conn:
+        return (await conn.execute(query.limit(1))).first() is not None
+
+
+async def _add_tombstone(store: AsyncEngine, run: RequestRun, system: str, reference: str) -> None:
+    if await _tombstoned(store, system, reference):
+        return
+    async with store.begin() as conn:
+        await conn.execute(
+            insert(ErasureTombstone).values(
+                id=uuid.uuid4(),
+                system=system,
+                subject_key_ref=reference,
+                erased_at=datetime.now(UTC),
+                request_id=str(run.request_id),
+            )
+        )
+
+
+async def _plan_only(store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
+    async with target.connect() as conn:
+        plan = await plan_erasure(conn, system.manifest, run.identities, _options(run))
+    await _record_plan(store, run, plan)
+    outcome = SystemOutcome(
+        not_found=not plan.found,
+        counts={t.table: t.rows for t in plan.tables},
+        audit={"dry_run": True, "rows": plan.rows, "blocked": plan.blocked is not None},
+    )
+    await run.progress.complete_system(system.system, outcome, action="erasure.planned")
+
+
+async def _erase_system(
+    store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine
+) -> dict[str, int]:
+    options = _options(run)
+    secret = options.secret or ""
+    manifest = system.manifest
+    cursor = system.cursor
+    reference = str(cursor["subject_key_ref"]) if cursor and "subject_key_ref" in cursor else None
+    if cursor is None:
+        async with target.connect() as conn:
+            key = await resolve_subject_key(conn, manifest, run.identities, options.tenant)
+            reference = subject_key_reference(secret, system.system, key) if key else None
+            if reference is not None and await _tombstoned(store, system.system, reference):
+                done = SystemOutcome(audit={"already_erased": True})
+                await run.progress.complete_system(system.system, done, action="erasure.system_completed")
+                return {}
+            plan = await plan_erasure(conn, manifest, run.identities, options)
+        await _record_plan(store, run, plan)
+
+    async def save(state: dict[str, Any]) -> None:
+        state["subject_key_ref"] = reference
+        counts = {**state.get("deleted", {}), **state.get("anonymized", {})}
+        await run.progress.save_cursor(system.system, state, counts)
+
+    outcome = await execute_erasure(
+        target, manifest, run.identities, options, cursor=cursor, save_cursor=save
+    )
+    if outcome.subject_key is not None:
+        reference = subject_key_reference(secret, system.system, outcome.subject_key)
+    found = outcome.found or reference is not None
+    if found and reference is not None:
+        await _add_tombstone(store, run, system.system, reference)
+    counts = {**outcome.deleted, **outcome.anonymized}
+    result = SystemOutcome(not_found=not found, counts=counts, audit=outcome.audit_payload())
+    await run.progress.complete_system(system.system, result, action="erasure.system_completed")
+    return counts
+
+
+async def run_erasure(run: RequestRun) -> RequestOutcome:
+    """The worker's erasure handler: per system, plan (dry run) or erase, tombstone, complete.
+
+    Systems already completed by an earlier attempt are skipped; a system with a saved cursor
+    resumes at its next batch. An outside reference or a refused constraint fails the request
+    naming the system (that system's transaction rolled back; earlier systems stay erased).
+    """
+    store = create_store_engine(run.settings)
+    totals: dict[str, int] = {}
+    try:
+        for system in run.systems:
+            if system.status == "completed":
+                continue
+            target = await run.targets(system.system, system.manifest)
+            try:
+                if run.dry_run:
+                    await _plan_only(store, run, system, target)
+                    continue
+                counts = await _erase_system(store, run, system, target)
+            except ErasureBlocked as exc:
+                raise RequestFailed(exc.detail, system=system.system) from exc
+            totals[system.system] = sum(counts.values())
+    finally:
+        await store.dispose()
+    return RequestOutcome(audit={"dry_run": run.dry_run, "rows": sum(totals.values())})
