@@ -141,11 +141,7 @@ exception_handlers: ExceptionHandlersMap = {
 def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries documenting problem+json answers for the given status codes."""
     return {
-        code: ResponseSpec(
-            data_container=Problem,
-            description=_DESCRIPTIONS[code],
-            media_type=PROBLEM_MEDIA_TYPE,
-            generate_examples=False,  # random examples would make the committed spec drift
-        )
+        code: ResponseSpec(data_container=Problem, description=_DESCRIPTIONS[code], generate_examples=False,
+                           media_type=PROBLEM_MEDIA_TYPE)
         for code in codes
     }

@@ -21,7 +21,7 @@ trigger, because SQLite's truncate optimisation is off for tables with triggers)
 from __future__ import annotations
 
 import sqlalchemy as sa
-from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
+from advanced_alchemy.types import DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0002_audit"
@@ -63,7 +63,7 @@ def _create_tables() -> None:
     op.create_index("ix_audit_event_occurred_at", "audit_event", ["occurred_at"])
     op.create_table(
         "consent_event",
-        sa.Column("id", GUID(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("subject_ref", sa.String(64), nullable=False),
         sa.Column("purpose", sa.String(128), nullable=False),
         sa.Column("granted", sa.Boolean(), nullable=False),
@@ -76,18 +76,22 @@ def _create_tables() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_consent_event"),
     )
     op.create_index(
-        "ix_consent_event_subject_purpose", "consent_event", ["subject_ref", "purpose", "occurred_at"]
+        "ix_consent_event_subject_purpose",
+        "consent_event",
+        ["subject_ref", "purpose", "occurred_at"],
     )
     op.create_table(
         "erasure_tombstone",
-        sa.Column("id", GUID(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("system", sa.String(128), nullable=False),
         sa.Column("subject_key_ref", sa.String(64), nullable=False),
         sa.Column("erased_at", DateTimeUTC(timezone=True), nullable=False),
         sa.Column("request_id", sa.String(128), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_erasure_tombstone"),
     )
-    op.create_index("ix_erasure_tombstone_system_ref", "erasure_tombstone", ["system", "subject_key_ref"])
+    op.create_index(
+        "ix_erasure_tombstone_system_ref", "erasure_tombstone", ["system", "subject_key_ref"]
+    )
     op.create_index("ix_erasure_tombstone_erased_at", "erasure_tombstone", ["erased_at"])
 
 
