@@ -88,8 +88,8 @@ for _command in (
     manifest_group,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
-lethe_group.add_command(audit_group)  # type: ignore[arg-type]
-lethe_group.add_command(worker_command)
+lethe_group.add_command(audit_group)
+lethe_group.add_command(worker_command)  # type: ignore[arg-type]
 
 
 def run() -> None:

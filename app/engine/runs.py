@@ -11,7 +11,7 @@ they raise :class:`LeaseLost` and the engine must stop without touching anything
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -54,11 +54,15 @@ class SystemOutcome:
         not_found: the subject does not exist in this system (a valid answer, not an error).
         counts: rows per table (exported, rectified, erased...).
         audit: extra audit payload (table and column names, counts: never values).
+        tombstones: erasure only: ``subject_key_ref`` of each erased subject key
+            (``hmac_ref(audit_key, system, "key", str(key))``), stored as erasure tombstones in the
+            same transaction that marks the system completed.
     """
 
     not_found: bool = False
     counts: Mapping[str, int] = field(default_factory=dict)
     audit: Mapping[str, Any] = field(default_factory=dict)
+    tombstones: Sequence[str] = ()
 
 
 @dataclass(kw_only=True)

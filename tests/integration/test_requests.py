@@ -93,6 +93,16 @@ async def test_access_export_equals_hand_written_sql(
     crm_url: str,
 ) -> None:
     await register_crm(client, auth())
+    for granted in (True, False):
+        consent = {
+            "subject": SUBJECT_EMAIL.upper(),
+            "purpose": "newsletter",
+            "granted": granted,
+            "policy_version": "v3",
+            "text_hash": "ab" * 32,
+            "source": "web",
+        }
+        assert (await client.post("/v1/consents", json=consent, headers=auth())).status_code == 201
     created = await _create(client, auth, {"kind": "access", "identities": {"email": SUBJECT_EMAIL}})
     assert created.status_code == 202, created.text
     location = created.headers["location"]
@@ -121,6 +131,11 @@ async def test_access_export_equals_hand_written_sql(
     assert meta["retention"] == {"legal_basis": "tax law", "duration": "P10Y"}
     assert tables["users"]["metadata"]["recipients"] == ["support desk"]
     assert "user.contact.email" in tables["users"]["metadata"]["categories"]
+    history = document["consent_history"]
+    assert [(e["purpose"], e["granted"], e["policy_version"]) for e in history] == [
+        ("newsletter", True, "v3"),
+        ("newsletter", False, "v3"),
+    ]
 
     archive_response = await client.get(f"{location}/export?format=zip", headers=auth("requests:read"))
     assert archive_response.status_code == 200

@@ -234,7 +234,10 @@ class RequestController(Controller):
         guards=[requires("requests:read")],
         responses={
             200: ResponseSpec(
-                data_container=bytes, description="The export", media_type="application/octet-stream"
+                data_container=bytes,
+                description="The export",
+                media_type="application/octet-stream",
+                generate_examples=False,
             ),
             **problem_responses(401, 403, 404, 409, 422),
         },

@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db.audit import ErasureTombstone
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.consent.services import consent_history
@@ -167,6 +168,12 @@ class _Fence:
                     attempt=self.claim.attempt,
                     updated_at=now,
                 )
+            )
+            session.add_all(
+                ErasureTombstone(
+                    system=system, subject_key_ref=ref, erased_at=now, request_id=str(self.claim.request_id)
+                )
+                for ref in outcome.tombstones
             )
             if action is not None:
                 request = await session.get(SubjectRequest, self.claim.request_id)
