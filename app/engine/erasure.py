@@ -939,21 +939,6 @@ async def _tombstoned(store: AsyncEngine, system: str, reference: str) -> bool:
         return (await conn.execute(query.limit(1))).first() is not None
 
 
-async def _add_tombstone(store: AsyncEngine, run: RequestRun, system: str, reference: str) -> None:
-    if await _tombstoned(store, system, reference):
-        return
-    async with store.begin() as conn:
-        await conn.execute(
-            insert(ErasureTombstone).values(
-                id=uuid.uuid4(),
-                system=system,
-                subject_key_ref=reference,
-                erased_at=datetime.now(UTC),
-                request_id=str(run.request_id),
-            )
-        )
-
-
 async def _plan_only(store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
     async with target.connect() as conn:
         plan = await plan_erasure(conn, system.manifest, run.identities, _options(run))
@@ -996,10 +981,13 @@ async def _erase_system(
     if outcome.subject_key is not None:
         reference = subject_key_reference(secret, system.system, outcome.subject_key)
     found = outcome.found or reference is not None
-    if found and reference is not None:
-        await _add_tombstone(store, run, system.system, reference)
     counts = {**outcome.deleted, **outcome.anonymized}
-    result = SystemOutcome(not_found=not found, counts=counts, audit=outcome.audit_payload())
+    result = SystemOutcome(
+        not_found=not found,
+        counts=counts,
+        audit=outcome.audit_payload(),
+        tombstones=[reference] if found and reference is not None else [],
+    )
     await run.progress.complete_system(system.system, result, action="erasure.system_completed")
     return counts
 
