@@ -232,8 +232,11 @@ async def resolve_subject_key(
     manifest: Manifest,
     identities: Mapping[str, str],
     tenant: str | None = None,
+    table: Table | None = None,
 ) -> tuple[Any, ...] | None:
     """The subject key matched by the request's identities (None when nobody matches).
+
+    ``table`` is the reflected subject table when the caller has it (saves a reflection).
 
     Every identity given must match the same row (``email`` and ``user_id`` of two different
     people never erase either).
@@ -243,7 +246,8 @@ async def resolve_subject_key(
             identities match several subjects.
     """
     subject = manifest.subject
-    table = await _reflect_one(conn, subject.table)
+    if table is None:
+        table = await _reflect_one(conn, subject.table)
     conditions = []
     for name, value in identities.items():
         try:
@@ -494,8 +498,9 @@ async def plan_erasure(
         ManifestInvalid: the manifest does not fit the target's schema.
         ErasureBlocked: a surrogate cannot honour a column's constraints.
     """
-    key = await resolve_subject_key(conn, manifest, identities, options.tenant)
     target = await _load_target(conn, manifest, options)
+    subject_table = target.tables[manifest.subject.table]
+    key = await resolve_subject_key(conn, manifest, identities, options.tenant, subject_table)
     plan = SystemPlan(manifest.system, found=key is not None)
     display = _all_work(target, Binds(None))
     executable = _all_work(target, Binds(key)) if key is not None else None
@@ -754,20 +759,20 @@ async def execute_erasure(
             constraint refused the change (the system's transaction rolled back).
         ManifestInvalid: the manifest does not fit the target's schema.
     """
-    async with engine.connect() as conn:
-        key = await resolve_subject_key(conn, manifest, identities, options.tenant)
-        await conn.rollback()
-    outcome = ErasureOutcome(manifest.system, found=key is not None, subject_key=key)
-    if cursor:
-        _restore(outcome, cursor)
-    if key is None:
-        return outcome
     try:
         async with engine.connect() as conn:
             await _prepare_connection(conn)
             target = await _load_target(conn, manifest, options)
+            subject_table = target.tables[manifest.subject.table]
+            key = await resolve_subject_key(conn, manifest, identities, options.tenant, subject_table)
+            outcome = ErasureOutcome(manifest.system, found=key is not None, subject_key=key)
+            if cursor:
+                _restore(outcome, cursor)
+            if key is None:
+                await conn.rollback()
+                return outcome
             works = _all_work(target, Binds(key))
-            sizes = {w.table: await _count(conn, target.tables[w.table], w.condition) for w in works}
+            sizes = await _sizes(conn, target, works)
             await conn.rollback()
             batched = any(n > options.batch_threshold and _batchable(target, t) for t, n in sizes.items())
             if not batched and not cursor:
@@ -780,6 +785,13 @@ async def execute_erasure(
             f"({type(exc.orig).__name__}); nothing was changed in the failing transaction"
         ) from exc
     return outcome
+
+
+async def _sizes(conn: AsyncConnection, target: _Target, works: Sequence[_TableWork]) -> dict[str, int]:
+    """The subject's rows per table, in one round trip."""
+    counts = [count_statement(target.tables[w.table], w.condition).scalar_subquery() for w in works]
+    row = (await conn.execute(select(*counts))).one()
+    return {w.table: int(n) for w, n in zip(works, row, strict=True)}
 
 
 async def _single_transaction(
