@@ -362,7 +362,8 @@ def _section(rows: list[dict[str, Any]]) -> str:
         "Goals at 20,000 rows: Lethe within 1.5x of the hand-written SQL and at least 20x faster "
         "than effaced. effaced at sizes above `LETHE_BENCH_EFFACED_MAX` (default 20,000) is "
         "extrapolated linearly from its per-row time at 20,000 rows (its cost is one UPDATE per "
-        f"anonymized row). Machine: {os.cpu_count()} CPUs.",
+        f"anonymized row; at 200,000 that is about 20 minutes per repetition). Machine: "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end of the run.",
     ]
     return "\n".join(lines)
 
