@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import Settings
 from app.engine.erasure import ErasureBlocked, ErasureOptions, execute_erasure, plan_erasure
@@ -246,3 +247,17 @@ async def test_outside_reference_anonymize_keeps_the_referenced_row(shop: AsyncE
     assert after["comments"][(999,)] == (999, 2, 10, "reply")
     assert after["comments"][(10,)][3] == "redacted"  # kept for the reply, anonymized
     assert (11,) not in after["comments"]  # the subject's other comment is gone
+
+
+async def test_sqlite_erasure_leaves_no_bytes_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "secure.db"
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await schema.create_target(engine, PEOPLE)
+        await execute_erasure(engine, schema.manifest(), {"user_id": "3"}, OPTIONS)
+    finally:
+        await engine.dispose()
+    content = path.read_bytes()
+    for value in (b"person3@example.com", b"3 Main Street", b"+46700000003", b"comment by 3"):
+        assert value not in content, value
+    assert b"person4@example.com" in content  # others untouched
