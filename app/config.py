@@ -85,6 +85,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """A replica running a policy holds it this long past its last batch; then another may resume."""
     retention_poll_seconds: float = 30.0
     """The in-service retention scheduler looks for due policies this often."""
+    erasure_batch_delay_seconds: float = 0.0
+    """Test-only: pause after every committed erasure batch so a crash test can kill a worker."""
     target_connect_timeout_seconds: float = 5.0
     """Connect timeout to target databases."""
     target_statement_timeout_seconds: float = 60.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
+from app.db.erasure import ErasurePlanRecord
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
 from app.db.requests import SubjectRequest, SubjectRequestSystem
@@ -11,6 +12,7 @@ from app.db.retention import RetentionPolicyRecord, RetentionRun
 __all__ = (
     "AuditEvent",
     "ConsentEvent",
+    "ErasurePlanRecord",
     "ErasureTombstone",
     "IdempotencyRecord",
     "ManifestVersion",

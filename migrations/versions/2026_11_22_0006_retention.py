@@ -1,7 +1,7 @@
 """Retention policies and runs.
 
 Revision ID: 0006_retention
-Revises: 0004_requests
+Revises: 0005_erasure
 Create Date: 2026-11-22
 """
 
@@ -12,7 +12,7 @@ from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0006_retention"
-down_revision = "0004_requests"
+down_revision = "0005_erasure"
 branch_labels = None
 depends_on = None
 

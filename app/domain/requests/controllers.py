@@ -16,7 +16,8 @@ from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.requests import queries, services
-from app.domain.requests.schemas import ExtensionIn, RequestIn, RequestOut, RequestPage
+from app.domain.requests.plans import request_plan
+from app.domain.requests.schemas import ErasurePlanOut, ExtensionIn, RequestIn, RequestOut, RequestPage
 from app.engine.artifacts import read_frames
 from app.engine.export import artifact_context
 from app.lib.auth import Principal, requires
@@ -141,6 +142,19 @@ class RequestController(Controller):
     ) -> RequestOut:
         """Counts are rows per table; ``not_found`` says the subject is unknown in that system."""
         return await _view(db_session, request_id)
+
+    @get(
+        "/{request_id:uuid}/plan",
+        operation_id="GetErasurePlan",
+        summary="The erasure plan: per system and table, strategy, rows affected and SQL",
+        guards=[requires("requests:read")],
+        responses=problem_responses(401, 403, 404, 409, 503),
+    )
+    async def get_plan(
+        self, db_session: NamedDependency[AsyncSession], state: State, request_id: RequestId
+    ) -> ErasurePlanOut:
+        """Recorded when the request ran (or a dry run stopped at it); live before it runs."""
+        return await request_plan(db_session, state.settings, state.targets, request_id)
 
     @post(
         "/{request_id:uuid}/approve",

@@ -12,11 +12,15 @@ from app.lib.schema import BaseStruct, InputStruct
 
 __all__ = (
     "ChangeValue",
+    "ErasurePlanOut",
     "ExtensionIn",
+    "OutsideReferenceOut",
     "RequestIn",
     "RequestOut",
     "RequestPage",
+    "SystemPlanOut",
     "SystemProgressOut",
+    "TablePlanOut",
 )
 
 RequestKind = Literal["access", "erasure", "rectification"]
@@ -92,3 +96,53 @@ class RequestPage(BaseStruct):
 
     items: list[RequestOut]
     next_cursor: str | None
+
+
+class OutsideReferenceOut(BaseStruct):
+    """A foreign key from rows erasure keeps into rows erasure deletes."""
+
+    constraint: str
+    referencing_table: str
+    referencing_columns: list[str]
+    referenced_table: str
+    rows: int
+    action: str
+
+
+class TablePlanOut(BaseStruct):
+    """What erasure does to one table: strategy, rows affected and the SQL that runs.
+
+    The SQL shows the subject key as ``:subject_key_0``, never its value.
+    """
+
+    table: str
+    strategy: str
+    rows: int
+    links: list[str]
+    legal_basis: str | None
+    retention: str | None
+    changed_columns: dict[str, str]
+    retained_columns: list[str]
+    sql: list[str]
+    batched: bool
+    outside_references: list[OutsideReferenceOut]
+
+
+class SystemPlanOut(BaseStruct):
+    """The plan of one system; ``blocked`` says why execution would fail."""
+
+    system: str
+    found: bool
+    rows: int
+    blocked: str | None
+    tables: list[TablePlanOut]
+    source: Literal["recorded", "live"]
+    recorded_at: datetime | None = None
+
+
+class ErasurePlanOut(BaseStruct):
+    """The erasure plan of a request, per system, in execution order."""
+
+    request_id: uuid.UUID
+    dry_run: bool
+    systems: list[SystemPlanOut]
