@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.db.backups import BackupRestoreTest
 from app.db.models import IdempotencyRecord
 
-__all__ = ("IdempotencyRecord",)
+__all__ = ("BackupRestoreTest", "IdempotencyRecord")
