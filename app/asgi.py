@@ -17,6 +17,8 @@ from litestar.plugins.prometheus import PrometheusConfig
 from app import __version__
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
+from app.domain.audit.controllers import AuditController
+from app.domain.consent.controllers import ConsentController
 from app.domain.system.controllers import MetricsController, SystemController
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.logging import RequestIdMiddleware, configure_logging
@@ -41,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[],
+        route_handlers=[AuditController, ConsentController],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.backups import BackupRestoreTest
 from app.db.models import IdempotencyRecord
 
-__all__ = ("BackupRestoreTest", "IdempotencyRecord")
+__all__ = ("AuditEvent", "BackupRestoreTest", "ConsentEvent", "ErasureTombstone", "IdempotencyRecord")

@@ -1,0 +1,78 @@
+"""``lethe audit verify`` and ``lethe audit checkpoint``: the chain checked from a shell or a cron."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+import rich_click as click
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings, get_settings
+from app.db.store import create_store_engine
+from app.domain.audit import services
+from app.lib.errors import LetheError
+
+__all__ = ("audit_group",)
+
+T = TypeVar("T")
+
+
+def _run(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
+    settings = get_settings()
+
+    async def _main() -> T:
+        engine = create_store_engine(settings)
+        try:
+            async with AsyncSession(engine) as session:
+                return await work(session, settings)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(_main())
+    except LetheError as exc:
+        click.echo(f"lethe audit: {exc.detail}", err=True)
+        sys.exit(2)
+
+
+@click.group(name="audit")
+def audit_group() -> None:
+    """Verify the audit chain and take signed checkpoints."""
+
+
+@audit_group.command(name="verify")
+@click.option("--checkpoint", "checkpoint_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A checkpoint JSON from 'lethe audit checkpoint' to verify against.")
+def verify_command(checkpoint_file: Path | None) -> None:
+    """Recompute the chain; exit 1 naming the first broken seq, 0 when it verifies."""
+    checkpoint = None
+    if checkpoint_file is not None:
+        try:
+            checkpoint = msgspec.json.decode(checkpoint_file.read_bytes(), type=services.Checkpoint)
+        except msgspec.DecodeError as exc:
+            raise click.BadParameter(f"not a checkpoint: {exc}", param_hint="--checkpoint") from exc
+
+    async def _verify(session: AsyncSession, settings: Settings) -> services.ChainReport:
+        if checkpoint is not None:
+            services.verify_checkpoint_signature(settings, checkpoint)
+        return await services.verify_chain(session, checkpoint)
+
+    report = _run(_verify)
+    if not report.ok:
+        click.echo(f"audit chain broken at seq {report.broken_seq}: {report.reason} ({report.detail})",
+                   err=True)
+        sys.exit(1)
+    suffix = f", matches checkpoint at seq {checkpoint.seq}" if checkpoint else ""
+    click.echo(f"audit chain ok: {report.checked} events, head seq {report.head_seq}{suffix}")
+
+
+@audit_group.command(name="checkpoint")
+def checkpoint_command() -> None:
+    """Print a signed checkpoint of the current head as JSON (needs LETHE_AUDIT_SIGNING_KEY)."""
+    checkpoint = _run(services.make_checkpoint)
+    click.echo(msgspec.json.format(msgspec.json.encode(checkpoint), indent=2).decode())

@@ -1,0 +1,107 @@
+"""``/v1/audit``: events with filters, chain verification, signed checkpoints (audit:read)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.audit import AuditEvent
+from app.domain.audit import services
+from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerification, CheckpointOut
+from app.lib.auth import requires
+from app.lib.errors import ValidationFailed
+from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.problems import problem_responses
+
+__all__ = ("AuditController",)
+
+
+def _event_out(event: AuditEvent) -> AuditEventOut:
+    return AuditEventOut(seq=event.seq, occurred_at=event.occurred_at, actor=event.actor,
+                         action=event.action, request_id=event.request_id, system=event.system,
+                         subject_ref=event.subject_ref, payload=event.payload,
+                         prev_hash=event.prev_hash, hash=event.hash)
+
+
+def _checkpoint_from_query(seq: int | None, head_hash: str | None, time: str | None,
+                           signature: str | None) -> services.Checkpoint | None:
+    given = [v is not None for v in (seq, head_hash, time, signature)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValidationFailed(
+            "a checkpoint needs checkpoint_seq, checkpoint_hash, checkpoint_time and checkpoint_signature",
+            [{"field": "query.checkpoint_seq", "message": "all four checkpoint parameters together"}])
+    return services.Checkpoint(seq=seq or 0, head_hash=head_hash or "", time=time or "",
+                               signature=signature or "")
+
+
+class AuditController(Controller):
+    """Read the audit log and check that nobody rewrote it."""
+
+    path = "/audit"
+    tags = ["audit"]
+    guards = [requires("audit:read")]  # noqa: RUF012 - Litestar's declared attribute
+
+    @get("/events", operation_id="ListAuditEvents", summary="Audit events, filtered, in seq order",
+         responses=problem_responses(401, 403, 422))
+    async def list_events(
+        self, db_session: AsyncSession, state: State,
+        action: str | None = None,
+        request_id: str | None = None,
+        system: str | None = Parameter(default=None, description="Only events of this system."),
+        subject_type: str | None = Parameter(default=None, description="Identity type, e.g. email."),
+        subject: str | None = Parameter(default=None, description="Identity value; hashed, never stored."),
+        since: datetime | None = Parameter(default=None, description="Inclusive lower bound (UTC)."),
+        until: datetime | None = Parameter(default=None, description="Exclusive upper bound (UTC)."),
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> AuditEventPage:
+        """Filter by action, request, system, subject identity (its reference is computed) and time."""
+        size = clamp_limit(limit, state.settings.max_page_size)
+        after = decode_cursor(cursor, 1)
+        refs = None
+        if subject is not None or subject_type is not None:
+            if not subject or not subject_type:
+                raise ValidationFailed("subject and subject_type go together",
+                                       [{"field": "query.subject", "message": "needs subject_type"}])
+            refs = await services.subject_references_for(db_session, state.settings, subject_type,
+                                                         subject, system)
+        flt = services.EventFilter(action=action, request_id=request_id, system=system,
+                                   subject_refs=refs, since=since, until=until)
+        events, last = await services.list_events(db_session, flt,
+                                                  after_seq=int(after[0]) if after else None, limit=size)
+        return AuditEventPage(items=[_event_out(e) for e in events],
+                              next_cursor=encode_cursor(last) if last is not None else None)
+
+    @get("/verify", operation_id="VerifyAuditChain", summary="Recompute the hash chain",
+         responses=problem_responses(401, 403, 422, 503))
+    async def verify(
+        self, db_session: AsyncSession, state: State,
+        checkpoint_seq: int | None = Parameter(default=None, ge=0),
+        checkpoint_hash: str | None = None,
+        checkpoint_time: str | None = None,
+        checkpoint_signature: str | None = None,
+    ) -> ChainVerification:
+        """Report ok, or the first broken seq and why; a checkpoint also detects a cut tail."""
+        checkpoint = _checkpoint_from_query(checkpoint_seq, checkpoint_hash, checkpoint_time,
+                                            checkpoint_signature)
+        if checkpoint is not None:
+            services.verify_checkpoint_signature(state.settings, checkpoint)
+        report = await services.verify_chain(db_session, checkpoint)
+        return ChainVerification(ok=report.ok, checked=report.checked, head_seq=report.head_seq,
+                                 head_hash=report.head_hash, broken_seq=report.broken_seq,
+                                 reason=report.reason, detail=report.detail,
+                                 checkpoint_seq=checkpoint.seq if checkpoint else None)
+
+    @get("/checkpoints", operation_id="CreateAuditCheckpoint", summary="A signed checkpoint of the head",
+         responses=problem_responses(401, 403, 503))
+    async def checkpoint(self, db_session: AsyncSession, state: State) -> CheckpointOut:
+        """Keep the result outside the database; verifying against it later detects truncation."""
+        cp = await services.make_checkpoint(db_session, state.settings)
+        return CheckpointOut(seq=cp.seq, head_hash=cp.head_hash, time=cp.time, signature=cp.signature,
+                             algorithm=cp.algorithm, public_key=cp.public_key)

@@ -1,0 +1,407 @@
+"""The audit service: chained appends inside the caller's transaction, verification, checkpoints.
+
+Every later feature records what it did with :func:`append`, in the same session as the work, so
+the action and its audit event commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Select, distinct, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db.audit import AuditEvent
+from app.lib.crypto import hmac_ref, load_signing_key, public_key_pem
+from app.lib.errors import Unavailable, ValidationFailed
+
+__all__ = (
+    "ADVISORY_LOCK_KEY",
+    "GENESIS_HASH",
+    "IDENTIFIER",
+    "Checkpoint",
+    "ChainReport",
+    "EventFilter",
+    "append",
+    "canonical_time",
+    "event_hash",
+    "list_events",
+    "make_checkpoint",
+    "normalise_identity",
+    "subject_reference",
+    "subject_references_for",
+    "tombstone_reference",
+    "validate_payload",
+    "verify_chain",
+    "verify_checkpoint_signature",
+)
+
+ADVISORY_LOCK_KEY = 0x4C455448_41554454  # "LETH" "AUDT": serialises appends on PostgreSQL
+GENESIS_HASH = "0" * 64
+"""``prev_hash`` of the first event."""
+IDENTIFIER = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+"""What a payload string may look like: a table, column, system, purpose or request id."""
+MAX_PAYLOAD_DEPTH = 4
+VERIFY_BATCH = 1000
+EVENT_DOMAIN = b"lethe-audit-event-v1\n"
+CHECKPOINT_DOMAIN = b"lethe-audit-checkpoint-v1\n"
+SIGNING_KEY_VARIABLE = "LETHE_AUDIT_SIGNING_KEY"
+AUDIT_KEY_VARIABLE = "LETHE_AUDIT_KEY"
+
+Payload = Mapping[str, Any]
+
+
+# --- pseudonymous references ---------------------------------------------------------------
+
+
+def normalise_identity(identity_type: str, value: str) -> str:
+    """The form of an identity that is hashed, so one person always maps to one reference.
+
+    Every value is stripped of surrounding whitespace; e-mail addresses are also case-folded
+    (``Alice@Example.COM `` and ``alice@example.com`` are the same subject). Other identity
+    types (ids, usernames, phone numbers as given) are compared exactly after stripping.
+    """
+    value = value.strip()
+    if identity_type.strip().casefold() == "email":
+        value = value.casefold()
+    return value
+
+
+def subject_reference(audit_key: str, system: str | None, identity_type: str, value: str) -> str:
+    """HMAC-SHA256 (under the audit key) of system, identity type and normalised identity.
+
+    ``system`` is None for events that concern the subject across systems (a request as a
+    whole, a consent); it is hashed as the empty string. Nobody without the key can reverse a
+    reference or test a guess.
+    """
+    identity_type = identity_type.strip().casefold()
+    return hmac_ref(audit_key, system or "", identity_type, normalise_identity(identity_type, value))
+
+
+def tombstone_reference(audit_key: str, system: str, key_value: object) -> str:
+    """The ``subject_key_ref`` of an erasure tombstone: HMAC of the subject's key in ``system``."""
+    return hmac_ref(audit_key, system, "key", str(key_value))
+
+
+def _audit_key(settings: Settings) -> str:
+    if not settings.audit_key:
+        raise Unavailable(f"{AUDIT_KEY_VARIABLE} is not configured")
+    return settings.audit_key
+
+
+async def subject_references_for(session: AsyncSession, settings: Settings, identity_type: str,
+                                 value: str, system: str | None = None) -> list[str]:
+    """Every reference an identity may have in the log: per system seen, and cross-system.
+
+    Lookups by identity compute references; with ``system`` given only that system's.
+    """
+    key = _audit_key(settings)
+    if system is not None:
+        return [subject_reference(key, system, identity_type, value)]
+    systems = (await session.scalars(select(distinct(AuditEvent.system)))).all()
+    names = {s for s in systems if s} | {""}
+    return sorted(subject_reference(key, name or None, identity_type, value) for name in names)
+
+
+# --- payload validation and canonical encoding ----------------------------------------------
+
+
+def _check_value(value: object, path: str, depth: int) -> None:
+    if isinstance(value, bool | int):
+        return
+    if isinstance(value, str):
+        if not IDENTIFIER.fullmatch(value):
+            raise _payload_error(path, "strings must be identifiers ([A-Za-z0-9_.:-], 1-128)")
+        return
+    if depth >= MAX_PAYLOAD_DEPTH:
+        raise _payload_error(path, f"nested deeper than {MAX_PAYLOAD_DEPTH}")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or not IDENTIFIER.fullmatch(key):
+                raise _payload_error(path, "keys must be identifiers")
+            _check_value(item, f"{path}.{key}", depth + 1)
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_value(item, f"{path}[{index}]", depth + 1)
+        return
+    raise _payload_error(path, f"{type(value).__name__} is not allowed (counts, booleans, identifiers)")
+
+
+def _payload_error(path: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"audit payload refused at {path}: {message}",
+                            [{"field": path, "message": message}])
+
+
+def validate_payload(payload: Payload) -> dict[str, Any]:
+    """Refuse anything but ints, booleans and identifier-like strings (nested dicts/lists ok).
+
+    An e-mail address, a name or free text cannot match :data:`IDENTIFIER` (no ``@``, no
+    spaces), so personal data cannot enter the log through a payload.
+    """
+    _check_value(payload, "payload", 0)
+    return msgspec.to_builtins(payload)  # type: ignore[no-any-return]
+
+
+def canonical_time(moment: datetime) -> str:
+    """UTC with microseconds, always the same width: ``2026-11-22T01:02:03.000004Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(*, seq: int, occurred_at: datetime, actor: str, action: str, request_id: str | None,
+               system: str | None, subject_ref: str | None, payload: Payload, prev_hash: str) -> str:
+    """SHA-256 of the canonical encoding of an event (fixed field order, sorted payload keys)."""
+    fields = [seq, canonical_time(occurred_at), actor, action, request_id, system, subject_ref,
+              payload, prev_hash]
+    encoded = msgspec.json.encode(fields, order="sorted")
+    return hashlib.sha256(EVENT_DOMAIN + encoded).hexdigest()
+
+
+def _hash_of(event: AuditEvent) -> str:
+    return event_hash(seq=event.seq, occurred_at=event.occurred_at, actor=event.actor,
+                      action=event.action, request_id=event.request_id, system=event.system,
+                      subject_ref=event.subject_ref, payload=event.payload, prev_hash=event.prev_hash)
+
+
+# --- appends --------------------------------------------------------------------------------
+
+
+def _check_identifier(name: str, value: str | None) -> None:
+    if value is not None and not IDENTIFIER.fullmatch(value):
+        raise ValidationFailed(f"audit {name} must be an identifier",
+                               [{"field": name, "message": "must match [A-Za-z0-9_.:-]{1,128}"}])
+
+
+async def _take_append_lock(session: AsyncSession) -> None:
+    """Serialise appends until the caller's transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite: a no-op write takes the database's
+    single write lock now, before the head is read (a deferred transaction would otherwise read
+    a head another writer is about to move, then fail to upgrade its lock).
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    else:
+        await session.execute(update(AuditEvent).where(AuditEvent.seq < 0).values(seq=AuditEvent.seq))
+
+
+async def _head(session: AsyncSession) -> tuple[int, str]:
+    row = (await session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    )).first()
+    return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+
+async def append(session: AsyncSession, *, action: str, actor: str, request_id: str | None = None,
+                 system: str | None = None, subject_ref: str | None = None,
+                 payload: Payload | None = None) -> AuditEvent:
+    """Append one event to the chain inside the caller's transaction; it commits with the work.
+
+    Args:
+        session: the caller's session; nothing is committed here.
+        action: what happened, dotted (``request.received``, ``consent.granted``).
+        actor: who did it (the token's ``sub``, or ``system:worker``).
+        request_id: the data-subject request concerned, if any.
+        system: the target system concerned, if any.
+        subject_ref: a pseudonymous reference from :func:`subject_reference`, never an identity.
+        payload: counts, booleans and identifiers only (see :func:`validate_payload`).
+
+    Returns:
+        The flushed event, with its ``seq`` and ``hash``.
+    """
+    _check_identifier("action", action)
+    _check_identifier("request_id", request_id)
+    _check_identifier("system", system)
+    if subject_ref is not None and not re.fullmatch(r"[0-9a-f]{64}", subject_ref):
+        raise ValidationFailed("audit subject_ref must be a reference from subject_reference()",
+                               [{"field": "subject_ref", "message": "64 lowercase hex"}])
+    body = validate_payload(payload or {})
+    await _take_append_lock(session)
+    head_seq, head_hash = await _head(session)
+    occurred_at = datetime.now(UTC)
+    seq = head_seq + 1
+    digest = event_hash(seq=seq, occurred_at=occurred_at, actor=actor, action=action,
+                        request_id=request_id, system=system, subject_ref=subject_ref,
+                        payload=body, prev_hash=head_hash)
+    event = AuditEvent(seq=seq, occurred_at=occurred_at, actor=actor, action=action,
+                       request_id=request_id, system=system, subject_ref=subject_ref,
+                       payload=body, prev_hash=head_hash, hash=digest)
+    session.add(event)
+    await session.flush()
+    return event
+
+
+# --- queries --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventFilter:
+    """Filters of ``GET /v1/audit/events``; ``subject_refs`` is computed from an identity."""
+
+    action: str | None = None
+    request_id: str | None = None
+    system: str | None = None
+    subject_refs: Sequence[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _filtered(query: Select[tuple[AuditEvent]], flt: EventFilter) -> Select[tuple[AuditEvent]]:
+    if flt.action is not None:
+        query = query.where(AuditEvent.action == flt.action)
+    if flt.request_id is not None:
+        query = query.where(AuditEvent.request_id == flt.request_id)
+    if flt.system is not None:
+        query = query.where(AuditEvent.system == flt.system)
+    if flt.subject_refs is not None:
+        query = query.where(AuditEvent.subject_ref.in_(list(flt.subject_refs)))
+    if flt.since is not None:
+        query = query.where(AuditEvent.occurred_at >= flt.since)
+    if flt.until is not None:
+        query = query.where(AuditEvent.occurred_at < flt.until)
+    return query
+
+
+async def list_events(session: AsyncSession, flt: EventFilter, *, after_seq: int | None,
+                      limit: int) -> tuple[list[AuditEvent], int | None]:
+    """One page of events in ``seq`` order, and the ``seq`` to continue after (None at the end)."""
+    query = _filtered(select(AuditEvent), flt).order_by(AuditEvent.seq).limit(limit + 1)
+    if after_seq is not None:
+        query = query.where(AuditEvent.seq > after_seq)
+    events = list((await session.scalars(query)).all())
+    if len(events) > limit:
+        return events[:limit], events[limit - 1].seq
+    return events, None
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+class Checkpoint(msgspec.Struct, kw_only=True, frozen=True):
+    """A signed statement of the head: the operator keeps it outside the database."""
+
+    seq: int
+    head_hash: str
+    time: str
+    signature: str
+    algorithm: str = "Ed25519"
+    public_key: str | None = None
+
+
+def _signed_message(seq: int, head_hash: str, time: str) -> bytes:
+    return CHECKPOINT_DOMAIN + msgspec.json.encode({"head_hash": head_hash, "seq": seq, "time": time},
+                                                   order="sorted")
+
+
+def _signing_key(settings: Settings) -> Ed25519PrivateKey:
+    if not settings.audit_signing_key:
+        raise Unavailable(f"signed audit checkpoints need {SIGNING_KEY_VARIABLE} (or "
+                          f"{SIGNING_KEY_VARIABLE}_FILE); it is not configured")
+    return load_signing_key(settings.audit_signing_key)
+
+
+async def make_checkpoint(session: AsyncSession, settings: Settings) -> Checkpoint:
+    """Sign (seq, head hash, time) of the current head with the audit signing key.
+
+    Checkpoints are computed on demand and not stored: their value is that they live outside
+    the database, where someone who can rewrite the tables cannot reach them.
+    """
+    key = _signing_key(settings)
+    seq, head_hash = await _head(session)
+    time = canonical_time(datetime.now(UTC))
+    signature = key.sign(_signed_message(seq, head_hash, time))
+    return Checkpoint(seq=seq, head_hash=head_hash, time=time,
+                      signature=base64.b64encode(signature).decode("ascii"),
+                      public_key=public_key_pem(key))
+
+
+def verify_checkpoint_signature(settings: Settings, checkpoint: Checkpoint) -> None:
+    """Refuse (422) a checkpoint whose signature the configured key did not make."""
+    public = _signing_key(settings).public_key()
+    try:
+        signature = base64.b64decode(checkpoint.signature, validate=True)
+        public.verify(signature, _signed_message(checkpoint.seq, checkpoint.head_hash,
+                                                 checkpoint.time))
+    except (InvalidSignature, ValueError) as exc:
+        raise ValidationFailed("the checkpoint's signature does not verify with the audit signing key",
+                               [{"field": "checkpoint.signature", "message": "invalid"}]) from exc
+
+
+# --- verification ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainReport:
+    """Outcome of :func:`verify_chain`: ok, or the first broken ``seq`` and why."""
+
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    reason: str | None = None
+    """``hash_mismatch``, ``gap``, ``broken_link``, ``truncated`` or ``rewritten``."""
+    detail: str | None = None
+
+
+def _check_event(event: AuditEvent, expected_seq: int, prev_hash: str) -> tuple[str, str] | None:
+    if event.seq != expected_seq:
+        return "gap", f"expected seq {expected_seq}, found {event.seq}"
+    if event.prev_hash != prev_hash:
+        return "broken_link", "prev_hash does not equal the hash of the previous event"
+    if _hash_of(event) != event.hash:
+        return "hash_mismatch", "the stored hash does not match the event's contents"
+    return None
+
+
+def _against_checkpoint(checkpoint: Checkpoint, seen: dict[int, str], head_seq: int) -> tuple[
+        int, str, str] | None:
+    if checkpoint.seq > head_seq:
+        return (head_seq + 1, "truncated",
+                f"the checkpoint covers seq {checkpoint.seq} but the chain ends at {head_seq}")
+    if checkpoint.seq > 0 and seen.get(checkpoint.seq) != checkpoint.head_hash:
+        return (checkpoint.seq, "rewritten",
+                f"the hash at seq {checkpoint.seq} differs from the checkpoint's")
+    return None
+
+
+async def verify_chain(session: AsyncSession, checkpoint: Checkpoint | None = None) -> ChainReport:
+    """Recompute the chain from seq 1 in batches and stop at the first broken event.
+
+    With a checkpoint (already signature-checked by :func:`verify_checkpoint_signature`), also
+    detect a tail removed after it was taken (``truncated``) or a chain rebuilt since
+    (``rewritten``).
+    """
+    expected, prev_hash, checked = 1, GENESIS_HASH, 0
+    seen: dict[int, str] = {}
+    while True:
+        batch = (await session.scalars(
+            select(AuditEvent).where(AuditEvent.seq >= expected).order_by(AuditEvent.seq)
+            .limit(VERIFY_BATCH))).all()
+        for event in batch:
+            problem = _check_event(event, expected, prev_hash)
+            if problem is not None:
+                return ChainReport(ok=False, checked=checked, head_seq=expected - 1, head_hash=prev_hash,
+                                   broken_seq=expected if problem[0] == "gap" else event.seq,
+                                   reason=problem[0], detail=problem[1])
+            if checkpoint is not None and event.seq == checkpoint.seq:
+                seen[event.seq] = event.hash
+            expected, prev_hash, checked = event.seq + 1, event.hash, checked + 1
+        if len(batch) < VERIFY_BATCH:
+            break
+    head_seq = expected - 1
+    if checkpoint is not None and (found := _against_checkpoint(checkpoint, seen, head_seq)):
+        return ChainReport(ok=False, checked=checked, head_seq=head_seq, head_hash=prev_hash,
+                           broken_seq=found[0], reason=found[1], detail=found[2])
+    return ChainReport(ok=True, checked=checked, head_seq=head_seq, head_hash=prev_hash)
+

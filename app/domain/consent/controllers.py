@@ -1,0 +1,129 @@
+"""``/v1/consents``: record grants and withdrawals, read status and history.
+
+Identities are passed as ``subject_type`` (default ``email``) and ``subject``; only their
+pseudonymous reference is stored or returned.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.audit import ConsentEvent
+from app.domain.consent import services
+from app.domain.consent.schemas import (
+    ConsentEventIn,
+    ConsentEventOut,
+    ConsentEventPage,
+    ConsentStatusOut,
+)
+from app.lib.auth import Principal, requires
+from app.lib.errors import ValidationFailed
+from app.lib.idempotency import run_idempotent
+from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.problems import problem_responses
+
+__all__ = ("ConsentController",)
+
+SUBJECT_TYPE = Parameter(default="email", pattern=r"^[a-z][a-z0-9_]{0,31}$",
+                         description="Identity type of `subject` (e.g. email, user_id).")
+SUBJECT = Parameter(min_length=1, max_length=320, description="Identity value; hashed, never stored.")
+PURPOSE = Parameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="The purpose consented to.")
+
+
+def _event_out(event: ConsentEvent, audit_seq: int | None = None) -> ConsentEventOut:
+    return ConsentEventOut(id=event.id, subject_ref=event.subject_ref, purpose=event.purpose,
+                           granted=event.granted, policy_version=event.policy_version,
+                           text_hash=event.text_hash, source=event.source,
+                           occurred_at=event.occurred_at, recorded_at=event.recorded_at,
+                           actor=event.actor, audit_seq=audit_seq)
+
+
+def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    key = decode_cursor(cursor, 2)
+    if key is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
+    except ValueError as exc:
+        raise ValidationFailed("malformed cursor",
+                               [{"field": "query.cursor", "message": "malformed"}]) from exc
+
+
+class ConsentController(Controller):
+    """The consent ledger (Art. 7(1)): who consented to what, when, under which text."""
+
+    path = "/consents"
+    tags = ["consent"]
+
+    @post("/", operation_id="RecordConsentEvent", summary="Record a grant or withdrawal",
+          guards=[requires("consent:write")], status_code=201,
+          responses={201: ResponseSpec(data_container=ConsentEventOut, description="Recorded"),
+                     **problem_responses(401, 403, 409, 413, 422)})
+    async def record(
+        self, request: Request[Principal, Any, Any], db_session: AsyncSession, state: State,
+        data: ConsentEventIn,
+        idempotency_key: str | None = HeaderParameter(name="Idempotency-Key", default=None,
+                                                      description="Replays the first response for a retry."),
+    ) -> Response[ConsentEventOut]:
+        """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log."""
+        principal = request.user
+        subject_ref = services.consent_subject_reference(state.settings, data.subject_type, data.subject)
+        consent = services.NewConsent(subject_ref=subject_ref, purpose=data.purpose, granted=data.granted,
+                                      policy_version=data.policy_version, text_hash=data.text_hash,
+                                      source=data.source, occurred_at=data.occurred_at)
+
+        async def produce() -> tuple[int, object, str | None]:
+            event, seq = await services.record_consent(db_session, consent, actor=principal.sub)
+            return 201, _event_out(event, seq), None
+
+        response = await run_idempotent(engine=state.store_engine, session=db_session,
+                                        client_id=principal.client_id, key=idempotency_key,
+                                        operation="consents.create", body=data, produce=produce)
+        return cast("Response[ConsentEventOut]", response)
+
+    @get("/status", operation_id="GetConsentStatus", summary="Consent for a purpose, now or as of a time",
+         guards=[requires("consent:read")], responses=problem_responses(401, 403, 422))
+    async def status(
+        self, db_session: AsyncSession, state: State,
+        subject: str = SUBJECT,
+        purpose: str = PURPOSE,
+        subject_type: str = SUBJECT_TYPE,
+        as_of: datetime | None = Parameter(default=None, description="Default: now (UTC)."),
+    ) -> ConsentStatusOut:
+        """Derived from the events; at the same instant a withdrawal beats a grant."""
+        subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
+        moment = (as_of or datetime.now(UTC))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        found = await services.consent_status(db_session, subject_ref, purpose, moment)
+        decided = found.decided_by
+        return ConsentStatusOut(subject_ref=subject_ref, purpose=purpose, as_of=moment,
+                                status=found.status, granted=found.granted,
+                                decided_by=decided.id if decided else None,
+                                policy_version=decided.policy_version if decided else None)
+
+    @get("/", operation_id="ListConsentEvents", summary="A subject's consent history",
+         guards=[requires("consent:read")], responses=problem_responses(401, 403, 422))
+    async def history(
+        self, db_session: AsyncSession, state: State,
+        subject: str = SUBJECT,
+        subject_type: str = SUBJECT_TYPE,
+        purpose: str | None = Parameter(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$"),
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> ConsentEventPage:
+        """Oldest first, paginated by cursor."""
+        size = clamp_limit(limit, state.settings.max_page_size)
+        subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
+        events, last = await services.consent_history_page(db_session, subject_ref, purpose=purpose,
+                                                           after=_decode_after(cursor), limit=size)
+        next_cursor = encode_cursor(last[0].isoformat(), str(last[1])) if last else None
+        return ConsentEventPage(items=[_event_out(e) for e in events], next_cursor=next_cursor)

@@ -1,0 +1,123 @@
+"""Recording consent events (mirrored into the audit chain) and deriving status and history.
+
+Other services (the access export) call :func:`consent_history` with the subject's reference
+from :func:`consent_subject_reference`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db.audit import ConsentEvent
+from app.domain.audit import services as audit
+from app.lib.errors import Unavailable
+
+__all__ = (
+    "ConsentStatus",
+    "NewConsent",
+    "consent_history",
+    "consent_history_page",
+    "consent_status",
+    "consent_subject_reference",
+    "record_consent",
+)
+
+
+def consent_subject_reference(settings: Settings, identity_type: str, value: str) -> str:
+    """The ledger's reference of an identity: system-independent (a consent is per person)."""
+    if not settings.audit_key:
+        raise Unavailable("LETHE_AUDIT_KEY is not configured")
+    return audit.subject_reference(settings.audit_key, None, identity_type, value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewConsent:
+    """What a caller states about one grant or withdrawal."""
+
+    subject_ref: str
+    purpose: str
+    granted: bool
+    policy_version: str
+    text_hash: str
+    source: str
+    occurred_at: datetime | None = None
+
+
+async def record_consent(session: AsyncSession, consent: NewConsent, *, actor: str) -> tuple[
+        ConsentEvent, int]:
+    """Insert one immutable consent event and its audit event in the caller's transaction.
+
+    Returns:
+        The event and the ``seq`` of the audit event that mirrors it.
+    """
+    now = datetime.now(UTC)
+    event = ConsentEvent(id=uuid.uuid4(), subject_ref=consent.subject_ref, purpose=consent.purpose,
+                         granted=consent.granted, policy_version=consent.policy_version,
+                         text_hash=consent.text_hash, source=consent.source,
+                         occurred_at=(consent.occurred_at or now).astimezone(UTC),
+                         recorded_at=now, actor=actor)
+    session.add(event)
+    await session.flush()
+    audit_event = await audit.append(
+        session, action="consent.granted" if consent.granted else "consent.withdrawn", actor=actor,
+        subject_ref=consent.subject_ref,
+        payload={"consent_event_id": str(event.id), "purpose": consent.purpose,
+                 "granted": consent.granted, "policy_version": consent.policy_version,
+                 "text_hash": consent.text_hash, "source": consent.source})
+    return event, audit_event.seq
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsentStatus:
+    """Derived status of one purpose at one instant."""
+
+    granted: bool
+    status: str
+    decided_by: ConsentEvent | None
+
+
+async def consent_status(session: AsyncSession, subject_ref: str, purpose: str,
+                         as_of: datetime | None = None) -> ConsentStatus:
+    """The newest event at or before ``as_of`` decides; at the same instant, withdrawal wins."""
+    moment = as_of or datetime.now(UTC)
+    event = (await session.scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.subject_ref == subject_ref, ConsentEvent.purpose == purpose,
+               ConsentEvent.occurred_at <= moment)
+        .order_by(ConsentEvent.occurred_at.desc(), ConsentEvent.granted.asc())
+        .limit(1))).first()
+    if event is None:
+        return ConsentStatus(granted=False, status="unknown", decided_by=None)
+    return ConsentStatus(granted=event.granted, status="granted" if event.granted else "withdrawn",
+                         decided_by=event)
+
+
+async def consent_history_page(session: AsyncSession, subject_ref: str, *, purpose: str | None = None,
+                               after: tuple[datetime, uuid.UUID] | None = None,
+                               limit: int) -> tuple[list[ConsentEvent], tuple[datetime, uuid.UUID] | None]:
+    """One page of a subject's events, oldest first, and the key to continue after."""
+    query = select(ConsentEvent).where(ConsentEvent.subject_ref == subject_ref)
+    if purpose is not None:
+        query = query.where(ConsentEvent.purpose == purpose)
+    if after is not None:
+        query = query.where(or_(ConsentEvent.occurred_at > after[0],
+                                and_(ConsentEvent.occurred_at == after[0], ConsentEvent.id > after[1])))
+    query = query.order_by(ConsentEvent.occurred_at, ConsentEvent.id).limit(limit + 1)
+    events = list((await session.scalars(query)).all())
+    if len(events) > limit:
+        last = events[limit - 1]
+        return events[:limit], (last.occurred_at, last.id)
+    return events, None
+
+
+async def consent_history(session: AsyncSession, subject_ref: str) -> list[ConsentEvent]:
+    """Every consent event of a subject, oldest first (for the Art. 15 access export)."""
+    return list((await session.scalars(
+        select(ConsentEvent).where(ConsentEvent.subject_ref == subject_ref)
+        .order_by(ConsentEvent.occurred_at, ConsentEvent.id))).all())
