@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, Router
@@ -19,7 +20,10 @@ from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
 from app.domain.consent.controllers import ConsentController
+from app.domain.manifests.controllers import ManifestController
+from app.domain.manifests.services import register_directory
 from app.domain.system.controllers import MetricsController, SystemController
+from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.logging import RequestIdMiddleware, configure_logging
 from app.lib.problems import exception_handlers
@@ -33,17 +37,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level)
     engine = create_store_engine(settings)
     verifier = TokenVerifier(settings)
+    targets = TargetRegistry(settings)
 
     @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if settings.manifests_dir:
+            await register_directory(engine, Path(settings.manifests_dir))
         try:
             yield
         finally:
+            await targets.dispose()
             await engine.dispose()
 
     v1 = Router(
         path="/v1",
-        route_handlers=[AuditController, ConsentController],
+        route_handlers=[AuditController, ConsentController, ManifestController],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )
@@ -60,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
-        state=State({"settings": settings, "store_engine": engine, "verifier": verifier}),
+        state=State({"settings": settings, "store_engine": engine, "verifier": verifier, "targets": targets}),
         openapi_config=OpenAPIConfig(
             title="Lethe",
             version=__version__,

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.config import Settings
 from app.db.store import create_store_engine, upgrade_store
 from app.demo.shop import create_shop
+from app.domain.manifests.services import ManifestService, register_manifest
+from app.engine.targets import TargetRegistry
 from app.lib.auth import ALL_SCOPES, mint_token
+from app.manifest.loading import load_manifest_file
 
-__all__ = ("DemoInfo", "prepare_demo", "serve_demo")
+__all__ = (
+    "DEMO_MANIFEST",
+    "SHOP_URL_VARIABLE",
+    "DemoInfo",
+    "prepare_demo",
+    "register_demo_manifest",
+    "serve_demo",
+)
+
+DEMO_MANIFEST = Path(__file__).with_name("manifest.yaml")
+"""The shop's manifest, registered by the demo."""
+SHOP_URL_VARIABLE = "LETHE_TARGET_SHOP_URL"
+"""The variable the shop manifest's connection names."""
 
 DEMO_PERSON = "ada.lovelace.1@example.com"
 
@@ -22,6 +40,7 @@ class DemoInfo:
     token: str
     shop_path: Path
     people: int
+    manifest_version: int = 0
 
     def banner(self, host: str, port: int) -> str:
         """Instructions a newcomer can paste."""
@@ -30,6 +49,7 @@ class DemoInfo:
             [
                 "",
                 f"Lethe demo: store migrated, shop target with {self.people} people at {self.shop_path}",
+                f"Manifest of system 'shop' registered (version {self.manifest_version})",
                 "",
                 "Development token (all scopes, valid 12 hours):",
                 f"  export TOKEN={self.token}",
@@ -38,6 +58,7 @@ class DemoInfo:
                 f"  curl -s {base}/healthz",
                 f"  curl -s -i {base}/v1/audit/events            # 401 without a token",
                 f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/readyz',
+                f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/manifests/shop',
                 f"  open {base}/schema for the API documentation",
                 "",
             ]
@@ -53,14 +74,31 @@ async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:
         await engine.dispose()
     shop_path = home / "shop.db"
     people = create_shop(shop_path)
+    os.environ.setdefault(SHOP_URL_VARIABLE, f"sqlite+aiosqlite:///{shop_path.resolve()}")
+    version = await register_demo_manifest(settings)
     token = mint_token(
-        settings,
-        sub="demo-operator",
-        scopes=list(ALL_SCOPES),
-        ttl_seconds=12 * 3600,
-        client_id="demo",
+        settings, sub="demo-operator", scopes=list(ALL_SCOPES), ttl_seconds=12 * 3600, client_id="demo"
     )
-    return DemoInfo(token=token, shop_path=shop_path, people=people)
+    return DemoInfo(token=token, shop_path=shop_path, people=people, manifest_version=version)
+
+
+async def register_demo_manifest(settings: Settings) -> int:
+    """Validate the shop manifest against the shop database and register it; returns the version.
+
+    Re-running the demo with the same manifest keeps the existing version.
+    """
+    manifest = load_manifest_file(DEMO_MANIFEST)
+    engine = create_store_engine(settings)
+    targets = TargetRegistry(settings)
+    try:
+        async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+            row, _, _ = await register_manifest(
+                ManifestService(session=session), manifest, targets, created_by="demo"
+            )
+            return row.version
+    finally:
+        await targets.dispose()
+        await engine.dispose()
 
 
 def serve_demo(settings: Settings, host: str, port: int) -> None:

@@ -13,6 +13,7 @@ __all__ = (
     "InsufficientScope",
     "InvalidToken",
     "LetheError",
+    "ManifestInvalid",
     "NotFound",
     "PayloadTooLarge",
     "TargetUnavailable",
@@ -141,6 +142,13 @@ class ValidationFailed(LetheError):
 
     def __init__(self, detail: str, errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(detail, extra={"errors": errors or []})
+
+
+class ManifestInvalid(ValidationFailed):
+    """A manifest does not decode or does not fit its target; ``errors`` names each key path."""
+
+    slug = "manifest-invalid"
+    title = "Invalid manifest"
 
 
 class IdempotencyConflict(ValidationFailed):

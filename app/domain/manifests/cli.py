@@ -1,0 +1,116 @@
+"""``lethe manifest lint FILE`` and ``lethe manifest scaffold DATABASE_URL``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import rich_click as click
+
+from app.config import Settings
+from app.engine.targets import TargetRegistry, async_url
+from app.lib.errors import LetheError
+from app.manifest.issues import Issue
+from app.manifest.lint import lint
+from app.manifest.loading import load_manifest_file
+from app.manifest.model import Connection, Manifest
+from app.manifest.scaffold import scaffold
+from app.manifest.schema import SchemaInfo
+from app.manifest.validation import validate
+
+__all__ = ("manifest_group",)
+
+_URL_VARIABLE = "LETHE_MANIFEST_TARGET_URL"
+
+
+@click.group(name="manifest")
+def manifest_group() -> None:
+    """Check manifests against their databases and draft new ones."""
+
+
+async def _reflect(manifest: Manifest | None, url: str | None) -> SchemaInfo:
+    """Reflect the database named by ``url`` or by the manifest's connection reference."""
+    targets = TargetRegistry(Settings(), {_URL_VARIABLE: url} if url else None)
+    connection = Connection(env=_URL_VARIABLE) if url or manifest is None else manifest.connection
+    try:
+        return await targets.reflect(manifest.system if manifest else "scaffold", connection)
+    finally:
+        await targets.dispose()
+
+
+def _line(issue: Issue) -> str:
+    label = "finding (acknowledged)" if issue.acknowledged else issue.severity
+    return f"{label:<22} {issue.path}: {issue.message}"
+
+
+@manifest_group.command(name="lint")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--url",
+    default=None,
+    help="Database URL to check against (default: the manifest's connection reference).",
+)
+def lint_command(file: Path, url: str | None) -> None:
+    """Validate FILE against its live database and list personal-looking data it misses.
+
+    Exits 1 on validation errors or on findings no `ignore:` entry acknowledges.
+    """
+    try:
+        manifest = load_manifest_file(file)
+        schema = asyncio.run(_reflect(manifest, url))
+    except LetheError as error:
+        raise click.ClickException(error.detail) from error
+    _, issues = validate(manifest, schema)
+    issues += lint(manifest, schema)
+    for issue in issues:
+        click.echo(_line(issue))
+    blocking = [
+        i
+        for i in issues
+        if i.severity == "error" or (i.severity == "finding" and not i.acknowledged)
+    ]
+    click.echo(
+        f"{len(blocking)} blocking, {len(issues) - len(blocking)} other issue(s) in {file.name}",
+        err=True,
+    )
+    if blocking:
+        sys.exit(1)
+
+
+@manifest_group.command(name="scaffold")
+@click.argument("database_url")
+@click.option("--system", default=None, help="System key (default: the database name).")
+@click.option("--subject", default=None, help="Subject table (default: users/customers/... guess).")
+@click.option(
+    "--env",
+    "env_var",
+    default=None,
+    help="Variable the manifest will read the URL from (default: LETHE_TARGET_<SYSTEM>_URL).",
+)
+def scaffold_command(
+    database_url: str, system: str | None, subject: str | None, env_var: str | None
+) -> None:
+    """Reflect DATABASE_URL and print a draft manifest (YAML) with guesses to review."""
+    try:
+        parsed = async_url(database_url)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="DATABASE_URL") from error
+    name = system or _system_name(parsed.database)
+    try:
+        schema = asyncio.run(_reflect(None, parsed.render_as_string(hide_password=False)))
+        text = scaffold(
+            schema,
+            system=name,
+            env_var=env_var or f"LETHE_TARGET_{name.upper()}_URL".replace("-", "_"),
+            subject_table=subject,
+        )
+    except (LetheError, ValueError) as error:
+        raise click.ClickException(getattr(error, "detail", str(error))) from error
+    click.echo(text, nl=False)
+
+
+def _system_name(database: str | None) -> str:
+    stem = Path(database or "target").stem.lower()
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem).strip("-_")
+    return cleaned if cleaned and cleaned[0].isalpha() else f"system-{cleaned or 'target'}"

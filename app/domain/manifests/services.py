@@ -1,0 +1,234 @@
+"""Registering, reading and re-validating manifests; loading ``LETHE_MANIFESTS_DIR``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db.manifests import ManifestVersion
+from app.engine.targets import TargetRegistry
+from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound
+from app.manifest.graph import SubjectGraph
+from app.manifest.issues import Issue, raise_for_errors
+from app.manifest.lint import lint
+from app.manifest.loading import content_hash, dump_manifest, load_manifest, load_manifest_file
+from app.manifest.model import Manifest
+from app.manifest.validation import validate
+
+__all__ = (
+    "LiveCheck",
+    "ManifestService",
+    "check_live",
+    "register_directory",
+    "register_manifest",
+)
+
+logger = logging.getLogger("lethe.manifests")
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass
+class LiveCheck:
+    """A manifest checked against its live target: the graph (None on errors) and every issue."""
+
+    graph: SubjectGraph | None
+    issues: list[Issue] = field(default_factory=list)
+
+    def of(self, severity: str) -> list[Issue]:
+        """Issues of one severity (``error``, ``risk``, ``finding``)."""
+        return [i for i in self.issues if i.severity == severity]
+
+
+async def check_live(manifest: Manifest, targets: TargetRegistry) -> LiveCheck:
+    """Reflect the target and run validation and the completeness lint.
+
+    Raises:
+        TargetUnavailable: the target cannot be reached (503 naming the system).
+    """
+    schema = await targets.reflect(manifest.system, manifest.connection)
+    graph, issues = validate(manifest, schema)
+    return LiveCheck(graph, issues + lint(manifest, schema))
+
+
+class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
+    """Manifest versions in the service store; rows are inserted, never updated."""
+
+    class Repo(SQLAlchemyAsyncRepository[ManifestVersion]):
+        """Repository of manifest versions."""
+
+        model_type = ManifestVersion
+
+    repository_type = Repo
+
+    async def latest(self, system: str) -> ManifestVersion | None:
+        """The newest version of ``system``, or None when it was never registered."""
+        statement = (
+            select(ManifestVersion)
+            .where(ManifestVersion.system == system)
+            .order_by(ManifestVersion.version.desc())
+            .limit(1)
+        )
+        found: ManifestVersion | None = (
+            await self.repository.session.execute(statement)
+        ).scalar_one_or_none()
+        return found
+
+    async def get_version(self, system: str, version: int | None = None) -> ManifestVersion:
+        """Version ``version`` of ``system`` (the latest when None).
+
+        Raises:
+            NotFound: no such system or version.
+        """
+        if version is None:
+            found = await self.latest(system)
+        else:
+            found = await self.repository.session.get(ManifestVersion, (system, version))
+        if found is None:
+            what = f"version {version} of system '{system}'" if version else f"system '{system}'"
+            raise NotFound(f"no manifest is registered for {what}")
+        return found
+
+    async def current(
+        self, system: str, version: int | None = None
+    ) -> tuple[ManifestVersion, Manifest]:
+        """A registered version and its decoded manifest (what request execution runs on).
+
+        Raises:
+            NotFound: no such system or version.
+        """
+        row = await self.get_version(system, version)
+        return row, load_manifest_document(row)
+
+    async def list_latest(self, after: str | None, limit: int) -> list[ManifestVersion]:
+        """The latest version of each system, ordered by system, after the ``after`` system."""
+        newest = (
+            select(ManifestVersion.system, func.max(ManifestVersion.version).label("version"))
+            .group_by(ManifestVersion.system)
+            .subquery()
+        )
+        statement = (
+            select(ManifestVersion)
+            .join(
+                newest,
+                (ManifestVersion.system == newest.c.system)
+                & (ManifestVersion.version == newest.c.version),
+            )
+            .order_by(ManifestVersion.system)
+            .limit(limit)
+        )
+        if after is not None:
+            statement = statement.where(ManifestVersion.system > after)
+        return list((await self.repository.session.execute(statement)).scalars())
+
+    async def store(self, manifest: Manifest, created_by: str) -> tuple[ManifestVersion, bool]:
+        """Insert a new version unless the latest one has the same content.
+
+        Raises:
+            Conflict: a concurrent registration of the same system took this version number.
+        """
+        digest = content_hash(manifest)
+        latest = await self.latest(manifest.system)
+        if latest is not None and latest.content_hash == digest:
+            return latest, False
+        row = ManifestVersion(
+            system=manifest.system,
+            version=1 if latest is None else latest.version + 1,
+            content_hash=digest,
+            document=dump_manifest(manifest),
+            created_at=datetime.now(UTC),
+            created_by=created_by,
+        )
+        try:
+            await self.repository.add(row)
+        except (DuplicateKeyError, IntegrityError) as error:
+            raise Conflict(
+                f"another registration of system '{manifest.system}' happened at the "
+                "same time; retry"
+            ) from error
+        await _audit_registration(self.repository.session, actor=created_by, row=row)
+        return row, True
+
+
+def load_manifest_document(row: ManifestVersion) -> Manifest:
+    """Decode a stored version back into a :class:`Manifest`."""
+    return load_manifest(json.dumps(row.document), "json")
+
+
+async def _audit_registration(session: AsyncSession, *, actor: str, row: ManifestVersion) -> None:
+    """The single place where a registration is audited (action ``manifest.registered``).
+
+    Called in the registering transaction, after the new version is inserted. The audit log
+    service is wired here; the payload is the system, version and content hash only.
+    """
+    del session  # the audit append joins this transaction once wired
+    logger.info(
+        "manifest registered",
+        extra={
+            "system": row.system,
+            "version": row.version,
+            "content_hash": row.content_hash,
+            "actor": actor,
+        },
+    )
+
+
+async def register_manifest(
+    service: ManifestService, manifest: Manifest, targets: TargetRegistry, created_by: str
+) -> tuple[ManifestVersion, bool, LiveCheck]:
+    """Validate ``manifest`` against its live target, then store it as a new version.
+
+    Returns the stored (or unchanged latest) version, whether it was created, and the check
+    (risks and lint findings are reported but do not block registration).
+
+    Raises:
+        ManifestInvalid: validation found errors (422 with each key path).
+        TargetUnavailable: the target cannot be reached (503).
+    """
+    check = await check_live(manifest, targets)
+    raise_for_errors(check.issues)
+    row, created = await service.store(manifest, created_by)
+    return row, created, check
+
+
+async def register_directory(
+    engine: AsyncEngine, directory: Path, created_by: str = "manifests-dir"
+) -> list[tuple[str, int, bool]]:
+    """Register every manifest file of ``directory`` (structure checked; targets may be down).
+
+    Unchanged files create no new version. Returns ``(system, version, created)`` per file.
+
+    Raises:
+        ConfigurationError: the directory is missing or a file is not a valid manifest (one line
+            naming the file and the key path).
+    """
+    if not directory.is_dir():
+        raise ConfigurationError(f"LETHE_MANIFESTS_DIR: {directory} is not a directory")
+    results: list[tuple[str, int, bool]] = []
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() in MANIFEST_SUFFIXES):
+        try:
+            manifest = load_manifest_file(path)
+        except LetheError as error:
+            raise ConfigurationError(f"LETHE_MANIFESTS_DIR: {path.name}: {error.detail}") from error
+        async with sessions() as session, session.begin():
+            row, created = await ManifestService(session=session).store(manifest, created_by)
+            results.append((row.system, row.version, created))
+        logger.info(
+            "manifest file loaded",
+            extra={
+                "file": path.name,
+                "system": row.system,
+                "version": row.version,
+                "created": created,
+            },
+        )
+    return results

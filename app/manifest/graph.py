@@ -1,0 +1,525 @@
+"""The subject graph: each managed table's hop chain to the subject, and an FK-safe deletion order.
+
+How the engines use it::
+
+    graph = build_graph(manifest, schema)          # schema: reflected SchemaInfo of the target
+    for table in graph.managed_tables:
+        for path in graph.paths_for(table):        # one SubjectPath per link
+            ...  # rows of `table` belong to the subject when
+                 # (steps[0].from_columns) IN (SELECT steps[0].to_columns FROM steps[0].to_table
+                 #     WHERE (steps[1].from_columns) IN (SELECT ... FROM subject_table
+                 #         WHERE subject key = :key))
+    for table in graph.deletion_order:             # children before parents
+        ...  # DELETE rows of tables whose strategy is "delete"
+
+``app.engine.paths.subject_filter`` turns a :class:`SubjectPath` into that SQLAlchemy condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from app.manifest.issues import Issue, raise_for_errors
+from app.manifest.model import Link, Manifest, TableSpec
+from app.manifest.schema import ForeignKeyInfo, SchemaInfo, TableInfo
+
+__all__ = (
+    "MAX_DERIVED_HOPS",
+    "CycleError",
+    "Step",
+    "SubjectGraph",
+    "SubjectPath",
+    "analyse_graph",
+    "build_graph",
+    "candidate_paths",
+    "topological_order",
+)
+
+MAX_DERIVED_HOPS = 6
+"""Longest path searched when a link is derived from foreign keys."""
+
+StepKind = Literal["foreign_key", "reverse_foreign_key", "logical"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One resolved hop: rows of ``from_table`` whose ``from_columns`` equal ``to_columns`` of
+    the ``to_table`` rows selected by the next step (or by the subject key, for the last step).
+
+    ``kind`` says what backs the hop: ``foreign_key`` (``from_table`` references ``to_table``,
+    the usual child -> parent direction), ``reverse_foreign_key`` (``to_table`` references
+    ``from_table``, e.g. from ``groups`` into the join table ``group_members``), or ``logical``
+    (no constraint declares it). ``foreign_key`` is the backing constraint's name, if any.
+    """
+
+    from_table: str
+    from_columns: tuple[str, ...]
+    to_table: str
+    to_columns: tuple[str, ...]
+    kind: StepKind = "foreign_key"
+    foreign_key: str | None = None
+
+    def __str__(self) -> str:
+        return (
+            f"{self.from_table}({', '.join(self.from_columns)}) -> "
+            f"{self.to_table}({', '.join(self.to_columns)})"
+        )
+
+
+@dataclass(frozen=True)
+class SubjectPath:
+    """How the rows of ``table`` reached through one link belong to the subject.
+
+    ``link`` is ``"subject"`` for the subject table itself (no steps: its rows are selected by
+    the subject key), ``"default"`` for a table's single ``link``, or the name given under
+    ``links``. ``owned_columns`` are the columns this link owns on a shared row (empty: all
+    columns). ``derived`` tells that the path was found from foreign keys, not written out.
+    """
+
+    table: str
+    link: str
+    steps: tuple[Step, ...]
+    owned_columns: tuple[str, ...] = ()
+    derived: bool = False
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Every table the path passes through after its own (the subject table last)."""
+        return tuple(step.to_table for step in self.steps)
+
+    def describe(self) -> str:
+        """``order_items(order_id) -> orders(id) -> ...`` for messages and plans."""
+        return " / ".join(str(step) for step in self.steps) or f"{self.table} (subject table)"
+
+
+@dataclass(frozen=True)
+class SubjectGraph:
+    """The resolved graph of one manifest against one schema.
+
+    Attributes:
+        subject_table: the subject table.
+        subject_key: its key columns (the innermost ``WHERE``).
+        paths: for every managed table, one :class:`SubjectPath` per link.
+        deletion_order: tables whose rows erasure deletes (strategy ``delete``), children before
+            parents: deleting in this order never violates a foreign key among them.
+        self_references: foreign keys of a managed table into itself, by table; a row-deleting
+            engine must clear them (or delete in one statement) since order cannot help.
+    """
+
+    subject_table: str
+    subject_key: tuple[str, ...]
+    paths: dict[str, tuple[SubjectPath, ...]]
+    deletion_order: tuple[str, ...]
+    self_references: dict[str, tuple[ForeignKeyInfo, ...]] = field(default_factory=dict)
+
+    @property
+    def managed_tables(self) -> tuple[str, ...]:
+        """Every table with a path (the subject table first)."""
+        return tuple(self.paths)
+
+    def paths_for(self, table: str) -> tuple[SubjectPath, ...]:
+        """The paths of ``table``.
+
+        Raises:
+            KeyError: ``table`` is not managed by the manifest.
+        """
+        return self.paths[table]
+
+
+class CycleError(ValueError):
+    """Foreign keys among row-deleted tables form a cycle: no deletion order exists."""
+
+    def __init__(self, tables: Sequence[str]) -> None:
+        self.tables = tuple(tables)
+        super().__init__(f"foreign keys form a cycle among tables {', '.join(self.tables)}")
+
+
+def topological_order(tables: Sequence[str], edges: Iterable[tuple[str, str]]) -> list[str]:
+    """Order ``tables`` so every child comes before its parents (stable: document order wins).
+
+    ``edges`` are ``(child, parent)`` pairs (the child references the parent); pairs naming a
+    table outside ``tables`` and self edges are ignored.
+
+    Raises:
+        CycleError: naming the tables on a cycle.
+    """
+    index = {t: i for i, t in enumerate(tables)}
+    parents: dict[str, set[str]] = {t: set() for t in tables}
+    children: dict[str, set[str]] = {t: set() for t in tables}
+    for child, parent in edges:
+        if child in index and parent in index and child != parent:
+            parents[child].add(parent)
+            children[parent].add(child)
+    waiting = {t: len(children[t]) for t in tables}  # a table waits for its children
+    ready = sorted((t for t in tables if waiting[t] == 0), key=index.__getitem__)
+    order: list[str] = []
+    while ready:
+        table = ready.pop(0)
+        order.append(table)
+        for parent in sorted(parents[table], key=index.__getitem__):
+            waiting[parent] -= 1
+            if waiting[parent] == 0:
+                ready.append(parent)
+        ready.sort(key=index.__getitem__)
+    if len(order) < len(tables):
+        raise CycleError(_cycle(set(tables) - set(order), parents, index))
+    return order
+
+
+def _cycle(remaining: set[str], parents: dict[str, set[str]], index: dict[str, int]) -> list[str]:
+    """One cycle among ``remaining`` (each of which has a parent in ``remaining``)."""
+    start = min(remaining, key=index.__getitem__)
+    seen: list[str] = []
+    node = start
+    while node not in seen:
+        seen.append(node)
+        node = min((p for p in parents[node] if p in remaining), key=index.__getitem__)
+    return seen[seen.index(node) :]
+
+
+def candidate_paths(
+    schema: SchemaInfo, table: str, targets: set[str] | str, max_hops: int = MAX_DERIVED_HOPS
+) -> list[tuple[Step, ...]]:
+    """Every simple chain of declared foreign keys (child -> parent) from ``table`` that ends at
+    the first table of ``targets`` it meets (the managed tables, or just the subject table).
+
+    Self references are not followed. A link is derived only when exactly one chain exists;
+    the chain is then continued by the path of the managed table it ends at.
+    """
+    stops = {targets} if isinstance(targets, str) else targets
+    found: list[tuple[Step, ...]] = []
+
+    def walk(current: str, visited: tuple[str, ...], steps: tuple[Step, ...]) -> None:
+        if current in stops and steps:
+            found.append(steps)
+            return
+        if len(steps) >= max_hops or current not in schema.tables:
+            return
+        for fk in schema.tables[current].foreign_keys:
+            if fk.referred_table in visited:
+                continue
+            step = Step(
+                current, fk.columns, fk.referred_table, fk.referred_columns, "foreign_key", fk.name
+            )
+            walk(fk.referred_table, (*visited, fk.referred_table), (*steps, step))
+
+    walk(table, (table,), ())
+    return found
+
+
+def _resolve_step(
+    schema: SchemaInfo,
+    manifest: Manifest,
+    from_table: str,
+    hop_index: int,
+    link: Link,
+    where: str,
+    issues: list[Issue],
+) -> Step | None:
+    hop = link.path[hop_index]
+    path = f"{where}.path[{hop_index}]"
+    from_columns = tuple(hop.from_columns)
+    target = schema.tables.get(hop.to)
+    if target is None:
+        issues.append(
+            Issue(
+                kind="unknown_table",
+                path=f"{path}.to",
+                table=hop.to,
+                message=f"link hop names table '{hop.to}', which does not exist",
+            )
+        )
+        return None
+    if hop.to_columns is not None:
+        to_columns = tuple(hop.to_columns)
+    elif hop.to == manifest.subject.table:
+        to_columns = manifest.subject.key_columns
+    else:
+        to_columns = target.primary_key
+    if len(to_columns) != len(from_columns):
+        issues.append(
+            Issue(
+                kind="structure",
+                path=path,
+                table=hop.to,
+                message=f"hop from {from_table}({', '.join(from_columns)}) needs "
+                f"`to_columns` on '{hop.to}' (its key has {len(to_columns)} "
+                "column(s))",
+            )
+        )
+        return None
+    ok = _check_columns(schema.tables.get(from_table), from_columns, f"{path}.from", issues)
+    ok = _check_columns(target, to_columns, f"{path}.to_columns", issues) and ok
+    if not ok:
+        return None
+    kind, fk_name = _step_kind(schema, from_table, from_columns, hop.to, to_columns)
+    return Step(from_table, from_columns, hop.to, to_columns, kind, fk_name)
+
+
+def _check_columns(
+    table: TableInfo | None, columns: tuple[str, ...], path: str, issues: list[Issue]
+) -> bool:
+    if table is None:
+        return False
+    ok = True
+    for column in columns:
+        if column not in table.columns:
+            issues.append(
+                Issue(
+                    kind="unknown_column",
+                    path=path,
+                    table=table.name,
+                    column=column,
+                    message=f"column '{table.name}.{column}' does not exist",
+                )
+            )
+            ok = False
+    return ok
+
+
+def _step_kind(
+    schema: SchemaInfo,
+    from_table: str,
+    from_columns: tuple[str, ...],
+    to_table: str,
+    to_columns: tuple[str, ...],
+) -> tuple[StepKind, str | None]:
+    pairs = set(zip(from_columns, to_columns, strict=True))
+    for fk in schema.tables[from_table].foreign_keys:
+        if (
+            fk.referred_table == to_table
+            and set(zip(fk.columns, fk.referred_columns, strict=True)) == pairs
+        ):
+            return "foreign_key", fk.name
+    reverse = {(b, a) for a, b in pairs}
+    for fk in schema.tables[to_table].foreign_keys:
+        if (
+            fk.referred_table == from_table
+            and set(zip(fk.columns, fk.referred_columns, strict=True)) == reverse
+        ):
+            return "reverse_foreign_key", fk.name
+    return "logical", None
+
+
+def _written_path(
+    schema: SchemaInfo,
+    manifest: Manifest,
+    table: str,
+    name: str,
+    link: Link,
+    where: str,
+    issues: list[Issue],
+) -> SubjectPath | None:
+    steps: list[Step] = []
+    current = table
+    for index in range(len(link.path)):
+        step = _resolve_step(schema, manifest, current, index, link, where, issues)
+        if step is None:
+            return None
+        steps.append(step)
+        current = step.to_table
+    if current != manifest.subject.table:
+        issues.append(
+            Issue(
+                kind="link_not_reaching_subject",
+                path=f"{where}.path",
+                table=table,
+                message=f"link of table '{table}' ends at '{current}', not at the "
+                f"subject table '{manifest.subject.table}'",
+            )
+        )
+        return None
+    return SubjectPath(table, name, tuple(steps), tuple(link.columns))
+
+
+class _Resolver:
+    """Resolves every managed table's paths; derived links reuse the path of the managed table
+    their foreign-key chain reaches first (``order_items -> orders`` + the path of ``orders``)."""
+
+    def __init__(self, manifest: Manifest, schema: SchemaInfo, issues: list[Issue]) -> None:
+        self.manifest = manifest
+        self.schema = schema
+        self.issues = issues
+        self.managed = {t for t in manifest.managed_tables() if t in schema.tables}
+        self.paths: dict[str, tuple[SubjectPath, ...]] = {}
+        self.resolving: set[str] = set()
+
+    def resolve(self, table: str) -> tuple[SubjectPath, ...]:
+        if table in self.paths:
+            return self.paths[table]
+        self.resolving.add(table)
+        spec = self.manifest.tables.get(table, TableSpec())
+        where = f"tables.{table}"
+        if table == self.manifest.subject.table:
+            paths: tuple[SubjectPath, ...] = (SubjectPath(table, "subject", ()),)
+        elif spec.links is not None:
+            written = [
+                _written_path(
+                    self.schema,
+                    self.manifest,
+                    table,
+                    name,
+                    link,
+                    f"{where}.links.{name}",
+                    self.issues,
+                )
+                for name, link in spec.links.items()
+            ]
+            paths = tuple(p for p in written if p is not None)
+        elif spec.link is not None:
+            path = _written_path(
+                self.schema,
+                self.manifest,
+                table,
+                "default",
+                spec.link,
+                f"{where}.link",
+                self.issues,
+            )
+            paths = () if path is None else (path,)
+        else:
+            path = self._derived(table)
+            paths = () if path is None else (path,)
+        self.resolving.discard(table)
+        self.paths[table] = paths
+        return paths
+
+    def _derived(self, table: str) -> SubjectPath | None:
+        subject = self.manifest.subject.table
+        chains = candidate_paths(self.schema, table, self.managed - {table})
+        if len(chains) == 1:
+            chain = chains[0]
+            end = chain[-1].to_table
+            if end == subject:
+                return SubjectPath(table, "default", chain, derived=True)
+            if end not in self.resolving:
+                continued = self.resolve(end)
+                if len(continued) == 1:
+                    return SubjectPath(table, "default", chain + continued[0].steps, derived=True)
+            self._ambiguous(
+                table, f"its foreign key leads to '{end}', whose own path is not a single link"
+            )
+            return None
+        if not chains:
+            self.issues.append(
+                Issue(
+                    kind="no_link",
+                    path=f"tables.{table}.link",
+                    table=table,
+                    message=f"table '{table}' has no foreign-key path to the subject table "
+                    f"'{subject}' or to another managed table; write its `link`",
+                )
+            )
+            return None
+        listed = "; ".join(" / ".join(str(s) for s in c) for c in chains[:4])
+        self._ambiguous(table, f"it has {len(chains)} foreign-key paths ({listed})")
+        return None
+
+    def _ambiguous(self, table: str, why: str) -> None:
+        self.issues.append(
+            Issue(
+                kind="ambiguous_link",
+                path=f"tables.{table}.link",
+                table=table,
+                message=f"the link of table '{table}' cannot be derived: {why}; write its `link` "
+                "to choose one",
+            )
+        )
+
+
+def _deletion_edges(
+    schema: SchemaInfo, paths: dict[str, tuple[SubjectPath, ...]]
+) -> list[tuple[str, str]]:
+    """``(child, parent)`` pairs: declared foreign keys, and logical hops to a unique target."""
+    edges = [(fk.table, fk.referred_table) for fk in schema.foreign_keys()]
+    for table_paths in paths.values():
+        for path in table_paths:
+            for step in path.steps:
+                if step.kind != "logical":
+                    continue
+                if schema.tables[step.to_table].is_unique(step.to_columns):
+                    edges.append((step.from_table, step.to_table))
+                elif schema.tables[step.from_table].is_unique(step.from_columns):
+                    edges.append((step.to_table, step.from_table))
+    return edges
+
+
+def analyse_graph(
+    manifest: Manifest, schema: SchemaInfo
+) -> tuple[SubjectGraph | None, list[Issue]]:
+    """Resolve every link and the deletion order, collecting issues instead of raising.
+
+    Returns the graph (None when a link or the order could not be resolved) and the issues
+    (kinds ``unknown_table``, ``unknown_column``, ``no_link``, ``ambiguous_link``,
+    ``link_not_reaching_subject``, ``cycle``).
+    """
+    issues: list[Issue] = []
+    subject = manifest.subject.table
+    if subject not in schema.tables:
+        issues.append(
+            Issue(
+                kind="unknown_table",
+                path="subject.table",
+                table=subject,
+                message=f"subject table '{subject}' does not exist",
+            )
+        )
+        return None, issues
+    resolver = _Resolver(manifest, schema, issues)
+    for table in manifest.managed_tables():
+        if table not in schema.tables:
+            issues.append(
+                Issue(
+                    kind="unknown_table",
+                    path=f"tables.{table}",
+                    table=table,
+                    message=f"table '{table}' does not exist",
+                )
+            )
+            continue
+        resolver.resolve(table)
+    paths = {t: resolver.paths[t] for t in manifest.managed_tables() if t in resolver.paths}
+    deleted = [t for t in paths if manifest.tables.get(t, TableSpec()).strategy == "delete"]
+    try:
+        order = topological_order(deleted, _deletion_edges(schema, paths))
+    except CycleError as exc:
+        issues.append(
+            Issue(
+                kind="cycle",
+                path="tables",
+                table=exc.tables[0],
+                message=f"foreign keys form a cycle among row-deleted tables "
+                f"{' -> '.join((*exc.tables, exc.tables[0]))}; no deletion order "
+                "exists (anonymize one of them instead)",
+            )
+        )
+        order = []
+    if any(i.severity == "error" for i in issues):
+        return None, issues
+    self_refs = {
+        t: tuple(fk for fk in schema.tables[t].foreign_keys if fk.referred_table == t)
+        for t in paths
+    }
+    graph = SubjectGraph(
+        subject,
+        manifest.subject.key_columns,
+        paths,
+        tuple(order),
+        {t: fks for t, fks in self_refs.items() if fks},
+    )
+    return graph, issues
+
+
+def build_graph(manifest: Manifest, schema: SchemaInfo) -> SubjectGraph:
+    """The subject graph of ``manifest`` on ``schema`` (what the erasure and export engines use).
+
+    Raises:
+        ManifestInvalid: a link cannot be resolved or deleted tables form a cycle; ``errors``
+            names each manifest key path.
+    """
+    graph, issues = analyse_graph(manifest, schema)
+    raise_for_errors(issues)
+    assert graph is not None  # noqa: S101 - raise_for_errors raised otherwise
+    return graph

@@ -1,0 +1,65 @@
+"""Problems found in a manifest: errors that block registration, risks, and lint findings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from app.lib.errors import ManifestInvalid
+
+__all__ = ("Issue", "IssueKind", "Severity", "raise_for_errors")
+
+Severity = Literal["error", "risk", "finding"]
+IssueKind = Literal[
+    "syntax",
+    "structure",
+    "unknown_table",
+    "unknown_column",
+    "no_link",
+    "ambiguous_link",
+    "link_not_reaching_subject",
+    "cycle",
+    "survivor_through_deleted",
+    "outside_reference",
+    "not_null_delete",
+    "unique_constant",
+    "surrogate_too_long",
+    "retain_without_basis",
+    "personal_table",
+    "personal_column",
+]
+
+
+class Issue(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """One problem, located by the manifest key path (``tables.orders.columns.note.strategy``).
+
+    ``kind`` is stable and safe to branch on; ``message`` is for people and names tables and
+    columns only, never values. ``severity``: ``error`` blocks registration, ``risk`` is reported
+    (an unmanaged foreign key into deleted rows), ``finding`` is a completeness lint result.
+    """
+
+    kind: IssueKind
+    path: str
+    message: str
+    severity: Severity = "error"
+    table: str | None = None
+    column: str | None = None
+    acknowledged: bool = False
+    """Lint findings only: an ``ignore:`` entry of the manifest covers it."""
+
+    def as_field_error(self) -> dict[str, str]:
+        """The ``{"field", "message"}`` form used in problem+json ``errors``."""
+        return {"field": self.path, "message": self.message}
+
+
+def raise_for_errors(issues: list[Issue], what: str = "manifest") -> None:
+    """Raise :class:`ManifestInvalid` listing every issue of severity ``error``, if any."""
+    errors = [i for i in issues if i.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ManifestInvalid(
+            f"invalid {what}: {first.path}: {first.message}{more}",
+            errors=[i.as_field_error() for i in errors],
+        )

@@ -1,0 +1,203 @@
+"""Decode manifests from YAML or JSON into Structs, with errors naming the offending key path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from app.lib.errors import ManifestInvalid
+from app.manifest.durations import DURATION_PATTERN
+from app.manifest.issues import Issue, raise_for_errors
+from app.manifest.model import Manifest
+
+__all__ = (
+    "content_hash",
+    "dump_manifest",
+    "load_manifest",
+    "load_manifest_file",
+    "manifest_issues",
+    "parse_document",
+    "to_yaml",
+)
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+_SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\.\.\.)\]")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2-ish: only ``true``/``false`` are booleans and dates stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+    ]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(  # type: ignore[no-untyped-call]
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_document(text: str | bytes, fmt: Literal["yaml", "json"] | None = None) -> Any:
+    """Parse YAML or JSON text (JSON is YAML, so YAML is the default) into plain Python data.
+
+    Raises:
+        ManifestInvalid: the text is not well-formed; the error names line and column.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    try:
+        if fmt == "json":
+            return json.loads(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise ManifestInvalid(
+            f"manifest is not valid JSON: {where}: {exc.msg}",
+            errors=[{"field": where, "message": exc.msg}],
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestInvalid(
+            f"manifest is not valid YAML: {where}: {problem}",
+            errors=[{"field": where, "message": str(problem)}],
+        ) from exc
+
+
+def _friendly(message: str) -> str:
+    if DURATION_PATTERN in message or ("matching regex" in message and "P(?!$)" in message):
+        return "expected an ISO 8601 duration such as P10Y, P30D or PT12H"
+    return message.replace("Object contains unknown field", "unknown key").replace(
+        "Object missing required field", "missing required key"
+    )
+
+
+def _path_segments(path: str) -> list[str | int | None]:
+    """``$.tables[...].columns[0]`` -> ``["tables", None, "columns", 0]`` (None: unknown key)."""
+    segments: list[str | int | None] = []
+    for name, index in _SEGMENT.findall(path.removeprefix("$")):
+        if name:
+            segments.append(name)
+        else:
+            segments.append(None if index == "..." else int(index))
+    return segments
+
+
+def _failure(data: Any) -> str | None:
+    try:
+        msgspec.convert(data, Manifest, strict=True)
+    except msgspec.ValidationError as exc:
+        return str(exc)
+    return None
+
+
+def _resolve_keys(data: Any, error: str) -> str:
+    """Replace each ``[...]`` (a mapping key msgspec does not name) with the key that failed.
+
+    msgspec stops at the first error in document order, so the failing key of a mapping is the
+    first key whose prefix of the mapping reproduces the same error.
+    """
+    match = _AT.match(error)
+    raw = match.group("path") if match else None
+    if not raw:
+        return ""
+    names: list[str] = []
+    node = data
+    for segment in _path_segments(raw):
+        if segment is None and isinstance(node, dict):
+            key = _first_failing_key(data, node, error)
+            names.append(str(key))
+            node = node.get(key) if key is not None else None
+        elif isinstance(segment, int):
+            names.append(f"[{segment}]")
+            node = node[segment] if isinstance(node, list) and segment < len(node) else None
+        else:
+            names.append(str(segment))
+            node = node.get(segment) if isinstance(node, dict) else None
+    return ".".join(names).replace(".[", "[")
+
+
+def _first_failing_key(root: Any, mapping: dict[Any, Any], error: str) -> Any:
+    original = dict(mapping)
+    keys = list(original)
+    try:
+        for end in range(1, len(keys) + 1):
+            mapping.clear()
+            mapping.update((k, original[k]) for k in keys[:end])
+            if _failure(root) == error:
+                return keys[end - 1]
+    finally:
+        mapping.clear()
+        mapping.update(original)
+    return "..."
+
+
+def _unknown_key_path(message: str, path: str) -> tuple[str, str]:
+    """Put an unknown or missing key's name into the path: ``tables.orders.colums``."""
+    found = re.search(r"(?:unknown|missing required) key `([^`]+)`", message)
+    if found:
+        path = f"{path}.{found.group(1)}" if path else found.group(1)
+    return message, path
+
+
+def manifest_issues(data: Any) -> tuple[Manifest | None, list[Issue]]:
+    """Convert parsed data into a :class:`Manifest`, or explain the first problem precisely."""
+    if not isinstance(data, dict):
+        return None, [Issue(kind="structure", path="$", message="a manifest is a mapping of keys")]
+    try:
+        return msgspec.convert(data, Manifest, strict=True), []
+    except msgspec.ValidationError as exc:
+        error = str(exc)
+    match = _AT.match(error)
+    message = _friendly(match.group("message") if match else error)
+    message, path = _unknown_key_path(message, _resolve_keys(data, error))
+    return None, [Issue(kind="structure", path=path or "$", message=message)]
+
+
+def load_manifest(text: str | bytes, fmt: Literal["yaml", "json"] | None = None) -> Manifest:
+    """Decode a manifest document (YAML or JSON text).
+
+    Raises:
+        ManifestInvalid: syntax error (line/column) or a key that does not fit the format; the
+            problem's ``errors[0].field`` is the key path, e.g. ``tables.orders.columns.note``.
+    """
+    data = parse_document(text, fmt)
+    manifest, issues = manifest_issues(data)
+    raise_for_errors(issues)
+    assert manifest is not None  # noqa: S101 - raise_for_errors raised otherwise
+    return manifest
+
+
+def load_manifest_file(path: Path) -> Manifest:
+    """Decode the manifest in ``path`` (``.json`` as JSON, anything else as YAML)."""
+    fmt: Literal["yaml", "json"] = "json" if path.suffix.lower() == ".json" else "yaml"
+    return load_manifest(path.read_bytes(), fmt)
+
+
+def dump_manifest(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as plain JSON-ready data, defaults omitted (what the registry stores)."""
+    result: dict[str, Any] = msgspec.to_builtins(manifest)
+    return result
+
+
+def content_hash(manifest: Manifest) -> str:
+    """SHA-256 of the canonical JSON form: the same content in YAML or JSON hashes the same."""
+    canonical = json.dumps(dump_manifest(manifest), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def to_yaml(manifest: Manifest | dict[str, Any]) -> str:
+    """Render a manifest (or its dumped form) as YAML in document order."""
+    data = dump_manifest(manifest) if isinstance(manifest, Manifest) else manifest
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)

@@ -1,0 +1,351 @@
+"""The manifest of one target system, as msgspec Structs (decoded from YAML or JSON)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+from msgspec import field
+from msgspec.structs import force_setattr
+
+from app.manifest.durations import IsoDuration
+
+__all__ = (
+    "EMAIL_SURROGATE_MAX_LENGTH",
+    "UNIQUE_SURROGATE_MAX_LENGTH",
+    "ColumnSpec",
+    "ColumnStrategy",
+    "Connection",
+    "Hop",
+    "Identity",
+    "IgnoreRule",
+    "Link",
+    "Manifest",
+    "OutsideReference",
+    "Retention",
+    "RetentionFilter",
+    "RetentionPolicy",
+    "RowStrategy",
+    "Spec",
+    "SubjectSpec",
+    "Surrogate",
+    "TableSpec",
+)
+
+ColumnStrategy = Literal["delete", "anonymize", "retain"]
+"""What erasure does to one column of a surviving row.
+
+``delete`` sets the column to NULL; ``anonymize`` writes the column's surrogate;
+``retain`` keeps the value (a ``retention`` with legal basis and duration is then required).
+"""
+
+RowStrategy = Literal["delete", "anonymize", "retain"]
+"""What erasure does to the subject's rows of a table.
+
+``delete`` deletes the rows (column strategies are then irrelevant); ``anonymize`` keeps the rows
+and applies each column's strategy; ``retain`` keeps the rows untouched except for columns whose
+own strategy is ``delete`` or ``anonymize`` (a table-level ``retention`` is required).
+"""
+
+OutsideReference = Literal["fail", "set_null", "delete", "anonymize"]
+"""What to do when a row about to be deleted is referenced from outside the subject's data.
+
+``fail`` (default) stops the erasure with a clear error naming the foreign key; ``set_null``
+nulls the referencing columns; ``delete`` deletes the referencing rows; ``anonymize`` keeps the
+row of this table and anonymizes its columns instead of deleting it.
+"""
+
+SurrogateKind = Literal["null", "constant", "unique", "email"]
+
+UNIQUE_SURROGATE_MAX_LENGTH = 27
+"""Longest ``unique`` surrogate: ``'erased-'`` followed by the row's key (<= 20 digits)."""
+EMAIL_SURROGATE_MAX_LENGTH = 42
+"""Longest value of an ``email`` surrogate: ``'erased-<key>@invalid.example'`` style."""
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_CATEGORY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+_SYSTEM = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class Spec(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, omit_defaults=True
+):
+    """Base of every manifest struct: unknown keys are errors, values are immutable."""
+
+
+def _columns(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+class Connection(Spec, frozen=True):
+    """Where the target's SQLAlchemy URL is read from: never the URL itself.
+
+    Exactly one of ``env`` (an environment variable name) or ``file`` (a path, e.g. a mounted
+    Kubernetes secret) is given.
+    """
+
+    env: str | None = None
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of `env` (variable name) or `file` (path)")
+
+
+class Identity(Spec, frozen=True):
+    """An identity a request may use to find the subject: a column of the subject table.
+
+    ``tenant_column`` scopes the lookup: a request must then also give the tenant, and only rows
+    of that tenant match (the same e-mail may belong to two tenants' different subjects).
+    """
+
+    column: str
+    tenant_column: str | None = None
+
+
+class SubjectSpec(Spec, frozen=True):
+    """The subject table, its key, and the identities that find a subject."""
+
+    table: str
+    key: str | tuple[str, ...]
+    identities: dict[str, str | Identity]
+    tenant_column: str | None = None
+    """Default tenant scope for every identity written as a bare column name."""
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "key", _columns(self.key))
+        if not self.identities:
+            raise ValueError("at least one identity is required")
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The key column(s) of the subject table."""
+        return _columns(self.key)
+
+    def identity(self, name: str) -> Identity:
+        """The identity called ``name``, normalised (bare columns get the default tenant scope).
+
+        Raises:
+            KeyError: the manifest declares no such identity.
+        """
+        value = self.identities[name]
+        if isinstance(value, str):
+            return Identity(column=value, tenant_column=self.tenant_column)
+        return value
+
+
+class Hop(Spec, frozen=True):
+    """One join step of a link: ``from`` columns of the current table equal ``to_columns``.
+
+    Written as ``{from: order_id, to: orders}`` (``to_columns`` defaults to the primary key of
+    ``to``, or the subject key when ``to`` is the subject table) or fully
+    ``{from: [tenant_id, order_id], to: orders, to_columns: [tenant_id, id]}``. The direction of
+    the foreign key does not matter: a hop from ``groups.id`` to ``group_members.group_id`` (a
+    join table) is as valid as one from ``orders.user_id`` to ``users.id``.
+    """
+
+    from_columns: str | tuple[str, ...] = field(name="from")
+    to: str
+    to_columns: str | tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "from_columns", _columns(self.from_columns))
+        if self.to_columns is not None:
+            force_setattr(self, "to_columns", _columns(self.to_columns))
+            if len(_columns(self.to_columns)) != len(_columns(self.from_columns)):
+                raise ValueError("`from` and `to_columns` must name the same number of columns")
+
+
+class Link(Spec, frozen=True):
+    """How a table reaches the subject: a path of hops ending at the subject table.
+
+    In ``links`` (rows shared by several subjects) ``columns`` names the columns this link owns:
+    erasing the subject reached through this link touches only those columns (plus any column not
+    owned by any link, for every link).
+    """
+
+    path: tuple[Hop, ...]
+    columns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("a link needs at least one hop")
+
+
+class Retention(Spec, frozen=True):
+    """Why and how long data is kept although the subject asked for erasure (Art. 17(3))."""
+
+    legal_basis: str
+    duration: IsoDuration
+
+
+class Surrogate(Spec, frozen=True):
+    """The value an anonymized column gets, computed in SQL by the erasure engine.
+
+    ``null``: NULL. ``constant``: ``value`` for every row (breaks UNIQUE). ``unique``: a value
+    unique per row derived from the row's key, at most ``UNIQUE_SURROGATE_MAX_LENGTH`` characters.
+    ``email``: like ``unique`` but shaped like an address on a reserved domain, at most
+    ``EMAIL_SURROGATE_MAX_LENGTH`` characters. In YAML a bare kind works: ``surrogate: unique``.
+    """
+
+    kind: SurrogateKind
+    value: str | int | float | bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "constant" and self.value is None:
+            raise ValueError("a constant surrogate needs a `value`")
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest text this surrogate writes (None for NULL)."""
+        if self.kind == "null":
+            return None
+        if self.kind == "constant":
+            return len(str(self.value))
+        return UNIQUE_SURROGATE_MAX_LENGTH if self.kind == "unique" else EMAIL_SURROGATE_MAX_LENGTH
+
+
+class ColumnSpec(Spec, frozen=True):
+    """A personal column: its category, erasure strategy and whether the subject may rectify it."""
+
+    category: str
+    strategy: ColumnStrategy = "anonymize"
+    surrogate: SurrogateKind | Surrogate | None = None
+    """None: the type-aware default (see :func:`app.manifest.validation.default_surrogate`)."""
+    retention: Retention | None = None
+    rectifiable: bool = False
+
+    def __post_init__(self) -> None:
+        if not _CATEGORY.match(self.category):
+            raise ValueError("category must be dotted lower-case names, e.g. `user.contact.email`")
+        if isinstance(self.surrogate, str):
+            force_setattr(self, "surrogate", Surrogate(kind=self.surrogate))
+
+    @property
+    def surrogate_spec(self) -> Surrogate | None:
+        """The explicit surrogate, normalised to a :class:`Surrogate` (None: type-aware default)."""
+        return self.surrogate if isinstance(self.surrogate, Surrogate) else None
+
+
+class TableSpec(Spec, frozen=True):
+    """A table holding the subject's data.
+
+    ``link`` is the path to the subject; omit it to derive it from the database's foreign keys
+    (allowed when exactly one path exists). ``links`` instead names several links for rows shared
+    by two subjects (``messages`` via ``sender_id`` and via ``recipient_id``); give one or the
+    other. The subject table itself has no link.
+    """
+
+    purpose: str | None = None
+    legal_basis: str | None = None
+    recipients: tuple[str, ...] = ()
+    strategy: RowStrategy = "anonymize"
+    retention: Retention | None = None
+    link: Link | None = None
+    links: dict[str, Link] | None = None
+    columns: dict[str, ColumnSpec] = field(default_factory=dict)
+    on_outside_reference: OutsideReference = "fail"
+
+    def __post_init__(self) -> None:
+        if self.link is not None and self.links is not None:
+            raise ValueError("give either `link` or `links`, not both")
+        if self.links is not None and not self.links:
+            raise ValueError("`links` needs at least one named link")
+
+
+class RetentionFilter(Spec, frozen=True):
+    """A structured condition on a retention policy (never raw SQL)."""
+
+    column: str
+    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "is_null", "not_null"]
+    value: str | int | float | bool | tuple[str | int | float | bool, ...] | None = None
+
+    def __post_init__(self) -> None:
+        needs_value = self.op not in ("is_null", "not_null")
+        if needs_value and self.value is None:
+            raise ValueError(f"operator `{self.op}` needs a `value`")
+        if self.op == "in" and not isinstance(self.value, tuple):
+            raise ValueError("operator `in` needs a list `value`")
+
+
+class RetentionPolicy(Spec, frozen=True):
+    """Rows of ``table`` whose ``age_column`` is older than ``older_than`` are purged.
+
+    ``action``: ``delete`` rows, ``anonymize`` them with the manifest's surrogates, or
+    ``soft_delete`` by setting ``soft_delete_column`` to the purge time. ``schedule`` is an
+    ISO 8601 interval between runs (``P1D``); None runs only on demand.
+    """
+
+    name: str
+    table: str
+    age_column: str
+    older_than: IsoDuration
+    action: Literal["delete", "anonymize", "soft_delete"] = "delete"
+    soft_delete_column: str | None = None
+    filters: tuple[RetentionFilter, ...] = ()
+    batch_size: int = 1000
+    schedule: IsoDuration | None = None
+
+    def __post_init__(self) -> None:
+        if self.action == "soft_delete" and not self.soft_delete_column:
+            raise ValueError("action `soft_delete` needs `soft_delete_column`")
+        if not 1 <= self.batch_size <= 100_000:
+            raise ValueError("batch_size must be between 1 and 100000")
+
+
+class IgnoreRule(Spec, frozen=True):
+    """Acknowledges a lint finding: a table (all its columns) or one column, with a reason."""
+
+    table: str
+    reason: str
+    column: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ValueError("an ignore entry needs a non-empty reason")
+
+    def covers(self, table: str, column: str | None) -> bool:
+        """Whether this rule acknowledges a finding on ``table``/``column``."""
+        return self.table == table and (self.column is None or self.column == column)
+
+
+class Manifest(Spec, frozen=True):
+    """One target system: how to connect, who the subject is, and where their data lives."""
+
+    system: str
+    connection: Connection
+    subject: SubjectSpec
+    tables: dict[str, TableSpec]
+    retention_policies: tuple[RetentionPolicy, ...] = ()
+    ignore: tuple[IgnoreRule, ...] = ()
+    version: int = 1
+    """Format version of the manifest document (not the registry version)."""
+
+    def __post_init__(self) -> None:
+        if not _SYSTEM.match(self.system):
+            raise ValueError("system must be lower-case letters, digits, '-' or '_' (max 63)")
+        if self.version != 1:
+            raise ValueError("only manifest format version 1 is supported")
+
+    @property
+    def subject_table(self) -> TableSpec:
+        """The subject table's spec (an empty one when the manifest does not list it)."""
+        return self.tables.get(self.subject.table, TableSpec())
+
+    def managed_tables(self) -> list[str]:
+        """Every table the manifest covers, the subject table included, in document order."""
+        names = list(self.tables)
+        if self.subject.table not in self.tables:
+            names.insert(0, self.subject.table)
+        return names
+
+    def rectifiable_columns(self, table: str) -> list[str]:
+        """Columns of ``table`` the subject may rectify (Art. 16)."""
+        spec = self.tables.get(table)
+        return [] if spec is None else [c for c, s in spec.columns.items() if s.rectifiable]
+
+
+def is_identifier(name: str) -> bool:
+    """Whether ``name`` looks like a plain SQL identifier (used by structural checks)."""
+    return bool(_NAME.match(name))
