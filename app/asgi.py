@@ -19,6 +19,8 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
+from app.domain.backups.controllers import BackupController
+from app.domain.backups.jobs import backup_gauge_refresher
 from app.domain.consent.controllers import ConsentController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
@@ -40,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     targets = TargetRegistry(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
         if settings.manifests_dir:
             await register_directory(engine, Path(settings.manifests_dir))
         try:
@@ -51,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[AuditController, ConsentController, ManifestController],
+        route_handlers=[AuditController, ConsentController, ManifestController, BackupController],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[RequestIdMiddleware, prometheus.middleware],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
-        lifespan=[lifespan],
+        lifespan=[lifespan, backup_gauge_refresher(settings, engine)],
         state=State({"settings": settings, "store_engine": engine, "verifier": verifier, "targets": targets}),
         openapi_config=OpenAPIConfig(
             title="Lethe",

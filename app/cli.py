@@ -13,6 +13,7 @@ from litestar.cli.commands import core, schema
 
 from app.config import get_settings
 from app.domain.audit.cli import audit_group
+from app.domain.backups.cli import backups_group
 from app.domain.manifests.cli import manifest_group
 from app.lib.auth import ALL_SCOPES, mint_token
 
@@ -88,6 +89,7 @@ for _command in (
     lethe_group.add_command(_command)  # type: ignore[arg-type]
 lethe_group.add_command(audit_group)  # type: ignore[arg-type]
 lethe_group.add_command(manifest_group)  # type: ignore[arg-type]
+lethe_group.add_command(backups_group)
 
 
 def run() -> None:
