@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from litestar import Controller, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import AuditEvent
@@ -18,6 +20,8 @@ from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
 from app.lib.problems import problem_responses
 
 __all__ = ("AuditController",)
+
+CHECKPOINT_DOC = "With checkpoint_hash, _time and _signature: a checkpoint to verify against."
 
 
 def _event_out(event: AuditEvent) -> AuditEventOut:
@@ -50,16 +54,17 @@ class AuditController(Controller):
     @get("/events", operation_id="ListAuditEvents", summary="Audit events, filtered, in seq order",
          responses=problem_responses(401, 403, 422))
     async def list_events(
-        self, db_session: AsyncSession, state: State,
-        action: str | None = None,
-        request_id: str | None = None,
-        system: str | None = Parameter(default=None, description="Only events of this system."),
-        subject_type: str | None = Parameter(default=None, description="Identity type, e.g. email."),
-        subject: str | None = Parameter(default=None, description="Identity value; hashed, never stored."),
-        since: datetime | None = Parameter(default=None, description="Inclusive lower bound (UTC)."),
-        until: datetime | None = Parameter(default=None, description="Exclusive upper bound (UTC)."),
-        cursor: str | None = None,
-        limit: int | None = None,
+        self, db_session: NamedDependency[AsyncSession], state: State,
+        action: FromQuery[str | None] = None,
+        request_id: FromQuery[str | None] = None,
+        system: Annotated[str | None, QueryParameter(description="Only events of this system.")] = None,
+        subject_type: Annotated[str | None, QueryParameter(description="Identity type, e.g. email.")] = None,
+        subject: Annotated[str | None, QueryParameter(
+            description="Identity value; its reference is computed, the value is never stored.")] = None,
+        since: Annotated[datetime | None, QueryParameter(description="Inclusive lower bound.")] = None,
+        until: Annotated[datetime | None, QueryParameter(description="Exclusive upper bound.")] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
     ) -> AuditEventPage:
         """Filter by action, request, system, subject identity (its reference is computed) and time."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -81,11 +86,11 @@ class AuditController(Controller):
     @get("/verify", operation_id="VerifyAuditChain", summary="Recompute the hash chain",
          responses=problem_responses(401, 403, 422, 503))
     async def verify(
-        self, db_session: AsyncSession, state: State,
-        checkpoint_seq: int | None = Parameter(default=None, ge=0),
-        checkpoint_hash: str | None = None,
-        checkpoint_time: str | None = None,
-        checkpoint_signature: str | None = None,
+        self, db_session: NamedDependency[AsyncSession], state: State,
+        checkpoint_seq: Annotated[int | None, QueryParameter(ge=0, description=CHECKPOINT_DOC)] = None,
+        checkpoint_hash: FromQuery[str | None] = None,
+        checkpoint_time: FromQuery[str | None] = None,
+        checkpoint_signature: FromQuery[str | None] = None,
     ) -> ChainVerification:
         """Report ok, or the first broken seq and why; a checkpoint also detects a cut tail."""
         checkpoint = _checkpoint_from_query(checkpoint_seq, checkpoint_hash, checkpoint_time,
@@ -100,7 +105,7 @@ class AuditController(Controller):
 
     @get("/checkpoints", operation_id="CreateAuditCheckpoint", summary="A signed checkpoint of the head",
          responses=problem_responses(401, 403, 503))
-    async def checkpoint(self, db_session: AsyncSession, state: State) -> CheckpointOut:
+    async def checkpoint(self, db_session: NamedDependency[AsyncSession], state: State) -> CheckpointOut:
         """Keep the result outside the database; verifying against it later detects truncation."""
         cp = await services.make_checkpoint(db_session, state.settings)
         return CheckpointOut(seq=cp.seq, head_hash=cp.head_hash, time=cp.time, signature=cp.signature,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import ConsentEvent
@@ -32,10 +33,12 @@ from app.lib.problems import problem_responses
 
 __all__ = ("ConsentController",)
 
-SUBJECT_TYPE = Parameter(default="email", pattern=r"^[a-z][a-z0-9_]{0,31}$",
-                         description="Identity type of `subject` (e.g. email, user_id).")
-SUBJECT = Parameter(min_length=1, max_length=320, description="Identity value; hashed, never stored.")
-PURPOSE = Parameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="The purpose consented to.")
+SubjectType = Annotated[str, QueryParameter(pattern=r"^[a-z][a-z0-9_]{0,31}$",
+                                            description="Identity type of `subject` (e.g. email).")]
+Subject = Annotated[str, QueryParameter(min_length=1, max_length=320,
+                                        description="Identity value; hashed, never stored.")]
+Purpose = Annotated[str, QueryParameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+                                        description="The purpose consented to.")]
 
 
 def _event_out(event: ConsentEvent, audit_seq: int | None = None) -> ConsentEventOut:
@@ -68,10 +71,10 @@ class ConsentController(Controller):
           responses={201: ResponseSpec(data_container=ConsentEventOut, description="Recorded"),
                      **problem_responses(401, 403, 409, 413, 422)})
     async def record(
-        self, request: Request[Principal, Any, Any], db_session: AsyncSession, state: State,
-        data: ConsentEventIn,
-        idempotency_key: str | None = HeaderParameter(name="Idempotency-Key", default=None,
-                                                      description="Replays the first response for a retry."),
+        self, request: Request[Principal, Any, Any], db_session: NamedDependency[AsyncSession], state: State,
+        data: JSONBody[ConsentEventIn],
+        idempotency_key: Annotated[str | None, HeaderParameter(
+            name="Idempotency-Key", description="Replays the first response for a retry.")] = None,
     ) -> Response[ConsentEventOut]:
         """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log."""
         principal = request.user
@@ -92,11 +95,11 @@ class ConsentController(Controller):
     @get("/status", operation_id="GetConsentStatus", summary="Consent for a purpose, now or as of a time",
          guards=[requires("consent:read")], responses=problem_responses(401, 403, 422))
     async def status(
-        self, db_session: AsyncSession, state: State,
-        subject: str = SUBJECT,
-        purpose: str = PURPOSE,
-        subject_type: str = SUBJECT_TYPE,
-        as_of: datetime | None = Parameter(default=None, description="Default: now (UTC)."),
+        self, db_session: NamedDependency[AsyncSession], state: State,
+        subject: Subject,
+        purpose: Purpose,
+        subject_type: SubjectType = "email",
+        as_of: Annotated[datetime | None, QueryParameter(description="Default: now.")] = None,
     ) -> ConsentStatusOut:
         """Derived from the events; at the same instant a withdrawal beats a grant."""
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
@@ -113,12 +116,12 @@ class ConsentController(Controller):
     @get("/", operation_id="ListConsentEvents", summary="A subject's consent history",
          guards=[requires("consent:read")], responses=problem_responses(401, 403, 422))
     async def history(
-        self, db_session: AsyncSession, state: State,
-        subject: str = SUBJECT,
-        subject_type: str = SUBJECT_TYPE,
-        purpose: str | None = Parameter(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$"),
-        cursor: str | None = None,
-        limit: int | None = None,
+        self, db_session: NamedDependency[AsyncSession], state: State,
+        subject: Subject,
+        subject_type: SubjectType = "email",
+        purpose: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
     ) -> ConsentEventPage:
         """Oldest first, paginated by cursor."""
         size = clamp_limit(limit, state.settings.max_page_size)
