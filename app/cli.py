@@ -85,10 +85,10 @@ for _command in (
     core.routes_command,
     schema.schema_group,
     database_group,
+    manifest_group,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
 lethe_group.add_command(audit_group)  # type: ignore[arg-type]
-lethe_group.add_command(manifest_group)  # type: ignore[arg-type]
 lethe_group.add_command(backups_group)
 
 

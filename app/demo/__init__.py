@@ -77,7 +77,11 @@ async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:
     os.environ.setdefault(SHOP_URL_VARIABLE, f"sqlite+aiosqlite:///{shop_path.resolve()}")
     version = await register_demo_manifest(settings)
     token = mint_token(
-        settings, sub="demo-operator", scopes=list(ALL_SCOPES), ttl_seconds=12 * 3600, client_id="demo"
+        settings,
+        sub="demo-operator",
+        scopes=list(ALL_SCOPES),
+        ttl_seconds=12 * 3600,
+        client_id="demo",
     )
     return DemoInfo(token=token, shop_path=shop_path, people=people, manifest_version=version)
 
@@ -91,10 +95,10 @@ async def register_demo_manifest(settings: Settings) -> int:
     engine = create_store_engine(settings)
     targets = TargetRegistry(settings)
     try:
-        async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
-            row, _, _ = await register_manifest(
-                ManifestService(session=session), manifest, targets, created_by="demo"
-            )
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        async with sessions() as session, session.begin():
+            service = ManifestService(session=session)
+            row, _, _ = await register_manifest(service, manifest, targets, created_by="demo")
             return row.version
     finally:
         await targets.dispose()

@@ -20,14 +20,10 @@ def columns_of(table: Any, names: Sequence[str]) -> ColumnElement[Any]:
     return tuple_(*(table.c[n] for n in names))
 
 
-def key_condition(
-    table: Any, key_columns: Sequence[str], key: Sequence[Any]
-) -> ColumnElement[bool]:
+def key_condition(table: Any, key_columns: Sequence[str], key: Sequence[Any]) -> ColumnElement[bool]:
     """``key_columns = key`` on ``table`` (all columns for a composite key)."""
     if len(key_columns) != len(key):
-        raise ValueError(
-            f"the subject key has {len(key_columns)} column(s), got {len(key)} value(s)"
-        )
+        raise ValueError(f"the subject key has {len(key_columns)} column(s), got {len(key)} value(s)")
     return and_(*(table.c[c] == v for c, v in zip(key_columns, key, strict=True)))
 
 
@@ -50,9 +46,7 @@ def subject_filter(
     current_alias: Any = inner_table
     for step in reversed(path.steps):
         chosen = select(*(current_alias.c[c] for c in step.to_columns)).where(condition)
-        outer: Any = (
-            tables[step.from_table] if step is path.steps[0] else tables[step.from_table].alias()
-        )
+        outer: Any = tables[step.from_table] if step is path.steps[0] else tables[step.from_table].alias()
         condition = columns_of(outer, step.from_columns).in_(chosen)
         current_alias = outer
     return condition

@@ -62,9 +62,7 @@ def _table(inspector: Inspector, name: str) -> TableInfo:
         )
     unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)}
     unique |= {
-        tuple(c for c in i["column_names"] if c)
-        for i in inspector.get_indexes(name)
-        if i.get("unique")
+        tuple(c for c in i["column_names"] if c) for i in inspector.get_indexes(name) if i.get("unique")
     }
     foreign_keys = tuple(
         ForeignKeyInfo(

@@ -42,9 +42,7 @@ def async_url(url: str) -> URL:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend not in ASYNC_DRIVERS:
-        raise ValueError(
-            f"unsupported target database '{backend}' (PostgreSQL, MySQL/MariaDB, SQLite)"
-        )
+        raise ValueError(f"unsupported target database '{backend}' (PostgreSQL, MySQL/MariaDB, SQLite)")
     if "+" in parsed.drivername:
         return parsed
     return parsed.set(drivername=ASYNC_DRIVERS[backend])
@@ -67,16 +65,12 @@ def resolve_url(system: str, connection: Connection, environ: dict[str, str] | N
         try:
             raw = Path(connection.file).read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise TargetUnavailable(
-                system, f"cannot read {connection.file}: {error.strerror}"
-            ) from error
+            raise TargetUnavailable(system, f"cannot read {connection.file}: {error.strerror}") from error
     try:
         return async_url(raw)
     except (ValueError, exc.ArgumentError) as error:
         source = connection.env or connection.file
-        raise TargetUnavailable(
-            system, f"the URL in {source} is not a valid database URL"
-        ) from error
+        raise TargetUnavailable(system, f"the URL in {source} is not a valid database URL") from error
 
 
 def _engine_options(url: URL, settings: Settings) -> dict[str, Any]:

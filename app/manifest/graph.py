@@ -200,9 +200,7 @@ def candidate_paths(
         for fk in schema.tables[current].foreign_keys:
             if fk.referred_table in visited:
                 continue
-            step = Step(
-                current, fk.columns, fk.referred_table, fk.referred_columns, "foreign_key", fk.name
-            )
+            step = Step(current, fk.columns, fk.referred_table, fk.referred_columns, "foreign_key", fk.name)
             walk(fk.referred_table, (*visited, fk.referred_table), (*steps, step))
 
     walk(table, (table,), ())
@@ -258,9 +256,7 @@ def _resolve_step(
     return Step(from_table, from_columns, hop.to, to_columns, kind, fk_name)
 
 
-def _check_columns(
-    table: TableInfo | None, columns: tuple[str, ...], path: str, issues: list[Issue]
-) -> bool:
+def _check_columns(table: TableInfo | None, columns: tuple[str, ...], path: str, issues: list[Issue]) -> bool:
     if table is None:
         return False
     ok = True
@@ -288,10 +284,7 @@ def _step_kind(
 ) -> tuple[StepKind, str | None]:
     pairs = set(zip(from_columns, to_columns, strict=True))
     for fk in schema.tables[from_table].foreign_keys:
-        if (
-            fk.referred_table == to_table
-            and set(zip(fk.columns, fk.referred_columns, strict=True)) == pairs
-        ):
+        if fk.referred_table == to_table and set(zip(fk.columns, fk.referred_columns, strict=True)) == pairs:
             return "foreign_key", fk.name
     reverse = {(b, a) for a, b in pairs}
     for fk in schema.tables[to_table].foreign_keys:
@@ -387,21 +380,10 @@ class _Resolver:
         return paths
 
     def _derived(self, table: str) -> SubjectPath | None:
+        """Follow the foreign keys to the nearest managed tables; exactly one full path must
+        remain once chains that would loop back through ``table`` are dropped."""
         subject = self.manifest.subject.table
         chains = candidate_paths(self.schema, table, self.managed - {table})
-        if len(chains) == 1:
-            chain = chains[0]
-            end = chain[-1].to_table
-            if end == subject:
-                return SubjectPath(table, "default", chain, derived=True)
-            if end not in self.resolving:
-                continued = self.resolve(end)
-                if len(continued) == 1:
-                    return SubjectPath(table, "default", chain + continued[0].steps, derived=True)
-            self._ambiguous(
-                table, f"its foreign key leads to '{end}', whose own path is not a single link"
-            )
-            return None
         if not chains:
             self.issues.append(
                 Issue(
@@ -413,9 +395,41 @@ class _Resolver:
                 )
             )
             return None
-        listed = "; ".join(" / ".join(str(s) for s in c) for c in chains[:4])
-        self._ambiguous(table, f"it has {len(chains)} foreign-key paths ({listed})")
+        full: list[tuple[Step, ...]] = []
+        unresolved: list[str] = []
+        for chain in chains:
+            steps = self._continue(table, chain)
+            if steps is None:
+                unresolved.append(chain[-1].to_table)
+            elif steps:
+                full.append(steps)
+        if len(full) == 1 and not unresolved:
+            return SubjectPath(table, "default", full[0], derived=True)
+        if len(full) > 1 or (full and unresolved):
+            listed = "; ".join(" / ".join(str(s) for s in c) for c in chains[:4])
+            self._ambiguous(table, f"it has {len(chains)} foreign-key paths ({listed})")
+        else:
+            ends = ", ".join(f"'{t}'" for t in unresolved)
+            self._ambiguous(table, f"its foreign keys lead to {ends}, whose own path is not a single link")
         return None
+
+    def _continue(self, table: str, chain: tuple[Step, ...]) -> tuple[Step, ...] | None:
+        """``chain`` extended by the path of the managed table it ends at.
+
+        Returns ``()`` when that path loops back through ``table`` (the chain is discarded) and
+        None when the end table has no single path.
+        """
+        end = chain[-1].to_table
+        if end == self.manifest.subject.table:
+            return chain
+        if end in self.resolving:
+            return ()
+        continued = self.resolve(end)
+        if len(continued) != 1:
+            return None
+        if table in continued[0].tables:
+            return ()
+        return chain + continued[0].steps
 
     def _ambiguous(self, table: str, why: str) -> None:
         self.issues.append(
@@ -429,9 +443,7 @@ class _Resolver:
         )
 
 
-def _deletion_edges(
-    schema: SchemaInfo, paths: dict[str, tuple[SubjectPath, ...]]
-) -> list[tuple[str, str]]:
+def _deletion_edges(schema: SchemaInfo, paths: dict[str, tuple[SubjectPath, ...]]) -> list[tuple[str, str]]:
     """``(child, parent)`` pairs: declared foreign keys, and logical hops to a unique target."""
     edges = [(fk.table, fk.referred_table) for fk in schema.foreign_keys()]
     for table_paths in paths.values():
@@ -446,9 +458,7 @@ def _deletion_edges(
     return edges
 
 
-def analyse_graph(
-    manifest: Manifest, schema: SchemaInfo
-) -> tuple[SubjectGraph | None, list[Issue]]:
+def analyse_graph(manifest: Manifest, schema: SchemaInfo) -> tuple[SubjectGraph | None, list[Issue]]:
     """Resolve every link and the deletion order, collecting issues instead of raising.
 
     Returns the graph (None when a link or the order could not be resolved) and the issues
@@ -499,8 +509,7 @@ def analyse_graph(
     if any(i.severity == "error" for i in issues):
         return None, issues
     self_refs = {
-        t: tuple(fk for fk in schema.tables[t].foreign_keys if fk.referred_table == t)
-        for t in paths
+        t: tuple(fk for fk in schema.tables[t].foreign_keys if fk.referred_table == t) for t in paths
     }
     graph = SubjectGraph(
         subject,

@@ -121,9 +121,7 @@ def guess_personal(column: ColumnInfo) -> PersonalGuess | None:
             if re.fullmatch(pattern, name) if whole_only else _matches(pattern, name):
                 return PersonalGuess(reason, category, strong=strong)
     if column.type_name in ("text", "clob", "mediumtext", "longtext"):
-        return PersonalGuess(
-            "is free text that may hold personal data", "user.content", strong=False
-        )
+        return PersonalGuess("is free text that may hold personal data", "user.content", strong=False)
     return None
 
 
@@ -151,8 +149,7 @@ def lint(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
                     f"tables.{name}",
                     name,
                     None,
-                    f"table '{name}' references the subject table '{subject}' "
-                    "but is not in the manifest",
+                    f"table '{name}' references the subject table '{subject}' but is not in the manifest",
                 )
             )
         covered = set(spec.columns) if spec else set()
@@ -170,16 +167,13 @@ def lint(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
                     f"tables.{name}.columns.{column.name}",
                     name,
                     column.name,
-                    f"column '{name}.{column.name}' {guess.reason} but the manifest "
-                    "does not cover it",
+                    f"column '{name}.{column.name}' {guess.reason} but the manifest does not cover it",
                 )
             )
     return findings
 
 
-def _finding(
-    manifest: Manifest, kind: str, path: str, table: str, column: str | None, message: str
-) -> Issue:
+def _finding(manifest: Manifest, kind: str, path: str, table: str, column: str | None, message: str) -> Issue:
     acknowledged = any(rule.covers(table, column) for rule in manifest.ignore)
     return Issue(
         kind="personal_table" if kind == "personal_table" else "personal_column",

@@ -68,9 +68,7 @@ _CATEGORY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 _SYSTEM = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
-class Spec(
-    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, omit_defaults=True
-):
+class Spec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     """Base of every manifest struct: unknown keys are errors, values are immutable."""
 
 
@@ -258,15 +256,17 @@ class RetentionFilter(Spec, frozen=True):
     """A structured condition on a retention policy (never raw SQL)."""
 
     column: str
-    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "is_null", "not_null"]
+    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "is_null", "not_null"]
     value: str | int | float | bool | tuple[str | int | float | bool, ...] | None = None
 
     def __post_init__(self) -> None:
         needs_value = self.op not in ("is_null", "not_null")
         if needs_value and self.value is None:
             raise ValueError(f"operator `{self.op}` needs a `value`")
-        if self.op == "in" and not isinstance(self.value, tuple):
-            raise ValueError("operator `in` needs a list `value`")
+        if self.op in ("in", "not_in") and not isinstance(self.value, tuple):
+            raise ValueError(f"operator `{self.op}` needs a list `value`")
+        if self.op not in ("in", "not_in") and isinstance(self.value, tuple):
+            raise ValueError(f"operator `{self.op}` needs a single `value`, not a list")
 
 
 class RetentionPolicy(Spec, frozen=True):
@@ -274,7 +274,8 @@ class RetentionPolicy(Spec, frozen=True):
 
     ``action``: ``delete`` rows, ``anonymize`` them with the manifest's surrogates, or
     ``soft_delete`` by setting ``soft_delete_column`` to the purge time. ``schedule`` is an
-    ISO 8601 interval between runs (``P1D``); None runs only on demand.
+    ISO 8601 interval between runs (``P1D``); None runs only on demand. A policy with
+    ``enabled: false`` is kept in the manifest but never runs.
     """
 
     name: str
@@ -286,6 +287,7 @@ class RetentionPolicy(Spec, frozen=True):
     filters: tuple[RetentionFilter, ...] = ()
     batch_size: int = 1000
     schedule: IsoDuration | None = None
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.action == "soft_delete" and not self.soft_delete_column:

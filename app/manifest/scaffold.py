@@ -62,9 +62,7 @@ def _singular(name: str) -> str:
     return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
 
 
-def scaffold(
-    schema: SchemaInfo, *, system: str, env_var: str, subject_table: str | None = None
-) -> str:
+def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: str | None = None) -> str:
     """A draft manifest for ``schema`` as YAML text, with comments where a person must decide.
 
     Every table with a foreign-key path to the subject is included with ``strategy: delete``
@@ -80,14 +78,10 @@ def scaffold(
     table = schema.tables[subject]
     if not table.primary_key:
         raise ValueError(f"subject table '{subject}' has no primary key")
-    managed = [subject] + [
-        t for t in schema.tables if t != subject and reaches_subject(schema, t, subject)
-    ]
+    managed = [subject] + [t for t in schema.tables if t != subject and reaches_subject(schema, t, subject)]
     identities = _identities(table, subject)
     # a link is derived when exactly one chain reaches the nearest managed table; else written
-    unresolved = {
-        t for t in managed[1:] if len(candidate_paths(schema, t, set(managed) - {t})) != 1
-    }
+    unresolved = {t for t in managed[1:] if len(candidate_paths(schema, t, set(managed) - {t})) != 1}
     lines = _header(system, env_var, subject, table.primary_key, identities)
     for name in managed:
         lines += _table_lines(schema, name, subject, name in unresolved)
@@ -160,8 +154,7 @@ def _link_lines(schema: SchemaInfo, name: str, subject: str, unresolved: bool) -
             "    # link: {path: [{from: COLUMN, to: TABLE}]}",
         ]
     hops = ", ".join(
-        f"{{from: {_cols(s.from_columns)}, to: {_q(s.to_table)}, "
-        f"to_columns: {_cols(s.to_columns)}}}"
+        f"{{from: {_cols(s.from_columns)}, to: {_q(s.to_table)}, to_columns: {_cols(s.to_columns)}}}"
         for s in paths[0]
     )
     return [

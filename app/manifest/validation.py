@@ -42,9 +42,7 @@ def default_surrogate(column: ColumnInfo, *, unique: bool) -> Surrogate:
 
 def resolve_surrogate(spec: ColumnSpec, column: ColumnInfo, table: TableInfo) -> Surrogate:
     """The surrogate erasure writes into ``column``: the manifest's, else the type-aware default."""
-    return spec.surrogate_spec or default_surrogate(
-        column, unique=table.column_is_unique(column.name)
-    )
+    return spec.surrogate_spec or default_surrogate(column, unique=table.column_is_unique(column.name))
 
 
 def validate(manifest: Manifest, schema: SchemaInfo) -> tuple[SubjectGraph | None, list[Issue]]:
@@ -108,8 +106,7 @@ def _table_issues(name: str, spec: TableSpec, table: TableInfo) -> list[Issue]:
                 kind="retain_without_basis",
                 path=f"{where}.retention",
                 table=name,
-                message=f"table '{name}' is retained but names no retention "
-                "(legal_basis and duration)",
+                message=f"table '{name}' is retained but names no retention (legal_basis and duration)",
             )
         )
     for link_name, link in (spec.links or {}).items():
@@ -138,8 +135,7 @@ def _column_issues(
                     path=f"{path}.retention",
                     table=table.name,
                     column=column.name,
-                    message=f"column '{name}' is retained but names no retention "
-                    "(legal_basis and duration)",
+                    message=f"column '{name}' is retained but names no retention (legal_basis and duration)",
                 )
             ]
         return []
@@ -225,9 +221,7 @@ def _survivor_issues(manifest: Manifest, graph: SubjectGraph) -> list[Issue]:
 
 def _outside_reference_issues(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
     """Foreign keys into row-deleted tables from rows erasure does not delete: risks."""
-    deleted = {
-        t for t, s in manifest.tables.items() if s.strategy == "delete" and t in schema.tables
-    }
+    deleted = {t for t, s in manifest.tables.items() if s.strategy == "delete" and t in schema.tables}
     issues: list[Issue] = []
     for target in sorted(deleted):
         spec = manifest.tables[target]

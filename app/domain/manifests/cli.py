@@ -66,9 +66,7 @@ def lint_command(file: Path, url: str | None) -> None:
     for issue in issues:
         click.echo(_line(issue))
     blocking = [
-        i
-        for i in issues
-        if i.severity == "error" or (i.severity == "finding" and not i.acknowledged)
+        i for i in issues if i.severity == "error" or (i.severity == "finding" and not i.acknowledged)
     ]
     click.echo(
         f"{len(blocking)} blocking, {len(issues) - len(blocking)} other issue(s) in {file.name}",
@@ -88,9 +86,7 @@ def lint_command(file: Path, url: str | None) -> None:
     default=None,
     help="Variable the manifest will read the URL from (default: LETHE_TARGET_<SYSTEM>_URL).",
 )
-def scaffold_command(
-    database_url: str, system: str | None, subject: str | None, env_var: str | None
-) -> None:
+def scaffold_command(database_url: str, system: str | None, subject: str | None, env_var: str | None) -> None:
     """Reflect DATABASE_URL and print a draft manifest (YAML) with guesses to review."""
     try:
         parsed = async_url(database_url)

@@ -76,7 +76,7 @@ class ManifestController(Controller):
     """The manifest registry: every registration is a new immutable version."""
 
     path = "/manifests"
-    tags = ["manifests"]  # noqa: RUF012 - Litestar declares it as an instance attribute
+    tags = ["manifests"]
 
     @post(
         "/",
@@ -93,9 +93,7 @@ class ManifestController(Controller):
         """Validate against the live target and store a new version (201), or return the
         unchanged latest version (200) when the content is the same."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        manifest = load_manifest(
-            await request.body(), "json" if content_type in _JSON_TYPES else None
-        )
+        manifest = load_manifest(await request.body(), "json" if content_type in _JSON_TYPES else None)
         service = ManifestService(session=db_session)
         row, created, check = await register_manifest(
             service, manifest, state.targets, created_by=request.user.sub
@@ -119,17 +117,13 @@ class ManifestController(Controller):
         self,
         db_session: AsyncSession,
         state: State,
-        cursor: str | None = Parameter(
-            default=None, description="next_cursor of the previous page"
-        ),
+        cursor: str | None = Parameter(default=None, description="next_cursor of the previous page"),
         limit: int | None = Parameter(default=None, description="page size"),
     ) -> ManifestPage:
         """Systems in name order, one summary each (the latest version)."""
         size = clamp_limit(limit, state.settings.max_page_size)
         key = decode_cursor(cursor, 1)
-        rows = await ManifestService(session=db_session).list_latest(
-            str(key[0]) if key else None, size + 1
-        )
+        rows = await ManifestService(session=db_session).list_latest(str(key[0]) if key else None, size + 1)
         more = len(rows) > size
         rows = rows[:size]
         return ManifestPage(

@@ -97,9 +97,7 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
             raise NotFound(f"no manifest is registered for {what}")
         return found
 
-    async def current(
-        self, system: str, version: int | None = None
-    ) -> tuple[ManifestVersion, Manifest]:
+    async def current(self, system: str, version: int | None = None) -> tuple[ManifestVersion, Manifest]:
         """A registered version and its decoded manifest (what request execution runs on).
 
         Raises:
@@ -119,8 +117,7 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
             select(ManifestVersion)
             .join(
                 newest,
-                (ManifestVersion.system == newest.c.system)
-                & (ManifestVersion.version == newest.c.version),
+                (ManifestVersion.system == newest.c.system) & (ManifestVersion.version == newest.c.version),
             )
             .order_by(ManifestVersion.system)
             .limit(limit)
@@ -151,8 +148,7 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
             await self.repository.add(row)
         except (DuplicateKeyError, IntegrityError) as error:
             raise Conflict(
-                f"another registration of system '{manifest.system}' happened at the "
-                "same time; retry"
+                f"another registration of system '{manifest.system}' happened at the same time; retry"
             ) from error
         await _audit_registration(self.repository.session, actor=created_by, row=row)
         return row, True

@@ -35,13 +35,9 @@ def test_multi_hop_path_compiles_to_nested_subqueries() -> None:
     graph = build_graph(manifest({"orders": {}, "order_items": {}}), s)
     tables = _metadata()
     (path,) = graph.paths_for("order_items")
-    statement = select(tables["order_items"].c.id).where(
-        subject_filter(path, tables, ("id",), (7,))
-    )
+    statement = select(tables["order_items"].c.id).where(subject_filter(path, tables, ("id",), (7,)))
     sql = " ".join(
-        str(
-            statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
-        ).split()
+        str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})).split()
     )
     assert sql == (
         "SELECT order_items.id FROM order_items WHERE order_items.order_id IN "

@@ -142,9 +142,7 @@ def test_logical_reference_and_composite_key() -> None:
     )
     m = manifest(
         {
-            "tickets": {
-                "link": {"path": [{"from": ["user_ref"], "to": "users", "to_columns": ["id"]}]}
-            },
+            "tickets": {"link": {"path": [{"from": ["user_ref"], "to": "users", "to_columns": ["id"]}]}},
             "ticket_notes": {
                 "link": {
                     "path": [
@@ -222,21 +220,14 @@ def test_deletion_order_children_first_and_cycle_named() -> None:
     )
     order = build_graph(m, SHOP).deletion_order
     assert (
-        order.index("order_items")
-        < order.index("orders")
-        < order.index("addresses")
-        < order.index("users")
+        order.index("order_items") < order.index("orders") < order.index("addresses") < order.index("users")
     )
     cyclic = schema(
         table("users", "favourite_id", fks=(fk("users", "favourite_id", "addresses"),)),
         *list(SHOP.tables.values())[1:2],
     )
-    with pytest.raises(
-        ManifestInvalid, match="cycle among row-deleted tables users -> addresses -> users"
-    ):
-        build_graph(
-            manifest({"users": {"strategy": "delete"}, "addresses": {"strategy": "delete"}}), cyclic
-        )
+    with pytest.raises(ManifestInvalid, match="cycle among row-deleted tables users -> addresses -> users"):
+        build_graph(manifest({"users": {"strategy": "delete"}, "addresses": {"strategy": "delete"}}), cyclic)
 
 
 def test_topological_order_reports_only_cycle_members() -> None:
@@ -292,9 +283,7 @@ def test_graph_deletion_order_follows_reflected_foreign_keys(
             for t in tables
         ),
     )
-    links = {
-        t: {"strategy": "delete", "link": {"path": [{"from": "id", "to": "users"}]}} for t in tables
-    }
+    links = {t: {"strategy": "delete", "link": {"path": [{"from": "id", "to": "users"}]}} for t in tables}
     order = build_graph(manifest(links), s).deletion_order
     position = {t: i for i, t in enumerate(order)}
     for child, parent in set(edges):

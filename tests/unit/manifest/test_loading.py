@@ -56,9 +56,9 @@ def test_yaml_and_json_forms_hash_the_same() -> None:
     again = load_manifest(to_yaml(manifest))
     assert again == manifest
     assert content_hash(again) == content_hash(manifest)
-    assert content_hash(
-        load_manifest(VALID.replace("P10Y, action", "P11Y, action"))
-    ) != content_hash(manifest)
+    assert content_hash(load_manifest(VALID.replace("P10Y, action", "P11Y, action"))) != content_hash(
+        manifest
+    )
 
 
 @pytest.mark.parametrize(
