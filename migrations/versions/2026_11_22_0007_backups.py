@@ -39,7 +39,9 @@ def upgrade() -> None:
         sa.Column("duration_seconds", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_backup_restore_test"),
     )
-    op.create_index("ix_backup_restore_test_system_started_at", "backup_restore_test", ["system", "started_at"])
+    op.create_index(
+        "ix_backup_restore_test_system_started_at", "backup_restore_test", ["system", "started_at"]
+    )
 
 
 def downgrade() -> None:
