@@ -9,6 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -116,7 +117,7 @@ class BackupController(Controller):
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
         state: State,
-        data: RestoreTestIn,
+        data: JSONBody[RestoreTestIn],
     ) -> Response[RestoreTestOut]:
         """Accepted at once (202, ``running``); the restore runs in the background, bounded by
         ``LETHE_BACKUP_RESTORE_TIMEOUT_SECONDS``. Poll the ``Location`` for the outcome.
@@ -138,7 +139,7 @@ class BackupController(Controller):
         responses=problem_responses(401, 403, 404, 503),
     )
     async def get_restore_test(
-        self, db_session: NamedDependency[AsyncSession], test_id: uuid.UUID
+        self, db_session: NamedDependency[AsyncSession], test_id: FromPath[uuid.UUID]
     ) -> RestoreTestOut:
         """What was restored, row counts per manifest table, and the erased subjects it holds."""
         return restore_test_out(await services.RestoreTestService(session=db_session).one(test_id))
