@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from app.config import Settings
+from app.cli import lethe_group
+from app.config import Settings, get_settings
 from app.db.audit import ErasureTombstone
 from app.domain.audit.services import tombstone_reference
 from app.domain.backups import services
@@ -29,7 +31,7 @@ from app.domain.manifests.services import ManifestService
 from app.engine.targets import TargetRegistry
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
-from tests.conftest import TEST_AUDIT_KEY, make_settings
+from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
 from tests.servers import DatabaseServer
 
 # The manifest controllers (another branch) still use inferred parameters; Litestar warns at app
@@ -474,3 +476,47 @@ async def test_replay_only_considers_erasures_since_the_given_time(
     assert (report.tombstones, report.subjects_found) == (1, 1)
     assert await scalar(shop.url, "SELECT count(*) FROM users WHERE id = 2") == 1
     assert await scalar(shop.url, "SELECT count(*) FROM users WHERE id = 4") == 0
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def run_cli(settings: Settings, *args: str) -> Result:
+    env = {
+        "LETHE_DATABASE_URL": settings.database_url,
+        "LETHE_JWT_SECRET": TEST_JWT_SECRET,
+        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_LOG_LEVEL": "WARNING",
+        "LETHE_BACKUP_SOURCES": settings.backup_sources,
+    }
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(lethe_group, list(args), env=env, catch_exceptions=False)
+    finally:
+        get_settings.cache_clear()
+
+
+async def test_cli_health_exit_code_follows_the_worst_status(settings: Settings, shop: Shop) -> None:
+    dump = pg_dump(shop.url, shop.dumps / "shop.dump")
+    write_sidecar(dump)
+    fresh = await asyncio.to_thread(run_cli, settings, "backups", "health")
+    assert fresh.exit_code == 0, fresh.output
+    assert "overall: ok" in fresh.output
+    age(dump, 2 * 86_400)
+    old = await asyncio.to_thread(run_cli, settings, "backups", "health", "--json")
+    assert old.exit_code == 2, old.output
+    assert json.loads(old.output)["status"] == "critical"
+
+
+async def test_cli_restore_test_runs_synchronously_and_is_stored(
+    settings: Settings, shop: Shop, manifest: Manifest, store_engine: AsyncEngine
+) -> None:
+    write_sidecar(pg_dump(shop.url, shop.dumps / "shop.dump"))
+    await erase(shop, store_engine, (3,))
+    result = await asyncio.to_thread(run_cli, settings, "backups", "restore-test", SYSTEM, "--actor", "ops")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert (body["status"], body["resurrected_refs"], body["requested_by"]) == ("passed", refs(3), "ops")
+    async with AsyncSession(store_engine) as session:
+        stored = await session.scalar(text("SELECT status FROM backup_restore_test"))
+    assert stored == "passed"
