@@ -273,6 +273,16 @@ async def test_no_dump_at_all_is_critical_and_health_needs_its_scope(
     assert denied.status_code == 403
 
 
+async def test_malformed_sources_file_is_503_naming_the_key(
+    client: AsyncTestClient[Litestar], auth: Callable[..., dict[str, str]], settings: Settings
+) -> None:
+    assert settings.backup_sources is not None
+    Path(settings.backup_sources).write_text("systems: {shop: {sources: [{kind: directory, paht: /x}]}}")
+    response = await client.get("/v1/backups/health", headers=auth("backups:read"))
+    assert response.status_code == 503
+    assert "paht" in response.json()["detail"]
+
+
 async def test_metrics_expose_backup_age_status_and_restore_test_age(
     client: AsyncTestClient[Litestar], auth: Callable[..., dict[str, str]], shop: Shop, manifest: Manifest
 ) -> None:

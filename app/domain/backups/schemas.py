@@ -6,8 +6,6 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-import msgspec
-
 from app.lib.schema import BaseStruct, InputStruct
 
 __all__ = ("BackupCheck", "BackupHealthOut", "RestoreTestIn", "RestoreTestOut", "SystemHealthOut")
@@ -48,7 +46,7 @@ class BackupHealthOut(BaseStruct):
 class RestoreTestIn(InputStruct):
     """Which system's newest dump to restore into a scratch database."""
 
-    system: str = msgspec.field()
+    system: str
 
 
 class RestoreTestOut(BaseStruct):

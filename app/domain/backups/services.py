@@ -57,8 +57,15 @@ SubjectEraser = Callable[[AsyncEngine, Manifest, object, str], Awaitable[int]]
 
 
 def backup_config(settings: Settings) -> BackupConfig:
-    """The backup sources of ``LETHE_BACKUP_SOURCES`` (read on each use: operators edit it live)."""
-    return load_backup_config(settings.backup_sources)
+    """The backup sources of ``LETHE_BACKUP_SOURCES`` (read on each use: operators edit it live).
+
+    Raises:
+        Unavailable: the file is unreadable or malformed (503 naming the key path).
+    """
+    try:
+        return load_backup_config(settings.backup_sources)
+    except ConfigurationError as error:
+        raise Unavailable(f"backup sources unusable: {error}") from error
 
 
 def _system(config: BackupConfig, system: str) -> SystemBackups:
