@@ -170,7 +170,7 @@ def lint(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
                     f"column '{name}.{column.name}' {guess.reason} but the manifest does not cover it",
                 )
             )
-    return findings
+    return sorted(findings, key=lambda f: (f.table or "", f.column is not None, f.column or ""))
 
 
 def _finding(manifest: Manifest, kind: str, path: str, table: str, column: str | None, message: str) -> Issue:

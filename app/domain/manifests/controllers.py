@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.manifests import ManifestVersion
@@ -88,7 +89,7 @@ class ManifestController(Controller):
         responses=problem_responses(401, 403, 409, 413, 422, 503),
     )
     async def register(
-        self, request: Request[Principal, Any, Any], db_session: AsyncSession, state: State
+        self, request: Request[Principal, Any, Any], db_session: NamedDependency[AsyncSession], state: State
     ) -> Response[Registration]:
         """Validate against the live target and store a new version (201), or return the
         unchanged latest version (200) when the content is the same."""
@@ -115,10 +116,10 @@ class ManifestController(Controller):
     )
     async def list_manifests(
         self,
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         state: State,
-        cursor: str | None = Parameter(default=None, description="next_cursor of the previous page"),
-        limit: int | None = Parameter(default=None, description="page size"),
+        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int | None, QueryParameter(description="page size")] = None,
     ) -> ManifestPage:
         """Systems in name order, one summary each (the latest version)."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -140,9 +141,9 @@ class ManifestController(Controller):
     )
     async def get_manifest(
         self,
-        db_session: AsyncSession,
-        system: str,
-        version: int | None = Parameter(default=None, ge=1, description="a version number"),
+        db_session: NamedDependency[AsyncSession],
+        system: FromPath[str],
+        version: Annotated[int | None, QueryParameter(ge=1, description="a version number")] = None,
     ) -> ManifestVersionOut:
         """Versions never change once registered, so a version number identifies content."""
         return _version_out(await ManifestService(session=db_session).get_version(system, version))
@@ -157,10 +158,10 @@ class ManifestController(Controller):
     )
     async def validate_manifest(
         self,
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         state: State,
-        system: str,
-        version: int | None = Parameter(default=None, ge=1, description="a version number"),
+        system: FromPath[str],
+        version: Annotated[int | None, QueryParameter(ge=1, description="a version number")] = None,
     ) -> ValidationReport:
         """The target may have changed since registration: errors, risks and lint findings now."""
         row = await ManifestService(session=db_session).get_version(system, version)

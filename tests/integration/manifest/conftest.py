@@ -127,6 +127,21 @@ def lab_metadata() -> MetaData:
         Column("motto", String(5)),
         UniqueConstraint("code", name="uq_profiles_code"),
     )
+    Table(  # authors and posts reference each other: a foreign-key cycle
+        "authors",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("user_id", Integer, ForeignKey("users.id", name="fk_authors_user")),
+        Column(
+            "pinned_post_id", Integer, ForeignKey("posts.id", name="fk_authors_pinned_post", use_alter=True)
+        ),
+    )
+    Table(
+        "posts",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("author_id", Integer, ForeignKey("authors.id", name="fk_posts_author")),
+    )
     Table(
         "audit_trail",
         metadata,
