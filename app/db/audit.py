@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from advanced_alchemy.base import DefaultBase
-from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
-from sqlalchemy import BigInteger, Boolean, Index, String
+from advanced_alchemy.types import DateTimeUTC, JsonB
+from sqlalchemy import BigInteger, Boolean, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = ("APPEND_ONLY_TABLES", "AuditEvent", "ConsentEvent", "ErasureTombstone")
@@ -53,7 +53,7 @@ class ConsentEvent(DefaultBase):
         Index("ix_consent_event_subject_purpose", "subject_ref", "purpose", "occurred_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     subject_ref: Mapped[str] = mapped_column(String(64))
     purpose: Mapped[str] = mapped_column(String(128))
     granted: Mapped[bool] = mapped_column(Boolean)
@@ -80,7 +80,7 @@ class ErasureTombstone(DefaultBase):
         Index("ix_erasure_tombstone_erased_at", "erased_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     system: Mapped[str] = mapped_column(String(128))
     subject_key_ref: Mapped[str] = mapped_column(String(64))
     erased_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

@@ -21,7 +21,7 @@ trigger, because SQLite's truncate optimisation is off for tables with triggers)
 from __future__ import annotations
 
 import sqlalchemy as sa
-from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
+from advanced_alchemy.types import DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0002_audit"
@@ -63,7 +63,7 @@ def _create_tables() -> None:
     op.create_index("ix_audit_event_occurred_at", "audit_event", ["occurred_at"])
     op.create_table(
         "consent_event",
-        sa.Column("id", GUID(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("subject_ref", sa.String(64), nullable=False),
         sa.Column("purpose", sa.String(128), nullable=False),
         sa.Column("granted", sa.Boolean(), nullable=False),
@@ -75,19 +75,23 @@ def _create_tables() -> None:
         sa.Column("actor", sa.String(255), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_consent_event"),
     )
-    op.create_index("ix_consent_event_subject_purpose", "consent_event",
-                    ["subject_ref", "purpose", "occurred_at"])
+    op.create_index(
+        "ix_consent_event_subject_purpose",
+        "consent_event",
+        ["subject_ref", "purpose", "occurred_at"],
+    )
     op.create_table(
         "erasure_tombstone",
-        sa.Column("id", GUID(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("system", sa.String(128), nullable=False),
         sa.Column("subject_key_ref", sa.String(64), nullable=False),
         sa.Column("erased_at", DateTimeUTC(timezone=True), nullable=False),
         sa.Column("request_id", sa.String(128), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_erasure_tombstone"),
     )
-    op.create_index("ix_erasure_tombstone_system_ref", "erasure_tombstone",
-                    ["system", "subject_key_ref"])
+    op.create_index(
+        "ix_erasure_tombstone_system_ref", "erasure_tombstone", ["system", "subject_key_ref"]
+    )
     op.create_index("ix_erasure_tombstone_erased_at", "erasure_tombstone", ["erased_at"])
 
 
@@ -95,16 +99,22 @@ def _create_triggers(dialect: str) -> None:
     if dialect == "postgresql":
         op.execute(PG_FUNCTION)
         for table in TABLES:
-            op.execute(f"CREATE TRIGGER trg_{table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                       "FOR EACH ROW EXECUTE FUNCTION lethe_reject_append_only_change()")
-            op.execute(f"CREATE TRIGGER trg_{table}_no_truncate BEFORE TRUNCATE ON {table} "
-                       "FOR EACH STATEMENT EXECUTE FUNCTION lethe_reject_append_only_change()")
+            op.execute(
+                f"CREATE TRIGGER trg_{table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION lethe_reject_append_only_change()"
+            )
+            op.execute(
+                f"CREATE TRIGGER trg_{table}_no_truncate BEFORE TRUNCATE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION lethe_reject_append_only_change()"
+            )
     elif dialect == "sqlite":
         for table in TABLES:
             for statement in ("UPDATE", "DELETE"):
-                op.execute(f"CREATE TRIGGER trg_{table}_no_{statement.lower()} BEFORE {statement} "
-                           f"ON {table} BEGIN SELECT RAISE(ABORT, 'table {table} is append-only: "
-                           f"{statement} refused'); END")
+                op.execute(
+                    f"CREATE TRIGGER trg_{table}_no_{statement.lower()} BEFORE {statement} "
+                    f"ON {table} BEGIN SELECT RAISE(ABORT, 'table {table} is append-only: "
+                    f"{statement} refused'); END"
+                )
 
 
 def upgrade() -> None:

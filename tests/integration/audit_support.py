@@ -14,8 +14,12 @@ async def append_events(engine: AsyncEngine, count: int, **fields: object) -> No
     """Append ``count`` committed events, one transaction each."""
     for index in range(count):
         async with AsyncSession(engine) as session:
-            await append(session, action=str(fields.get("action", "test.event")),
-                         actor="test-operator", payload={"index": index, "table": "users"})
+            await append(
+                session,
+                action=str(fields.get("action", "test.event")),
+                actor="test-operator",
+                payload={"index": index, "table": "users"},
+            )
             await session.commit()
 
 
@@ -32,9 +36,14 @@ async def as_owner(engine: AsyncEngine, table: str, *statements: str) -> None:
                 await connection.execute(text(statement))
             await connection.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
             return
-        triggers = (await connection.execute(text(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t"),
-            {"t": table})).all()
+        triggers = (
+            await connection.execute(
+                text(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t"
+                ),
+                {"t": table},
+            )
+        ).all()
         for name, _ in triggers:
             await connection.execute(text(f"DROP TRIGGER {name}"))
         for statement in statements:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -18,6 +19,7 @@ from app.db.audit import AuditEvent, ErasureTombstone
 from app.db.store import create_store_engine
 from app.domain.audit.services import (
     append,
+    event_hash,
     make_checkpoint,
     subject_reference,
     tombstone_reference,
@@ -56,8 +58,12 @@ async def test_concurrent_writers_produce_one_gap_free_chain(engine: AsyncEngine
     async def writer(number: int) -> None:
         for index in range(250):
             async with AsyncSession(engine) as session:
-                await append(session, action="test.concurrent", actor=f"writer-{number}",
-                             payload={"writer": number, "index": index})
+                await append(
+                    session,
+                    action="test.concurrent",
+                    actor=f"writer-{number}",
+                    payload={"writer": number, "index": index},
+                )
                 await session.commit()
 
     await asyncio.gather(*(writer(n) for n in range(8)))
@@ -84,25 +90,43 @@ async def test_append_rolls_back_with_the_callers_transaction(engine: AsyncEngin
 async def test_payload_with_personal_data_is_refused(engine: AsyncEngine) -> None:
     async with AsyncSession(engine) as session:
         with pytest.raises(ValidationFailed, match=r"payload\.note"):
-            await append(session, action="test.bad", actor="op", payload={"note": "alice@example.com"})
+            await append(
+                session, action="test.bad", actor="op", payload={"note": "alice@example.com"}
+            )
 
 
 async def _seed_append_only_rows(engine: AsyncEngine) -> None:
     ref = subject_reference(TEST_AUDIT_KEY, None, "email", "seed@example.com")
     async with AsyncSession(engine) as session:
-        await record_consent(session, NewConsent(subject_ref=ref, purpose="marketing", granted=True,
-                                                 policy_version="v1", text_hash="a" * 64,
-                                                 source="web"), actor="op")
-        session.add(ErasureTombstone(id=uuid.uuid4(), system="shop",
-                                     subject_key_ref=tombstone_reference(TEST_AUDIT_KEY, "shop", 42),
-                                     erased_at=datetime.now(UTC), request_id="req-1"))
+        await record_consent(
+            session,
+            NewConsent(
+                subject_ref=ref,
+                purpose="marketing",
+                granted=True,
+                policy_version="v1",
+                text_hash="a" * 64,
+                source="web",
+            ),
+            actor="op",
+        )
+        session.add(
+            ErasureTombstone(
+                id=uuid.uuid4(),
+                system="shop",
+                subject_key_ref=tombstone_reference(TEST_AUDIT_KEY, "shop", 42),
+                erased_at=datetime.now(UTC),
+                request_id="req-1",
+            )
+        )
         await session.commit()
 
 
 @pytest.mark.parametrize("table", ["audit_event", "consent_event", "erasure_tombstone"])
 @pytest.mark.parametrize("statement", ["UPDATE", "DELETE", "TRUNCATE"])
-async def test_database_refuses_changes_to_append_only_tables(engine: AsyncEngine, table: str,
-                                                              statement: str) -> None:
+async def test_database_refuses_changes_to_append_only_tables(
+    engine: AsyncEngine, table: str, statement: str
+) -> None:
     await _seed_append_only_rows(engine)
     sqlite = engine.dialect.name == "sqlite"
     column = "actor" if table != "erasure_tombstone" else "system"
@@ -129,19 +153,30 @@ async def test_row_altered_with_triggers_disabled_is_named(engine: AsyncEngine) 
 
 async def test_rehashed_row_breaks_the_next_link(engine: AsyncEngine) -> None:
     await append_events(engine, 10)
-    await as_owner(engine, "audit_event", f"UPDATE audit_event SET hash = '{'f' * 64}' WHERE seq = 7")
+    await as_owner(
+        engine, "audit_event", f"UPDATE audit_event SET hash = '{'f' * 64}' WHERE seq = 7"
+    )
     report = await _report(engine)
     assert (report.broken_seq, report.reason) == (7, "hash_mismatch")
     async with AsyncSession(engine) as session:  # the forger also fixes row 7's hash: link 8 breaks
         event = await session.get(AuditEvent, 7)
         assert event is not None
-    from app.domain.audit.services import event_hash
-
-    forged = event_hash(seq=7, occurred_at=event.occurred_at, actor="mallory", action=event.action,
-                        request_id=None, system=None, subject_ref=None, payload=event.payload,
-                        prev_hash=event.prev_hash)
-    await as_owner(engine, "audit_event",
-                   f"UPDATE audit_event SET actor = 'mallory', hash = '{forged}' WHERE seq = 7")
+    forged = event_hash(
+        seq=7,
+        occurred_at=event.occurred_at,
+        actor="mallory",
+        action=event.action,
+        request_id=None,
+        system=None,
+        subject_ref=None,
+        payload=event.payload,
+        prev_hash=event.prev_hash,
+    )
+    await as_owner(
+        engine,
+        "audit_event",
+        f"UPDATE audit_event SET actor = 'mallory', hash = '{forged}' WHERE seq = 7",
+    )
     report = await _report(engine)
     assert (report.broken_seq, report.reason) == (8, "broken_link")
 
@@ -153,8 +188,9 @@ async def test_deleted_middle_row_is_a_gap(engine: AsyncEngine) -> None:
     assert (report.broken_seq, report.reason) == (3, "gap")
 
 
-async def test_deleted_tail_is_detected_against_a_checkpoint(engine: AsyncEngine,
-                                                             settings: Settings) -> None:
+async def test_deleted_tail_is_detected_against_a_checkpoint(
+    engine: AsyncEngine, settings: Settings
+) -> None:
     await append_events(engine, 10)
     async with AsyncSession(engine) as session:
         checkpoint = await make_checkpoint(session, settings)
@@ -175,15 +211,14 @@ async def test_forged_checkpoint_is_refused(engine: AsyncEngine, settings: Setti
     await append_events(engine, 2)
     async with AsyncSession(engine) as session:
         checkpoint = await make_checkpoint(session, settings)
-    import msgspec
-
     forged = msgspec.structs.replace(checkpoint, seq=1)
     with pytest.raises(ValidationFailed, match="signature"):
         verify_checkpoint_signature(settings, forged)
 
 
-async def test_checkpoint_without_signing_key_names_the_variable(engine: AsyncEngine,
-                                                                 tmp_path: Path, store_url: str) -> None:
+async def test_checkpoint_without_signing_key_names_the_variable(
+    engine: AsyncEngine, tmp_path: Path, store_url: str
+) -> None:
     unsigned = make_settings(tmp_path, database_url=store_url)
     async with AsyncSession(engine) as session:
         with pytest.raises(Unavailable, match="LETHE_AUDIT_SIGNING_KEY"):

@@ -16,11 +16,14 @@ from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET
 from tests.integration.audit_support import append_events, as_owner
 
 
-
 def _run(store_url: str, args: list[str], signing_key: str | None) -> Result:
-    env = {"LETHE_DATABASE_URL": store_url, "LETHE_JWT_SECRET": TEST_JWT_SECRET,
-           "LETHE_AUDIT_KEY": TEST_AUDIT_KEY, "LETHE_LOG_LEVEL": "WARNING",
-           "LETHE_AUDIT_SIGNING_KEY": signing_key}
+    env = {
+        "LETHE_DATABASE_URL": store_url,
+        "LETHE_JWT_SECRET": TEST_JWT_SECRET,
+        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_LOG_LEVEL": "WARNING",
+        "LETHE_AUDIT_SIGNING_KEY": signing_key,
+    }
     get_settings.cache_clear()
     try:
         return CliRunner().invoke(lethe_group, args, env=env, catch_exceptions=False)

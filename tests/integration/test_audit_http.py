@@ -30,8 +30,9 @@ Auth = Callable[..., dict[str, str]]
 @pytest.fixture
 def settings(tmp_path: Path, store_url: str) -> Settings:
     """Test settings with a signing key and a small page bound."""
-    return make_settings(tmp_path, database_url=store_url, audit_signing_key=SIGNING_KEY,
-                         max_page_size="5")
+    return make_settings(
+        tmp_path, database_url=store_url, audit_signing_key=SIGNING_KEY, max_page_size="5"
+    )
 
 
 async def _seed(engine: AsyncEngine) -> None:
@@ -40,10 +41,20 @@ async def _seed(engine: AsyncEngine) -> None:
     bob_shop = subject_reference(TEST_AUDIT_KEY, "shop", "email", "bob@example.com")
     rows: list[dict[str, Any]] = [
         {"action": "request.received", "request_id": "req-1", "subject_ref": alice_any},
-        {"action": "erasure.table", "request_id": "req-1", "system": "shop", "subject_ref": alice_shop,
-         "payload": {"table": "users", "rows": 1}},
+        {
+            "action": "erasure.table",
+            "request_id": "req-1",
+            "system": "shop",
+            "subject_ref": alice_shop,
+            "payload": {"table": "users", "rows": 1},
+        },
         {"action": "request.received", "request_id": "req-2", "subject_ref": bob_shop},
-        {"action": "erasure.table", "request_id": "req-2", "system": "shop", "subject_ref": bob_shop},
+        {
+            "action": "erasure.table",
+            "request_id": "req-2",
+            "system": "shop",
+            "subject_ref": bob_shop,
+        },
         {"action": "request.completed", "request_id": "req-1", "subject_ref": alice_any},
     ]
     for row in rows:
@@ -92,7 +103,9 @@ async def test_events_filters(client: Client, auth: Auth, store_engine: AsyncEng
     assert await seqs(subject_type="email", subject=" Alice@Example.COM ") == [1, 2, 5]
     assert await seqs(subject_type="email", subject="alice@example.com", system="shop") == [2]
     assert await seqs(subject_type="email", subject="carol@example.com") == []
-    assert await seqs(action="erasure.table", subject_type="email", subject="bob@example.com") == [4]
+    assert await seqs(action="erasure.table", subject_type="email", subject="bob@example.com") == [
+        4
+    ]
     now = datetime.now(UTC)
     assert await seqs(since=(now - timedelta(minutes=5)).isoformat()) == [1, 2, 3, 4, 5]
     assert await seqs(until=(now - timedelta(minutes=5)).isoformat()) == []
@@ -116,7 +129,9 @@ async def test_events_pagination(client: Client, auth: Auth, store_engine: Async
     assert forged.status_code == 422
 
 
-async def test_verify_and_checkpoints(client: Client, auth: Auth, store_engine: AsyncEngine) -> None:
+async def test_verify_and_checkpoints(
+    client: Client, auth: Auth, store_engine: AsyncEngine
+) -> None:
     await append_events(store_engine, 6)
     headers = auth("audit:read")
     ok = (await client.get("/v1/audit/verify", headers=headers)).json()
@@ -126,11 +141,16 @@ async def test_verify_and_checkpoints(client: Client, auth: Auth, store_engine: 
     assert (checkpoint["seq"], checkpoint["algorithm"]) == (6, "Ed25519")
     public_key = load_pem_public_key(checkpoint["public_key"].encode())
     message = b"lethe-audit-checkpoint-v1\n" + msgspec.json.encode(
-        {"head_hash": checkpoint["head_hash"], "seq": checkpoint["seq"], "time": checkpoint["time"]})
+        {"head_hash": checkpoint["head_hash"], "seq": checkpoint["seq"], "time": checkpoint["time"]}
+    )
     public_key.verify(base64.b64decode(checkpoint["signature"]), message)  # type: ignore[union-attr]
 
-    params = {"checkpoint_seq": checkpoint["seq"], "checkpoint_hash": checkpoint["head_hash"],
-              "checkpoint_time": checkpoint["time"], "checkpoint_signature": checkpoint["signature"]}
+    params = {
+        "checkpoint_seq": checkpoint["seq"],
+        "checkpoint_hash": checkpoint["head_hash"],
+        "checkpoint_time": checkpoint["time"],
+        "checkpoint_signature": checkpoint["signature"],
+    }
     assert (await client.get("/v1/audit/verify", params=params, headers=headers)).json()["ok"]
 
     await as_owner(store_engine, "audit_event", "DELETE FROM audit_event WHERE seq >= 5")
@@ -140,9 +160,13 @@ async def test_verify_and_checkpoints(client: Client, auth: Auth, store_engine: 
     forged = dict(params, checkpoint_seq=4)
     assert (await client.get("/v1/audit/verify", params=forged, headers=headers)).status_code == 422
     partial = {"checkpoint_seq": 4}
-    assert (await client.get("/v1/audit/verify", params=partial, headers=headers)).status_code == 422
+    assert (
+        await client.get("/v1/audit/verify", params=partial, headers=headers)
+    ).status_code == 422
 
-    await as_owner(store_engine, "audit_event", "UPDATE audit_event SET action = 'x.y' WHERE seq = 2")
+    await as_owner(
+        store_engine, "audit_event", "UPDATE audit_event SET action = 'x.y' WHERE seq = 2"
+    )
     broken = (await client.get("/v1/audit/verify", headers=headers)).json()
     assert (broken["ok"], broken["broken_seq"], broken["reason"]) == (False, 2, "hash_mismatch")
 

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
@@ -25,10 +24,22 @@ TEXT_HASH = hashlib.sha256(b"We may e-mail you offers.").hexdigest()
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
 
-def _consent(subject: str, *, granted: bool, purpose: str = "marketing", at: datetime | None = None,
-             **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"subject": subject, "purpose": purpose, "granted": granted,
-                            "policy_version": "2026-01", "text_hash": TEXT_HASH, "source": "web-form"}
+def _consent(
+    subject: str,
+    *,
+    granted: bool,
+    purpose: str = "marketing",
+    at: datetime | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "subject": subject,
+        "purpose": purpose,
+        "granted": granted,
+        "policy_version": "2026-01",
+        "text_hash": TEXT_HASH,
+        "source": "web-form",
+    }
     if at is not None:
         body["occurred_at"] = at.isoformat()
     return body | extra
@@ -39,9 +50,16 @@ async def _post(client: Client, auth: Auth, body: dict[str, Any], key: str | Non
     return await client.post("/v1/consents", json=body, headers=headers)
 
 
-async def _status(client: Client, auth: Auth, subject: str, purpose: str = "marketing",
-                  as_of: datetime | None = None) -> dict[str, Any]:
-    params = {"subject": subject, "purpose": purpose} | ({"as_of": as_of.isoformat()} if as_of else {})
+async def _status(
+    client: Client,
+    auth: Auth,
+    subject: str,
+    purpose: str = "marketing",
+    as_of: datetime | None = None,
+) -> dict[str, Any]:
+    params = {"subject": subject, "purpose": purpose} | (
+        {"as_of": as_of.isoformat()} if as_of else {}
+    )
     response = await client.get("/v1/consents/status", params=params, headers=auth("consent:read"))
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
@@ -56,46 +74,72 @@ async def test_consents_need_a_token_and_scopes(client: Client, auth: Auth) -> N
     body = _consent("dana@example.com", granted=True)
     assert (await client.post("/v1/consents", json=body)).status_code == 401
     assert (await client.get("/v1/consents", params={"subject": "x"})).status_code == 401
-    assert (await client.post("/v1/consents", json=body, headers=auth("consent:read"))).status_code == 403
+    assert (
+        await client.post("/v1/consents", json=body, headers=auth("consent:read"))
+    ).status_code == 403
     params = {"subject": "x", "purpose": "marketing"}
     denied = await client.get("/v1/consents/status", params=params, headers=auth("consent:write"))
     assert denied.status_code == 403
 
 
-async def test_grant_withdraw_status_and_history(client: Client, auth: Auth,
-                                                 store_engine: AsyncEngine) -> None:
+async def test_grant_withdraw_status_and_history(
+    client: Client, auth: Auth, store_engine: AsyncEngine
+) -> None:
     created = await _post(client, auth, _consent("Erin@Example.com", granted=True, at=T0))
     assert created.status_code == 201, created.text
     event = created.json()
-    assert event["subject_ref"] == subject_reference(TEST_AUDIT_KEY, None, "email", "erin@example.com")
+    assert event["subject_ref"] == subject_reference(
+        TEST_AUDIT_KEY, None, "email", "erin@example.com"
+    )
     assert (event["actor"], event["granted"], event["audit_seq"]) == ("test-operator", True, 1)
     assert "subject" not in event
 
     assert (await _status(client, auth, "erin@example.com"))["status"] == "granted"
-    await _post(client, auth, _consent("erin@example.com", granted=False, at=T0 + timedelta(days=2)))
+    await _post(
+        client, auth, _consent("erin@example.com", granted=False, at=T0 + timedelta(days=2))
+    )
     # a grant and a withdrawal at the same instant: the withdrawal wins, whatever the order
-    await _post(client, auth, _consent("erin@example.com", granted=False, at=T0 + timedelta(days=4)))
+    await _post(
+        client, auth, _consent("erin@example.com", granted=False, at=T0 + timedelta(days=4))
+    )
     await _post(client, auth, _consent("erin@example.com", granted=True, at=T0 + timedelta(days=4)))
 
-    assert (await _status(client, auth, "erin@example.com", as_of=T0 - timedelta(days=1)))["status"] == "unknown"
-    assert (await _status(client, auth, "erin@example.com", as_of=T0 + timedelta(days=1)))["granted"] is True
-    assert (await _status(client, auth, "erin@example.com", as_of=T0 + timedelta(days=3)))["status"] == "withdrawn"
+    assert (await _status(client, auth, "erin@example.com", as_of=T0 - timedelta(days=1)))[
+        "status"
+    ] == "unknown"
+    assert (await _status(client, auth, "erin@example.com", as_of=T0 + timedelta(days=1)))[
+        "granted"
+    ] is True
+    assert (await _status(client, auth, "erin@example.com", as_of=T0 + timedelta(days=3)))[
+        "status"
+    ] == "withdrawn"
     now = await _status(client, auth, " ERIN@example.com")
     assert (now["status"], now["granted"], now["policy_version"]) == ("withdrawn", False, "2026-01")
-    assert (await _status(client, auth, "erin@example.com", purpose="analytics"))["status"] == "unknown"
+    assert (await _status(client, auth, "erin@example.com", purpose="analytics"))[
+        "status"
+    ] == "unknown"
 
     pages: list[dict[str, Any]] = []
     cursor = None
     while True:
-        params = {"subject": "erin@example.com", "limit": 3} | ({"cursor": cursor} if cursor else {})
-        body = (await client.get("/v1/consents", params=params, headers=auth("consent:read"))).json()
+        params = {"subject": "erin@example.com", "limit": 3} | (
+            {"cursor": cursor} if cursor else {}
+        )
+        body = (
+            await client.get("/v1/consents", params=params, headers=auth("consent:read"))
+        ).json()
         pages.append(body)
         cursor = body["next_cursor"]
         if cursor is None:
             break
     items = [item for page in pages for item in page["items"]]
     assert len(pages) == 2
-    assert [i["occurred_at"][:10] for i in items] == ["2026-01-10", "2026-01-12", "2026-01-14", "2026-01-14"]
+    assert [i["occurred_at"][:10] for i in items] == [
+        "2026-01-10",
+        "2026-01-12",
+        "2026-01-14",
+        "2026-01-14",
+    ]
 
     async with AsyncSession(store_engine) as session:
         history = await consent_history(session, event["subject_ref"])
@@ -133,18 +177,31 @@ async def test_idempotent_consent(client: Client, auth: Auth, store_engine: Asyn
 IDENTITIES = ["hana@example.com", "Hana@Example.com", "ivan.petrov@example.org", "user-770301"]
 
 
-async def test_no_identity_is_stored_in_clear(client: Client, auth: Auth,
-                                              store_engine: AsyncEngine) -> None:
+async def test_no_identity_is_stored_in_clear(
+    client: Client, auth: Auth, store_engine: AsyncEngine
+) -> None:
     for subject in IDENTITIES[:3]:
         await _post(client, auth, _consent(subject, granted=True), key=f"k-{uuid.uuid4()}")
     await _post(client, auth, _consent("user-770301", granted=False, subject_type="user_id"))
     async with AsyncSession(store_engine) as session:
-        await append(session, action="erasure.completed", actor="worker", request_id="req-9",
-                     system="shop", subject_ref=subject_reference(TEST_AUDIT_KEY, "shop", "user_id", "user-770301"),
-                     payload={"tables": ["users", "orders"], "rows": 3})
-        session.add(ErasureTombstone(id=uuid.uuid4(), system="shop", request_id="req-9",
-                                     subject_key_ref=tombstone_reference(TEST_AUDIT_KEY, "shop", "user-770301"),
-                                     erased_at=datetime.now(UTC)))
+        await append(
+            session,
+            action="erasure.completed",
+            actor="worker",
+            request_id="req-9",
+            system="shop",
+            subject_ref=subject_reference(TEST_AUDIT_KEY, "shop", "user_id", "user-770301"),
+            payload={"tables": ["users", "orders"], "rows": 3},
+        )
+        session.add(
+            ErasureTombstone(
+                id=uuid.uuid4(),
+                system="shop",
+                request_id="req-9",
+                subject_key_ref=tombstone_reference(TEST_AUDIT_KEY, "shop", "user-770301"),
+                erased_at=datetime.now(UTC),
+            )
+        )
         await session.commit()
     dump = []
     async with store_engine.connect() as connection:

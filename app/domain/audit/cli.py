@@ -1,4 +1,4 @@
-"""``lethe audit verify`` and ``lethe audit checkpoint``: the chain checked from a shell or a cron."""
+"""``lethe audit verify`` and ``lethe audit checkpoint``: the chain checked from a shell or cron."""
 
 from __future__ import annotations
 
@@ -46,8 +46,12 @@ def audit_group() -> None:
 
 
 @audit_group.command(name="verify")
-@click.option("--checkpoint", "checkpoint_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A checkpoint JSON from 'lethe audit checkpoint' to verify against.")
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint JSON from 'lethe audit checkpoint' to verify against.",
+)
 def verify_command(checkpoint_file: Path | None) -> None:
     """Recompute the chain; exit 1 naming the first broken seq, 0 when it verifies."""
     checkpoint = None
@@ -64,8 +68,10 @@ def verify_command(checkpoint_file: Path | None) -> None:
 
     report = _run(_verify)
     if not report.ok:
-        click.echo(f"audit chain broken at seq {report.broken_seq}: {report.reason} ({report.detail})",
-                   err=True)
+        click.echo(
+            f"audit chain broken at seq {report.broken_seq}: {report.reason} ({report.detail})",
+            err=True,
+        )
         sys.exit(1)
     suffix = f", matches checkpoint at seq {checkpoint.seq}" if checkpoint else ""
     click.echo(f"audit chain ok: {report.checked} events, head seq {report.head_seq}{suffix}")

@@ -25,88 +25,161 @@ CHECKPOINT_DOC = "With checkpoint_hash, _time and _signature: a checkpoint to ve
 
 
 def _event_out(event: AuditEvent) -> AuditEventOut:
-    return AuditEventOut(seq=event.seq, occurred_at=event.occurred_at, actor=event.actor,
-                         action=event.action, request_id=event.request_id, system=event.system,
-                         subject_ref=event.subject_ref, payload=event.payload,
-                         prev_hash=event.prev_hash, hash=event.hash)
+    return AuditEventOut(
+        seq=event.seq,
+        occurred_at=event.occurred_at,
+        actor=event.actor,
+        action=event.action,
+        request_id=event.request_id,
+        system=event.system,
+        subject_ref=event.subject_ref,
+        payload=event.payload,
+        prev_hash=event.prev_hash,
+        hash=event.hash,
+    )
 
 
-def _checkpoint_from_query(seq: int | None, head_hash: str | None, time: str | None,
-                           signature: str | None) -> services.Checkpoint | None:
+def _checkpoint_from_query(
+    seq: int | None, head_hash: str | None, time: str | None, signature: str | None
+) -> services.Checkpoint | None:
     given = [v is not None for v in (seq, head_hash, time, signature)]
     if not any(given):
         return None
     if not all(given):
         raise ValidationFailed(
-            "a checkpoint needs checkpoint_seq, checkpoint_hash, checkpoint_time and checkpoint_signature",
-            [{"field": "query.checkpoint_seq", "message": "all four checkpoint parameters together"}])
-    return services.Checkpoint(seq=seq or 0, head_hash=head_hash or "", time=time or "",
-                               signature=signature or "")
+            "a checkpoint needs checkpoint_seq, _hash, _time and _signature together",
+            [
+                {
+                    "field": "query.checkpoint_seq",
+                    "message": "all four checkpoint parameters together",
+                }
+            ],
+        )
+    return services.Checkpoint(
+        seq=seq or 0, head_hash=head_hash or "", time=time or "", signature=signature or ""
+    )
 
 
 class AuditController(Controller):
     """Read the audit log and check that nobody rewrote it."""
 
     path = "/audit"
-    tags = ["audit"]
+    tags = ["audit"]  # noqa: RUF012 - Litestar's declared attribute
     guards = [requires("audit:read")]  # noqa: RUF012 - Litestar's declared attribute
 
-    @get("/events", operation_id="ListAuditEvents", summary="Audit events, filtered, in seq order",
-         responses=problem_responses(401, 403, 422))
+    @get(
+        "/events",
+        operation_id="ListAuditEvents",
+        summary="Audit events, filtered, in seq order",
+        responses=problem_responses(401, 403, 422),
+    )
     async def list_events(
-        self, db_session: NamedDependency[AsyncSession], state: State,
+        self,
+        db_session: NamedDependency[AsyncSession],
+        state: State,
         action: FromQuery[str | None] = None,
         request_id: FromQuery[str | None] = None,
-        system: Annotated[str | None, QueryParameter(description="Only events of this system.")] = None,
-        subject_type: Annotated[str | None, QueryParameter(description="Identity type, e.g. email.")] = None,
-        subject: Annotated[str | None, QueryParameter(
-            description="Identity value; its reference is computed, the value is never stored.")] = None,
-        since: Annotated[datetime | None, QueryParameter(description="Inclusive lower bound.")] = None,
-        until: Annotated[datetime | None, QueryParameter(description="Exclusive upper bound.")] = None,
+        system: Annotated[
+            str | None, QueryParameter(description="Only events of this system.")
+        ] = None,
+        subject_type: Annotated[
+            str | None, QueryParameter(description="Identity type, e.g. email.")
+        ] = None,
+        subject: Annotated[
+            str | None,
+            QueryParameter(
+                description="Identity value; its reference is computed, the value is never stored."
+            ),
+        ] = None,
+        since: Annotated[
+            datetime | None, QueryParameter(description="Inclusive lower bound.")
+        ] = None,
+        until: Annotated[
+            datetime | None, QueryParameter(description="Exclusive upper bound.")
+        ] = None,
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int | None] = None,
     ) -> AuditEventPage:
-        """Filter by action, request, system, subject identity (its reference is computed) and time."""
+        """Filter by action, request, system, time, and subject identity (hashed first)."""
         size = clamp_limit(limit, state.settings.max_page_size)
         after = decode_cursor(cursor, 1)
         refs = None
         if subject is not None or subject_type is not None:
             if not subject or not subject_type:
-                raise ValidationFailed("subject and subject_type go together",
-                                       [{"field": "query.subject", "message": "needs subject_type"}])
-            refs = await services.subject_references_for(db_session, state.settings, subject_type,
-                                                         subject, system)
-        flt = services.EventFilter(action=action, request_id=request_id, system=system,
-                                   subject_refs=refs, since=since, until=until)
-        events, last = await services.list_events(db_session, flt,
-                                                  after_seq=int(after[0]) if after else None, limit=size)
-        return AuditEventPage(items=[_event_out(e) for e in events],
-                              next_cursor=encode_cursor(last) if last is not None else None)
+                raise ValidationFailed(
+                    "subject and subject_type go together",
+                    [{"field": "query.subject", "message": "needs subject_type"}],
+                )
+            refs = await services.subject_references_for(
+                db_session, state.settings, subject_type, subject, system
+            )
+        flt = services.EventFilter(
+            action=action,
+            request_id=request_id,
+            system=system,
+            subject_refs=refs,
+            since=since,
+            until=until,
+        )
+        events, last = await services.list_events(
+            db_session, flt, after_seq=int(after[0]) if after else None, limit=size
+        )
+        return AuditEventPage(
+            items=[_event_out(e) for e in events],
+            next_cursor=encode_cursor(last) if last is not None else None,
+        )
 
-    @get("/verify", operation_id="VerifyAuditChain", summary="Recompute the hash chain",
-         responses=problem_responses(401, 403, 422, 503))
+    @get(
+        "/verify",
+        operation_id="VerifyAuditChain",
+        summary="Recompute the hash chain",
+        responses=problem_responses(401, 403, 422, 503),
+    )
     async def verify(
-        self, db_session: NamedDependency[AsyncSession], state: State,
-        checkpoint_seq: Annotated[int | None, QueryParameter(ge=0, description=CHECKPOINT_DOC)] = None,
+        self,
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        checkpoint_seq: Annotated[
+            int | None, QueryParameter(ge=0, description=CHECKPOINT_DOC)
+        ] = None,
         checkpoint_hash: FromQuery[str | None] = None,
         checkpoint_time: FromQuery[str | None] = None,
         checkpoint_signature: FromQuery[str | None] = None,
     ) -> ChainVerification:
         """Report ok, or the first broken seq and why; a checkpoint also detects a cut tail."""
-        checkpoint = _checkpoint_from_query(checkpoint_seq, checkpoint_hash, checkpoint_time,
-                                            checkpoint_signature)
+        checkpoint = _checkpoint_from_query(
+            checkpoint_seq, checkpoint_hash, checkpoint_time, checkpoint_signature
+        )
         if checkpoint is not None:
             services.verify_checkpoint_signature(state.settings, checkpoint)
         report = await services.verify_chain(db_session, checkpoint)
-        return ChainVerification(ok=report.ok, checked=report.checked, head_seq=report.head_seq,
-                                 head_hash=report.head_hash, broken_seq=report.broken_seq,
-                                 reason=report.reason, detail=report.detail,
-                                 checkpoint_seq=checkpoint.seq if checkpoint else None)
+        return ChainVerification(
+            ok=report.ok,
+            checked=report.checked,
+            head_seq=report.head_seq,
+            head_hash=report.head_hash,
+            broken_seq=report.broken_seq,
+            reason=report.reason,
+            detail=report.detail,
+            checkpoint_seq=checkpoint.seq if checkpoint else None,
+        )
 
-    @get("/checkpoints", operation_id="CreateAuditCheckpoint", summary="A signed checkpoint of the head",
-         responses=problem_responses(401, 403, 503))
-    async def checkpoint(self, db_session: NamedDependency[AsyncSession], state: State) -> CheckpointOut:
+    @get(
+        "/checkpoints",
+        operation_id="CreateAuditCheckpoint",
+        summary="A signed checkpoint of the head",
+        responses=problem_responses(401, 403, 503),
+    )
+    async def checkpoint(
+        self, db_session: NamedDependency[AsyncSession], state: State
+    ) -> CheckpointOut:
         """Keep the result outside the database; verifying against it later detects truncation."""
         cp = await services.make_checkpoint(db_session, state.settings)
-        return CheckpointOut(seq=cp.seq, head_hash=cp.head_hash, time=cp.time, signature=cp.signature,
-                             algorithm=cp.algorithm, public_key=cp.public_key)
+        return CheckpointOut(
+            seq=cp.seq,
+            head_hash=cp.head_hash,
+            time=cp.time,
+            signature=cp.signature,
+            algorithm=cp.algorithm,
+            public_key=cp.public_key,
+        )

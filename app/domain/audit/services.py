@@ -29,8 +29,8 @@ __all__ = (
     "ADVISORY_LOCK_KEY",
     "GENESIS_HASH",
     "IDENTIFIER",
-    "Checkpoint",
     "ChainReport",
+    "Checkpoint",
     "EventFilter",
     "append",
     "canonical_time",
@@ -85,7 +85,9 @@ def subject_reference(audit_key: str, system: str | None, identity_type: str, va
     reference or test a guess.
     """
     identity_type = identity_type.strip().casefold()
-    return hmac_ref(audit_key, system or "", identity_type, normalise_identity(identity_type, value))
+    return hmac_ref(
+        audit_key, system or "", identity_type, normalise_identity(identity_type, value)
+    )
 
 
 def tombstone_reference(audit_key: str, system: str, key_value: object) -> str:
@@ -99,8 +101,13 @@ def _audit_key(settings: Settings) -> str:
     return settings.audit_key
 
 
-async def subject_references_for(session: AsyncSession, settings: Settings, identity_type: str,
-                                 value: str, system: str | None = None) -> list[str]:
+async def subject_references_for(
+    session: AsyncSession,
+    settings: Settings,
+    identity_type: str,
+    value: str,
+    system: str | None = None,
+) -> list[str]:
     """Every reference an identity may have in the log: per system seen, and cross-system.
 
     Lookups by identity compute references; with ``system`` given only that system's.
@@ -135,12 +142,15 @@ def _check_value(value: object, path: str, depth: int) -> None:
         for index, item in enumerate(value):
             _check_value(item, f"{path}[{index}]", depth + 1)
         return
-    raise _payload_error(path, f"{type(value).__name__} is not allowed (counts, booleans, identifiers)")
+    raise _payload_error(
+        path, f"{type(value).__name__} is not allowed (counts, booleans, identifiers)"
+    )
 
 
 def _payload_error(path: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"audit payload refused at {path}: {message}",
-                            [{"field": path, "message": message}])
+    return ValidationFailed(
+        f"audit payload refused at {path}: {message}", [{"field": path, "message": message}]
+    )
 
 
 def validate_payload(payload: Payload) -> dict[str, Any]:
@@ -158,19 +168,46 @@ def canonical_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_hash(*, seq: int, occurred_at: datetime, actor: str, action: str, request_id: str | None,
-               system: str | None, subject_ref: str | None, payload: Payload, prev_hash: str) -> str:
+def event_hash(
+    *,
+    seq: int,
+    occurred_at: datetime,
+    actor: str,
+    action: str,
+    request_id: str | None,
+    system: str | None,
+    subject_ref: str | None,
+    payload: Payload,
+    prev_hash: str,
+) -> str:
     """SHA-256 of the canonical encoding of an event (fixed field order, sorted payload keys)."""
-    fields = [seq, canonical_time(occurred_at), actor, action, request_id, system, subject_ref,
-              payload, prev_hash]
+    fields = [
+        seq,
+        canonical_time(occurred_at),
+        actor,
+        action,
+        request_id,
+        system,
+        subject_ref,
+        payload,
+        prev_hash,
+    ]
     encoded = msgspec.json.encode(fields, order="sorted")
     return hashlib.sha256(EVENT_DOMAIN + encoded).hexdigest()
 
 
 def _hash_of(event: AuditEvent) -> str:
-    return event_hash(seq=event.seq, occurred_at=event.occurred_at, actor=event.actor,
-                      action=event.action, request_id=event.request_id, system=event.system,
-                      subject_ref=event.subject_ref, payload=event.payload, prev_hash=event.prev_hash)
+    return event_hash(
+        seq=event.seq,
+        occurred_at=event.occurred_at,
+        actor=event.actor,
+        action=event.action,
+        request_id=event.request_id,
+        system=event.system,
+        subject_ref=event.subject_ref,
+        payload=event.payload,
+        prev_hash=event.prev_hash,
+    )
 
 
 # --- appends --------------------------------------------------------------------------------
@@ -178,8 +215,10 @@ def _hash_of(event: AuditEvent) -> str:
 
 def _check_identifier(name: str, value: str | None) -> None:
     if value is not None and not IDENTIFIER.fullmatch(value):
-        raise ValidationFailed(f"audit {name} must be an identifier",
-                               [{"field": name, "message": "must match [A-Za-z0-9_.:-]{1,128}"}])
+        raise ValidationFailed(
+            f"audit {name} must be an identifier",
+            [{"field": name, "message": "must match [A-Za-z0-9_.:-]{1,128}"}],
+        )
 
 
 async def _take_append_lock(session: AsyncSession) -> None:
@@ -190,21 +229,34 @@ async def _take_append_lock(session: AsyncSession) -> None:
     a head another writer is about to move, then fail to upgrade its lock).
     """
     if session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
+        )
     else:
-        await session.execute(update(AuditEvent).where(AuditEvent.seq < 0).values(seq=AuditEvent.seq))
+        await session.execute(
+            update(AuditEvent).where(AuditEvent.seq < 0).values(seq=AuditEvent.seq)
+        )
 
 
 async def _head(session: AsyncSession) -> tuple[int, str]:
-    row = (await session.execute(
-        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-    )).first()
+    row = (
+        await session.execute(
+            select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+        )
+    ).first()
     return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
 
-async def append(session: AsyncSession, *, action: str, actor: str, request_id: str | None = None,
-                 system: str | None = None, subject_ref: str | None = None,
-                 payload: Payload | None = None) -> AuditEvent:
+async def append(
+    session: AsyncSession,
+    *,
+    action: str,
+    actor: str,
+    request_id: str | None = None,
+    system: str | None = None,
+    subject_ref: str | None = None,
+    payload: Payload | None = None,
+) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction; it commits with the work.
 
     Args:
@@ -223,19 +275,38 @@ async def append(session: AsyncSession, *, action: str, actor: str, request_id: 
     _check_identifier("request_id", request_id)
     _check_identifier("system", system)
     if subject_ref is not None and not re.fullmatch(r"[0-9a-f]{64}", subject_ref):
-        raise ValidationFailed("audit subject_ref must be a reference from subject_reference()",
-                               [{"field": "subject_ref", "message": "64 lowercase hex"}])
+        raise ValidationFailed(
+            "audit subject_ref must be a reference from subject_reference()",
+            [{"field": "subject_ref", "message": "64 lowercase hex"}],
+        )
     body = validate_payload(payload or {})
     await _take_append_lock(session)
     head_seq, head_hash = await _head(session)
     occurred_at = datetime.now(UTC)
     seq = head_seq + 1
-    digest = event_hash(seq=seq, occurred_at=occurred_at, actor=actor, action=action,
-                        request_id=request_id, system=system, subject_ref=subject_ref,
-                        payload=body, prev_hash=head_hash)
-    event = AuditEvent(seq=seq, occurred_at=occurred_at, actor=actor, action=action,
-                       request_id=request_id, system=system, subject_ref=subject_ref,
-                       payload=body, prev_hash=head_hash, hash=digest)
+    digest = event_hash(
+        seq=seq,
+        occurred_at=occurred_at,
+        actor=actor,
+        action=action,
+        request_id=request_id,
+        system=system,
+        subject_ref=subject_ref,
+        payload=body,
+        prev_hash=head_hash,
+    )
+    event = AuditEvent(
+        seq=seq,
+        occurred_at=occurred_at,
+        actor=actor,
+        action=action,
+        request_id=request_id,
+        system=system,
+        subject_ref=subject_ref,
+        payload=body,
+        prev_hash=head_hash,
+        hash=digest,
+    )
     session.add(event)
     await session.flush()
     return event
@@ -272,8 +343,9 @@ def _filtered(query: Select[tuple[AuditEvent]], flt: EventFilter) -> Select[tupl
     return query
 
 
-async def list_events(session: AsyncSession, flt: EventFilter, *, after_seq: int | None,
-                      limit: int) -> tuple[list[AuditEvent], int | None]:
+async def list_events(
+    session: AsyncSession, flt: EventFilter, *, after_seq: int | None, limit: int
+) -> tuple[list[AuditEvent], int | None]:
     """One page of events in ``seq`` order, and the ``seq`` to continue after (None at the end)."""
     query = _filtered(select(AuditEvent), flt).order_by(AuditEvent.seq).limit(limit + 1)
     if after_seq is not None:
@@ -299,14 +371,17 @@ class Checkpoint(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def _signed_message(seq: int, head_hash: str, time: str) -> bytes:
-    return CHECKPOINT_DOMAIN + msgspec.json.encode({"head_hash": head_hash, "seq": seq, "time": time},
-                                                   order="sorted")
+    return CHECKPOINT_DOMAIN + msgspec.json.encode(
+        {"head_hash": head_hash, "seq": seq, "time": time}, order="sorted"
+    )
 
 
 def _signing_key(settings: Settings) -> Ed25519PrivateKey:
     if not settings.audit_signing_key:
-        raise Unavailable(f"signed audit checkpoints need {SIGNING_KEY_VARIABLE} (or "
-                          f"{SIGNING_KEY_VARIABLE}_FILE); it is not configured")
+        raise Unavailable(
+            f"signed audit checkpoints need {SIGNING_KEY_VARIABLE} (or "
+            f"{SIGNING_KEY_VARIABLE}_FILE); it is not configured"
+        )
     return load_signing_key(settings.audit_signing_key)
 
 
@@ -320,9 +395,13 @@ async def make_checkpoint(session: AsyncSession, settings: Settings) -> Checkpoi
     seq, head_hash = await _head(session)
     time = canonical_time(datetime.now(UTC))
     signature = key.sign(_signed_message(seq, head_hash, time))
-    return Checkpoint(seq=seq, head_hash=head_hash, time=time,
-                      signature=base64.b64encode(signature).decode("ascii"),
-                      public_key=public_key_pem(key))
+    return Checkpoint(
+        seq=seq,
+        head_hash=head_hash,
+        time=time,
+        signature=base64.b64encode(signature).decode("ascii"),
+        public_key=public_key_pem(key),
+    )
 
 
 def verify_checkpoint_signature(settings: Settings, checkpoint: Checkpoint) -> None:
@@ -330,11 +409,14 @@ def verify_checkpoint_signature(settings: Settings, checkpoint: Checkpoint) -> N
     public = _signing_key(settings).public_key()
     try:
         signature = base64.b64decode(checkpoint.signature, validate=True)
-        public.verify(signature, _signed_message(checkpoint.seq, checkpoint.head_hash,
-                                                 checkpoint.time))
+        public.verify(
+            signature, _signed_message(checkpoint.seq, checkpoint.head_hash, checkpoint.time)
+        )
     except (InvalidSignature, ValueError) as exc:
-        raise ValidationFailed("the checkpoint's signature does not verify with the audit signing key",
-                               [{"field": "checkpoint.signature", "message": "invalid"}]) from exc
+        raise ValidationFailed(
+            "the checkpoint's signature does not verify with the audit signing key",
+            [{"field": "checkpoint.signature", "message": "invalid"}],
+        ) from exc
 
 
 # --- verification ---------------------------------------------------------------------------
@@ -364,14 +446,21 @@ def _check_event(event: AuditEvent, expected_seq: int, prev_hash: str) -> tuple[
     return None
 
 
-def _against_checkpoint(checkpoint: Checkpoint, seen: dict[int, str], head_seq: int) -> tuple[
-        int, str, str] | None:
+def _against_checkpoint(
+    checkpoint: Checkpoint, seen: dict[int, str], head_seq: int
+) -> tuple[int, str, str] | None:
     if checkpoint.seq > head_seq:
-        return (head_seq + 1, "truncated",
-                f"the checkpoint covers seq {checkpoint.seq} but the chain ends at {head_seq}")
+        return (
+            head_seq + 1,
+            "truncated",
+            f"the checkpoint covers seq {checkpoint.seq} but the chain ends at {head_seq}",
+        )
     if checkpoint.seq > 0 and seen.get(checkpoint.seq) != checkpoint.head_hash:
-        return (checkpoint.seq, "rewritten",
-                f"the hash at seq {checkpoint.seq} differs from the checkpoint's")
+        return (
+            checkpoint.seq,
+            "rewritten",
+            f"the hash at seq {checkpoint.seq} differs from the checkpoint's",
+        )
     return None
 
 
@@ -385,15 +474,26 @@ async def verify_chain(session: AsyncSession, checkpoint: Checkpoint | None = No
     expected, prev_hash, checked = 1, GENESIS_HASH, 0
     seen: dict[int, str] = {}
     while True:
-        batch = (await session.scalars(
-            select(AuditEvent).where(AuditEvent.seq >= expected).order_by(AuditEvent.seq)
-            .limit(VERIFY_BATCH))).all()
+        batch = (
+            await session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.seq >= expected)
+                .order_by(AuditEvent.seq)
+                .limit(VERIFY_BATCH)
+            )
+        ).all()
         for event in batch:
             problem = _check_event(event, expected, prev_hash)
             if problem is not None:
-                return ChainReport(ok=False, checked=checked, head_seq=expected - 1, head_hash=prev_hash,
-                                   broken_seq=expected if problem[0] == "gap" else event.seq,
-                                   reason=problem[0], detail=problem[1])
+                return ChainReport(
+                    ok=False,
+                    checked=checked,
+                    head_seq=expected - 1,
+                    head_hash=prev_hash,
+                    broken_seq=expected if problem[0] == "gap" else event.seq,
+                    reason=problem[0],
+                    detail=problem[1],
+                )
             if checkpoint is not None and event.seq == checkpoint.seq:
                 seen[event.seq] = event.hash
             expected, prev_hash, checked = event.seq + 1, event.hash, checked + 1
@@ -401,7 +501,13 @@ async def verify_chain(session: AsyncSession, checkpoint: Checkpoint | None = No
             break
     head_seq = expected - 1
     if checkpoint is not None and (found := _against_checkpoint(checkpoint, seen, head_seq)):
-        return ChainReport(ok=False, checked=checked, head_seq=head_seq, head_hash=prev_hash,
-                           broken_seq=found[0], reason=found[1], detail=found[2])
+        return ChainReport(
+            ok=False,
+            checked=checked,
+            head_seq=head_seq,
+            head_hash=prev_hash,
+            broken_seq=found[0],
+            reason=found[1],
+            detail=found[2],
+        )
     return ChainReport(ok=True, checked=checked, head_seq=head_seq, head_hash=prev_hash)
-

@@ -33,20 +33,38 @@ from app.lib.problems import problem_responses
 
 __all__ = ("ConsentController",)
 
-SubjectType = Annotated[str, QueryParameter(pattern=r"^[a-z][a-z0-9_]{0,31}$",
-                                            description="Identity type of `subject` (e.g. email).")]
-Subject = Annotated[str, QueryParameter(min_length=1, max_length=320,
-                                        description="Identity value; hashed, never stored.")]
-Purpose = Annotated[str, QueryParameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
-                                        description="The purpose consented to.")]
+SubjectType = Annotated[
+    str,
+    QueryParameter(
+        pattern=r"^[a-z][a-z0-9_]{0,31}$", description="Identity type of `subject` (e.g. email)."
+    ),
+]
+Subject = Annotated[
+    str,
+    QueryParameter(
+        min_length=1, max_length=320, description="Identity value; hashed, never stored."
+    ),
+]
+Purpose = Annotated[
+    str,
+    QueryParameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="The purpose consented to."),
+]
 
 
 def _event_out(event: ConsentEvent, audit_seq: int | None = None) -> ConsentEventOut:
-    return ConsentEventOut(id=event.id, subject_ref=event.subject_ref, purpose=event.purpose,
-                           granted=event.granted, policy_version=event.policy_version,
-                           text_hash=event.text_hash, source=event.source,
-                           occurred_at=event.occurred_at, recorded_at=event.recorded_at,
-                           actor=event.actor, audit_seq=audit_seq)
+    return ConsentEventOut(
+        id=event.id,
+        subject_ref=event.subject_ref,
+        purpose=event.purpose,
+        granted=event.granted,
+        policy_version=event.policy_version,
+        text_hash=event.text_hash,
+        source=event.source,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
+        actor=event.actor,
+        audit_seq=audit_seq,
+    )
 
 
 def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
@@ -56,46 +74,84 @@ def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     try:
         return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
     except ValueError as exc:
-        raise ValidationFailed("malformed cursor",
-                               [{"field": "query.cursor", "message": "malformed"}]) from exc
+        raise ValidationFailed(
+            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
+        ) from exc
 
 
 class ConsentController(Controller):
     """The consent ledger (Art. 7(1)): who consented to what, when, under which text."""
 
     path = "/consents"
-    tags = ["consent"]
+    tags = ["consent"]  # noqa: RUF012 - Litestar's declared attribute
 
-    @post("/", operation_id="RecordConsentEvent", summary="Record a grant or withdrawal",
-          guards=[requires("consent:write")], status_code=201,
-          responses={201: ResponseSpec(data_container=ConsentEventOut, description="Recorded"),
-                     **problem_responses(401, 403, 409, 413, 422)})
+    @post(
+        "/",
+        operation_id="RecordConsentEvent",
+        summary="Record a grant or withdrawal",
+        guards=[requires("consent:write")],
+        status_code=201,
+        responses={
+            201: ResponseSpec(
+                data_container=ConsentEventOut, description="Recorded", generate_examples=False
+            ),
+            **problem_responses(401, 403, 409, 413, 422),
+        },
+    )
     async def record(
-        self, request: Request[Principal, Any, Any], db_session: NamedDependency[AsyncSession], state: State,
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
         data: JSONBody[ConsentEventIn],
-        idempotency_key: Annotated[str | None, HeaderParameter(
-            name="Idempotency-Key", description="Replays the first response for a retry.")] = None,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key", description="Replays the first response for a retry."
+            ),
+        ] = None,
     ) -> Response[ConsentEventOut]:
         """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log."""
         principal = request.user
-        subject_ref = services.consent_subject_reference(state.settings, data.subject_type, data.subject)
-        consent = services.NewConsent(subject_ref=subject_ref, purpose=data.purpose, granted=data.granted,
-                                      policy_version=data.policy_version, text_hash=data.text_hash,
-                                      source=data.source, occurred_at=data.occurred_at)
+        subject_ref = services.consent_subject_reference(
+            state.settings, data.subject_type, data.subject
+        )
+        consent = services.NewConsent(
+            subject_ref=subject_ref,
+            purpose=data.purpose,
+            granted=data.granted,
+            policy_version=data.policy_version,
+            text_hash=data.text_hash,
+            source=data.source,
+            occurred_at=data.occurred_at,
+        )
 
         async def produce() -> tuple[int, object, str | None]:
             event, seq = await services.record_consent(db_session, consent, actor=principal.sub)
             return 201, _event_out(event, seq), None
 
-        response = await run_idempotent(engine=state.store_engine, session=db_session,
-                                        client_id=principal.client_id, key=idempotency_key,
-                                        operation="consents.create", body=data, produce=produce)
+        response = await run_idempotent(
+            engine=state.store_engine,
+            session=db_session,
+            client_id=principal.client_id,
+            key=idempotency_key,
+            operation="consents.create",
+            body=data,
+            produce=produce,
+        )
         return cast("Response[ConsentEventOut]", response)
 
-    @get("/status", operation_id="GetConsentStatus", summary="Consent for a purpose, now or as of a time",
-         guards=[requires("consent:read")], responses=problem_responses(401, 403, 422))
+    @get(
+        "/status",
+        operation_id="GetConsentStatus",
+        summary="Consent for a purpose, now or as of a time",
+        guards=[requires("consent:read")],
+        responses=problem_responses(401, 403, 422),
+    )
     async def status(
-        self, db_session: NamedDependency[AsyncSession], state: State,
+        self,
+        db_session: NamedDependency[AsyncSession],
+        state: State,
         subject: Subject,
         purpose: Purpose,
         subject_type: SubjectType = "email",
@@ -103,20 +159,32 @@ class ConsentController(Controller):
     ) -> ConsentStatusOut:
         """Derived from the events; at the same instant a withdrawal beats a grant."""
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
-        moment = (as_of or datetime.now(UTC))
+        moment = as_of or datetime.now(UTC)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         found = await services.consent_status(db_session, subject_ref, purpose, moment)
         decided = found.decided_by
-        return ConsentStatusOut(subject_ref=subject_ref, purpose=purpose, as_of=moment,
-                                status=found.status, granted=found.granted,
-                                decided_by=decided.id if decided else None,
-                                policy_version=decided.policy_version if decided else None)
+        return ConsentStatusOut(
+            subject_ref=subject_ref,
+            purpose=purpose,
+            as_of=moment,
+            status=found.status,
+            granted=found.granted,
+            decided_by=decided.id if decided else None,
+            policy_version=decided.policy_version if decided else None,
+        )
 
-    @get("/", operation_id="ListConsentEvents", summary="A subject's consent history",
-         guards=[requires("consent:read")], responses=problem_responses(401, 403, 422))
+    @get(
+        "/",
+        operation_id="ListConsentEvents",
+        summary="A subject's consent history",
+        guards=[requires("consent:read")],
+        responses=problem_responses(401, 403, 422),
+    )
     async def history(
-        self, db_session: NamedDependency[AsyncSession], state: State,
+        self,
+        db_session: NamedDependency[AsyncSession],
+        state: State,
         subject: Subject,
         subject_type: SubjectType = "email",
         purpose: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None,
@@ -126,7 +194,8 @@ class ConsentController(Controller):
         """Oldest first, paginated by cursor."""
         size = clamp_limit(limit, state.settings.max_page_size)
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
-        events, last = await services.consent_history_page(db_session, subject_ref, purpose=purpose,
-                                                           after=_decode_after(cursor), limit=size)
+        events, last = await services.consent_history_page(
+            db_session, subject_ref, purpose=purpose, after=_decode_after(cursor), limit=size
+        )
         next_cursor = encode_cursor(last[0].isoformat(), str(last[1])) if last else None
         return ConsentEventPage(items=[_event_out(e) for e in events], next_cursor=next_cursor)

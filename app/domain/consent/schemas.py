@@ -16,13 +16,23 @@ from app.lib.schema import BaseStruct, InputStruct
 
 __all__ = ("ConsentEventIn", "ConsentEventOut", "ConsentEventPage", "ConsentStatusOut")
 
-Identifier = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
-                                         description="letters, digits and _ . : - (1-128)")]
-IdentityType = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$",
-                                           description="identity type, e.g. email or user_id")]
+Identifier = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="letters, digits and _ . : - (1-128)"
+    ),
+]
+IdentityType = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z][a-z0-9_]{0,31}$", description="identity type, e.g. email or user_id"
+    ),
+]
 IdentityValue = Annotated[str, msgspec.Meta(min_length=1, max_length=320)]
-Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$",
-                                        description="SHA-256 (hex) of the consent text shown")]
+Sha256Hex = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the consent text shown"),
+]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 

@@ -49,27 +49,43 @@ class NewConsent:
     occurred_at: datetime | None = None
 
 
-async def record_consent(session: AsyncSession, consent: NewConsent, *, actor: str) -> tuple[
-        ConsentEvent, int]:
+async def record_consent(
+    session: AsyncSession, consent: NewConsent, *, actor: str
+) -> tuple[ConsentEvent, int]:
     """Insert one immutable consent event and its audit event in the caller's transaction.
 
     Returns:
         The event and the ``seq`` of the audit event that mirrors it.
     """
     now = datetime.now(UTC)
-    event = ConsentEvent(id=uuid.uuid4(), subject_ref=consent.subject_ref, purpose=consent.purpose,
-                         granted=consent.granted, policy_version=consent.policy_version,
-                         text_hash=consent.text_hash, source=consent.source,
-                         occurred_at=(consent.occurred_at or now).astimezone(UTC),
-                         recorded_at=now, actor=actor)
+    event = ConsentEvent(
+        id=uuid.uuid4(),
+        subject_ref=consent.subject_ref,
+        purpose=consent.purpose,
+        granted=consent.granted,
+        policy_version=consent.policy_version,
+        text_hash=consent.text_hash,
+        source=consent.source,
+        occurred_at=(consent.occurred_at or now).astimezone(UTC),
+        recorded_at=now,
+        actor=actor,
+    )
     session.add(event)
     await session.flush()
     audit_event = await audit.append(
-        session, action="consent.granted" if consent.granted else "consent.withdrawn", actor=actor,
+        session,
+        action="consent.granted" if consent.granted else "consent.withdrawn",
+        actor=actor,
         subject_ref=consent.subject_ref,
-        payload={"consent_event_id": str(event.id), "purpose": consent.purpose,
-                 "granted": consent.granted, "policy_version": consent.policy_version,
-                 "text_hash": consent.text_hash, "source": consent.source})
+        payload={
+            "consent_event_id": str(event.id),
+            "purpose": consent.purpose,
+            "granted": consent.granted,
+            "policy_version": consent.policy_version,
+            "text_hash": consent.text_hash,
+            "source": consent.source,
+        },
+    )
     return event, audit_event.seq
 
 
@@ -82,32 +98,49 @@ class ConsentStatus:
     decided_by: ConsentEvent | None
 
 
-async def consent_status(session: AsyncSession, subject_ref: str, purpose: str,
-                         as_of: datetime | None = None) -> ConsentStatus:
+async def consent_status(
+    session: AsyncSession, subject_ref: str, purpose: str, as_of: datetime | None = None
+) -> ConsentStatus:
     """The newest event at or before ``as_of`` decides; at the same instant, withdrawal wins."""
     moment = as_of or datetime.now(UTC)
-    event = (await session.scalars(
-        select(ConsentEvent)
-        .where(ConsentEvent.subject_ref == subject_ref, ConsentEvent.purpose == purpose,
-               ConsentEvent.occurred_at <= moment)
-        .order_by(ConsentEvent.occurred_at.desc(), ConsentEvent.granted.asc())
-        .limit(1))).first()
+    event = (
+        await session.scalars(
+            select(ConsentEvent)
+            .where(
+                ConsentEvent.subject_ref == subject_ref,
+                ConsentEvent.purpose == purpose,
+                ConsentEvent.occurred_at <= moment,
+            )
+            .order_by(ConsentEvent.occurred_at.desc(), ConsentEvent.granted.asc())
+            .limit(1)
+        )
+    ).first()
     if event is None:
         return ConsentStatus(granted=False, status="unknown", decided_by=None)
-    return ConsentStatus(granted=event.granted, status="granted" if event.granted else "withdrawn",
-                         decided_by=event)
+    return ConsentStatus(
+        granted=event.granted, status="granted" if event.granted else "withdrawn", decided_by=event
+    )
 
 
-async def consent_history_page(session: AsyncSession, subject_ref: str, *, purpose: str | None = None,
-                               after: tuple[datetime, uuid.UUID] | None = None,
-                               limit: int) -> tuple[list[ConsentEvent], tuple[datetime, uuid.UUID] | None]:
+async def consent_history_page(
+    session: AsyncSession,
+    subject_ref: str,
+    *,
+    purpose: str | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int,
+) -> tuple[list[ConsentEvent], tuple[datetime, uuid.UUID] | None]:
     """One page of a subject's events, oldest first, and the key to continue after."""
     query = select(ConsentEvent).where(ConsentEvent.subject_ref == subject_ref)
     if purpose is not None:
         query = query.where(ConsentEvent.purpose == purpose)
     if after is not None:
-        query = query.where(or_(ConsentEvent.occurred_at > after[0],
-                                and_(ConsentEvent.occurred_at == after[0], ConsentEvent.id > after[1])))
+        query = query.where(
+            or_(
+                ConsentEvent.occurred_at > after[0],
+                and_(ConsentEvent.occurred_at == after[0], ConsentEvent.id > after[1]),
+            )
+        )
     query = query.order_by(ConsentEvent.occurred_at, ConsentEvent.id).limit(limit + 1)
     events = list((await session.scalars(query)).all())
     if len(events) > limit:
@@ -118,6 +151,12 @@ async def consent_history_page(session: AsyncSession, subject_ref: str, *, purpo
 
 async def consent_history(session: AsyncSession, subject_ref: str) -> list[ConsentEvent]:
     """Every consent event of a subject, oldest first (for the Art. 15 access export)."""
-    return list((await session.scalars(
-        select(ConsentEvent).where(ConsentEvent.subject_ref == subject_ref)
-        .order_by(ConsentEvent.occurred_at, ConsentEvent.id))).all())
+    return list(
+        (
+            await session.scalars(
+                select(ConsentEvent)
+                .where(ConsentEvent.subject_ref == subject_ref)
+                .order_by(ConsentEvent.occurred_at, ConsentEvent.id)
+            )
+        ).all()
+    )
