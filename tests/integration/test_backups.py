@@ -34,13 +34,6 @@ from app.manifest.model import Manifest
 from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
 from tests.servers import DatabaseServer
 
-# The manifest controllers (another branch) still use inferred parameters; Litestar warns at app
-# build. Only their handlers are excused: the warnings name the handler.
-pytestmark = [
-    pytest.mark.filterwarnings(f"ignore:.*handler='{handler}'.*:DeprecationWarning")
-    for handler in ("register", "list_manifests", "get_manifest", "validate_manifest")
-]
-
 SYSTEM = "shop"
 TARGET_VARIABLE = "LETHE_TEST_BACKUP_SHOP_URL"
 SCRATCH_VARIABLE = "LETHE_TEST_BACKUP_SCRATCH_URL"
