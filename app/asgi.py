@@ -24,6 +24,7 @@ from app.domain.backups.jobs import backup_gauge_refresher
 from app.domain.consent.controllers import ConsentController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
+from app.domain.requests.controllers import RequestController
 from app.domain.system.controllers import MetricsController, SystemController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
@@ -43,17 +44,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        from app.domain.requests.jobs import background_tasks
+
         if settings.manifests_dir:
             await register_directory(engine, Path(settings.manifests_dir))
         try:
-            yield
+            async with background_tasks(settings, engine, targets):
+                yield
         finally:
             await targets.dispose()
             await engine.dispose()
 
     v1 = Router(
         path="/v1",
-        route_handlers=[AuditController, ConsentController, ManifestController, BackupController],
+        route_handlers=[
+            AuditController,
+            ConsentController,
+            ManifestController,
+            RequestController,
+            BackupController,
+        ],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
     )

@@ -15,6 +15,7 @@ from app.config import get_settings
 from app.domain.audit.cli import audit_group
 from app.domain.backups.cli import backups_group
 from app.domain.manifests.cli import manifest_group
+from app.domain.requests.cli import worker_command
 from app.lib.auth import ALL_SCOPES, mint_token
 
 __all__ = ("lethe_group",)
@@ -88,7 +89,8 @@ for _command in (
     manifest_group,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
-lethe_group.add_command(audit_group)  # type: ignore[arg-type]
+lethe_group.add_command(audit_group)
+lethe_group.add_command(worker_command)  # type: ignore[arg-type]
 lethe_group.add_command(backups_group)
 
 

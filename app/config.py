@@ -92,6 +92,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     database is dropped all the same."""
     backup_check_interval_seconds: float = 300.0
     """How often workers refresh the backup gauges of ``/metrics`` (0: only on demand)."""
+    export_batch_rows: int = 2_000
+    """Rows fetched per round trip when exporting (bounds memory; larger is faster)."""
+    export_batch_delay_seconds: float = 0.0
+    """Test-only: pause after every exported batch so a crash test can kill a worker mid-export.
+
+    Leave at 0 in production."""
 
     @property
     def algorithms(self) -> list[str]:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.backups import BackupRestoreTest
+from app.db.erasure import ErasurePlanRecord
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
+from app.db.requests import SubjectRequest, SubjectRequestSystem
 
 __all__ = (
     "AuditEvent",
     "BackupRestoreTest",
     "ConsentEvent",
+    "ErasurePlanRecord",
     "ErasureTombstone",
     "IdempotencyRecord",
     "ManifestVersion",
+    "SubjectRequest",
+    "SubjectRequestSystem",
 )

@@ -30,7 +30,8 @@ DEMO_MANIFEST = Path(__file__).with_name("manifest.yaml")
 SHOP_URL_VARIABLE = "LETHE_TARGET_SHOP_URL"
 """The variable the shop manifest's connection names."""
 
-DEMO_PERSON = "ada.lovelace.1@example.com"
+DEMO_PERSON = "radia.hamilton.1@example.com"
+"""Person 1 of the generated shop (seed 7): the subject of the demo requests."""
 
 
 @dataclass
@@ -61,8 +62,25 @@ class DemoInfo:
                 f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/manifests/shop',
                 f"  open {base}/schema for the API documentation",
                 "",
+                *_export_lines(base),
             ]
         )
+
+
+def _export_lines(base: str) -> list[str]:
+    """curl lines that export the demo person's data (Art. 15) and download it."""
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    body = f'{{"kind": "access", "identities": {{"email": "{DEMO_PERSON}"}}}}'
+    pick_id = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
+    return [
+        f"Export everything the shop holds about {DEMO_PERSON} (the worker runs it in seconds):",
+        f"  REQUEST=$(curl -s {auth} -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-export-1' "
+        f"-d '{body}' {base}/v1/requests | {pick_id})",
+        f"  curl -s {auth} {base}/v1/requests/$REQUEST          # status, per-system counts",
+        f'  curl -s {auth} "{base}/v1/requests/$REQUEST/export?format=json"',
+        f'  curl -s {auth} -o export.zip "{base}/v1/requests/$REQUEST/export?format=zip"',
+        "",
+    ]
 
 
 async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:

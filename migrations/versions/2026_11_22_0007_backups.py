@@ -1,7 +1,7 @@
 """Backup restore tests.
 
 Revision ID: 0007_backups
-Revises: 0002_audit, 0003_manifests
+Revises: 0005_erasure
 Create Date: 2026-11-22
 """
 
@@ -12,7 +12,7 @@ from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0007_backups"
-down_revision = ("0002_audit", "0003_manifests")
+down_revision = "0005_erasure"
 branch_labels = None
 depends_on = None
 

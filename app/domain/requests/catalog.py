@@ -1,0 +1,68 @@
+"""The registered manifests a request runs on: the newest versions now, a recorded version later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.manifests import ManifestVersion
+from app.lib.errors import NotFound
+from app.manifest.loading import load_manifest
+from app.manifest.model import Manifest
+
+__all__ = ("RegisteredManifest", "current_manifests", "manifest_at")
+
+_CACHE: dict[tuple[str, int], Manifest] = {}
+"""Versions are immutable, so a decoded manifest can be kept for the life of the process."""
+
+
+@dataclass(frozen=True)
+class RegisteredManifest:
+    """One system's manifest at one registered version."""
+
+    system: str
+    version: int
+    manifest: Manifest
+
+
+def _decode(row: ManifestVersion) -> Manifest:
+    key = (row.system, row.version)
+    if key not in _CACHE:
+        _CACHE[key] = load_manifest(msgspec.json.encode(row.document), "json")
+    return _CACHE[key]
+
+
+async def current_manifests(session: AsyncSession) -> dict[str, RegisteredManifest]:
+    """The newest version of every registered system, by system name."""
+    newest = (
+        select(ManifestVersion.system, func.max(ManifestVersion.version).label("version"))
+        .group_by(ManifestVersion.system)
+        .subquery()
+    )
+    rows = await session.scalars(
+        select(ManifestVersion)
+        .join(
+            newest,
+            (ManifestVersion.system == newest.c.system) & (ManifestVersion.version == newest.c.version),
+        )
+        .order_by(ManifestVersion.system)
+    )
+    return {row.system: RegisteredManifest(row.system, row.version, _decode(row)) for row in rows}
+
+
+async def manifest_at(session: AsyncSession, system: str, version: int) -> Manifest:
+    """The manifest of ``system`` at the version a request recorded.
+
+    Raises:
+        NotFound: that version is not in the registry (it never is deleted, so: a broken store).
+    """
+    cached = _CACHE.get((system, version))
+    if cached is not None:
+        return cached
+    row = await session.get(ManifestVersion, (system, version))
+    if row is None:
+        raise NotFound(f"manifest version {version} of system '{system}' is not registered")
+    return _decode(row)

@@ -1,0 +1,44 @@
+"""``lethe worker``: run request workers without the HTTP server (a Deployment of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import click
+
+__all__ = ("worker_command",)
+
+
+async def _serve(*, once: bool) -> None:
+    from app.config import get_settings
+    from app.db.store import create_store_engine
+    from app.domain.requests.jobs import RequestWorker, run_workers
+    from app.engine.targets import TargetRegistry
+
+    settings = get_settings()
+    engine = create_store_engine(settings)
+    try:
+        if once:
+            targets = TargetRegistry(settings)
+            try:
+                worker = RequestWorker(settings, engine, targets, "once")
+                while await worker.run_one():
+                    pass
+            finally:
+                await targets.dispose()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_workers(settings, engine, stop)
+    finally:
+        await engine.dispose()
+
+
+@click.command(name="worker")
+@click.option("--once", is_flag=True, help="Process every request that is ready, then exit.")
+def worker_command(*, once: bool) -> None:
+    """Run request workers (claims, leases, exports, rectifications, erasures) until SIGTERM."""
+    asyncio.run(_serve(once=once))

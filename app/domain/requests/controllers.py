@@ -1,0 +1,273 @@
+"""``/v1/requests``: create data-subject requests, decide on them, follow them, download exports."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal, cast
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, Parameter
+from litestar.response import Stream
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.requests import services
+from app.domain.requests.plans import request_plan
+from app.domain.requests.schemas import ErasurePlanOut, ExtensionIn, RequestIn, RequestOut, RequestPage
+from app.engine.artifacts import read_frames
+from app.engine.export import artifact_context
+from app.lib.auth import Principal, requires
+from app.lib.crypto import aes_key
+from app.lib.errors import Unavailable, ValidationFailed
+from app.lib.idempotency import run_idempotent
+from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.problems import problem_responses
+
+__all__ = ("RequestController",)
+
+REQUEST_ID = Parameter(description="The request's id.")
+
+
+def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    key = decode_cursor(cursor, 2)
+    if key is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
+    except ValueError as exc:
+        raise ValidationFailed(
+            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
+        ) from exc
+
+
+async def _view(session: AsyncSession, request_id: uuid.UUID) -> RequestOut:
+    request, progress = await services.get_request(session, request_id)
+    return services.request_out(request, progress)
+
+
+class RequestController(Controller):
+    """Data-subject requests (Art. 15, 16, 17) and their legal deadlines."""
+
+    path = "/requests"
+    tags = ["requests"]
+
+    @post(
+        "/",
+        operation_id="CreateRequest",
+        summary="Submit a data-subject request",
+        guards=[requires("requests:write")],
+        status_code=202,
+        responses={
+            202: ResponseSpec(
+                data_container=RequestOut, description="Accepted; follow `Location`", generate_examples=False
+            ),
+            **problem_responses(401, 403, 409, 413, 422, 503),
+        },
+    )
+    async def create(
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        data: RequestIn,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(name="Idempotency-Key", description="Replays the first response for a retry."),
+        ] = None,
+    ) -> Response[RequestOut]:
+        """The subject is looked up by the workers in each system; not found there is a valid answer."""
+        principal = request.user
+
+        async def produce() -> tuple[int, object, str | None]:
+            created = await services.create_request(db_session, state.settings, principal, data)
+            progress = (await services.get_request(db_session, created.id))[1]
+            return 202, services.request_out(created, progress), f"/v1/requests/{created.id}"
+
+        response = await run_idempotent(
+            engine=state.store_engine,
+            session=db_session,
+            client_id=principal.client_id,
+            key=idempotency_key,
+            operation="requests.create",
+            body=data,
+            produce=produce,
+        )
+        return cast("Response[RequestOut]", response)
+
+    @get(
+        "/",
+        operation_id="ListRequests",
+        summary="Requests, oldest first, with filters",
+        guards=[requires("requests:read")],
+        responses=problem_responses(401, 403, 422),
+    )
+    async def list_requests(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        status: str | None = Parameter(default=None, description="Only requests in this state."),
+        kind: str | None = Parameter(default=None, description="access, erasure or rectification."),
+        overdue: bool | None = Parameter(default=None, description="true: past the deadline and not final."),
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> RequestPage:
+        """Overdue means not final and past the deadline in force (the extended one if extended)."""
+        size = clamp_limit(limit, state.settings.max_page_size)
+        page, last = await services.list_requests(
+            db_session,
+            services.ListFilter(status=status, kind=kind, overdue=overdue),
+            after=_decode_after(cursor),
+            limit=size,
+        )
+        return RequestPage(
+            items=[services.request_out(r, p) for r, p in page],
+            next_cursor=encode_cursor(last[0].isoformat(), str(last[1])) if last else None,
+        )
+
+    @get(
+        "/{request_id:uuid}",
+        operation_id="GetRequest",
+        summary="A request with per-system progress and counts",
+        guards=[requires("requests:read")],
+        responses=problem_responses(401, 403, 404),
+    )
+    async def get_request(
+        self, db_session: NamedDependency[AsyncSession], request_id: uuid.UUID = REQUEST_ID
+    ) -> RequestOut:
+        """Counts are rows per table; ``not_found`` says the subject is unknown in that system."""
+        return await _view(db_session, request_id)
+
+    @get(
+        "/{request_id:uuid}/plan",
+        operation_id="GetErasurePlan",
+        summary="The erasure plan: per system and table, strategy, rows affected and SQL",
+        guards=[requires("requests:read")],
+        responses=problem_responses(401, 403, 404, 409, 503),
+    )
+    async def get_plan(
+        self, db_session: NamedDependency[AsyncSession], state: State, request_id: uuid.UUID = REQUEST_ID
+    ) -> ErasurePlanOut:
+        """Recorded when the request ran (or a dry run stopped at it); live before it runs."""
+        return await request_plan(db_session, state.settings, state.targets, request_id)
+
+    @post(
+        "/{request_id:uuid}/approve",
+        operation_id="ApproveRequest",
+        summary="Release a request held for approval",
+        guards=[requires("requests:approve")],
+        status_code=200,
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def approve(
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        request_id: uuid.UUID = REQUEST_ID,
+    ) -> RequestOut:
+        """Only from ``awaiting_approval``; the request is then queued for the workers."""
+        await services.decide(db_session, request_id, "approve", request.user.sub)
+        return await _view(db_session, request_id)
+
+    @post(
+        "/{request_id:uuid}/reject",
+        operation_id="RejectRequest",
+        summary="Refuse a request held for approval",
+        guards=[requires("requests:approve")],
+        status_code=200,
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def reject(
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        request_id: uuid.UUID = REQUEST_ID,
+    ) -> RequestOut:
+        """Final: the identities are wiped."""
+        await services.decide(db_session, request_id, "reject", request.user.sub)
+        return await _view(db_session, request_id)
+
+    @post(
+        "/{request_id:uuid}/cancel",
+        operation_id="CancelRequest",
+        summary="Withdraw a request that has not started",
+        guards=[requires("requests:write")],
+        status_code=200,
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def cancel(
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        request_id: uuid.UUID = REQUEST_ID,
+    ) -> RequestOut:
+        """Possible while received, awaiting approval or queued; a running request finishes."""
+        await services.decide(db_session, request_id, "cancel", request.user.sub)
+        return await _view(db_session, request_id)
+
+    @post(
+        "/{request_id:uuid}/extend",
+        operation_id="ExtendRequest",
+        summary="Extend the deadline by up to two months",
+        guards=[requires("requests:write")],
+        status_code=200,
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def extend(
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        data: ExtensionIn,
+        request_id: uuid.UUID = REQUEST_ID,
+    ) -> RequestOut:
+        """Needs a reason; only before the first due date; at most two months beyond it."""
+        await services.extend_request(db_session, request_id, data, request.user.sub)
+        return await _view(db_session, request_id)
+
+    @get(
+        "/{request_id:uuid}/export",
+        operation_id="DownloadExport",
+        summary="Download the access export (JSON document or ZIP of CSVs)",
+        guards=[requires("requests:read")],
+        responses={
+            200: ResponseSpec(
+                data_container=bytes,
+                description="The export",
+                media_type="application/octet-stream",
+                generate_examples=False,
+            ),
+            **problem_responses(401, 403, 404, 409, 422),
+        },
+    )
+    async def export(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        request_id: uuid.UUID = REQUEST_ID,
+        format: Literal["json", "zip"] = Parameter(default="json", description="json or zip."),
+    ) -> Stream:
+        """Decrypted on the fly, frame by frame; the artifact stays encrypted at rest."""
+        subject_request, _ = await services.get_request(db_session, request_id)
+        path = services.export_artifact(state.settings, subject_request, format)
+        if not state.settings.artifact_key:
+            raise Unavailable("LETHE_ARTIFACT_KEY is not configured")
+        key = aes_key(state.settings.artifact_key)
+        context = artifact_context(str(request_id), format)
+
+        async def frames() -> AsyncIterator[bytes]:
+            for frame in read_frames(path, key, context):
+                yield frame
+
+        media = "application/json" if format == "json" else "application/zip"
+        filename = f"lethe-export-{request_id}.{format}"
+        return Stream(
+            frames(),
+            media_type=media,
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "Cache-Control": "no-store",
+            },
+        )

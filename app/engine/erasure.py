@@ -1,0 +1,1031 @@
+"""Erasure (Art. 17): a read-only plan per system, then set-based execution with verification.
+
+How the pieces fit::
+
+    async with engine.connect() as conn:
+        plan = await plan_erasure(conn, manifest, identities, options)   # reads only
+    outcome = await execute_erasure(engine, manifest, identities, options,
+                                    cursor=saved, save_cursor=fenced_write)
+
+The plan lists, per table, the strategy (delete rows / anonymize columns / retain with its legal
+basis), the rows affected and the SQL that will run (the subject key shown as a placeholder).
+Execution runs one statement per table, children before parents, in one transaction per system;
+a table with more rows than ``batch_threshold`` is processed in keyset batches, each its own
+transaction, the cursor saved after each so a crash resumes at the next batch. Verification runs
+in the same transaction as the statement it checks. A foreign key from outside the subject's data
+into a row erasure would delete stops the system before anything changes, unless the manifest's
+``on_outside_reference`` says how to treat it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    MetaData,
+    Select,
+    Table,
+    and_,
+    case,
+    insert,
+    not_,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.db.audit import ErasureTombstone
+from app.db.erasure import ErasurePlanRecord
+from app.db.store import create_store_engine
+from app.engine.erasure_sql import (
+    Binds,
+    ColumnChange,
+    LinkChanges,
+    anonymize_statement,
+    count_statement,
+    delete_statement,
+    display_sql,
+    in_rows,
+    keyset_bounds,
+    subject_condition,
+)
+from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
+from app.engine.schema_info import schema_from_metadata
+from app.engine.surrogates import (
+    SurrogateContext,
+    SurrogateError,
+    default_surrogate_name,
+    hash_key_from_secret,
+    install_sqlite_functions,
+    surrogate_expression,
+)
+from app.lib.crypto import hmac_ref
+from app.lib.errors import Conflict, ValidationFailed
+from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
+from app.manifest.model import ColumnSpec, Manifest, Surrogate, TableSpec
+from app.manifest.schema import ForeignKeyInfo, SchemaInfo
+
+__all__ = (
+    "ErasureBlocked",
+    "ErasureOptions",
+    "ErasureOutcome",
+    "OutsideReference",
+    "SaveCursor",
+    "SystemPlan",
+    "TablePlan",
+    "execute_erasure",
+    "plan_document",
+    "plan_erasure",
+    "resolve_subject_key",
+    "run_erasure",
+    "subject_key_reference",
+)
+
+Strategy = Literal["delete", "anonymize", "retain"]
+SaveCursor = Callable[[dict[str, Any]], Awaitable[None]]
+"""Persists the batch cursor (the caller fences the write with its attempt number)."""
+
+
+class ErasureBlocked(Conflict):
+    """A system cannot be erased as the manifest stands (an outside reference, a surrogate that
+    cannot fit); nothing was changed in that system."""
+
+    slug = "erasure-blocked"
+    title = "Erasure blocked"
+
+
+@dataclass(frozen=True)
+class ErasureOptions:
+    """Knobs of one erasure run (from settings, overridable in tests and benchmarks)."""
+
+    secret: str | None = None
+    """Service secret keying the ``hash`` surrogate (the audit key)."""
+    batch_threshold: int = 50_000
+    batch_size: int = 5_000
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class OutsideReference:
+    """A foreign key from rows erasure keeps into rows erasure deletes."""
+
+    constraint: str
+    referencing_table: str
+    referencing_columns: tuple[str, ...]
+    referenced_table: str
+    rows: int
+    action: str
+    """``fail`` (blocks the system), ``set_null``, ``delete`` or ``anonymize``."""
+
+
+@dataclass
+class TablePlan:
+    """What erasure does to one table."""
+
+    table: str
+    strategy: Strategy
+    rows: int
+    links: list[str]
+    legal_basis: str | None = None
+    retention: str | None = None
+    changed_columns: dict[str, str] = field(default_factory=dict)
+    """column -> ``null`` or the surrogate name (anonymize/retain tables)."""
+    retained_columns: list[str] = field(default_factory=list)
+    sql: list[str] = field(default_factory=list)
+    batched: bool = False
+    outside_references: list[OutsideReference] = field(default_factory=list)
+
+
+@dataclass
+class SystemPlan:
+    """The plan of one system; ``blocked`` explains why execution would fail (or None)."""
+
+    system: str
+    found: bool
+    tables: list[TablePlan] = field(default_factory=list)
+    blocked: str | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows affected in total."""
+        return sum(t.rows for t in self.tables)
+
+
+@dataclass
+class ErasureOutcome:
+    """What execution did in one system: counts per table and the verification result."""
+
+    system: str
+    found: bool
+    subject_key: tuple[Any, ...] | None = None
+    deleted: dict[str, int] = field(default_factory=dict)
+    anonymized: dict[str, int] = field(default_factory=dict)
+    outside_references: dict[str, int] = field(default_factory=dict)
+    verified_rows_left: dict[str, int] = field(default_factory=dict)
+    verified_values_left: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+    @property
+    def verified(self) -> bool:
+        """True when no subject row and no original value was found after execution."""
+        return not any(self.verified_rows_left.values()) and not any(self.verified_values_left.values())
+
+    def audit_payload(self) -> dict[str, Any]:
+        """Counts, table and column names only (safe for the audit log)."""
+        return {
+            "found": self.found,
+            "deleted": dict(self.deleted),
+            "anonymized": dict(self.anonymized),
+            "outside_references": dict(self.outside_references),
+            "verification": {
+                "rows_left": sum(self.verified_rows_left.values()),
+                "values_left": sum(self.verified_values_left.values()),
+                "verified": self.verified,
+            },
+            "batches": self.batches,
+        }
+
+
+# --- the target as the planner sees it -----------------------------------------------------
+
+
+@dataclass
+class _Target:
+    manifest: Manifest
+    metadata: MetaData
+    schema: SchemaInfo
+    graph: SubjectGraph
+    dialect: str
+    dialect_obj: Any
+    options: ErasureOptions
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        return dict(self.metadata.tables)
+
+    def spec(self, table: str) -> TableSpec:
+        return self.manifest.tables.get(table, TableSpec())
+
+
+async def _load_target(conn: AsyncConnection, manifest: Manifest, options: ErasureOptions) -> _Target:
+    metadata = MetaData()
+    await conn.run_sync(lambda sync: metadata.reflect(sync))
+    schema = schema_from_metadata(metadata)
+    graph = build_graph(manifest, schema)
+    dialect = conn.dialect.name
+    return _Target(manifest, metadata, schema, graph, dialect, conn.dialect, options)
+
+
+async def resolve_subject_key(
+    conn: AsyncConnection,
+    manifest: Manifest,
+    identities: Mapping[str, str],
+    tenant: str | None = None,
+) -> tuple[Any, ...] | None:
+    """The subject key matched by the request's identities (None when nobody matches).
+
+    Every identity given must match the same row (``email`` and ``user_id`` of two different
+    people never erase either).
+
+    Raises:
+        ValidationFailed: an identity is unknown, a tenant is required but missing, or the
+            identities match several subjects.
+    """
+    subject = manifest.subject
+    table = await _reflect_one(conn, subject.table)
+    conditions = []
+    for name, value in identities.items():
+        try:
+            identity = subject.identity(name)
+        except KeyError as exc:
+            raise ValidationFailed(
+                f"system '{manifest.system}' has no identity '{name}'",
+                [{"field": f"identities.{name}", "message": "unknown identity type"}],
+            ) from exc
+        column = table.c[identity.column]
+        conditions.append(column == _coerce(column, value))
+        if identity.tenant_column:
+            if tenant is None:
+                raise ValidationFailed(
+                    f"identity '{name}' of system '{manifest.system}' is scoped by tenant",
+                    [{"field": "tenant", "message": "required for this identity"}],
+                )
+            conditions.append(table.c[identity.tenant_column] == tenant)
+    keys = [table.c[k] for k in subject.key_columns]
+    rows = (await conn.execute(select(*keys).where(and_(*conditions)).limit(2))).all()
+    if len(rows) > 1:
+        raise ValidationFailed(
+            f"the identities match several subjects in system '{manifest.system}'",
+            [{"field": "identities", "message": "ambiguous: give a more specific identity"}],
+        )
+    return tuple(rows[0]) if rows else None
+
+
+def _coerce(column: Any, value: str) -> Any:
+    python_type: Any
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    if python_type is int:
+        try:
+            return int(value)
+        except ValueError:
+            return -1 if str(value).strip() else value
+    return value
+
+
+async def _reflect_one(conn: AsyncConnection, name: str) -> Table:
+    metadata = MetaData()
+    await conn.run_sync(lambda sync: metadata.reflect(sync, only=[name]))
+    return metadata.tables[name]
+
+
+# --- building the per-table work -----------------------------------------------------------
+
+
+@dataclass
+class _TableWork:
+    """Statements and checks of one table, for given binds."""
+
+    table: str
+    strategy: Strategy
+    condition: ColumnElement[bool]
+    links: list[LinkChanges]
+    path_descriptions: list[str]
+    before: list[Any] = field(default_factory=list)
+    """Statements run before the main one (outside-reference fixes, MySQL self-ref clears)."""
+    main: Any = None
+    outside: list[tuple[ForeignKeyInfo, ColumnElement[bool], str]] = field(default_factory=list)
+    anonymize_referenced: Any = None
+
+
+def _execution_order(target: _Target) -> list[str]:
+    """Every managed table, each before the tables its path runs through and before its parents."""
+    tables = list(target.graph.paths)
+    edges: list[tuple[str, str]] = []
+    for table, paths in target.graph.paths.items():
+        for path in paths:
+            edges += [(table, step.to_table) for step in path.steps]
+    deleted = set(target.graph.deletion_order)
+    edges += [
+        (fk.table, fk.referred_table)
+        for fk in target.schema.foreign_keys()
+        if fk.table in deleted and fk.referred_table in deleted
+    ]
+    return topological_order(tables, edges)
+
+
+def _surrogate_spec(column: ColumnSpec) -> str | None:
+    surrogate = column.surrogate_spec
+    if surrogate is None:
+        return None
+    return _spec_of(surrogate)
+
+
+def _spec_of(surrogate: Surrogate) -> str:
+    if surrogate.kind == "constant":
+        value = surrogate.value
+        return f"constant:{str(value).lower() if isinstance(value, bool) else value}"
+    return str(surrogate.kind)
+
+
+def _changes(target: _Target, table: str, columns: Sequence[str], binds: Binds) -> tuple[ColumnChange, ...]:
+    spec = target.spec(table)
+    sql_table = target.tables[table]
+    info = target.schema.tables[table]
+    key = info.primary_key or target.graph.subject_key
+    hash_key = hash_key_from_secret(target.options.secret) if target.options.secret else None
+    changes: list[ColumnChange] = []
+    for name in columns:
+        column_spec = spec.columns[name]
+        if column_spec.strategy == "retain":
+            continue
+        ctx = SurrogateContext(
+            sql_table,
+            name,
+            tuple(key),
+            target.dialect,
+            unique=info.column_is_unique(name),
+            hash_key=hash_key,
+            secret_bind=binds.secret,
+        )
+        surrogate_name = "null" if column_spec.strategy == "delete" else _surrogate_spec(column_spec)
+        try:
+            value = surrogate_expression(ctx, surrogate_name)
+            resolved = surrogate_name or default_surrogate_name(ctx)
+        except SurrogateError as exc:
+            raise ErasureBlocked(f"system '{target.manifest.system}': {exc}") from exc
+        changes.append(ColumnChange(name, value, resolved, keyed=_keyed_kind(resolved, ctx.unique)))
+    return tuple(changes)
+
+
+def _link_columns(spec: TableSpec, path: SubjectPath, all_paths: Sequence[SubjectPath]) -> list[str]:
+    """Columns a link changes: those it owns plus those no link owns."""
+    return [c for c in spec.columns if c in path.owned_columns or _unowned(c, all_paths)]
+
+
+def _unowned(column: str, paths: Sequence[SubjectPath]) -> bool:
+    return all(column not in p.owned_columns for p in paths)
+
+
+def _table_work(target: _Target, table: str, binds: Binds) -> _TableWork:
+    spec = target.spec(table)
+    sql_table = target.tables[table]
+    paths = target.graph.paths_for(table)
+    key = target.graph.subject_key
+    conditions = [subject_condition(p, target.tables, key, binds, dialect=target.dialect) for p in paths]
+    condition = conditions[0] if len(conditions) == 1 else _or(conditions)
+    strategy: Strategy = spec.strategy
+    links = [
+        LinkChanges(c, _changes(target, table, _link_columns(spec, p, paths), binds))
+        for p, c in zip(paths, conditions, strict=True)
+    ]
+    work = _TableWork(table, strategy, condition, links, [p.describe() for p in paths])
+    if strategy == "delete":
+        work.main = delete_statement(sql_table, condition)
+    else:
+        work.main = anonymize_statement(sql_table, links)
+    return work
+
+
+def _or(conditions: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+
+def _subject_rows(target: _Target, table: str, binds: Binds) -> Select[Any] | None:
+    """The key columns of the subject's rows of ``table`` that erasure deletes (None: keeps)."""
+    if target.spec(table).strategy != "delete" or table not in target.graph.paths:
+        return None
+    alias = target.tables[table].alias()
+    conditions = [
+        subject_condition(
+            p, target.tables, target.graph.subject_key, binds, target=alias, dialect=target.dialect
+        )
+        for p in target.graph.paths_for(table)
+    ]
+    info = target.schema.tables[table]
+    return select(*(alias.c[c] for c in info.primary_key)).where(_or(conditions))
+
+
+def _outside_condition(target: _Target, fk: ForeignKeyInfo, binds: Binds) -> ColumnElement[bool]:
+    """Rows of ``fk.table`` referencing the subject's deleted rows of ``fk.referred_table``,
+    excluding rows erasure deletes anyway (the subject's own rows of a deleted table)."""
+    referred = target.tables[fk.referred_table].alias()
+    referencing = target.tables[fk.table]
+    paths = target.graph.paths_for(fk.referred_table)
+    chosen_condition = _or(
+        [
+            subject_condition(
+                p, target.tables, target.graph.subject_key, binds, target=referred, dialect=target.dialect
+            )
+            for p in paths
+        ]
+    )
+    chosen = select(*(referred.c[c] for c in fk.referred_columns)).where(chosen_condition)
+    condition = in_rows(referencing, fk.columns, chosen, dialect=target.dialect)
+    own = _subject_rows(target, fk.table, binds)
+    if own is not None:
+        pk = target.schema.tables[fk.table].primary_key
+        condition = and_(condition, not_(in_rows(referencing, pk, own, dialect=target.dialect)))
+    return condition
+
+
+def _outside_work(target: _Target, work: _TableWork, binds: Binds) -> None:
+    """Attach outside-reference checks and fixes to a deleted table's work."""
+    if work.strategy != "delete":
+        return
+    action = target.spec(work.table).on_outside_reference
+    for fk in target.schema.references_to(work.table):
+        condition = _outside_condition(target, fk, binds)
+        work.outside.append((fk, condition, action))
+        referencing = target.tables[fk.table]
+        if action == "set_null":
+            work.before.append(update(referencing).where(condition).values(dict.fromkeys(fk.columns)))
+        elif action == "delete":
+            work.before.append(delete_statement(referencing, condition))
+    if target.dialect == "mysql":
+        work.before += _mysql_self_reference_clears(target, work)
+
+
+def _mysql_self_reference_clears(target: _Target, work: _TableWork) -> list[Any]:
+    """InnoDB checks foreign keys row by row: clear the subject's own self references first."""
+    sql_table = target.tables[work.table]
+    columns = target.schema.tables[work.table].columns
+    return [
+        update(sql_table).where(work.condition).values(dict.fromkeys(fk.columns))
+        for fk in target.graph.self_references.get(work.table, ())
+        if all(columns[c].nullable for c in fk.columns)
+    ]
+
+
+def _all_work(target: _Target, binds: Binds) -> list[_TableWork]:
+    works = []
+    for table in _execution_order(target):
+        work = _table_work(target, table, binds)
+        _outside_work(target, work, binds)
+        works.append(work)
+    return works
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+
+async def plan_erasure(
+    conn: AsyncConnection,
+    manifest: Manifest,
+    identities: Mapping[str, str],
+    options: ErasureOptions,
+) -> SystemPlan:
+    """The erasure plan of one subject in one system; reads the target, changes nothing.
+
+    Raises:
+        ManifestInvalid: the manifest does not fit the target's schema.
+        ErasureBlocked: a surrogate cannot honour a column's constraints.
+    """
+    key = await resolve_subject_key(conn, manifest, identities, options.tenant)
+    target = await _load_target(conn, manifest, options)
+    plan = SystemPlan(manifest.system, found=key is not None)
+    display = _all_work(target, Binds(None))
+    executable = _all_work(target, Binds(key)) if key is not None else None
+    for index, shown in enumerate(display):
+        table_plan = _table_plan(target, shown)
+        if executable is not None:
+            work = executable[index]
+            table_plan.rows = await _count(conn, target.tables[work.table], work.condition)
+            table_plan.batched = table_plan.rows > options.batch_threshold and _batchable(target, work.table)
+            table_plan.outside_references = await _outside_counts(conn, target, work)
+        plan.tables.append(table_plan)
+    plan.blocked = _blocking(plan)
+    return plan
+
+
+def _table_plan(target: _Target, work: _TableWork) -> TablePlan:
+    spec = target.spec(work.table)
+    changed: dict[str, str] = {}
+    for link in work.links:
+        changed.update({c.column: c.kind for c in link.changes})
+    if work.strategy == "delete":
+        changed = {}
+    retained = [
+        c
+        for c, s in spec.columns.items()
+        if s.strategy == "retain" or (work.strategy == "retain" and c not in changed)
+    ]
+    retention = spec.retention
+    statements = [*work.before, work.main] if work.main is not None else list(work.before)
+    return TablePlan(
+        table=work.table,
+        strategy=work.strategy,
+        rows=0,
+        links=work.path_descriptions,
+        legal_basis=(retention.legal_basis if retention else None) or spec.legal_basis,
+        retention=str(retention.duration) if retention else None,
+        changed_columns=changed,
+        retained_columns=retained if work.strategy != "delete" else [],
+        sql=[display_sql(s, target.dialect_obj) for s in statements],
+    )
+
+
+def _blocking(plan: SystemPlan) -> str | None:
+    for table in plan.tables:
+        for ref in table.outside_references:
+            if ref.action == "fail" and ref.rows:
+                return (
+                    f"foreign key {ref.constraint} from table '{ref.referencing_table}' references "
+                    f"{ref.rows} row(s) of '{ref.referenced_table}' that erasure deletes; set "
+                    f"on_outside_reference of '{ref.referenced_table}' (set_null, delete, "
+                    "anonymize) or manage the referencing table"
+                )
+    return None
+
+
+async def _count(conn: AsyncConnection, table: Table, condition: ColumnElement[bool]) -> int:
+    return int((await conn.execute(count_statement(table, condition))).scalar_one())
+
+
+async def _outside_counts(conn: AsyncConnection, target: _Target, work: _TableWork) -> list[OutsideReference]:
+    found = []
+    for fk, condition, action in work.outside:
+        rows = await _count(conn, target.tables[fk.table], condition)
+        if rows:
+            found.append(OutsideReference(fk.label, fk.table, fk.columns, fk.referred_table, rows, action))
+    return found
+
+
+def _batchable(target: _Target, table: str) -> bool:
+    return len(target.schema.tables[table].primary_key) == 1
+
+
+# --- execution -----------------------------------------------------------------------------
+
+_CONSTANT_KINDS = frozenset({"redacted", "constant", "zero", "epoch", "false", "json", "binary"})
+
+
+def _keyed_kind(name: str, unique: bool) -> bool:
+    base = name.partition(":")[0]
+    return (base not in _CONSTANT_KINDS and base != "null") or (unique and base in ("redacted", "zero"))
+
+
+def _fingerprint(value: Any) -> bytes:
+    """An in-memory digest of a value (never stored): compares before and after."""
+    return hashlib.blake2b(repr(value).encode("utf-8"), digest_size=16).digest()
+
+
+@dataclass
+class _Capture:
+    """Digests of the original values of the columns a statement anonymizes, by row key."""
+
+    columns: list[tuple[ColumnChange, ColumnElement[bool] | None]]
+    values: dict[tuple[Any, ...], list[bytes | None]]
+
+
+async def _prepare_connection(conn: AsyncConnection) -> None:
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        await conn.run_sync(lambda sync: install_sqlite_functions(sync.connection.dbapi_connection))
+
+
+def _changed_columns(work: _TableWork) -> list[tuple[ColumnChange, ColumnElement[bool] | None]]:
+    """Each changed column with the condition of the rows it changes on (None: every row)."""
+    owners: dict[str, tuple[ColumnChange, list[ColumnElement[bool]]]] = {}
+    for link in work.links:
+        for change in link.changes:
+            owners.setdefault(change.column, (change, []))[1].append(link.condition)
+    single = len(work.links) == 1
+    return [(change, None if single else _or(conds)) for change, conds in owners.values()]
+
+
+def _audited_values(target: _Target, work: _TableWork, columns: Sequence[Any]) -> list[Any]:
+    table = target.tables[work.table]
+    return [
+        table.c[change.column] if owned is None else case((owned, table.c[change.column]), else_=None)
+        for change, owned in columns
+    ]
+
+
+async def _capture(
+    conn: AsyncConnection, target: _Target, work: _TableWork, condition: ColumnElement[bool]
+) -> _Capture | None:
+    columns = _changed_columns(work)
+    if work.strategy == "delete" or not columns:
+        return None
+    key = _row_key(target, work.table)
+    query = select(*key, *_audited_values(target, work, columns)).where(condition)
+    rows = await conn.execute(query)
+    width = len(key)
+    values = {
+        tuple(row[:width]): [None if v is None else _fingerprint(v) for v in row[width:]] for row in rows
+    }
+    return _Capture(columns, values)
+
+
+def _row_key(target: _Target, table: str) -> list[Any]:
+    sql_table = target.tables[table]
+    names = target.schema.tables[table].primary_key or tuple(c.name for c in sql_table.columns)
+    return [sql_table.c[n] for n in names]
+
+
+async def _values_left(
+    conn: AsyncConnection,
+    target: _Target,
+    work: _TableWork,
+    capture: _Capture,
+    condition: ColumnElement[bool],
+) -> int:
+    """Rows whose anonymized column still holds an original value of the subject's rows."""
+    key = _row_key(target, work.table)
+    expected = [
+        change.value if change.keyed and change.kind != "hash" else null() for change, _ in capture.columns
+    ]
+    audited = _audited_values(target, work, capture.columns)
+    rows = (await conn.execute(select(*key, *audited, *expected).where(condition))).all()
+    width, count = len(key), len(capture.columns)
+    left = 0
+    for index, (change, _) in enumerate(capture.columns):
+        originals = {v[index] for v in capture.values.values() if v[index] is not None}
+        values = [(r[width + index], r[width + count + index]) for r in rows]
+        if change.kind == "null":
+            left += sum(1 for value, _ in values if value is not None)
+        elif change.keyed:
+            left += sum(
+                1
+                for value, wanted in values
+                if value is not None and value != wanted and _fingerprint(value) in originals
+            )
+        else:
+            digests = [None if value is None else _fingerprint(value) for value, _ in values]
+            common = _most_common([d for d in digests if d is not None])
+            left += sum(1 for d in digests if d is not None and d != common and d in originals)
+    return left
+
+
+def _most_common(values: Sequence[bytes | None]) -> bytes | None:
+    counts: dict[bytes | None, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return max(counts, key=counts.__getitem__) if counts else None
+
+
+async def _check_outside(
+    conn: AsyncConnection, target: _Target, works: Sequence[_TableWork]
+) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for work in works:
+        for ref in await _outside_counts(conn, target, work):
+            counts[f"{ref.referencing_table}.{','.join(ref.referencing_columns)}"] = ref.rows
+            if ref.action == "fail":
+                raise ErasureBlocked(
+                    f"system '{target.manifest.system}': foreign key {ref.constraint} from table "
+                    f"'{ref.referencing_table}' references {ref.rows} row(s) of "
+                    f"'{ref.referenced_table}' that erasure deletes; nothing was changed (set "
+                    f"on_outside_reference of '{ref.referenced_table}' to set_null, delete or "
+                    "anonymize, or manage the referencing table)",
+                    extra={
+                        "system": target.manifest.system,
+                        "constraint": ref.constraint,
+                        "referencing_table": ref.referencing_table,
+                    },
+                )
+    return counts
+
+
+async def _run_step(
+    conn: AsyncConnection,
+    target: _Target,
+    work: _TableWork,
+    outcome: ErasureOutcome,
+    *,
+    window: ColumnElement[bool] | None = None,
+    first: bool = True,
+    last: bool = True,
+) -> int:
+    """Run one table's statement (or one keyset batch of it) and verify it, in ``conn``'s
+    transaction; returns the rows changed."""
+    condition = work.condition if window is None else and_(work.condition, window)
+    if first:
+        for statement in work.before:
+            await conn.execute(statement)
+    capture = await _capture(conn, target, work, condition)
+    changed = 0
+    statement = work.main
+    if statement is not None:
+        if window is not None:
+            statement = statement.where(window)
+        result = await conn.execute(statement)
+        changed = max(result.rowcount, 0)
+    bucket = outcome.deleted if work.strategy == "delete" else outcome.anonymized
+    if statement is not None:
+        bucket[work.table] = bucket.get(work.table, 0) + changed
+    if work.strategy == "delete" and last:
+        outcome.verified_rows_left[work.table] = await _count(conn, target.tables[work.table], work.condition)
+    if capture is not None:
+        left = await _values_left(conn, target, work, capture, condition)
+        outcome.verified_values_left[work.table] = outcome.verified_values_left.get(work.table, 0) + left
+    return changed
+
+
+async def execute_erasure(
+    engine: AsyncEngine,
+    manifest: Manifest,
+    identities: Mapping[str, str],
+    options: ErasureOptions,
+    *,
+    cursor: Mapping[str, Any] | None = None,
+    save_cursor: SaveCursor | None = None,
+) -> ErasureOutcome:
+    """Erase the subject in one system; returns counts and the verification result.
+
+    One transaction for the whole system unless a table holds more than
+    ``options.batch_threshold`` of the subject's rows: then every table is a step of its own and
+    large tables run in keyset batches of ``options.batch_size``, each batch its own transaction,
+    the cursor handed to ``save_cursor`` after each commit. Passing the last saved cursor back
+    resumes at the next batch. A subject nobody matches is a no-op (``found`` is False).
+
+    Raises:
+        ErasureBlocked: an outside reference blocks the erasure (nothing changed), or a
+            constraint refused the change (the system's transaction rolled back).
+        ManifestInvalid: the manifest does not fit the target's schema.
+    """
+    async with engine.connect() as conn:
+        key = await resolve_subject_key(conn, manifest, identities, options.tenant)
+        await conn.rollback()
+    outcome = ErasureOutcome(manifest.system, found=key is not None, subject_key=key)
+    if cursor:
+        _restore(outcome, cursor)
+    if key is None:
+        return outcome
+    try:
+        async with engine.connect() as conn:
+            await _prepare_connection(conn)
+            target = await _load_target(conn, manifest, options)
+            works = _all_work(target, Binds(key))
+            sizes = {w.table: await _count(conn, target.tables[w.table], w.condition) for w in works}
+            await conn.rollback()
+            batched = any(n > options.batch_threshold and _batchable(target, t) for t, n in sizes.items())
+            if not batched and not cursor:
+                await _single_transaction(conn, target, works, outcome)
+            else:
+                await _stepwise(conn, target, works, sizes, outcome, cursor, save_cursor)
+    except IntegrityError as exc:
+        raise ErasureBlocked(
+            f"system '{manifest.system}': the target refused the erasure "
+            f"({type(exc.orig).__name__}); nothing was changed in the failing transaction"
+        ) from exc
+    return outcome
+
+
+async def _single_transaction(
+    conn: AsyncConnection, target: _Target, works: Sequence[_TableWork], outcome: ErasureOutcome
+) -> None:
+    async with conn.begin():
+        outcome.outside_references = await _check_outside(conn, target, works)
+        for work in works:
+            await _run_step(conn, target, work, outcome)
+        _require_verified(target, outcome)
+
+
+def _require_verified(target: _Target, outcome: ErasureOutcome) -> None:
+    if not outcome.verified:
+        raise ErasureBlocked(
+            f"system '{target.manifest.system}': verification found subject data left after "
+            "erasure; the transaction was rolled back",
+            extra={"rows_left": outcome.verified_rows_left, "values_left": outcome.verified_values_left},
+        )
+
+
+def _restore(outcome: ErasureOutcome, cursor: Mapping[str, Any]) -> None:
+    outcome.deleted = dict(cursor.get("deleted", {}))
+    outcome.anonymized = dict(cursor.get("anonymized", {}))
+    outcome.batches = int(cursor.get("batches", 0))
+
+
+def _cursor(outcome: ErasureOutcome, step: int, after: Any) -> dict[str, Any]:
+    return {
+        "step": step,
+        "after": after,
+        "deleted": dict(outcome.deleted),
+        "anonymized": dict(outcome.anonymized),
+        "batches": outcome.batches,
+    }
+
+
+async def _stepwise(
+    conn: AsyncConnection,
+    target: _Target,
+    works: Sequence[_TableWork],
+    sizes: Mapping[str, int],
+    outcome: ErasureOutcome,
+    cursor: Mapping[str, Any] | None,
+    save_cursor: SaveCursor | None,
+) -> None:
+    """Each table its own step, large ones in keyset batches; resumable from ``cursor``."""
+    start = int(cursor["step"]) if cursor else 0
+    after = cursor.get("after") if cursor else None
+    async with conn.begin():
+        outcome.outside_references = await _check_outside(conn, target, works[start:])
+    for index in range(start, len(works)):
+        work = works[index]
+        if sizes[work.table] > target.options.batch_threshold and _batchable(target, work.table):
+            await _batches(conn, target, work, outcome, index, after, save_cursor)
+        else:
+            async with conn.begin():
+                await _run_step(conn, target, work, outcome)
+                _require_verified(target, outcome)
+            outcome.batches += 1
+            if save_cursor is not None:
+                await save_cursor(_cursor(outcome, index + 1, None))
+        after = None
+
+
+async def _batches(
+    conn: AsyncConnection,
+    target: _Target,
+    work: _TableWork,
+    outcome: ErasureOutcome,
+    step: int,
+    after: Any,
+    save_cursor: SaveCursor | None,
+) -> None:
+    """Keyset batches over the table's single-column key; each batch commits, then the cursor."""
+    table = target.tables[work.table]
+    key = target.schema.tables[work.table].primary_key[0]
+    column = table.c[key]
+    first = after is None
+    while True:
+        async with conn.begin():
+            bound_query = keyset_bounds(table, key, work.condition, after, target.options.batch_size)
+            upto = (await conn.execute(bound_query)).scalar_one_or_none()
+            if upto is None:
+                outcome.verified_rows_left[work.table] = (
+                    await _count(conn, table, work.condition) if work.strategy == "delete" else 0
+                )
+                _require_verified(target, outcome)
+                break
+            window = column <= upto if after is None else and_(column > after, column <= upto)
+            await _run_step(conn, target, work, outcome, window=window, first=first, last=False)
+            _require_verified(target, outcome)
+        outcome.batches += 1
+        first = False
+        after = upto
+        if save_cursor is not None:
+            await save_cursor(_cursor(outcome, step, _jsonable(upto)))
+    if save_cursor is not None:
+        await save_cursor(_cursor(outcome, step + 1, None))
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, int | str | float) else str(value)
+
+
+# --- the request worker's handler ----------------------------------------------------------
+
+
+def plan_document(plan: SystemPlan) -> dict[str, Any]:
+    """The plan as plain JSON data (what the store records and the API returns)."""
+    document = asdict(plan)
+    document["rows"] = plan.rows
+    return document
+
+
+def subject_key_reference(secret: str, system: str, key: Sequence[Any]) -> str:
+    """The tombstone reference of a subject key: HMAC of system and key under the audit key
+    (the same formula as ``tombstone_reference`` of the audit service)."""
+    value = key[0] if len(key) == 1 else KEY_JOIN.join(str(k) for k in key)
+    return hmac_ref(secret, system, "key", str(value))
+
+
+KEY_JOIN = "."
+
+
+def _options(run: RequestRun) -> ErasureOptions:
+    settings = run.settings
+    return ErasureOptions(
+        secret=settings.audit_key,
+        batch_threshold=settings.erasure_batch_threshold,
+        batch_size=settings.erasure_batch_size,
+        tenant=run.tenant,
+    )
+
+
+async def _record_plan(store: AsyncEngine, run: RequestRun, plan: SystemPlan) -> None:
+    async with store.begin() as conn:
+        await conn.execute(
+            insert(ErasurePlanRecord).values(
+                id=uuid.uuid4(),
+                request_id=str(run.request_id),
+                system=plan.system,
+                attempt=run.attempt,
+                created_at=datetime.now(UTC),
+                plan=plan_document(plan),
+            )
+        )
+
+
+async def _tombstoned(store: AsyncEngine, system: str, reference: str) -> bool:
+    query = select(ErasureTombstone.id).where(
+        ErasureTombstone.system == system, ErasureTombstone.subject_key_ref == reference
+    )
+    async with store.connect() as conn:
+        return (await conn.execute(query.limit(1))).first() is not None
+
+
+async def _add_tombstone(store: AsyncEngine, run: RequestRun, system: str, reference: str) -> None:
+    if await _tombstoned(store, system, reference):
+        return
+    async with store.begin() as conn:
+        await conn.execute(
+            insert(ErasureTombstone).values(
+                id=uuid.uuid4(),
+                system=system,
+                subject_key_ref=reference,
+                erased_at=datetime.now(UTC),
+                request_id=str(run.request_id),
+            )
+        )
+
+
+async def _plan_only(store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
+    async with target.connect() as conn:
+        plan = await plan_erasure(conn, system.manifest, run.identities, _options(run))
+    await _record_plan(store, run, plan)
+    outcome = SystemOutcome(
+        not_found=not plan.found,
+        counts={t.table: t.rows for t in plan.tables},
+        audit={"dry_run": True, "rows": plan.rows, "blocked": plan.blocked is not None},
+    )
+    await run.progress.complete_system(system.system, outcome, action="erasure.planned")
+
+
+async def _erase_system(
+    store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine
+) -> dict[str, int]:
+    options = _options(run)
+    secret = options.secret or ""
+    manifest = system.manifest
+    cursor = system.cursor
+    reference = str(cursor["subject_key_ref"]) if cursor and "subject_key_ref" in cursor else None
+    if cursor is None:
+        async with target.connect() as conn:
+            key = await resolve_subject_key(conn, manifest, run.identities, options.tenant)
+            reference = subject_key_reference(secret, system.system, key) if key else None
+            if reference is not None and await _tombstoned(store, system.system, reference):
+                done = SystemOutcome(audit={"already_erased": True})
+                await run.progress.complete_system(system.system, done, action="erasure.system_completed")
+                return {}
+            plan = await plan_erasure(conn, manifest, run.identities, options)
+        await _record_plan(store, run, plan)
+
+    async def save(state: dict[str, Any]) -> None:
+        state["subject_key_ref"] = reference
+        counts = {**state.get("deleted", {}), **state.get("anonymized", {})}
+        await run.progress.save_cursor(system.system, state, counts)
+
+    outcome = await execute_erasure(
+        target, manifest, run.identities, options, cursor=cursor, save_cursor=save
+    )
+    if outcome.subject_key is not None:
+        reference = subject_key_reference(secret, system.system, outcome.subject_key)
+    found = outcome.found or reference is not None
+    if found and reference is not None:
+        await _add_tombstone(store, run, system.system, reference)
+    counts = {**outcome.deleted, **outcome.anonymized}
+    result = SystemOutcome(not_found=not found, counts=counts, audit=outcome.audit_payload())
+    await run.progress.complete_system(system.system, result, action="erasure.system_completed")
+    return counts
+
+
+async def run_erasure(run: RequestRun) -> RequestOutcome:
+    """The worker's erasure handler: per system, plan (dry run) or erase, tombstone, complete.
+
+    Systems already completed by an earlier attempt are skipped; a system with a saved cursor
+    resumes at its next batch. An outside reference or a refused constraint fails the request
+    naming the system (that system's transaction rolled back; earlier systems stay erased).
+    """
+    store = create_store_engine(run.settings)
+    totals: dict[str, int] = {}
+    try:
+        for system in run.systems:
+            if system.status == "completed":
+                continue
+            target = await run.targets(system.system, system.manifest)
+            try:
+                if run.dry_run:
+                    await _plan_only(store, run, system, target)
+                    continue
+                counts = await _erase_system(store, run, system, target)
+            except ErasureBlocked as exc:
+                raise RequestFailed(exc.detail, system=system.system) from exc
+            totals[system.system] = sum(counts.values())
+    finally:
+        await store.dispose()
+    return RequestOutcome(audit={"dry_run": run.dry_run, "rows": sum(totals.values())})

@@ -1,0 +1,270 @@
+"""Access export (Art. 15/20): every row of the subject as one JSON document and a ZIP of CSVs.
+
+Rows are streamed from each target (server-side cursors, ``yield_per``) straight into two
+encrypted artifacts (see :mod:`app.engine.artifacts`), so memory stays bounded by one batch and
+one encryption frame whatever the subject's footprint. Both documents are deterministic for a given
+database state and request: a resumed run writes the same content as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.engine.artifacts import EncryptedWriter, artifact_path
+from app.engine.runs import RequestOutcome, RequestRun, SystemOutcome, SystemRun
+from app.engine.subjects import ReflectedTarget, reflect_target, subject_condition, subject_keys
+from app.lib.crypto import aes_key
+from app.manifest.model import Manifest, TableSpec
+
+__all__ = ("EXPORT_FORMAT", "artifact_context", "run_access", "table_metadata")
+
+EXPORT_FORMAT = "lethe-access-export/1"
+
+
+def artifact_context(request_id: str, fmt: str) -> bytes:
+    """Associated data binding an artifact to its request and format."""
+    return f"lethe-artifact:{request_id}:{fmt}:".encode()
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return str(value)
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook, decimal_format="string")
+
+
+def _jsonable(value: Any) -> Any:
+    return msgspec.to_builtins(value, enc_hook=_enc_hook)
+
+
+def table_metadata(manifest: Manifest, table: str, links: Sequence[str]) -> dict[str, Any]:
+    """The Art. 15(1) facts about one table: purposes, legal basis, categories, retention, recipients."""
+    spec = manifest.tables.get(table, TableSpec())
+    columns = {
+        name: {
+            "category": column.category,
+            "rectifiable": column.rectifiable,
+            "retention": _jsonable(column.retention) if column.retention else None,
+        }
+        for name, column in spec.columns.items()
+    }
+    return {
+        "purpose": spec.purpose,
+        "legal_basis": spec.legal_basis,
+        "categories": sorted({column.category for column in spec.columns.values()}),
+        "recipients": list(spec.recipients),
+        "retention": _jsonable(spec.retention) if spec.retention else None,
+        "columns": columns,
+        "links": list(links),
+    }
+
+
+class _Artifacts:
+    """The two outputs of one run: the JSON document and the ZIP archive, written side by side."""
+
+    def __init__(self, run: RequestRun) -> None:
+        settings = run.settings
+        if not settings.artifact_key:
+            from app.engine.runs import RequestFailed
+
+            raise RequestFailed("LETHE_ARTIFACT_KEY is not configured: exports cannot be stored")
+        key = aes_key(settings.artifact_key)
+        directory = Path(settings.artifacts_dir)
+        request_id = str(run.request_id)
+        self.json = EncryptedWriter(
+            artifact_path(directory, request_id, run.attempt, "json"),
+            key,
+            artifact_context(request_id, "json"),
+        )
+        self.zip_file = EncryptedWriter(
+            artifact_path(directory, request_id, run.attempt, "zip"), key, artifact_context(request_id, "zip")
+        )
+        self.archive = zipfile.ZipFile(self.zip_file, "w", compression=zipfile.ZIP_DEFLATED)
+        started = run.started_at
+        self.date_time = (
+            started.year,
+            started.month,
+            started.day,
+            started.hour,
+            started.minute,
+            started.second,
+        )
+
+    def entry(self, name: str) -> Any:
+        info = zipfile.ZipInfo(name, date_time=self.date_time)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o600 << 16
+        return self.archive.open(info, "w", force_zip64=True)
+
+    def write_entry(self, name: str, content: bytes) -> None:
+        with self.entry(name) as handle:
+            handle.write(content)
+
+    def close(self) -> None:
+        self.archive.close()
+        self.json.close()
+        self.zip_file.close()
+
+    def abort(self) -> None:
+        self.json.abort()
+        self.zip_file.abort()
+
+
+class _CsvEntry:
+    """One CSV file inside the archive, written batch by batch."""
+
+    def __init__(self, artifacts: _Artifacts, name: str, header: Sequence[str]) -> None:
+        self._handle = artifacts.entry(name)
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")
+        self.write_rows([list(header)])
+
+    def write_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._writer.writerows(rows)
+        self._handle.write(self._buffer.getvalue().encode("utf-8"))
+        self._buffer.seek(0)
+        self._buffer.truncate()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float):
+        return "" if value is None else value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _jsonable(value)
+
+
+async def _export_table(
+    connection: AsyncConnection,
+    run: RequestRun,
+    system: str,
+    table: Table,
+    condition: Any,
+    artifacts: _Artifacts,
+) -> int:
+    """Stream the subject's rows of one table into both artifacts; return how many there were."""
+    names = [c.name for c in table.columns]
+    order = list(table.primary_key.columns) or list(table.columns)
+    statement = select(table).where(condition).order_by(*order)
+    batch_rows = run.settings.export_batch_rows
+    delay = run.settings.export_batch_delay_seconds
+    csv_entry = _CsvEntry(artifacts, f"{system}/{table.name}.csv", names)
+    count = 0
+    artifacts.json.write(b'"rows":[')
+    result = await connection.stream(statement.execution_options(yield_per=batch_rows))
+    async for partition in result.partitions(batch_rows):
+        encoded = _ENCODER.encode([dict(zip(names, row, strict=True)) for row in partition])
+        if count:
+            artifacts.json.write(b",")
+        artifacts.json.write(encoded[1:-1])
+        csv_entry.write_rows([_csv_value(v) for v in row] for row in partition)
+        count += len(partition)
+        if delay:
+            await asyncio.sleep(delay)
+    csv_entry.close()
+    artifacts.json.write(b'],"row_count":' + str(count).encode() + b"}")
+    return count
+
+
+async def _begin_snapshot(connection: AsyncConnection) -> AsyncConnection:
+    """A consistent snapshot across the tables of one system where the database offers one."""
+    if connection.dialect.name in ("postgresql", "mysql", "mariadb"):
+        connection = await connection.execution_options(isolation_level="REPEATABLE READ")
+    await connection.begin()
+    return connection
+
+
+async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Artifacts) -> SystemOutcome:
+    manifest = system_run.manifest
+    engine = await run.targets(system_run.system, manifest)
+    header = {"manifest_version": system_run.manifest_version}
+    async with engine.connect() as raw:
+        connection = await _begin_snapshot(raw)
+        target: ReflectedTarget = await reflect_target(connection, manifest)
+        keys = await subject_keys(connection, target, manifest, run.identities, run.tenant)
+        found = bool(keys)
+        artifacts.json.write(_ENCODER.encode(system_run.system) + b":" + _ENCODER.encode(header)[:-1])
+        artifacts.json.write(b',"found":' + (b"true" if found else b"false") + b',"tables":{')
+        counts: dict[str, int] = {}
+        metadata: dict[str, Any] = {}
+        if found:
+            for index, name in enumerate(target.graph.managed_tables):
+                links = [p.describe() for p in target.graph.paths_for(name)]
+                metadata[name] = table_metadata(manifest, name, links)
+                prefix = b"," if index else b""
+                artifacts.json.write(
+                    prefix + _ENCODER.encode(name) + b':{"metadata":' + _ENCODER.encode(metadata[name]) + b","
+                )
+                condition = subject_condition(target, name, keys)
+                counts[name] = await _export_table(
+                    connection, run, system_run.system, target.tables[name], condition, artifacts
+                )
+        artifacts.json.write(b"}}")
+        await connection.rollback()
+    artifacts.write_entry(
+        f"{system_run.system}/metadata.json",
+        _ENCODER.encode({**header, "found": found, "tables": metadata, "row_counts": counts}),
+    )
+    return SystemOutcome(not_found=not found, counts=counts)
+
+
+def _consent_rows(history: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    header = ["occurred_at", "purpose", "granted", "policy_version", "text_hash", "source", "recorded_at"]
+    return header, [[_csv_value(event.get(k)) for k in header] for event in history]
+
+
+async def run_access(run: RequestRun) -> RequestOutcome:
+    """Export the subject from every selected system into encrypted JSON and ZIP artifacts.
+
+    A resumed attempt exports again from the start into files of its own attempt number; only the
+    attempt that completes (fenced) is recorded, so the artifacts equal an uninterrupted run's.
+    """
+    artifacts = _Artifacts(run)
+    try:
+        document_head = {
+            "format": EXPORT_FORMAT,
+            "request_id": str(run.request_id),
+            "generated_at": run.started_at.isoformat(),
+            "subject": {"identity_types": sorted(run.identities)},
+            "consent_history": [_jsonable(event) for event in run.consent_history],
+        }
+        artifacts.json.write(_ENCODER.encode(document_head)[:-1] + b',"systems":{')
+        outcomes: dict[str, SystemOutcome] = {}
+        for index, system_run in enumerate(run.systems):
+            if index:
+                artifacts.json.write(b",")
+            outcome = await _export_system(run, system_run, artifacts)
+            outcomes[system_run.system] = outcome
+            await run.progress.complete_system(system_run.system, outcome, action=None)
+        artifacts.json.write(b"}}")
+        header, rows = _consent_rows(run.consent_history)
+        consent = _CsvEntry(artifacts, "consent_history.csv", header)
+        consent.write_rows(rows)
+        consent.close()
+        artifacts.write_entry("request.json", _ENCODER.encode(document_head))
+        artifacts.close()
+    except BaseException:
+        artifacts.abort()
+        raise
+    audit = {
+        "systems": {
+            name: {"not_found": outcome.not_found, "rows": sum(outcome.counts.values())}
+            for name, outcome in outcomes.items()
+        }
+    }
+    return RequestOutcome(audit=audit, artifact=True)

@@ -1,0 +1,151 @@
+"""Erasure through the HTTP API and the worker, on SQLite, PostgreSQL and MariaDB targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import event, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.config import Settings
+from app.db.audit import AuditEvent, ErasureTombstone
+from tests.integration.erasure import schema
+from tests.integration.requests_support import drain, target_url
+
+Headers = Callable[..., dict[str, str]]
+ENV = "ERASURE_TEST_TARGET_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+async def shop(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A seeded target of each dialect, named by the manifest's environment variable."""
+    url = await target_url(request.param, tmp_path, request)
+    engine = create_async_engine(url)
+    if url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", lambda c, _: c.execute("PRAGMA foreign_keys=ON"))
+    await schema.create_target(engine, 6)
+    monkeypatch.setenv(ENV, url)
+    yield engine
+    await engine.dispose()
+
+
+async def _register(client: AsyncTestClient[Litestar], auth: Headers, **overrides: Any) -> None:
+    document = msgspec.to_builtins(schema.manifest(**overrides))
+    response = await client.post("/v1/manifests", json=document, headers=auth())
+    assert response.status_code in (200, 201), response.text
+
+
+async def _erase(client: AsyncTestClient[Litestar], auth: Headers, **body: Any) -> str:
+    response = await client.post("/v1/requests", json={"kind": "erasure", **body}, headers=auth())
+    assert response.status_code == 202, response.text
+    return str(response.headers["location"])
+
+
+async def _actions(store: AsyncEngine, request_id: str) -> list[tuple[str, dict[str, Any]]]:
+    async with store.connect() as conn:
+        rows = await conn.execute(
+            select(AuditEvent.action, AuditEvent.payload)
+            .where(AuditEvent.request_id == request_id)
+            .order_by(AuditEvent.seq)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+
+async def test_dry_run_stops_at_the_plan(
+    client: AsyncTestClient[Litestar],
+    auth: Headers,
+    settings: Settings,
+    store_engine: AsyncEngine,
+    shop: AsyncEngine,
+) -> None:
+    await _register(client, auth)
+    before = await schema.snapshot(shop)
+    location = await _erase(client, auth, identities={"email": "person1@example.com"}, dry_run=True)
+    await drain(settings, store_engine)
+    body = (await client.get(location, headers=auth("requests:read"))).json()
+    assert body["status"] == "completed", body
+    assert await schema.snapshot(shop) == before
+    plan = (await client.get(f"{location}/plan", headers=auth("requests:read"))).json()
+    assert plan["dry_run"] is True
+    system = plan["systems"][0]
+    assert system["source"] == "recorded"
+    tables = {t["table"]: t for t in system["tables"]}
+    assert tables["addresses"]["strategy"] == "delete"
+    assert tables["addresses"]["rows"] == 1
+    assert tables["orders"]["legal_basis"] == "tax law: invoices kept 10 years"
+    assert all("person1" not in sql for t in system["tables"] for sql in t["sql"])
+    forbidden = await client.get(f"{location}/plan", headers=auth("requests:write"))
+    assert forbidden.status_code == 403
+
+
+async def test_erasure_end_to_end_then_no_op(
+    client: AsyncTestClient[Litestar],
+    auth: Headers,
+    settings: Settings,
+    store_engine: AsyncEngine,
+    shop: AsyncEngine,
+) -> None:
+    await _register(client, auth)
+    before = await schema.snapshot(shop)
+    location = await _erase(client, auth, identities={"email": "person1@example.com"})
+    live = (await client.get(f"{location}/plan", headers=auth("requests:read"))).json()
+    assert live["systems"][0]["source"] == "live"
+    assert live["systems"][0]["rows"] > 0
+    await drain(settings, store_engine)
+    body = (await client.get(location, headers=auth("requests:read"))).json()
+    assert body["status"] == "completed", body
+    after = await schema.snapshot(shop)
+    assert [k for k in after["addresses"] if k == (1,)] == []
+    assert after["users"][(1,)][1] != before["users"][(1,)][1]
+    for table in ("addresses", "orders", "order_items", "device_logs"):
+        for key, row in before[table].items():
+            if key[0] not in (1, 10, 11, 100, 110):
+                assert after[table][key] == row
+    actions = await _actions(store_engine, body["id"])
+    completed = [p for a, p in actions if a == "erasure.system_completed"]
+    assert len(completed) == 1
+    assert completed[0]["verification"] == {"rows_left": 0, "values_left": 0, "verified": True}
+    assert completed[0]["deleted"]["addresses"] == 1
+    assert [a for a, _ in actions].count("request.completed") == 1
+    async with store_engine.connect() as conn:
+        tombstones = (await conn.execute(select(ErasureTombstone.system))).all()
+    assert tombstones == [("shop",)]
+
+    again = await _erase(client, auth, identities={"user_id": "1"})
+    await drain(settings, store_engine)
+    assert (await client.get(again, headers=auth())).json()["status"] == "completed"
+    assert await schema.snapshot(shop) == after
+    repeat = [
+        p
+        for a, p in await _actions(store_engine, again.rsplit("/", 1)[-1])
+        if a == "erasure.system_completed"
+    ]
+    assert repeat[0]["already_erased"] is True
+
+
+async def test_outside_reference_fails_the_request_cleanly(
+    client: AsyncTestClient[Litestar],
+    auth: Headers,
+    settings: Settings,
+    store_engine: AsyncEngine,
+    shop: AsyncEngine,
+) -> None:
+    await _register(client, auth)
+    async with shop.begin() as conn:
+        await conn.execute(
+            insert(schema.comments), [{"id": 999, "user_id": 2, "parent_id": 10, "body": "reply"}]
+        )
+    before = await schema.snapshot(shop)
+    location = await _erase(client, auth, identities={"user_id": "1"})
+    await drain(settings, store_engine)
+    body = (await client.get(location, headers=auth())).json()
+    assert body["status"] == "failed"
+    assert "fk_comments_parent" in body["failure_reason"]
+    assert "'comments'" in body["failure_reason"]
+    assert await schema.snapshot(shop) == before

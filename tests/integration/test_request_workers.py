@@ -1,0 +1,129 @@
+"""Worker claims, leases and attempt fencing, and the per-kind engine contract erasure plugs into."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db.audit import AuditEvent, ErasureTombstone
+from app.db.requests import SubjectRequest, SubjectRequestSystem
+from app.domain.requests import jobs
+from app.engine.runs import RequestOutcome, RequestRun, SystemOutcome
+from app.engine.targets import TargetRegistry
+from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, create_crm, register_crm
+
+Headers = Callable[..., dict[str, str]]
+
+
+async def fake_erasure(run: RequestRun) -> RequestOutcome:
+    """Stands in for the erasure engine: one resumable batch, then the system's completion."""
+    for system in run.systems:
+        if system.status == "completed":
+            continue
+        await run.progress.save_cursor(system.system, {"table": "users", "after": 1}, {"users": 1})
+        outcome = SystemOutcome(
+            counts={"users": 1}, audit={"tables": {"users": "anonymize"}}, tombstones=["ab" * 32]
+        )
+        await run.progress.complete_system(system.system, outcome, action="request.system_erased")
+    return RequestOutcome(audit={"systems": len(run.systems)})
+
+
+@pytest.fixture
+async def crm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}"
+    await create_crm(url)
+    monkeypatch.setenv(TARGET_ENV, url)
+    return url
+
+
+async def _count(store: AsyncEngine, action: str, request_id: uuid.UUID) -> int:
+    async with store.connect() as connection:
+        return int(
+            (
+                await connection.execute(
+                    select(func.count()).where(
+                        AuditEvent.action == action, AuditEvent.request_id == str(request_id)
+                    )
+                )
+            ).scalar_one()
+        )
+
+
+async def test_a_worker_whose_lease_was_taken_over_cannot_write(
+    client: AsyncTestClient[Litestar],
+    auth: Headers,
+    settings: Settings,
+    store_engine: AsyncEngine,
+    crm: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(jobs.HANDLERS, "erasure", "tests.integration.test_request_workers:fake_erasure")
+    await register_crm(client, auth())
+    created = await client.post(
+        "/v1/requests", json={"kind": "erasure", "identities": {"email": SUBJECT_EMAIL}}, headers=auth()
+    )
+    request_id = uuid.UUID(created.json()["id"])
+    targets = TargetRegistry(settings)
+    old = jobs.RequestWorker(settings, store_engine, targets, "old")
+    new = jobs.RequestWorker(settings, store_engine, targets, "new")
+    try:
+        first = await old.claim()
+        assert first is not None
+        assert first.attempt == 1
+        assert await new.claim() is None  # the lease is held
+        async with store_engine.begin() as connection:  # the old worker stalls past its lease
+            await connection.execute(
+                update(SubjectRequest)
+                .where(SubjectRequest.id == request_id)
+                .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        second = await new.claim()
+        assert second is not None
+        assert second.attempt == 2
+        assert await old.process(first) == "lost"
+        async with store_engine.connect() as connection:
+            progress = (await connection.execute(select(SubjectRequestSystem))).one()
+        assert (progress.status, progress.cursor) == ("pending", None)  # nothing the old one wrote
+        assert await new.process(second) == "completed"
+    finally:
+        await targets.dispose()
+    async with store_engine.connect() as connection:
+        row = (await connection.execute(select(SubjectRequest).where(SubjectRequest.id == request_id))).one()
+        progress = (await connection.execute(select(SubjectRequestSystem))).one()
+        tombstones = (await connection.execute(select(ErasureTombstone.subject_key_ref))).scalars().all()
+    assert (row.status, row.attempt, row.identities_encrypted) == ("completed", 2, None)
+    assert (progress.status, progress.attempt, progress.counts) == ("completed", 2, {"users": 1})
+    assert tombstones == ["ab" * 32]
+    assert await _count(store_engine, "request.completed", request_id) == 1
+    assert await _count(store_engine, "request.system_erased", request_id) == 1
+    assert await _count(store_engine, "request.resumed", request_id) == 1
+
+
+async def test_concurrent_workers_claim_different_requests(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine, crm: str
+) -> None:
+    await register_crm(client, auth())
+    for _ in range(4):
+        await client.post(
+            "/v1/requests", json={"kind": "access", "identities": {"email": SUBJECT_EMAIL}}, headers=auth()
+        )
+    targets = TargetRegistry(settings)
+    workers = [jobs.RequestWorker(settings, store_engine, targets, f"w{i}") for i in range(4)]
+    try:
+        claims = await asyncio.gather(*(w.claim() for w in workers))
+    finally:
+        await targets.dispose()
+    taken = [c.request_id for c in claims if c is not None]
+    assert len(taken) == len(set(taken))
+    if store_engine.dialect.name == "postgresql":
+        assert len(taken) == 4  # SKIP LOCKED: nobody waits, nobody loses
