@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import column, func, inspect, select, table, text
 from sqlalchemy.engine import URL, Connection, make_url
@@ -33,8 +34,8 @@ CUSTOM_FORMAT_MAGIC = b"PGDMP"
 SCRATCH_PREFIX = "lethe_restore_"
 KEY_BATCH = 5_000
 
-KeyReference = Callable[[object], str]
-"""Maps a subject key value (a scalar, or a tuple for composite keys) to its tombstone reference."""
+KeyReference = Callable[[tuple[Any, ...]], str]
+"""Maps a subject key (the values of its key columns) to its tombstone reference."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +177,7 @@ async def find_tombstoned_keys(
     key_columns: Sequence[str],
     refs: Collection[str],
     reference: KeyReference,
-) -> list[tuple[str, object]]:
+) -> list[tuple[str, tuple[Any, ...]]]:
     """Subjects present in a database whose key's reference is tombstoned: ``(reference, key)``.
 
     No identifier is stored anywhere: every key of the subject table is hashed and compared with
@@ -187,10 +188,10 @@ async def find_tombstoned_keys(
     wanted = set(refs)
     schema, bare = _split(subject_table)
     query = select(*(column(c) for c in key_columns)).select_from(table(bare, schema=schema))
-    found: dict[str, object] = {}
+    found: dict[str, tuple[Any, ...]] = {}
     result = await connection.stream(query.execution_options(yield_per=KEY_BATCH))
     async for row in result:
-        key = row[0] if len(row) == 1 else tuple(row)
+        key = tuple(row)
         ref = reference(key)
         if ref in wanted:
             found.setdefault(ref, key)

@@ -28,11 +28,19 @@ from app.db.audit import ErasureTombstone
 from app.domain.audit.services import tombstone_reference
 from app.domain.backups import services
 from app.domain.manifests.services import ManifestService
+from app.engine.erasure import ErasureOptions, execute_erasure, subject_key_reference
 from app.engine.targets import TargetRegistry
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
 from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
 from tests.servers import DatabaseServer
+
+# The requests controllers (another branch) still declare parameters Litestar 2.25 deprecates; it
+# warns when the app is built. Only those handlers are excused: the warnings name them.
+pytestmark = [
+    pytest.mark.filterwarnings(f"ignore:.*handler='{handler}'.*:DeprecationWarning")
+    for handler in ("create", "list_requests", "extend")
+]
 
 SYSTEM = "shop"
 TARGET_VARIABLE = "LETHE_TEST_BACKUP_SHOP_URL"
@@ -155,21 +163,22 @@ async def manifest(store_engine: AsyncEngine) -> Manifest:
 
 
 async def erase(shop: Shop, store_engine: AsyncEngine, keys: tuple[int, ...]) -> datetime:
-    """What the erasure engine leaves behind: the rows gone and a tombstone per subject."""
+    """Erase users by e-mail through the erasure engine and tombstone them as its worker does."""
     erased_at = datetime.now(UTC)
-    for key in keys:
-        await execute(
-            shop.url, f"DELETE FROM orders WHERE user_id = {key}", f"DELETE FROM users WHERE id = {key}"
-        )
-    async with AsyncSession(store_engine) as session, session.begin():
+    manifest = load_manifest(json.dumps(MANIFEST), "json")
+    target = create_async_engine(shop.url)
+    try:
         for key in keys:
-            session.add(
-                ErasureTombstone(
-                    system=SYSTEM,
-                    subject_key_ref=tombstone_reference(TEST_AUDIT_KEY, SYSTEM, key),
-                    erased_at=erased_at,
-                )
+            outcome = await execute_erasure(
+                target, manifest, {"email": f"user{key}@example.com"}, ErasureOptions(secret=TEST_AUDIT_KEY)
             )
+            assert outcome.found
+            assert outcome.subject_key == (key,)
+            async with AsyncSession(store_engine) as session, session.begin():
+                reference = subject_key_reference(TEST_AUDIT_KEY, SYSTEM, outcome.subject_key)
+                session.add(ErasureTombstone(system=SYSTEM, subject_key_ref=reference, erased_at=erased_at))
+    finally:
+        await target.dispose()
     return erased_at
 
 
@@ -394,15 +403,6 @@ async def test_restore_test_refusals(
 # --- erasure replay ---------------------------------------------------------------------------
 
 
-async def delete_subject(target: AsyncEngine, manifest: Manifest, key: object, actor: str) -> int:
-    """Stands in for the erasure engine: the subject's orders and user row deleted."""
-    del manifest, actor
-    async with target.begin() as connection:
-        orders = await connection.execute(text("DELETE FROM orders WHERE user_id = :k"), {"k": key})
-        users = await connection.execute(text("DELETE FROM users WHERE id = :k"), {"k": key})
-    return int(orders.rowcount) + int(users.rowcount)
-
-
 async def test_replay_after_restoring_an_old_dump_erases_the_subjects_again_and_is_idempotent(
     settings: Settings, shop: Shop, manifest: Manifest, store_engine: AsyncEngine
 ) -> None:
@@ -425,7 +425,6 @@ async def test_replay_after_restoring_an_old_dump_erases_the_subjects_again_and_
                     system=SYSTEM,
                     since=before,
                     actor="test-operator",
-                    eraser=delete_subject,
                 )
         finally:
             await targets.dispose()
@@ -472,7 +471,6 @@ async def test_replay_only_considers_erasures_since_the_given_time(
                 system=SYSTEM,
                 since=cutoff,
                 actor="test-operator",
-                eraser=delete_subject,
             )
     finally:
         await targets.dispose()
@@ -523,3 +521,25 @@ async def test_cli_restore_test_runs_synchronously_and_is_stored(
     async with AsyncSession(store_engine) as session:
         stored = await session.scalar(text("SELECT status FROM backup_restore_test"))
     assert stored == "passed"
+
+
+async def test_cli_replay_erasures_after_a_restore_and_again(
+    settings: Settings, shop: Shop, manifest: Manifest, store_engine: AsyncEngine
+) -> None:
+    dump = pg_dump(shop.url, shop.dumps / "shop.dump")
+    since = (await erase(shop, store_engine, ERASED)) - timedelta(seconds=1)
+    await execute(shop.url, "DROP TABLE orders", "DROP TABLE users")
+    restore_into(shop.url, dump)
+    stamp = since.isoformat()
+    first = await asyncio.to_thread(run_cli, settings, "backups", "replay-erasures", SYSTEM, "--since", stamp)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["subjects_found"] == 2
+    assert await scalar(shop.url, "SELECT count(*) FROM users WHERE id IN (2, 4)") == 0
+    second = await asyncio.to_thread(
+        run_cli, settings, "backups", "replay-erasures", SYSTEM, "--since", stamp
+    )
+    assert (json.loads(second.output)["subjects_found"], json.loads(second.output)["rows_changed"]) == (0, 0)
+    bad = await asyncio.to_thread(
+        run_cli, settings, "backups", "replay-erasures", SYSTEM, "--since", "yesterday"
+    )
+    assert bad.exit_code == 2

@@ -127,7 +127,6 @@ def replay_command(system: str, since: str, actor: str | None) -> None:
                 system=system,
                 since=moment,
                 actor=_actor(actor),
-                eraser=services.default_eraser(),
             )
         finally:
             await targets.dispose()

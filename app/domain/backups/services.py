@@ -7,7 +7,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
+import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import func, select
@@ -16,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.audit import ErasureTombstone
 from app.db.backups import BackupRestoreTest
-from app.domain.audit.services import append, canonical_time, tombstone_reference
+from app.domain.audit.services import append, canonical_time
 from app.domain.backups.metrics import backup_metrics
 from app.domain.manifests.services import ManifestService
 from app.engine.backups import (
@@ -27,10 +30,11 @@ from app.engine.backups import (
     list_dumps,
     load_backup_config,
 )
+from app.engine.erasure import ErasureOptions, execute_erasure, subject_key_reference
 from app.engine.restore import RestoreExpectation, RestoreOutcome, find_tombstoned_keys, restore_test
 from app.engine.targets import TargetRegistry
 from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound, Unavailable, ValidationFailed
-from app.manifest.model import Manifest
+from app.manifest.model import Identity, Manifest
 
 __all__ = (
     "ReplayReport",
@@ -39,7 +43,6 @@ __all__ = (
     "backup_config",
     "backup_metrics",
     "check_health",
-    "default_eraser",
     "erasure_engine_eraser",
     "expectation_of",
     "finish_restore_test",
@@ -51,9 +54,10 @@ __all__ = (
 
 logger = logging.getLogger("lethe.backups")
 
-SubjectEraser = Callable[[AsyncEngine, Manifest, object, str], Awaitable[int]]
-"""Erases one subject of a target, found by its key: ``(target engine, manifest, key, actor)``
--> rows changed. Re-erasing an erased subject must change nothing (0)."""
+SubjectEraser = Callable[[AsyncEngine, Manifest, tuple[Any, ...]], Awaitable[int]]
+"""Erases one subject of a target, found by its key: ``(target engine, manifest, key)`` -> rows
+changed. Re-erasing an erased subject must change nothing (0)."""
+REPLAY_IDENTITY = "lethe_replay_key_"
 
 
 def backup_config(settings: Settings) -> BackupConfig:
@@ -215,7 +219,7 @@ async def _perform(session: AsyncSession, settings: Settings, row: BackupRestore
         scratch.url(),
         expectation_of(manifest),
         tombstone_refs=refs,
-        reference=lambda key: tombstone_reference(audit_key, row.system, key),
+        reference=partial(subject_key_reference, audit_key, row.system),
         time_limit=settings.backup_restore_timeout_seconds,
     )
 
@@ -297,19 +301,37 @@ class ReplayReport:
     rows_changed: int
 
 
-async def erasure_engine_eraser(target: AsyncEngine, manifest: Manifest, key: object, actor: str) -> int:
-    """The erasure engine's erasure of one subject by key (issue 6 provides it).
+def _keyed(manifest: Manifest) -> tuple[Manifest, list[str]]:
+    """The manifest with one extra identity per subject key column, so the erasure engine (which
+    finds subjects by identity) can be pointed at a key found by its HMAC. The identities carry
+    no tenant scope: the key alone names the subject."""
+    names = [f"{REPLAY_IDENTITY}{index}" for index in range(len(manifest.subject.key_columns))]
+    extra = {
+        name: Identity(column=column)
+        for name, column in zip(names, manifest.subject.key_columns, strict=True)
+    }
+    subject = msgspec.structs.replace(manifest.subject, identities={**manifest.subject.identities, **extra})
+    return msgspec.structs.replace(manifest, subject=subject), names
 
-    Raises:
-        Unavailable: this build has no erasure engine.
+
+def erasure_engine_eraser(settings: Settings) -> SubjectEraser:
+    """Erasure of one subject by key through the erasure engine (plan, execute, verify).
+
+    Returns the rows the engine deleted or anonymized; a subject already gone is a no-op (0).
     """
-    del target, manifest, key, actor
-    raise Unavailable("the erasure engine is not available in this build: replay cannot erase")
+    options = ErasureOptions(
+        secret=settings.audit_key,
+        batch_threshold=settings.erasure_batch_threshold,
+        batch_size=settings.erasure_batch_size,
+    )
 
+    async def erase(target: AsyncEngine, manifest: Manifest, key: tuple[Any, ...]) -> int:
+        keyed, names = _keyed(manifest)
+        identities = {name: str(value) for name, value in zip(names, key, strict=True)}
+        outcome = await execute_erasure(target, keyed, identities, options)
+        return sum(outcome.deleted.values()) + sum(outcome.anonymized.values())
 
-def default_eraser() -> SubjectEraser:
-    """The eraser replay uses: the erasure engine's."""
-    return erasure_engine_eraser
+    return erase
 
 
 async def replay_erasures(
@@ -320,7 +342,7 @@ async def replay_erasures(
     system: str,
     since: datetime,
     actor: str,
-    eraser: SubjectEraser = erasure_engine_eraser,
+    eraser: SubjectEraser | None = None,
 ) -> ReplayReport:
     """Re-apply the erasure of every subject tombstoned since ``since`` that a restore brought back.
 
@@ -328,7 +350,9 @@ async def replay_erasures(
     is hashed and matched against the tombstones, then each match is erased again through the
     erasure engine. Idempotent: a second run finds nothing left to erase (or erases 0 rows).
     Each re-erased subject is audited under its pseudonymous reference, then a summary event.
+    ``eraser`` defaults to :func:`erasure_engine_eraser`.
     """
+    erase = eraser or erasure_engine_eraser(settings)
     audit_key = settings.audit_key
     if not audit_key:
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
@@ -341,11 +365,11 @@ async def replay_erasures(
             manifest.subject.table,
             manifest.subject.key_columns,
             refs,
-            lambda key: tombstone_reference(audit_key, system, key),
+            partial(subject_key_reference, audit_key, system),
         )
     changed = 0
     for ref, key in matches:
-        rows = await eraser(target, manifest, key, actor)
+        rows = await erase(target, manifest, key)
         changed += rows
         await append(
             session,
