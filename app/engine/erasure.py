@@ -30,12 +30,14 @@ from sqlalchemy import (
     ColumnElement,
     MetaData,
     Select,
+    String,
     Table,
     and_,
     case,
+    cast,
+    func,
     insert,
     not_,
-    null,
     or_,
     select,
     update,
@@ -583,10 +585,10 @@ def _fingerprint(value: Any) -> bytes:
 
 @dataclass
 class _Capture:
-    """Digests of the original values of the columns a statement anonymizes, by row key."""
+    """Per anonymized column, digests of its distinct original values (``hash`` columns only)."""
 
     columns: list[tuple[ColumnChange, ColumnElement[bool] | None]]
-    values: dict[tuple[Any, ...], list[bytes | None]]
+    digests: list[set[bytes]]
 
 
 async def _prepare_connection(conn: AsyncConnection) -> None:
@@ -605,34 +607,39 @@ def _changed_columns(work: _TableWork) -> list[tuple[ColumnChange, ColumnElement
     return [(change, None if single else _or(conds)) for change, conds in owners.values()]
 
 
-def _audited_values(target: _Target, work: _TableWork, columns: Sequence[Any]) -> list[Any]:
-    table = target.tables[work.table]
-    return [
-        table.c[change.column] if owned is None else case((owned, table.c[change.column]), else_=None)
-        for change, owned in columns
-    ]
+def _digest(target: _Target, column: Any) -> ColumnElement[Any]:
+    """The value as the database digests it (md5 of its text; SQLite: the text itself)."""
+    as_text = cast(column, String)
+    return as_text if target.dialect == "sqlite" else func.md5(as_text)
+
+
+def _digests(values: Sequence[Any]) -> set[bytes]:
+    return {_fingerprint(v) for v in values if v is not None}
+
+
+def _owned(condition: ColumnElement[bool], owned: ColumnElement[bool] | None) -> ColumnElement[bool]:
+    return condition if owned is None else and_(condition, owned)
 
 
 async def _capture(
     conn: AsyncConnection, target: _Target, work: _TableWork, condition: ColumnElement[bool]
 ) -> _Capture | None:
-    columns = _changed_columns(work)
-    if work.strategy == "delete" or not columns:
+    """Before the statement: digests of the distinct original values of every ``hash`` column
+    (computed and deduplicated by the database, held in memory only, never stored)."""
+    if work.strategy == "delete":
         return None
-    key = _row_key(target, work.table)
-    query = select(*key, *_audited_values(target, work, columns)).where(condition)
-    rows = await conn.execute(query)
-    width = len(key)
-    values = {
-        tuple(row[:width]): [None if v is None else _fingerprint(v) for v in row[width:]] for row in rows
-    }
-    return _Capture(columns, values)
-
-
-def _row_key(target: _Target, table: str) -> list[Any]:
-    sql_table = target.tables[table]
-    names = target.schema.tables[table].primary_key or tuple(c.name for c in sql_table.columns)
-    return [sql_table.c[n] for n in names]
+    columns = _changed_columns(work)
+    if not columns:
+        return None
+    table = target.tables[work.table]
+    digests: list[set[bytes]] = []
+    for change, owned in columns:
+        if change.kind != "hash":
+            digests.append(set())
+            continue
+        query = select(_digest(target, table.c[change.column])).where(_owned(condition, owned))
+        digests.append(_digests((await conn.execute(query.distinct())).scalars().all()))
+    return _Capture(columns, digests)
 
 
 async def _values_left(
@@ -642,38 +649,29 @@ async def _values_left(
     capture: _Capture,
     condition: ColumnElement[bool],
 ) -> int:
-    """Rows whose anonymized column still holds an original value of the subject's rows."""
-    key = _row_key(target, work.table)
-    expected = [
-        change.value if change.keyed and change.kind != "hash" else null() for change, _ in capture.columns
-    ]
-    audited = _audited_values(target, work, capture.columns)
-    rows = (await conn.execute(select(*key, *audited, *expected).where(condition))).all()
-    width, count = len(key), len(capture.columns)
+    """After the statement: subject rows whose anonymized column may still hold personal data.
+
+    A column with a NULL surrogate must be NULL; a column with a surrogate computed from the row
+    key or a constant must hold exactly its surrogate (``IS DISTINCT FROM`` counts the rows that
+    do not, in the database, without fetching them); a ``hash`` column, whose surrogate depends
+    on the original, must hold none of the original values captured before the statement.
+    """
+    table = target.tables[work.table]
     left = 0
-    for index, (change, _) in enumerate(capture.columns):
-        originals = {v[index] for v in capture.values.values() if v[index] is not None}
-        values = [(r[width + index], r[width + count + index]) for r in rows]
-        if change.kind == "null":
-            left += sum(1 for value, _ in values if value is not None)
-        elif change.keyed:
-            left += sum(
-                1
-                for value, wanted in values
-                if value is not None and value != wanted and _fingerprint(value) in originals
-            )
-        else:
-            digests = [None if value is None else _fingerprint(value) for value, _ in values]
-            common = _most_common([d for d in digests if d is not None])
-            left += sum(1 for d in digests if d is not None and d != common and d in originals)
+    checks: list[ColumnElement[Any]] = []
+    for (change, owned), originals in zip(capture.columns, capture.digests, strict=True):
+        column = table.c[change.column]
+        where = _owned(condition, owned)
+        if change.kind == "hash":
+            query = select(_digest(target, column)).where(where, column.is_not(None)).distinct()
+            left += len(_digests((await conn.execute(query)).scalars().all()) & originals)
+            continue
+        wrong = column.is_not(None) if change.kind == "null" else column.is_distinct_from(change.value)
+        checks.append(func.sum(case((and_(where, wrong) if owned is not None else wrong, 1), else_=0)))
+    if checks:
+        counts = (await conn.execute(select(*checks).select_from(table).where(condition))).one()
+        left += sum(int(c or 0) for c in counts)
     return left
-
-
-def _most_common(values: Sequence[bytes | None]) -> bytes | None:
-    counts: dict[bytes | None, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return max(counts, key=counts.__getitem__) if counts else None
 
 
 async def _check_outside(
@@ -939,21 +937,6 @@ async def _tombstoned(store: AsyncEngine, system: str, reference: str) -> bool:
         return (await conn.execute(query.limit(1))).first() is not None
 
 
-async def _add_tombstone(store: AsyncEngine, run: RequestRun, system: str, reference: str) -> None:
-    if await _tombstoned(store, system, reference):
-        return
-    async with store.begin() as conn:
-        await conn.execute(
-            insert(ErasureTombstone).values(
-                id=uuid.uuid4(),
-                system=system,
-                subject_key_ref=reference,
-                erased_at=datetime.now(UTC),
-                request_id=str(run.request_id),
-            )
-        )
-
-
 async def _plan_only(store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
     async with target.connect() as conn:
         plan = await plan_erasure(conn, system.manifest, run.identities, _options(run))
@@ -996,10 +979,13 @@ async def _erase_system(
     if outcome.subject_key is not None:
         reference = subject_key_reference(secret, system.system, outcome.subject_key)
     found = outcome.found or reference is not None
-    if found and reference is not None:
-        await _add_tombstone(store, run, system.system, reference)
     counts = {**outcome.deleted, **outcome.anonymized}
-    result = SystemOutcome(not_found=not found, counts=counts, audit=outcome.audit_payload())
+    result = SystemOutcome(
+        not_found=not found,
+        counts=counts,
+        audit=outcome.audit_payload(),
+        tombstones=[reference] if found and reference is not None else [],
+    )
     await run.progress.complete_system(system.system, result, action="erasure.system_completed")
     return counts
 

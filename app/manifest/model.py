@@ -56,12 +56,15 @@ nulls the referencing columns; ``delete`` deletes the referencing rows; ``anonym
 row of this table and anonymizes its columns instead of deleting it.
 """
 
-SurrogateKind = Literal["null", "constant", "unique", "email"]
+SurrogateKind = Literal["null", "constant", "unique", "email", "redacted", "hash", "zero", "epoch"]
+"""Named surrogates of :mod:`app.engine.surrogates` (which computes them in SQL per dialect)."""
 
-UNIQUE_SURROGATE_MAX_LENGTH = 27
-"""Longest ``unique`` surrogate: ``'erased-'`` followed by the row's key (<= 20 digits)."""
-EMAIL_SURROGATE_MAX_LENGTH = 42
-"""Longest value of an ``email`` surrogate: ``'erased-<key>@invalid.example'`` style."""
+UNIQUE_SURROGATE_MAX_LENGTH = 13
+"""Column length a ``unique`` surrogate needs: its compact form ``'~<key>'`` for keys of up to
+12 characters (the engine writes the long form ``'erased-<key>'`` when it fits, per row)."""
+EMAIL_SURROGATE_MAX_LENGTH = 22
+"""Column length an ``email`` surrogate needs: its compact form ``'<key>@x.invalid'`` for keys of
+up to 12 characters (``'erased-<key>@invalid.example'`` when it fits, per row)."""
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
@@ -197,8 +200,8 @@ class Surrogate(Spec, frozen=True):
     @property
     def max_length(self) -> int | None:
         """Longest text this surrogate writes (None for NULL)."""
-        if self.kind == "null":
-            return None
+        if self.kind in ("null", "redacted", "hash", "zero", "epoch"):
+            return None  # nothing, or cut to the column by the engine
         if self.kind == "constant":
             return len(str(self.value))
         return UNIQUE_SURROGATE_MAX_LENGTH if self.kind == "unique" else EMAIL_SURROGATE_MAX_LENGTH

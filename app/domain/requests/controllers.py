@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import FromQuery, HeaderParameter, JSONBody, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,7 +73,7 @@ class RequestController(Controller):
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
         state: State,
-        data: RequestIn,
+        data: JSONBody[RequestIn],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(name="Idempotency-Key", description="Replays the first response for a retry."),
@@ -112,8 +112,8 @@ class RequestController(Controller):
         status: str | None = Parameter(default=None, description="Only requests in this state."),
         kind: str | None = Parameter(default=None, description="access, erasure or rectification."),
         overdue: bool | None = Parameter(default=None, description="true: past the deadline and not final."),
-        cursor: str | None = None,
-        limit: int | None = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int | None] = None,
     ) -> RequestPage:
         """Overdue means not final and past the deadline in force (the extended one if extended)."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -220,7 +220,7 @@ class RequestController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        data: ExtensionIn,
+        data: JSONBody[ExtensionIn],
         request_id: uuid.UUID = REQUEST_ID,
     ) -> RequestOut:
         """Needs a reason; only before the first due date; at most two months beyond it."""
