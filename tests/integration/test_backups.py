@@ -35,13 +35,6 @@ from app.manifest.model import Manifest
 from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
 from tests.servers import DatabaseServer
 
-# The requests controllers (another branch) still declare parameters Litestar 2.25 deprecates; it
-# warns when the app is built. Only those handlers are excused: the warnings name them.
-pytestmark = [
-    pytest.mark.filterwarnings(f"ignore:.*handler='{handler}'.*:DeprecationWarning")
-    for handler in ("create", "list_requests", "extend")
-]
-
 SYSTEM = "shop"
 TARGET_VARIABLE = "LETHE_TEST_BACKUP_SHOP_URL"
 SCRATCH_VARIABLE = "LETHE_TEST_BACKUP_SCRATCH_URL"
