@@ -21,7 +21,7 @@ from app.engine.backups import (
     parse_backup_config,
     worst,
 )
-from app.engine.backups import _Judge as Judge
+from app.engine.backups.verdicts import Judge
 from app.lib.errors import ConfigurationError
 
 FIXTURES = Path(__file__).parent / "fixtures"
