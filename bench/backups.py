@@ -16,7 +16,6 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from sqlalchemy.types import String
 
 from app.engine.backups import DumpFile
 from app.engine.erasure import subject_key_reference
-from app.engine.restore import RestoreExpectation, find_tombstoned_keys, restore_test
+from app.engine.restore import RestoreExpectation, find_tombstoned_keys, key_hasher, restore_test
 
 __all__ = ("run",)
 
@@ -74,9 +73,7 @@ async def _seed(engine: AsyncEngine) -> list[str]:
 async def _lethe(engine: AsyncEngine, refs: list[str]) -> tuple[float, int]:
     started = time.perf_counter()
     async with engine.connect() as connection:
-        found = await find_tombstoned_keys(
-            connection, "users", ["id"], refs, partial(subject_key_reference, SECRET, SYSTEM)
-        )
+        found = await find_tombstoned_keys(connection, "users", ["id"], refs, key_hasher(SECRET, SYSTEM))
     return time.perf_counter() - started, len(found)
 
 
@@ -103,7 +100,7 @@ async def _restore(database: str, refs: list[str]) -> tuple[float, bool, int]:
             _url(),
             expectation,
             tombstone_refs=refs,
-            reference=partial(subject_key_reference, SECRET, SYSTEM),
+            reference=key_hasher(SECRET, SYSTEM),
             time_limit=600,
         )
     return outcome.duration_seconds, outcome.passed and outcome.dropped, len(outcome.resurrected_refs)
@@ -159,6 +156,9 @@ def run() -> str:
         f"| hand-written SQL (pgcrypto) | {sql:.2f} | {SUBJECTS / sql:,.0f} | 1.00 |",
         "",
         f"A whole restore test of the same database (pg_restore into a scratch database, row "
-        f"counts, the HMAC scan, drop) took {result['restore']:.1f} s.",
+        f"counts, the HMAC scan, drop) took {result['restore']:.1f} s. Lethe keeps the HMAC in "
+        "Python on purpose: the SQL variant sends the audit key to the target database (where "
+        "statement logging can record it) and needs pgcrypto there; streaming keys in batches "
+        "(one await per 5,000 rows) and a prepared HMAC state keep the cost within a small factor.",
     ]
     return "\n".join(lines) + "\n"

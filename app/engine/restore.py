@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import time
 import uuid
@@ -25,6 +27,7 @@ __all__ = (
     "RestoreOutcome",
     "find_tombstoned_keys",
     "is_custom_format",
+    "key_hasher",
     "restore_test",
     "scratch_database",
 )
@@ -32,6 +35,8 @@ __all__ = (
 CUSTOM_FORMAT_MAGIC = b"PGDMP"
 """First bytes of a ``pg_dump -Fc`` archive."""
 SCRATCH_PREFIX = "lethe_restore_"
+COMPOSITE_KEY_JOIN = "."
+"""How the erasure engine joins the values of a composite key before hashing."""
 KEY_BATCH = 5_000
 
 KeyReference = Callable[[tuple[Any, ...]], str]
@@ -81,6 +86,24 @@ class RestoreOutcome:
             and not self.missing_tables
             and not self.empty_tables
         )
+
+
+def key_hasher(secret: str, system: str) -> KeyReference:
+    """The tombstone reference of a key, as the erasure engine writes it, from a prepared state.
+
+    Equal to ``subject_key_reference(secret, system, key)`` (``hmac_ref(secret, system, "key",
+    value)``, composite keys joined by ``.``); the HMAC state after the constant prefix is computed
+    once and copied per key, which matters when a restored copy holds millions of subjects.
+    """
+    prefix = hmac.new(secret.encode("utf-8"), f"{system}\x00key\x00".encode(), hashlib.sha256)
+
+    def reference(key: tuple[Any, ...]) -> str:
+        value = key[0] if len(key) == 1 else COMPOSITE_KEY_JOIN.join(str(part) for part in key)
+        state = prefix.copy()
+        state.update(str(value).encode("utf-8"))
+        return state.hexdigest()
+
+    return reference
 
 
 def is_custom_format(path: Path) -> bool:
@@ -190,11 +213,12 @@ async def find_tombstoned_keys(
     query = select(*(column(c) for c in key_columns)).select_from(table(bare, schema=schema))
     found: dict[str, tuple[Any, ...]] = {}
     result = await connection.stream(query.execution_options(yield_per=KEY_BATCH))
-    async for row in result:
-        key = tuple(row)
-        ref = reference(key)
-        if ref in wanted:
-            found.setdefault(ref, key)
+    async for batch in result.partitions():  # one await per batch: per-row awaits cost 5x more
+        for row in batch:
+            key = tuple(row)
+            ref = reference(key)
+            if ref in wanted:
+                found.setdefault(ref, key)
     return sorted(found.items())
 
 

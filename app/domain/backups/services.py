@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import msgspec
@@ -30,8 +29,14 @@ from app.engine.backups import (
     list_dumps,
     load_backup_config,
 )
-from app.engine.erasure import ErasureOptions, execute_erasure, subject_key_reference
-from app.engine.restore import RestoreExpectation, RestoreOutcome, find_tombstoned_keys, restore_test
+from app.engine.erasure import ErasureOptions, execute_erasure
+from app.engine.restore import (
+    RestoreExpectation,
+    RestoreOutcome,
+    find_tombstoned_keys,
+    key_hasher,
+    restore_test,
+)
 from app.engine.targets import TargetRegistry
 from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound, Unavailable, ValidationFailed
 from app.manifest.model import Identity, Manifest
@@ -219,7 +224,7 @@ async def _perform(session: AsyncSession, settings: Settings, row: BackupRestore
         scratch.url(),
         expectation_of(manifest),
         tombstone_refs=refs,
-        reference=partial(subject_key_reference, audit_key, row.system),
+        reference=key_hasher(audit_key, row.system),
         time_limit=settings.backup_restore_timeout_seconds,
     )
 
@@ -365,7 +370,7 @@ async def replay_erasures(
             manifest.subject.table,
             manifest.subject.key_columns,
             refs,
-            partial(subject_key_reference, audit_key, system),
+            key_hasher(audit_key, system),
         )
     changed = 0
     for ref, key in matches:

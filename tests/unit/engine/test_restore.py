@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import make_url
 
-from app.engine.restore import RestoreOutcome, _pg_restore_command, is_custom_format
+from app.engine.erasure import subject_key_reference
+from app.engine.restore import RestoreOutcome, _pg_restore_command, is_custom_format, key_hasher
 
 
 def test_only_custom_format_archives_are_restorable(tmp_path: Path) -> None:
@@ -37,3 +39,10 @@ def test_an_outcome_passes_only_with_every_table_present_and_filled() -> None:
     assert (missing.passed, missing.missing_tables) == (False, ["orders"])
     assert not RestoreOutcome(database="x", restore_exit_code=1, tables={"users": 3}).passed
     assert not RestoreOutcome(database="x", restore_exit_code=0, tables={}).passed
+
+
+@pytest.mark.parametrize("key", [(7,), ("a7f3-uuid-like",), (3, "eu"), (0,), ("ünïcode",)])
+def test_key_hasher_equals_the_erasure_engines_tombstone_reference(key: tuple[object, ...]) -> None:
+    secret = "unit-test-audit-key-of-at-least-32-bytes"
+    assert key_hasher(secret, "shop")(key) == subject_key_reference(secret, "shop", key)
+    assert key_hasher(secret, "crm")(key) != subject_key_reference(secret, "shop", key)
