@@ -126,21 +126,29 @@ def _admin_url(server_url: str) -> URL:
 
 @asynccontextmanager
 async def scratch_database(server_url: str, outcome: RestoreOutcome) -> AsyncIterator[URL]:
-    """Create the uniquely named scratch database, yield its URL, and drop it whatever happens."""
+    """Create the uniquely named scratch database, yield its URL, and drop it whatever happens.
+
+    The drop also runs when the creation itself was interrupted (the server may have finished it),
+    and is shielded from a second cancellation, so a time limit never leaves a copy behind.
+    """
     admin = _admin_url(server_url)
     engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
     quoted = engine.dialect.identifier_preparer.quote(outcome.database)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(f"CREATE DATABASE {quoted}"))
+
+    async def drop() -> None:
         try:
-            yield admin.set(database=outcome.database)
-        finally:
             async with engine.connect() as connection:
                 await connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
             outcome.dropped = True
+        finally:
+            await engine.dispose()
+
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(f"CREATE DATABASE {quoted}"))
+        yield admin.set(database=outcome.database)
     finally:
-        await engine.dispose()
+        await asyncio.shield(drop())
 
 
 def _pg_restore_command(url: URL, dump: Path) -> tuple[list[str], dict[str, str]]:

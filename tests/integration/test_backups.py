@@ -28,7 +28,9 @@ from app.db.audit import ErasureTombstone
 from app.domain.audit.services import tombstone_reference
 from app.domain.backups import services
 from app.domain.manifests.services import ManifestService
+from app.engine.backups import DumpFile
 from app.engine.erasure import ErasureOptions, execute_erasure, subject_key_reference
+from app.engine.restore import RestoreExpectation, key_hasher, restore_test
 from app.engine.targets import TargetRegistry
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
@@ -99,6 +101,11 @@ async def execute(url: str, *statements: str) -> None:
                 await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+async def database_exists(server: DatabaseServer, name: str) -> bool:
+    found = await scalar(server.admin_url, f"SELECT count(*) FROM pg_database WHERE datname = '{name}'")
+    return bool(found)
 
 
 async def scalar(url: str, statement: str) -> Any:
@@ -331,10 +338,7 @@ async def test_restore_test_of_a_dump_taken_before_an_erasure_reports_exactly_th
     assert result["dump_name"] == "shop.dump"
     assert result["scratch_dropped"] is True
     assert result["scratch_database"].startswith("lethe_restore_")
-    left = await scalar(
-        shop.server.admin_url, "SELECT count(*) FROM pg_database WHERE datname LIKE 'lethe_restore_%'"
-    )
-    assert left == 0
+    assert not await database_exists(shop.server, result["scratch_database"])
     async with AsyncSession(store_engine) as session:
         actions = (await session.scalars(text("SELECT action FROM audit_event ORDER BY seq"))).all()
     assert actions[-2:] == ["backup.restore_test_started", "backup.restore_tested"]
@@ -353,10 +357,7 @@ async def test_restore_test_of_a_broken_dump_fails_and_still_drops_the_scratch_d
     assert result["status"] == "failed"
     assert result["reason"]
     assert result["scratch_dropped"] is True
-    left = await scalar(
-        shop.server.admin_url, "SELECT count(*) FROM pg_database WHERE datname LIKE 'lethe_restore_%'"
-    )
-    assert left == 0
+    assert not await database_exists(shop.server, result["scratch_database"])
 
 
 async def test_restore_test_fails_when_a_manifest_table_is_empty_in_the_backup(
@@ -536,3 +537,33 @@ async def test_cli_replay_erasures_after_a_restore_and_again(
         run_cli, settings, "backups", "replay-erasures", SYSTEM, "--since", "yesterday"
     )
     assert bad.exit_code == 2
+
+
+async def test_a_restore_past_its_time_limit_is_stopped_and_leaves_no_scratch_database(
+    postgres_server: DatabaseServer, tmp_path: Path
+) -> None:
+    url = await postgres_server.create_database("lethe_big")
+    await execute(
+        url,
+        "CREATE TABLE users (id integer PRIMARY KEY, email text NOT NULL)",
+        "INSERT INTO users SELECT g, md5(g::text) FROM generate_series(1, 1000000) g",
+    )
+    path = pg_dump(url, tmp_path / "big.dump")
+    dump = DumpFile(path=path, size=path.stat().st_size, modified_at=datetime.now(UTC))
+    outcome = await restore_test(
+        dump,
+        postgres_server.admin_url,
+        RestoreExpectation(tables=["users"], subject_table="users", key_columns=["id"]),
+        tombstone_refs=[],
+        reference=key_hasher(TEST_AUDIT_KEY, SYSTEM),
+        time_limit=0.5,
+    )
+    assert outcome.reason == "the restore test did not finish within 0.5s"
+    assert not outcome.passed
+    assert outcome.dropped
+    assert not await database_exists(postgres_server, outcome.database)
+    restoring = await scalar(
+        postgres_server.admin_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_restore'",
+    )
+    assert restoring == 0
