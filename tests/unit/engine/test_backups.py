@@ -211,3 +211,15 @@ def test_ages_read_like_an_operator_writes_them() -> None:
     assert format_age(3 * 60 + 5) == "3m 5s"
     assert format_age(5 * 3600 + 12 * 60) == "5h 12m"
     assert format_age(3 * DAY + 4 * 3600 + 59) == "3d 4h"
+
+
+def test_the_readme_example_configuration_is_valid() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Backups") :]
+    example = section[
+        section.index("```yaml") + len("```yaml") : section.index("```", section.index("```yaml") + 7)
+    ]
+    config = parse_backup_config(example)
+    shop = config.systems["shop"]
+    assert [s.label for s in shop.sources] == ["directory", "repo1", "walg"]
+    assert config.rpo_for("shop", shop.sources[0], DAY) == 43200
