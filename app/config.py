@@ -71,6 +71,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Above this many rows in one table, erasure switches to resumable keyset batches."""
     erasure_batch_size: int = 5_000
     """Rows per keyset batch when a footprint is batched."""
+    erasure_batch_delay_seconds: float = 0.0
+    """Test-only: pause after every committed erasure batch so a crash test can kill a worker."""
     target_connect_timeout_seconds: float = 5.0
     """Connect timeout to target databases."""
     target_statement_timeout_seconds: float = 60.0

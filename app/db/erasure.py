@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from advanced_alchemy.base import DefaultBase
-from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
-from sqlalchemy import Index, Integer, String
+from advanced_alchemy.types import DateTimeUTC, JsonB
+from sqlalchemy import Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = ("ErasurePlanRecord",)
@@ -25,7 +25,7 @@ class ErasurePlanRecord(DefaultBase):
     __tablename__ = "erasure_plan"
     __table_args__ = (Index("ix_erasure_plan_request_system", "request_id", "system"),)
 
-    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     request_id: Mapped[str] = mapped_column(String(128))
     system: Mapped[str] = mapped_column(String(128))
     attempt: Mapped[int] = mapped_column(Integer)

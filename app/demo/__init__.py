@@ -63,6 +63,7 @@ class DemoInfo:
                 f"  open {base}/schema for the API documentation",
                 "",
                 *_export_lines(base),
+                *_erasure_lines(base),
             ]
         )
 
@@ -79,6 +80,27 @@ def _export_lines(base: str) -> list[str]:
         f"  curl -s {auth} {base}/v1/requests/$REQUEST          # status, per-system counts",
         f'  curl -s {auth} "{base}/v1/requests/$REQUEST/export?format=json"',
         f'  curl -s {auth} -o export.zip "{base}/v1/requests/$REQUEST/export?format=zip"',
+        "",
+    ]
+
+
+def _erasure_lines(base: str) -> list[str]:
+    """curl lines that preview (dry run, plan) and then execute the erasure of the demo person."""
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    json_type = "-H 'Content-Type: application/json'"
+    preview = f'{{"kind": "erasure", "identities": {{"email": "{DEMO_PERSON}"}}, "dry_run": true}}'
+    erase = f'{{"kind": "erasure", "identities": {{"email": "{DEMO_PERSON}"}}}}'
+    pick_id = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
+    return [
+        f"Preview the erasure of {DEMO_PERSON} (a dry run stops at the plan: strategy, rows, SQL):",
+        f"  PREVIEW=$(curl -s {auth} {json_type} -H 'Idempotency-Key: demo-erasure-preview-1' "
+        f"-d '{preview}' {base}/v1/requests | {pick_id})",
+        f"  curl -s {auth} {base}/v1/requests/$PREVIEW/plan",
+        "Then erase them (the plan is recorded; the audit log gets the verification counts):",
+        f"  ERASURE=$(curl -s {auth} {json_type} -H 'Idempotency-Key: demo-erasure-1' "
+        f"-d '{erase}' {base}/v1/requests | {pick_id})",
+        f"  curl -s {auth} {base}/v1/requests/$ERASURE          # completed, rows per table",
+        f"  curl -s {auth} {base}/v1/requests/$ERASURE/plan",
         "",
     ]
 

@@ -19,6 +19,7 @@ into a row erasure would delete stops the system before anything changes, unless
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -114,6 +115,8 @@ class ErasureOptions:
     batch_threshold: int = 50_000
     batch_size: int = 5_000
     tenant: str | None = None
+    batch_delay_seconds: float = 0.0
+    """Pause after each committed batch (crash tests only)."""
 
 
 @dataclass(frozen=True)
@@ -232,8 +235,11 @@ async def resolve_subject_key(
     manifest: Manifest,
     identities: Mapping[str, str],
     tenant: str | None = None,
+    table: Table | None = None,
 ) -> tuple[Any, ...] | None:
     """The subject key matched by the request's identities (None when nobody matches).
+
+    ``table`` is the reflected subject table when the caller has it (saves a reflection).
 
     Every identity given must match the same row (``email`` and ``user_id`` of two different
     people never erase either).
@@ -243,7 +249,8 @@ async def resolve_subject_key(
             identities match several subjects.
     """
     subject = manifest.subject
-    table = await _reflect_one(conn, subject.table)
+    if table is None:
+        table = await _reflect_one(conn, subject.table)
     conditions = []
     for name, value in identities.items():
         try:
@@ -308,7 +315,13 @@ class _TableWork:
     """Statements run before the main one (outside-reference fixes, MySQL self-ref clears)."""
     main: Any = None
     outside: list[tuple[ForeignKeyInfo, ColumnElement[bool], str]] = field(default_factory=list)
-    anonymize_referenced: Any = None
+    kept: ColumnElement[bool] | None = None
+    """Rows of a deleted table kept (anonymized) because others reference them."""
+
+    @property
+    def gone(self) -> ColumnElement[bool]:
+        """The rows that must be gone after a delete."""
+        return self.condition if self.kept is None else and_(self.condition, not_(self.kept))
 
 
 def _execution_order(target: _Target) -> list[str]:
@@ -419,11 +432,14 @@ def _subject_rows(target: _Target, table: str, binds: Binds) -> Select[Any] | No
     return select(*(alias.c[c] for c in info.primary_key)).where(_or(conditions))
 
 
-def _outside_condition(target: _Target, fk: ForeignKeyInfo, binds: Binds) -> ColumnElement[bool]:
-    """Rows of ``fk.table`` referencing the subject's deleted rows of ``fk.referred_table``,
-    excluding rows erasure deletes anyway (the subject's own rows of a deleted table)."""
+def _outside_condition(
+    target: _Target, fk: ForeignKeyInfo, binds: Binds, referencing: Any = None
+) -> ColumnElement[bool]:
+    """Rows of ``fk.table`` (or of ``referencing``, an alias of it) referencing the subject's
+    deleted rows of ``fk.referred_table``, excluding rows erasure deletes anyway (the subject's
+    own rows of a deleted table)."""
     referred = target.tables[fk.referred_table].alias()
-    referencing = target.tables[fk.table]
+    referencing = target.tables[fk.table] if referencing is None else referencing
     paths = target.graph.paths_for(fk.referred_table)
     chosen_condition = _or(
         [
@@ -455,12 +471,34 @@ def _outside_work(target: _Target, work: _TableWork, binds: Binds) -> None:
             work.before.append(update(referencing).where(condition).values(dict.fromkeys(fk.columns)))
         elif action == "delete":
             work.before.append(delete_statement(referencing, condition))
-    if target.dialect == "mysql":
-        work.before += _mysql_self_reference_clears(target, work)
+    if action == "anonymize":
+        _keep_referenced(target, work, binds)
+    work.before += _self_reference_clears(target, work)
 
 
-def _mysql_self_reference_clears(target: _Target, work: _TableWork) -> list[Any]:
-    """InnoDB checks foreign keys row by row: clear the subject's own self references first."""
+def _keep_referenced(target: _Target, work: _TableWork, binds: Binds) -> None:
+    """``on_outside_reference: anonymize``: rows referenced from outside are anonymized in place,
+    the subject's other rows are deleted."""
+    table = target.tables[work.table]
+    referenced = []
+    for fk in target.schema.references_to(work.table):
+        alias = target.tables[fk.table].alias()
+        rows = select(*(alias.c[c] for c in fk.columns)).where(
+            _outside_condition(target, fk, binds, referencing=alias)
+        )
+        referenced.append(in_rows(table, fk.referred_columns, rows, dialect=target.dialect))
+    if not referenced:
+        return
+    work.kept = _or(referenced)
+    values = {c.column: c.value for link in work.links for c in link.changes}
+    if values:
+        work.before.append(update(table).where(and_(work.condition, work.kept)).values(values))
+    work.main = delete_statement(table, and_(work.condition, not_(work.kept)))
+
+
+def _self_reference_clears(target: _Target, work: _TableWork) -> list[Any]:
+    """Clear the self references of the rows about to be deleted (nullable ones): InnoDB checks
+    foreign keys row by row, and a keyset batch may hold a parent without its children."""
     sql_table = target.tables[work.table]
     columns = target.schema.tables[work.table].columns
     return [
@@ -494,8 +532,9 @@ async def plan_erasure(
         ManifestInvalid: the manifest does not fit the target's schema.
         ErasureBlocked: a surrogate cannot honour a column's constraints.
     """
-    key = await resolve_subject_key(conn, manifest, identities, options.tenant)
     target = await _load_target(conn, manifest, options)
+    subject_table = target.tables[manifest.subject.table]
+    key = await resolve_subject_key(conn, manifest, identities, options.tenant, subject_table)
     plan = SystemPlan(manifest.system, found=key is not None)
     display = _all_work(target, Binds(None))
     executable = _all_work(target, Binds(key)) if key is not None else None
@@ -565,7 +604,11 @@ async def _outside_counts(conn: AsyncConnection, target: _Target, work: _TableWo
 
 
 def _batchable(target: _Target, table: str) -> bool:
-    return len(target.schema.tables[table].primary_key) == 1
+    """Keyset batches need a single-column key and no NOT NULL self reference."""
+    info = target.schema.tables[table]
+    self_refs = target.graph.self_references.get(table, ())
+    nullable = all(info.columns[c].nullable for fk in self_refs for c in fk.columns)
+    return len(info.primary_key) == 1 and nullable
 
 
 # --- execution -----------------------------------------------------------------------------
@@ -725,7 +768,7 @@ async def _run_step(
     if statement is not None:
         bucket[work.table] = bucket.get(work.table, 0) + changed
     if work.strategy == "delete" and last:
-        outcome.verified_rows_left[work.table] = await _count(conn, target.tables[work.table], work.condition)
+        outcome.verified_rows_left[work.table] = await _count(conn, target.tables[work.table], work.gone)
     if capture is not None:
         left = await _values_left(conn, target, work, capture, condition)
         outcome.verified_values_left[work.table] = outcome.verified_values_left.get(work.table, 0) + left
@@ -754,20 +797,20 @@ async def execute_erasure(
             constraint refused the change (the system's transaction rolled back).
         ManifestInvalid: the manifest does not fit the target's schema.
     """
-    async with engine.connect() as conn:
-        key = await resolve_subject_key(conn, manifest, identities, options.tenant)
-        await conn.rollback()
-    outcome = ErasureOutcome(manifest.system, found=key is not None, subject_key=key)
-    if cursor:
-        _restore(outcome, cursor)
-    if key is None:
-        return outcome
     try:
         async with engine.connect() as conn:
             await _prepare_connection(conn)
             target = await _load_target(conn, manifest, options)
+            subject_table = target.tables[manifest.subject.table]
+            key = await resolve_subject_key(conn, manifest, identities, options.tenant, subject_table)
+            outcome = ErasureOutcome(manifest.system, found=key is not None, subject_key=key)
+            if cursor:
+                _restore(outcome, cursor)
+            if key is None:
+                await conn.rollback()
+                return outcome
             works = _all_work(target, Binds(key))
-            sizes = {w.table: await _count(conn, target.tables[w.table], w.condition) for w in works}
+            sizes = await _sizes(conn, target, works)
             await conn.rollback()
             batched = any(n > options.batch_threshold and _batchable(target, t) for t, n in sizes.items())
             if not batched and not cursor:
@@ -780,6 +823,13 @@ async def execute_erasure(
             f"({type(exc.orig).__name__}); nothing was changed in the failing transaction"
         ) from exc
     return outcome
+
+
+async def _sizes(conn: AsyncConnection, target: _Target, works: Sequence[_TableWork]) -> dict[str, int]:
+    """The subject's rows per table, in one round trip."""
+    counts = [count_statement(target.tables[w.table], w.condition).scalar_subquery() for w in works]
+    row = (await conn.execute(select(*counts))).one()
+    return {w.table: int(n) for w, n in zip(works, row, strict=True)}
 
 
 async def _single_transaction(
@@ -865,7 +915,7 @@ async def _batches(
             upto = (await conn.execute(bound_query)).scalar_one_or_none()
             if upto is None:
                 outcome.verified_rows_left[work.table] = (
-                    await _count(conn, table, work.condition) if work.strategy == "delete" else 0
+                    await _count(conn, table, work.gone) if work.strategy == "delete" else 0
                 )
                 _require_verified(target, outcome)
                 break
@@ -877,6 +927,8 @@ async def _batches(
         after = upto
         if save_cursor is not None:
             await save_cursor(_cursor(outcome, step, _jsonable(upto)))
+        if target.options.batch_delay_seconds:
+            await asyncio.sleep(target.options.batch_delay_seconds)
     if save_cursor is not None:
         await save_cursor(_cursor(outcome, step + 1, None))
 
@@ -912,6 +964,7 @@ def _options(run: RequestRun) -> ErasureOptions:
         batch_threshold=settings.erasure_batch_threshold,
         batch_size=settings.erasure_batch_size,
         tenant=run.tenant,
+        batch_delay_seconds=settings.erasure_batch_delay_seconds,
     )
 
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-22
 from __future__ import annotations
 
 import sqlalchemy as sa
-from advanced_alchemy.types import GUID, DateTimeUTC, JsonB
+from advanced_alchemy.types import DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0005_erasure"
@@ -20,7 +20,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "erasure_plan",
-        sa.Column("id", GUID(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("request_id", sa.String(128), nullable=False),
         sa.Column("system", sa.String(128), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),

@@ -48,13 +48,21 @@ def _subject_rows(before: dict[str, dict[Any, Any]], subject: int) -> dict[str, 
     }
 
 
-async def test_erasure_removes_the_subject_and_nothing_else(shop: AsyncEngine) -> None:
+BATCHED = ErasureOptions(secret=OPTIONS.secret, batch_threshold=0, batch_size=1)
+
+
+@pytest.mark.parametrize("options", [OPTIONS, BATCHED], ids=["one-transaction", "batched"])
+async def test_erasure_removes_the_subject_and_nothing_else(
+    shop: AsyncEngine, options: ErasureOptions
+) -> None:
     before = await schema.snapshot(shop)
-    outcome = await execute_erasure(shop, schema.manifest(), {"email": "person1@example.com"}, OPTIONS)
+    outcome = await execute_erasure(shop, schema.manifest(), {"email": "person1@example.com"}, options)
     after = await schema.snapshot(shop)
 
     assert outcome.found
     assert outcome.verified
+    if options is BATCHED:
+        assert outcome.batches > len(schema.TABLES)
     touched = _subject_rows(before, 1)
     for table in ("addresses", "comments", "group_members", "device_logs"):
         assert not touched[table] & set(after[table]), table
@@ -185,3 +193,56 @@ async def test_plan_shows_strategy_rows_and_sql_without_the_identifier(shop: Asy
     async with shop.connect() as conn:
         count = (await conn.execute(text("SELECT count(*) FROM addresses"))).scalar_one()
     assert count == PEOPLE  # planning changed nothing
+
+
+class _Crash(Exception):
+    pass
+
+
+async def test_batched_erasure_resumes_from_its_cursor(shop: AsyncEngine) -> None:
+    manifest = schema.manifest()
+    saved: list[dict[str, Any]] = []
+
+    async def crash_after_three(cursor: dict[str, Any]) -> None:
+        saved.append(cursor)
+        if len(saved) == 3:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        await execute_erasure(shop, manifest, {"user_id": "1"}, BATCHED, save_cursor=crash_after_three)
+    resumed: list[dict[str, Any]] = []
+
+    async def keep(cursor: dict[str, Any]) -> None:
+        resumed.append(cursor)
+
+    outcome = await execute_erasure(
+        shop, manifest, {"user_id": "1"}, BATCHED, cursor=saved[-1], save_cursor=keep
+    )
+    assert outcome.verified
+    assert resumed[0]["batches"] == saved[-1]["batches"] + 1
+    interrupted = await schema.snapshot(shop)
+
+    async with shop.begin() as conn:
+        await conn.execute(schema.comments.update().values(parent_id=None))  # InnoDB checks per row
+        for table in reversed(schema.TABLES):
+            await conn.execute(table.delete())
+        for table in schema.TABLES:
+            rows = schema.seed_rows(PEOPLE)[table.name]
+            if rows:
+                await conn.execute(insert(table), rows)
+    await execute_erasure(shop, manifest, {"user_id": "1"}, OPTIONS)
+    assert await schema.snapshot(shop) == interrupted
+
+
+async def test_outside_reference_anonymize_keeps_the_referenced_row(shop: AsyncEngine) -> None:
+    async with shop.begin() as conn:
+        await conn.execute(
+            insert(schema.comments), [{"id": 999, "user_id": 2, "parent_id": 10, "body": "reply"}]
+        )
+    manifest = schema.manifest(comments={"on_outside_reference": "anonymize"})
+    outcome = await execute_erasure(shop, manifest, {"user_id": "1"}, OPTIONS)
+    after = await schema.snapshot(shop)
+    assert outcome.verified
+    assert after["comments"][(999,)] == (999, 2, 10, "reply")
+    assert after["comments"][(10,)][3] == "redacted"  # kept for the reply, anonymized
+    assert (11,) not in after["comments"]  # the subject's other comment is gone
