@@ -19,6 +19,8 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
+from app.domain.backups.controllers import BackupController
+from app.domain.backups.jobs import backup_gauge_refresher
 from app.domain.consent.controllers import ConsentController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ManifestController,
             RequestController,
             RetentionController,
+            BackupController,
         ],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
         security=[{"BearerToken": []}],
@@ -80,7 +83,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[RequestIdMiddleware, prometheus.middleware],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
-        lifespan=[lifespan, retention_lifespan(retention_runner, settings)],
+        lifespan=[
+            lifespan,
+            retention_lifespan(retention_runner, settings),
+            backup_gauge_refresher(settings, engine),
+        ],
         state=State(
             {
                 "settings": settings,

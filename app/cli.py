@@ -13,6 +13,7 @@ from litestar.cli.commands import core, schema
 
 from app.config import get_settings
 from app.domain.audit.cli import audit_group
+from app.domain.backups.cli import backups_group
 from app.domain.manifests.cli import manifest_group
 from app.domain.requests.cli import worker_command
 from app.domain.retention.cli import retention_group
@@ -90,6 +91,7 @@ for _command in (
     manifest_group,
     worker_command,
     retention_group,
+    backups_group,
 ):
     lethe_group.add_command(_command)  # type: ignore[arg-type]
 

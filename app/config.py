@@ -99,6 +99,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Root log level; logs are JSON lines and never carry personal data."""
     backup_rpo_seconds: int = 86_400
     """Recovery point objective: a newest backup older than this is critical."""
+    backup_sources: str | None = None
+    """YAML/JSON file of each system's backup sources (dump directories, pgBackRest, WAL-G)."""
+    backup_command_timeout_seconds: float = 60.0
+    """Longest wait for ``pgbackrest info`` / ``wal-g backup-list`` when checking health."""
+    backup_restore_timeout_seconds: float = 1800.0
+    """A restore test (pg_restore and checks) is stopped and failed past this; its scratch
+    database is dropped all the same."""
+    backup_check_interval_seconds: float = 300.0
+    """How often workers refresh the backup gauges of ``/metrics`` (0: only on demand)."""
     export_batch_rows: int = 2_000
     """Rows fetched per round trip when exporting (bounds memory; larger is faster)."""
     export_batch_delay_seconds: float = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
+from app.db.backups import BackupRestoreTest
 from app.db.erasure import ErasurePlanRecord
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
@@ -11,6 +12,7 @@ from app.db.retention import RetentionPolicyRecord, RetentionRun
 
 __all__ = (
     "AuditEvent",
+    "BackupRestoreTest",
     "ConsentEvent",
     "ErasurePlanRecord",
     "ErasureTombstone",

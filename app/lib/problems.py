@@ -145,7 +145,7 @@ def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
             data_container=Problem,
             description=_DESCRIPTIONS[code],
             media_type=PROBLEM_MEDIA_TYPE,
-            generate_examples=False,
+            generate_examples=False,  # random examples would make the committed spec drift
         )
         for code in codes
     }

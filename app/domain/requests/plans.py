@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.erasure import ErasurePlanRecord
 from app.domain.requests.catalog import manifest_at
-from app.domain.requests.schemas import ErasurePlanOut, SystemPlanOut
 from app.domain.requests.queries import get_request
+from app.domain.requests.schemas import ErasurePlanOut, SystemPlanOut
 from app.domain.requests.services import decrypt_subject
 from app.engine.erasure import ErasureOptions, plan_document, plan_erasure
 from app.engine.targets import TargetRegistry

@@ -1,0 +1,1 @@
+"""Backup health, restore tests and erasure replay."""

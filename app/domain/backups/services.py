@@ -1,0 +1,401 @@
+"""Backup health, restore tests (stored and audited) and the replay of erasures after a restore."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db.audit import ErasureTombstone
+from app.db.backups import BackupRestoreTest
+from app.domain.audit.services import append, canonical_time
+from app.domain.backups.metrics import backup_metrics
+from app.domain.manifests.services import ManifestService
+from app.engine.backups import (
+    BackupConfig,
+    BackupHealth,
+    SystemBackups,
+    evaluate,
+    list_dumps,
+    load_backup_config,
+)
+from app.engine.erasure import ErasureOptions, execute_erasure
+from app.engine.restore import (
+    RestoreExpectation,
+    RestoreOutcome,
+    find_tombstoned_keys,
+    key_hasher,
+    restore_test,
+)
+from app.engine.targets import TargetRegistry
+from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound, Unavailable, ValidationFailed
+from app.manifest.model import Identity, Manifest
+
+__all__ = (
+    "ReplayReport",
+    "RestoreTestService",
+    "SubjectEraser",
+    "backup_config",
+    "backup_metrics",
+    "check_health",
+    "erasure_engine_eraser",
+    "expectation_of",
+    "finish_restore_test",
+    "refresh_restore_gauges",
+    "replay_erasures",
+    "run_restore_test",
+    "start_restore_test",
+)
+
+logger = logging.getLogger("lethe.backups")
+
+SubjectEraser = Callable[[AsyncEngine, Manifest, tuple[Any, ...]], Awaitable[int]]
+"""Erases one subject of a target, found by its key: ``(target engine, manifest, key)`` -> rows
+changed. Re-erasing an erased subject must change nothing (0)."""
+REPLAY_IDENTITY = "lethe_replay_key_"
+
+
+def backup_config(settings: Settings) -> BackupConfig:
+    """The backup sources of ``LETHE_BACKUP_SOURCES`` (read on each use: operators edit it live).
+
+    Raises:
+        Unavailable: the file is unreadable or malformed (503 naming the key path).
+    """
+    try:
+        return load_backup_config(settings.backup_sources)
+    except ConfigurationError as error:
+        raise Unavailable(f"backup sources unusable: {error}") from error
+
+
+def _system(config: BackupConfig, system: str) -> SystemBackups:
+    backups = config.systems.get(system)
+    if backups is None:
+        raise NotFound(f"no backup sources are configured for system '{system}'")
+    return backups
+
+
+async def check_health(settings: Settings) -> BackupHealth:
+    """Evaluate every source now and publish the result as gauges."""
+    health = await evaluate(
+        backup_config(settings),
+        default_rpo=settings.backup_rpo_seconds,
+        command_timeout=settings.backup_command_timeout_seconds,
+    )
+    backup_metrics().observe_health(health)
+    return health
+
+
+async def refresh_restore_gauges(session: AsyncSession) -> dict[str, datetime]:
+    """Last passed restore test per system, from the store, published as gauges."""
+    rows = await session.execute(
+        select(BackupRestoreTest.system, func.max(BackupRestoreTest.finished_at))
+        .where(BackupRestoreTest.status == "passed")
+        .group_by(BackupRestoreTest.system)
+    )
+    latest = {system: finished for system, finished in rows.all() if finished is not None}
+    for system, finished in latest.items():
+        backup_metrics().observe_restore_test(system, finished)
+    return latest
+
+
+class RestoreTestService(SQLAlchemyAsyncRepositoryService[BackupRestoreTest]):
+    """Stored restore tests."""
+
+    class Repo(SQLAlchemyAsyncRepository[BackupRestoreTest]):
+        """Repository of restore tests."""
+
+        model_type = BackupRestoreTest
+
+    repository_type = Repo
+
+    async def one(self, test_id: uuid.UUID) -> BackupRestoreTest:
+        """The restore test ``test_id``.
+
+        Raises:
+            NotFound: there is no such test.
+        """
+        found: BackupRestoreTest | None = await self.repository.session.get(BackupRestoreTest, test_id)
+        if found is None:
+            raise NotFound(f"no restore test {test_id}")
+        return found
+
+    async def running(self, system: str) -> BackupRestoreTest | None:
+        """The test of ``system`` still running, if any."""
+        statement = select(BackupRestoreTest).where(
+            BackupRestoreTest.system == system, BackupRestoreTest.status == "running"
+        )
+        found: BackupRestoreTest | None = (
+            await self.repository.session.execute(statement.limit(1))
+        ).scalar_one_or_none()
+        return found
+
+
+def expectation_of(manifest: Manifest) -> RestoreExpectation:
+    """Every table of the manifest must be restored with rows; the subject key finds tombstones."""
+    return RestoreExpectation(
+        tables=manifest.managed_tables(),
+        subject_table=manifest.subject.table,
+        key_columns=manifest.subject.key_columns,
+    )
+
+
+async def start_restore_test(
+    session: AsyncSession, settings: Settings, system: str, actor: str
+) -> BackupRestoreTest:
+    """Record a ``running`` restore test after checking it can run; audited.
+
+    Raises:
+        NotFound: the system has no backup sources or no registered manifest.
+        ValidationFailed: the system has no dump directory or no scratch server configured.
+        Conflict: a restore test of the system is already running.
+    """
+    backups = _system(backup_config(settings), system)
+    problems = []
+    if backups.restore_source() is None:
+        problems.append({"field": "system", "message": "no `directory` source of pg_dump files"})
+    if backups.scratch is None:
+        problems.append({"field": "system", "message": "no `scratch` server for scratch databases"})
+    if problems:
+        raise ValidationFailed(f"system '{system}' cannot be restore-tested", problems)
+    await ManifestService(session=session).get_version(system)
+    service = RestoreTestService(session=session)
+    stale_after = settings.backup_restore_timeout_seconds * 2
+    running = await service.running(system)
+    if running is not None and (datetime.now(UTC) - running.started_at).total_seconds() < stale_after:
+        raise Conflict(f"restore test {running.id} of system '{system}' is still running")
+    if running is not None:
+        running.status, running.reason = "failed", "abandoned: the process running it stopped"
+        running.finished_at = datetime.now(UTC)
+    row = BackupRestoreTest(
+        id=uuid.uuid4(),
+        system=system,
+        status="running",
+        requested_by=actor,
+        started_at=datetime.now(UTC),
+        tables={},
+        resurrected_refs=[],
+    )
+    session.add(row)
+    await session.flush()
+    await append(
+        session,
+        action="backup.restore_test_started",
+        actor=actor,
+        system=system,
+        payload={"restore_test": str(row.id)},
+    )
+    return row
+
+
+async def _tombstone_refs(session: AsyncSession, system: str, since: datetime | None = None) -> set[str]:
+    statement = select(ErasureTombstone.subject_key_ref).where(ErasureTombstone.system == system)
+    if since is not None:
+        statement = statement.where(ErasureTombstone.erased_at >= since)
+    return set((await session.scalars(statement)).all())
+
+
+async def _perform(session: AsyncSession, settings: Settings, row: BackupRestoreTest) -> RestoreOutcome:
+    backups = _system(backup_config(settings), row.system)
+    source, scratch = backups.restore_source(), backups.scratch
+    if source is None or scratch is None:
+        raise ValidationFailed(f"system '{row.system}' lost its dump directory or scratch server")
+    dumps = list_dumps(source)
+    if not dumps:
+        raise NotFound(f"no dump matching {source.pattern} in the dump directory of '{row.system}'")
+    newest = dumps[0]
+    row.dump_name, row.dump_size, row.dump_modified_at = newest.path.name, newest.size, newest.modified_at
+    _, manifest = await ManifestService(session=session).current(row.system)
+    audit_key = settings.audit_key
+    if not audit_key:
+        raise Unavailable("LETHE_AUDIT_KEY is not configured")
+    refs = await _tombstone_refs(session, row.system)
+    return await restore_test(
+        newest,
+        scratch.url(),
+        expectation_of(manifest),
+        tombstone_refs=refs,
+        reference=key_hasher(audit_key, row.system),
+        time_limit=settings.backup_restore_timeout_seconds,
+    )
+
+
+def _record(row: BackupRestoreTest, outcome: RestoreOutcome) -> None:
+    row.status = "passed" if outcome.passed else "failed"
+    row.scratch_database, row.scratch_dropped = outcome.database, outcome.dropped
+    row.restore_exit_code = outcome.restore_exit_code
+    row.tables = dict(outcome.tables)
+    row.resurrected_refs = list(outcome.resurrected_refs)
+    row.resurrected_subjects = len(outcome.resurrected_refs)
+    row.duration_seconds = outcome.duration_seconds
+    if outcome.reason is not None:
+        row.reason = outcome.reason
+    elif outcome.missing_tables or outcome.empty_tables:
+        row.reason = (
+            f"{len(outcome.missing_tables)} manifest table(s) missing, "
+            f"{len(outcome.empty_tables)} empty in the restored copy"
+        )
+
+
+async def finish_restore_test(session: AsyncSession, settings: Settings, row: BackupRestoreTest) -> None:
+    """Run the restore of a recorded test and store its outcome; audited, never raises for a bad backup."""
+    try:
+        _record(row, await _perform(session, settings, row))
+    except LetheError as error:
+        row.status, row.reason = "failed", error.detail[:500]
+    except ConfigurationError as error:
+        row.status, row.reason = "failed", str(error)[:500]
+    row.finished_at = datetime.now(UTC)
+    payload = {
+        "restore_test": str(row.id),
+        "status": row.status,
+        "tables": len(row.tables),
+        "missing_tables": sum(1 for v in row.tables.values() if v is None),
+        "empty_tables": sum(1 for v in row.tables.values() if v == 0),
+        "resurrected_subjects": row.resurrected_subjects or 0,
+        "scratch_dropped": bool(row.scratch_dropped),
+    }
+    await append(
+        session, action="backup.restore_tested", actor=row.requested_by, system=row.system, payload=payload
+    )
+    if row.status == "passed":
+        backup_metrics().observe_restore_test(row.system, row.finished_at)
+    logger.info(
+        "restore test finished",
+        extra={"system": row.system, "restore_test": str(row.id), "status": row.status},
+    )
+
+
+async def run_restore_test(engine: AsyncEngine, settings: Settings, test_id: uuid.UUID) -> None:
+    """Background part of ``POST /v1/backups/restore-tests``: its own session and transaction."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with sessions() as session, session.begin():
+            row = await RestoreTestService(session=session).one(test_id)
+            await finish_restore_test(session, settings, row)
+    except Exception as error:  # a background task has nobody to raise to: record the failure
+        logger.error(  # noqa: TRY400 - a traceback could quote target rows
+            "restore test crashed", extra={"restore_test": str(test_id), "error": type(error).__name__}
+        )
+        async with sessions() as session, session.begin():
+            row = await RestoreTestService(session=session).one(test_id)
+            row.status, row.reason = "failed", f"internal error: {type(error).__name__}"
+            row.finished_at = datetime.now(UTC)
+
+
+# --- erasure replay ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayReport:
+    """What a replay did: tombstones considered, subjects found in the target, rows changed."""
+
+    system: str
+    since: datetime
+    tombstones: int
+    subjects_found: int
+    rows_changed: int
+
+
+def _keyed(manifest: Manifest) -> tuple[Manifest, list[str]]:
+    """The manifest with one extra identity per subject key column, so the erasure engine (which
+    finds subjects by identity) can be pointed at a key found by its HMAC. The identities carry
+    no tenant scope: the key alone names the subject."""
+    names = [f"{REPLAY_IDENTITY}{index}" for index in range(len(manifest.subject.key_columns))]
+    extra = {
+        name: Identity(column=column)
+        for name, column in zip(names, manifest.subject.key_columns, strict=True)
+    }
+    subject = msgspec.structs.replace(manifest.subject, identities={**manifest.subject.identities, **extra})
+    return msgspec.structs.replace(manifest, subject=subject), names
+
+
+def erasure_engine_eraser(settings: Settings) -> SubjectEraser:
+    """Erasure of one subject by key through the erasure engine (plan, execute, verify).
+
+    Returns the rows the engine deleted or anonymized; a subject already gone is a no-op (0).
+    """
+    options = ErasureOptions(
+        secret=settings.audit_key,
+        batch_threshold=settings.erasure_batch_threshold,
+        batch_size=settings.erasure_batch_size,
+    )
+
+    async def erase(target: AsyncEngine, manifest: Manifest, key: tuple[Any, ...]) -> int:
+        keyed, names = _keyed(manifest)
+        identities = {name: str(value) for name, value in zip(names, key, strict=True)}
+        outcome = await execute_erasure(target, keyed, identities, options)
+        return sum(outcome.deleted.values()) + sum(outcome.anonymized.values())
+
+    return erase
+
+
+async def replay_erasures(
+    session: AsyncSession,
+    settings: Settings,
+    targets: TargetRegistry,
+    *,
+    system: str,
+    since: datetime,
+    actor: str,
+    eraser: SubjectEraser | None = None,
+) -> ReplayReport:
+    """Re-apply the erasure of every subject tombstoned since ``since`` that a restore brought back.
+
+    The target holds the subject's key, the store only its HMAC: every key of the subject table
+    is hashed and matched against the tombstones, then each match is erased again through the
+    erasure engine. Idempotent: a second run finds nothing left to erase (or erases 0 rows).
+    Each re-erased subject is audited under its pseudonymous reference, then a summary event.
+    ``eraser`` defaults to :func:`erasure_engine_eraser`.
+    """
+    erase = eraser or erasure_engine_eraser(settings)
+    audit_key = settings.audit_key
+    if not audit_key:
+        raise Unavailable("LETHE_AUDIT_KEY is not configured")
+    _, manifest = await ManifestService(session=session).current(system)
+    refs = await _tombstone_refs(session, system, since)
+    target = await targets.engine(system, manifest.connection)
+    async with targets.connect(system, manifest.connection) as connection:
+        matches = await find_tombstoned_keys(
+            connection,
+            manifest.subject.table,
+            manifest.subject.key_columns,
+            refs,
+            key_hasher(audit_key, system),
+        )
+    changed = 0
+    for ref, key in matches:
+        rows = await erase(target, manifest, key)
+        changed += rows
+        await append(
+            session,
+            action="backup.erasure_replayed",
+            actor=actor,
+            system=system,
+            subject_ref=ref,
+            payload={"rows_changed": rows},
+        )
+    await append(
+        session,
+        action="backup.erasures_replayed",
+        actor=actor,
+        system=system,
+        payload={
+            "since": canonical_time(since),
+            "tombstones": len(refs),
+            "subjects_found": len(matches),
+            "rows_changed": changed,
+        },
+    )
+    return ReplayReport(
+        system=system, since=since, tombstones=len(refs), subjects_found=len(matches), rows_changed=changed
+    )
