@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import msgspec
 from litestar import Response
+from litestar.params import HeaderParameter
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -22,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.models import IdempotencyRecord
 from app.lib.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed
 
-__all__ = ("body_fingerprint", "run_idempotent")
+__all__ = ("IdempotencyKeyHeader", "body_fingerprint", "run_idempotent")
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(name="Idempotency-Key", description="Replays the first response for a retry."),
+]
+"""The ``Idempotency-Key`` header parameter of every creating POST."""
 
 MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(minutes=5)

@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import ConsentEvent
@@ -27,7 +27,7 @@ from app.domain.consent.schemas import (
 )
 from app.lib.auth import Principal, requires
 from app.lib.errors import ValidationFailed
-from app.lib.idempotency import run_idempotent
+from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
 from app.lib.problems import problem_responses
 
@@ -100,10 +100,7 @@ class ConsentController(Controller):
         db_session: NamedDependency[AsyncSession],
         state: State,
         data: JSONBody[ConsentEventIn],
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(name="Idempotency-Key", description="Replays the first response for a retry."),
-        ] = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[ConsentEventOut]:
         """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log."""
         principal = request.user

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +23,7 @@ from app.engine.export import artifact_context
 from app.lib.auth import Principal, requires
 from app.lib.crypto import aes_key
 from app.lib.errors import Unavailable, ValidationFailed
-from app.lib.idempotency import run_idempotent
+from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
 from app.lib.problems import problem_responses
 
@@ -74,10 +74,7 @@ class RequestController(Controller):
         db_session: NamedDependency[AsyncSession],
         state: State,
         data: JSONBody[RequestIn],
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(name="Idempotency-Key", description="Replays the first response for a retry."),
-        ] = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[RequestOut]:
         """The subject is looked up by the workers in each system; not found there is a valid answer."""
         principal = request.user
