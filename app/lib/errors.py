@@ -20,6 +20,7 @@ __all__ = (
     "TooManyRequests",
     "Unavailable",
     "ValidationFailed",
+    "field_error",
     "problem_type",
 )
 
@@ -29,6 +30,11 @@ PROBLEM_TYPE_BASE = "urn:lethe:problem:"
 def problem_type(slug: str) -> str:
     """The stable ``type`` URI of a problem, e.g. ``urn:lethe:problem:not-found``."""
     return PROBLEM_TYPE_BASE + slug
+
+
+def field_error(field: str, message: str) -> dict[str, str]:
+    """One entry of :class:`ValidationFailed` ``errors``: where (``body.kind``) and what is wrong."""
+    return {"field": field, "message": message}
 
 
 class ConfigurationError(Exception):

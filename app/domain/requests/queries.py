@@ -22,7 +22,7 @@ from app.db.requests import (
 )
 from app.domain.requests.schemas import RequestOut, SystemProgressOut
 from app.engine.artifacts import artifact_path
-from app.lib.errors import Conflict, NotFound, ValidationFailed
+from app.lib.errors import Conflict, NotFound, ValidationFailed, field_error
 
 __all__ = (
     "ListFilter",
@@ -38,10 +38,6 @@ __all__ = (
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _field(field: str, message: str) -> dict[str, str]:
-    return {"field": field, "message": message}
 
 
 async def load_request(session: AsyncSession, request_id: uuid.UUID, *, lock: bool = False) -> SubjectRequest:
@@ -79,10 +75,12 @@ class ListFilter:
 def _filtered(flt: ListFilter, now: datetime) -> Select[tuple[SubjectRequest]]:
     if flt.status is not None and flt.status not in REQUEST_STATUSES:
         raise ValidationFailed(
-            "unknown status", [_field("query.status", f"one of {', '.join(REQUEST_STATUSES)}")]
+            "unknown status", [field_error("query.status", f"one of {', '.join(REQUEST_STATUSES)}")]
         )
     if flt.kind is not None and flt.kind not in REQUEST_KINDS:
-        raise ValidationFailed("unknown kind", [_field("query.kind", f"one of {', '.join(REQUEST_KINDS)}")])
+        raise ValidationFailed(
+            "unknown kind", [field_error("query.kind", f"one of {', '.join(REQUEST_KINDS)}")]
+        )
     statement = select(SubjectRequest)
     if flt.status is not None:
         statement = statement.where(SubjectRequest.status == flt.status)
@@ -193,7 +191,7 @@ def export_artifact(settings: Settings, request: SubjectRequest, fmt: str) -> Pa
         NotFound: the artifact expired and was purged.
     """
     if fmt not in ("json", "zip"):
-        raise ValidationFailed("format must be json or zip", [_field("query.format", "json or zip")])
+        raise ValidationFailed("format must be json or zip", [field_error("query.format", "json or zip")])
     if request.kind != "access":
         raise Conflict(f"request {request.id} is a {request.kind} request: it has no export")
     if request.status != "completed":

@@ -24,7 +24,7 @@ from app.domain.requests.queries import load_request
 from app.domain.requests.schemas import ExtensionIn, RequestIn
 from app.lib.auth import Principal
 from app.lib.crypto import aes_key, decrypt, encrypt
-from app.lib.errors import Conflict, Unavailable, ValidationFailed
+from app.lib.errors import Conflict, Unavailable, ValidationFailed, field_error
 
 __all__ = (
     "DECISIONS",
@@ -85,14 +85,10 @@ def decrypt_subject(
 # --- validation -------------------------------------------------------------------------------
 
 
-def _field(field: str, message: str) -> dict[str, str]:
-    return {"field": field, "message": message}
-
-
 def _selected_systems(body: RequestIn, registered: Mapping[str, RegisteredManifest]) -> list[str]:
     if not registered:
         raise ValidationFailed(
-            "no system is registered yet", [_field("body.systems", "no manifest registered")]
+            "no system is registered yet", [field_error("body.systems", "no manifest registered")]
         )
     if body.systems is None:
         return list(registered)
@@ -100,7 +96,7 @@ def _selected_systems(body: RequestIn, registered: Mapping[str, RegisteredManife
     if unknown:
         raise ValidationFailed(
             f"unknown systems: {', '.join(unknown)}",
-            [_field(f"body.systems.{s}", "no manifest is registered for this system") for s in unknown],
+            [field_error(f"body.systems.{s}", "no manifest is registered for this system") for s in unknown],
         )
     return list(dict.fromkeys(body.systems))
 
@@ -112,7 +108,7 @@ def _check_identities(body: RequestIn, manifests: Sequence[RegisteredManifest]) 
         raise ValidationFailed(
             f"unknown identity types: {', '.join(unknown)} (declared: {', '.join(sorted(declared))})",
             [
-                _field(f"body.identities.{name}", "no selected system declares this identity")
+                field_error(f"body.identities.{name}", "no selected system declares this identity")
                 for name in unknown
             ],
         )
@@ -123,20 +119,20 @@ def _change_errors(body: RequestIn, selected: Mapping[str, RegisteredManifest]) 
     for system, tables in (body.changes or {}).items():
         where = f"body.changes.{system}"
         if system not in selected:
-            errors.append(_field(where, "not a selected system"))
+            errors.append(field_error(where, "not a selected system"))
             continue
         if not tables:
-            errors.append(_field(where, "names no table"))
+            errors.append(field_error(where, "names no table"))
         manifest = selected[system].manifest
         for table, columns in tables.items():
             allowed = manifest.rectifiable_columns(table)
             if table not in manifest.tables:
-                errors.append(_field(f"{where}.{table}", "the manifest does not cover this table"))
+                errors.append(field_error(f"{where}.{table}", "the manifest does not cover this table"))
                 continue
             if not columns:
-                errors.append(_field(f"{where}.{table}", "names no column"))
+                errors.append(field_error(f"{where}.{table}", "names no column"))
             errors.extend(
-                _field(
+                field_error(
                     f"{where}.{table}.{column}",
                     f"not rectifiable (rectifiable: {', '.join(allowed) or 'none'})",
                 )
@@ -150,11 +146,11 @@ def _check_changes(body: RequestIn, selected: Mapping[str, RegisteredManifest]) 
     if body.kind != "rectification":
         if body.changes is not None:
             raise ValidationFailed(
-                "changes are only for rectification", [_field("body.changes", "only for rectification")]
+                "changes are only for rectification", [field_error("body.changes", "only for rectification")]
             )
         return
     if not body.changes:
-        raise ValidationFailed("a rectification needs changes", [_field("body.changes", "required")])
+        raise ValidationFailed("a rectification needs changes", [field_error("body.changes", "required")])
     errors = _change_errors(body, selected)
     if errors:
         raise ValidationFailed("malformed changes: " + "; ".join(e["field"] for e in errors), errors)
@@ -162,7 +158,9 @@ def _check_changes(body: RequestIn, selected: Mapping[str, RegisteredManifest]) 
 
 def _validate(body: RequestIn, registered: Mapping[str, RegisteredManifest]) -> list[str]:
     if body.dry_run and body.kind != "erasure":
-        raise ValidationFailed("dry_run is only for erasure", [_field("body.dry_run", "only for erasure")])
+        raise ValidationFailed(
+            "dry_run is only for erasure", [field_error("body.dry_run", "only for erasure")]
+        )
     systems = _selected_systems(body, registered)
     selected = {s: registered[s] for s in systems}
     _check_identities(body, list(selected.values()))
@@ -317,7 +315,7 @@ async def extend_request(
     """
     if (body.months is None) == (body.until is None):
         raise ValidationFailed(
-            "give either months or until", [_field("body.months", "either months or until")]
+            "give either months or until", [field_error("body.months", "either months or until")]
         )
     now = now or _now()
     request = await load_request(session, request_id, lock=True)
