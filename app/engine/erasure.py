@@ -29,7 +29,6 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
-    MetaData,
     Select,
     String,
     Table,
@@ -61,8 +60,9 @@ from app.engine.erasure_sql import (
     keyset_bounds,
     subject_condition,
 )
+from app.engine.reflection import reflect_tables
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
-from app.engine.schema_info import schema_from_metadata
+from app.engine.schema_info import schema_from_tables
 from app.engine.surrogates import (
     SurrogateContext,
     SurrogateError,
@@ -75,6 +75,7 @@ from app.lib.crypto import hmac_ref
 from app.lib.errors import Conflict, ValidationFailed
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
 from app.manifest.model import ColumnSpec, Manifest, Surrogate, TableSpec
+from app.manifest.names import manifest_schemas
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo
 
 __all__ = (
@@ -206,28 +207,23 @@ class ErasureOutcome:
 @dataclass
 class _Target:
     manifest: Manifest
-    metadata: MetaData
+    tables: dict[str, Table]
     schema: SchemaInfo
     graph: SubjectGraph
     dialect: str
     dialect_obj: Any
     options: ErasureOptions
 
-    @property
-    def tables(self) -> dict[str, Table]:
-        return dict(self.metadata.tables)
-
     def spec(self, table: str) -> TableSpec:
         return self.manifest.tables.get(table, TableSpec())
 
 
 async def _load_target(conn: AsyncConnection, manifest: Manifest, options: ErasureOptions) -> _Target:
-    metadata = MetaData()
-    await conn.run_sync(lambda sync: metadata.reflect(sync))
-    schema = schema_from_metadata(metadata)
+    tables, _ = await conn.run_sync(reflect_tables, manifest_schemas(manifest))
+    schema = schema_from_tables(tables)
     graph = build_graph(manifest, schema)
     dialect = conn.dialect.name
-    return _Target(manifest, metadata, schema, graph, dialect, conn.dialect, options)
+    return _Target(manifest, tables, schema, graph, dialect, conn.dialect, options)
 
 
 async def resolve_subject_key(
@@ -250,7 +246,7 @@ async def resolve_subject_key(
     """
     subject = manifest.subject
     if table is None:
-        table = await _reflect_one(conn, subject.table)
+        table = await _reflect_one(conn, manifest, subject.table)
     conditions = []
     for name, value in identities.items():
         try:
@@ -293,10 +289,9 @@ def _coerce(column: Any, value: str) -> Any:
     return value
 
 
-async def _reflect_one(conn: AsyncConnection, name: str) -> Table:
-    metadata = MetaData()
-    await conn.run_sync(lambda sync: metadata.reflect(sync, only=[name]))
-    return metadata.tables[name]
+async def _reflect_one(conn: AsyncConnection, manifest: Manifest, name: str) -> Table:
+    tables, _ = await conn.run_sync(reflect_tables, manifest_schemas(manifest), [name])
+    return tables[name]
 
 
 # --- building the per-table work -----------------------------------------------------------

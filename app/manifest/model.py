@@ -10,6 +10,7 @@ from msgspec import field
 from msgspec.structs import force_setattr
 
 from app.manifest.durations import IsoDuration
+from app.manifest.names import check_schema_name, check_table_name
 
 __all__ = (
     "EMAIL_SURROGATE_MAX_LENGTH",
@@ -83,15 +84,22 @@ class Connection(Spec, frozen=True):
     """Where the target's SQLAlchemy URL is read from: never the URL itself.
 
     Exactly one of ``env`` (an environment variable name) or ``file`` (a path, e.g. a mounted
-    Kubernetes secret) is given.
+    Kubernetes secret) is given. ``schemas`` names further schemas to reflect (PostgreSQL
+    schemas, MariaDB databases) besides the connection's default one; their tables are written
+    schema-qualified (``billing.invoices``), unqualified names stay in the default schema.
     """
 
     env: str | None = None
     file: str | None = None
+    schemas: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.env is None) == (self.file is None):
             raise ValueError("give exactly one of `env` (variable name) or `file` (path)")
+        for schema in self.schemas:
+            check_schema_name(schema)
+        if len(set(self.schemas)) != len(self.schemas):
+            raise ValueError("`schemas` names a schema twice")
 
 
 class Identity(Spec, frozen=True):
@@ -115,6 +123,7 @@ class SubjectSpec(Spec, frozen=True):
     """Default tenant scope for every identity written as a bare column name."""
 
     def __post_init__(self) -> None:
+        check_table_name(self.table)
         force_setattr(self, "key", _columns(self.key))
         if not self.identities:
             raise ValueError("at least one identity is required")
@@ -151,6 +160,7 @@ class Hop(Spec, frozen=True):
     to_columns: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        check_table_name(self.to)
         force_setattr(self, "from_columns", _columns(self.from_columns))
         if self.to_columns is not None:
             force_setattr(self, "to_columns", _columns(self.to_columns))
@@ -293,6 +303,7 @@ class RetentionPolicy(Spec, frozen=True):
     enabled: bool = True
 
     def __post_init__(self) -> None:
+        check_table_name(self.table)
         if self.action == "soft_delete" and not self.soft_delete_column:
             raise ValueError("action `soft_delete` needs `soft_delete_column`")
         if not 1 <= self.batch_size <= 100_000:
@@ -332,6 +343,8 @@ class Manifest(Spec, frozen=True):
             raise ValueError("system must be lower-case letters, digits, '-' or '_' (max 63)")
         if self.version != 1:
             raise ValueError("only manifest format version 1 is supported")
+        for table in self.tables:
+            check_table_name(table)
 
     @property
     def subject_table(self) -> TableSpec:

@@ -7,6 +7,7 @@ import re
 
 from app.manifest.graph import candidate_paths
 from app.manifest.lint import guess_personal, reaches_subject
+from app.manifest.names import split_table
 from app.manifest.schema import SchemaInfo, TableInfo
 
 __all__ = ("SUBJECT_TABLE_GUESSES", "guess_subject_table", "scaffold")
@@ -49,11 +50,13 @@ def guess_subject_table(schema: SchemaInfo) -> str:
     Raises:
         ValueError: the schema has no tables.
     """
-    for name in SUBJECT_TABLE_GUESSES:
-        if name in schema.tables:
-            return name
+    for guess in SUBJECT_TABLE_GUESSES:
+        for name in schema.tables:
+            if split_table(name)[1] == guess:
+                return name
     if not schema.tables:
-        raise ValueError("the database has no tables")
+        where = f" in schema(s) {', '.join(schema.schemas)}" if schema.schemas else ""
+        raise ValueError(f"the database has no tables{where}")
     counts = {t: len(schema.references_to(t)) for t in schema.tables}
     return max(counts, key=lambda t: (counts[t], t))
 
@@ -62,12 +65,20 @@ def _singular(name: str) -> str:
     return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
 
 
-def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: str | None = None) -> str:
+def scaffold(
+    schema: SchemaInfo,
+    *,
+    system: str,
+    env_var: str,
+    subject_table: str | None = None,
+    schemas: tuple[str, ...] = (),
+) -> str:
     """A draft manifest for ``schema`` as YAML text, with comments where a person must decide.
 
     Every table with a foreign-key path to the subject is included with ``strategy: delete``
     (the Art. 17 default); links are left to derivation when exactly one path exists and written
     out (shortest path, flagged) otherwise; columns that look personal get a guessed category.
+    ``schemas`` becomes ``connection.schemas`` (tables outside the default schema are qualified).
 
     Raises:
         ValueError: no subject table can be chosen, or it has no primary key.
@@ -83,6 +94,11 @@ def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: st
     # a link is derived when exactly one chain reaches the nearest managed table; else written
     unresolved = {t for t in managed[1:] if len(candidate_paths(schema, t, set(managed) - {t})) != 1}
     lines = _header(system, env_var, subject, table.primary_key, identities)
+    if schema.schemas:
+        lines.insert(3, f"# reflected schema(s): {', '.join(schema.schemas)}")
+    if schemas:
+        at = lines.index("subject:")
+        lines.insert(at, f"  schemas: [{', '.join(_q(s) for s in schemas)}]  # reflected besides the default")
     for name in managed:
         lines += _table_lines(schema, name, subject, name in unresolved)
     return "\n".join(lines) + "\n"
@@ -91,7 +107,7 @@ def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: st
 def _identities(table: TableInfo, subject: str) -> dict[str, str]:
     identities: dict[str, str] = {}
     if len(table.primary_key) == 1:
-        identities[f"{_singular(subject)}_id"] = table.primary_key[0]
+        identities[f"{_singular(split_table(subject)[1])}_id"] = table.primary_key[0]
     for column in table.columns.values():
         guess = guess_personal(column)
         if guess is not None and guess.category == "user.contact.email":

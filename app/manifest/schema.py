@@ -66,9 +66,13 @@ class TableInfo:
 
 @dataclass(frozen=True)
 class SchemaInfo:
-    """Every table of a target, by name."""
+    """Every table of a target, by manifest name (``invoices``, ``billing.invoices``).
+
+    ``schemas`` lists the schemas reflection looked at (the default one first), for messages.
+    """
 
     tables: dict[str, TableInfo] = field(default_factory=dict)
+    schemas: tuple[str, ...] = ()
 
     def foreign_keys(self) -> list[ForeignKeyInfo]:
         """Every foreign key of the schema."""

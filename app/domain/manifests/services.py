@@ -23,6 +23,7 @@ from app.manifest.issues import Issue, raise_for_errors
 from app.manifest.lint import lint
 from app.manifest.loading import content_hash, dump_manifest, load_manifest, load_manifest_file
 from app.manifest.model import Manifest
+from app.manifest.names import manifest_schemas
 from app.manifest.validation import validate
 
 __all__ = (
@@ -55,7 +56,7 @@ async def check_live(manifest: Manifest, targets: TargetRegistry) -> LiveCheck:
     Raises:
         TargetUnavailable: the target cannot be reached (503 naming the system).
     """
-    schema = await targets.reflect(manifest.system, manifest.connection)
+    schema = await targets.reflect(manifest.system, manifest.connection, manifest_schemas(manifest))
     graph, issues = validate(manifest, schema)
     return LiveCheck(graph, issues + lint(manifest, schema))
 

@@ -27,6 +27,7 @@ from app.engine.targets import TargetRegistry
 from app.lib.errors import Conflict, NotFound, ValidationFailed
 from app.manifest.durations import Duration, parse_duration
 from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy
+from app.manifest.names import manifest_schemas
 
 __all__ = (
     "apply_patch",
@@ -100,6 +101,7 @@ def purge_policy(record: RetentionPolicyRecord, manifest: Manifest) -> PurgePoli
         ),
         batch_size=record.batch_size,
         surrogates=surrogates,
+        schemas=manifest_schemas(manifest),
     )
 
 
