@@ -146,6 +146,7 @@ def expectation_of(manifest: Manifest) -> RestoreExpectation:
         tables=manifest.managed_tables(),
         subject_table=manifest.subject.table,
         key_columns=manifest.subject.key_columns,
+        schemas=manifest.connection.schemas,
     )
 
 
