@@ -167,8 +167,12 @@ async def _export_table(
     table: Table,
     condition: Any,
     artifacts: _Artifacts,
+    name: str,
 ) -> int:
-    """Stream the subject's rows of one table into both artifacts; return how many there were."""
+    """Stream the subject's rows of one table into both artifacts; return how many there were.
+
+    ``name`` is the manifest's (``billing.invoices``): the CSV entry is named after it, so tables
+    of the same name in two schemas stay two files."""
     names = [c.name for c in table.columns]
     order = list(table.primary_key.columns) or list(table.columns)
     statement = select(table).where(condition).order_by(*order)
@@ -176,7 +180,7 @@ async def _export_table(
     delay = run.settings.export_batch_delay_seconds
     row_type = _row_struct(names)
     booleans = [i for i, c in enumerate(table.columns) if isinstance(c.type, sqltypes.Boolean)]
-    csv_entry = _CsvEntry(artifacts, f"{system}/{table.name}.csv", names)
+    csv_entry = _CsvEntry(artifacts, f"{system}/{name}.csv", names)
     count = 0
     artifacts.json.write(b'"rows":[')
     result = await connection.stream(statement.execution_options(yield_per=batch_rows))
@@ -232,7 +236,7 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
                 )
                 condition = subject_condition(target, name, keys)
                 counts[name] = await _export_table(
-                    connection, run, system_run.system, target.tables[name], condition, artifacts
+                    connection, run, system_run.system, target.tables[name], condition, artifacts, name
                 )
         artifacts.json.write(b"}}")
         await connection.rollback()
