@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app.cli import lethe_group
 from app.config import Settings
 from app.engine.erasure import ErasureOptions, execute_erasure, plan_erasure
 from app.engine.targets import TargetRegistry
@@ -23,6 +28,7 @@ from app.manifest.validation import validate
 from tests.conftest import TEST_AUDIT_KEY, make_settings
 from tests.integration.requests_support import drain
 from tests.integration.schemas_support import ENV, NamedTarget, create_named_target, named_manifest, snapshot
+from tests.servers import DatabaseServer
 
 Headers = Callable[..., dict[str, str]]
 
@@ -230,3 +236,83 @@ async def test_sqlite_refuses_named_schemas_with_a_clear_message(
     refused = await client.post("/v1/manifests", json=document, headers=auth())
     assert refused.status_code == 422, refused.text
     assert "SQLite has no named schemas" in refused.json()["detail"]
+
+
+# --- scaffold and search_path URLs (PostgreSQL) ---------------------------------------------------
+
+APP_SCHEMA = (
+    "CREATE SCHEMA app",
+    "CREATE SCHEMA billing",
+    "CREATE TABLE app.customers (id integer PRIMARY KEY, email text NOT NULL UNIQUE, full_name text)",
+    "CREATE TABLE app.orders (id integer PRIMARY KEY, customer_id integer NOT NULL REFERENCES app.customers)",
+    'CREATE TABLE billing."Invoices" (id integer PRIMARY KEY, customer_id integer REFERENCES app.customers,'
+    " billing_name text)",
+    "INSERT INTO app.customers VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B')",
+)
+
+
+async def _app_database(server: DatabaseServer) -> str:
+    url = await server.create_database("lethe_app")
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            for statement in APP_SCHEMA:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _scaffold(url: str) -> Result:
+    return CliRunner().invoke(lethe_group, ["manifest", "scaffold", url, "--system", "app"])
+
+
+async def _validate_draft(text_: str, url: str, tmp_path: Path) -> list[str]:
+    manifest = load_manifest(text_)
+    assert manifest.connection.env is not None
+    targets = TargetRegistry(make_settings(tmp_path), {manifest.connection.env: url})
+    try:
+        schema = await targets.reflect(manifest.system, manifest.connection, manifest_schemas(manifest))
+    finally:
+        await targets.dispose()
+    _, issues = validate(manifest, schema)
+    return [i.message for i in issues if i.severity == "error"]
+
+
+def test_scaffold_reflects_tables_outside_public_and_search_path_urls(
+    postgres_server: DatabaseServer, tmp_path: Path
+) -> None:
+    url = asyncio.run(_app_database(postgres_server))
+    result = _scaffold(url)
+    assert result.exit_code == 0, result.output
+    assert "reflected schema(s): public, app, billing" in result.stderr
+    draft = load_manifest(result.stdout)
+    assert draft.subject.table == "app.customers"
+    assert {"app.customers", "app.orders", "billing.Invoices"} <= set(draft.tables)
+    assert draft.connection.schemas == ("app", "billing")
+    assert asyncio.run(_validate_draft(result.stdout, url, tmp_path)) == []
+
+    # libpq's options: asyncpg takes server settings; every schema of the search_path is reflected
+    with_path = f"{url}?options=-csearch_path%3Dapp,billing"
+    result = _scaffold(with_path)
+    assert result.exit_code == 0, result.output
+    assert "reflected schema(s): app, billing" in result.stderr
+    draft = load_manifest(result.stdout)
+    assert draft.subject.table == "customers"  # app is the default schema of this URL
+    assert {"customers", "orders", "billing.Invoices"} <= set(draft.tables)
+    assert draft.connection.schemas == ("app", "billing")
+    assert asyncio.run(_validate_draft(result.stdout, with_path, tmp_path)) == []
+
+    refused = _scaffold(f"{url}?options=--verbose")
+    assert refused.exit_code == 1
+    assert "`-c name=value`" in refused.output
+    assert "Traceback" not in refused.output
+
+
+def test_scaffold_of_an_empty_database_names_the_schemas_it_looked_at(
+    postgres_server: DatabaseServer,
+) -> None:
+    url = asyncio.run(postgres_server.create_database("lethe_empty"))
+    result = _scaffold(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    assert result.exit_code == 1
+    assert "the database has no tables in schema(s) public" in result.output
