@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,23 @@ import pytest
 from click.testing import CliRunner, Result
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
+from sqlalchemy import Column, DateTime, ForeignKey, Integer, MetaData, Table, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.cli import lethe_group
 from app.config import Settings
 from app.engine.erasure import ErasureOptions, execute_erasure, plan_erasure
+from app.engine.retention import (
+    BatchLimits,
+    BatchReport,
+    PurgePolicy,
+    compute_cutoff,
+    prepare_purge,
+    purge_in_batches,
+)
 from app.engine.targets import TargetRegistry
-from app.lib.errors import ManifestInvalid
+from app.lib.errors import ManifestInvalid, ValidationFailed
 from app.manifest.lint import lint
 from app.manifest.loading import load_manifest
 from app.manifest.names import manifest_schemas
@@ -316,3 +325,74 @@ def test_scaffold_of_an_empty_database_names_the_schemas_it_looked_at(
     result = _scaffold(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
     assert result.exit_code == 1
     assert "the database has no tables in schema(s) public" in result.output
+
+
+# --- retention across schemas ---------------------------------------------------------------------
+
+
+async def test_retention_purges_a_table_of_a_named_schema_and_sees_references_from_another(
+    named: NamedTarget,
+) -> None:
+    a, b = named.accounts, named.billing
+    metadata = MetaData()
+    sessions = Table(
+        "sessions",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("created_at", DateTime, nullable=False),
+        schema=b,
+    )
+    namesake = Table(  # same name, default schema: never touched by the policy
+        "sessions",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("created_at", DateTime, nullable=False),
+    )
+    Table(
+        "session_notes",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("session_id", Integer, ForeignKey(f"{b}.sessions.id", name="fk_notes_session")),
+        schema=a,
+    )
+    old, new = datetime(2020, 1, 1), datetime(2099, 1, 1)  # noqa: DTZ001 - naive TIMESTAMP columns
+    engine = create_async_engine(named.url)
+    policy = PurgePolicy(
+        system="named", table=f"{b}.sessions", age_column="created_at", older_than="P30D", schemas=(a, b)
+    )
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+            for table in (sessions, namesake):
+                rows = [{"id": i, "created_at": old if i % 2 else new} for i in range(1, 11)]
+                await connection.execute(insert(table), rows)
+        async with engine.connect() as connection:
+            with pytest.raises(ValidationFailed, match=f"{a}.session_notes"):
+                await prepare_purge(connection, policy)
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: metadata.tables[f"{a}.session_notes"].drop(sync))
+        async with engine.connect() as connection:
+            prepared = await prepare_purge(connection, policy)
+
+        async def ignore(_: BatchReport) -> None:
+            return None
+
+        limits = BatchLimits(max_runtime_seconds=60)
+        cutoff = compute_cutoff("P30D")
+        outcome = await purge_in_batches(
+            engine,
+            prepared,
+            cutoff=cutoff,
+            purge_at=datetime.now(UTC),
+            cursor=None,
+            limits=limits,
+            on_batch=ignore,
+        )
+        assert outcome.rows == 5
+        async with engine.connect() as connection:
+            left = (await connection.execute(select(sessions.c.id).order_by(sessions.c.id))).scalars().all()
+            untouched = (await connection.execute(select(func.count()).select_from(namesake))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert left == [2, 4, 6, 8, 10]
+    assert untouched == 10
