@@ -3,7 +3,8 @@
 Table names are the manifest's: bare for the connection's default schema, ``schema.table`` for
 the others (:mod:`app.manifest.names`). Every reflection of a target goes through
 :func:`target_schemas` (which schemas, and the key of each table) and, for SQLAlchemy tables,
-:func:`reflect_tables`; statements built on those tables always name their schema.
+:func:`reflect_tables`; statements built on those tables name the schema of every table outside
+the default one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import MetaData, Table, inspect, text
+from sqlalchemy import BLANK_SCHEMA, MetaData, Table, inspect, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection, Inspector
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -43,8 +44,8 @@ class TargetSchemas:
 
     ``default`` is the connection's default schema (None on SQLite, or on PostgreSQL when no
     schema of the search_path exists); ``reflected`` the schema arguments given to reflection:
-    explicit names on PostgreSQL and MariaDB (so every statement names its schema), ``None``
-    (``main``) on SQLite.
+    explicit names on PostgreSQL and MariaDB (the server then names the schema of every foreign
+    key's table), ``None`` (``main``) on SQLite.
     """
 
     default: str | None
@@ -154,8 +155,25 @@ def reflect_tables(
             )
             if names:
                 metadata.reflect(connection, schema=schema, only=names, resolve_fks=True)
-    tables = {schemas.key(t.schema, t.name): t for t in metadata.tables.values()}
+    unqualified = _default_unqualified(metadata, schemas.default)
+    tables = {schemas.key(t.schema, t.name): t for t in unqualified.tables.values()}
     return tables, schemas
+
+
+def _default_unqualified(metadata: MetaData, default: str | None) -> MetaData:
+    """A copy of ``metadata`` whose default-schema tables carry no schema, so statements and plans
+    name them as the application does (``addresses``, ``billing.invoices``)."""
+    if default is None:
+        return metadata
+
+    def referred(_: Table, __: Any, ___: Any, referred_schema: str | None) -> Any:
+        return BLANK_SCHEMA if referred_schema == default else referred_schema
+
+    plain = MetaData()
+    for table in metadata.tables.values():
+        schema: Any = None if table.schema == default else table.schema  # None: no schema (documented)
+        table.to_metadata(plain, schema=schema, referred_schema_fn=referred)
+    return plain
 
 
 _AFFINITIES: tuple[tuple[type[Any], str], ...] = (
