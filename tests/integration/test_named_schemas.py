@@ -89,6 +89,12 @@ async def test_validation_and_lint_see_every_schema_and_keep_namesakes_apart(
     wrong["tables"][f"{b}.user"] = wrong["tables"].pop(f"{b}.users")
     _, issues = validate(load_manifest(json.dumps(wrong), "json"), schema)
     assert any(i.kind == "unknown_table" and i.table == f"{b}.user" for i in issues), issues
+    # the default schema written out names no table: unqualified names mean it, and the error says so
+    default = schema.schemas[0]
+    wrong["tables"][f"{default}.notes"] = wrong["tables"].pop("notes")
+    _, issues = validate(load_manifest(json.dumps(wrong), "json"), schema)
+    hint = f"'{default}' is the default schema, write 'notes'"
+    assert any(i.table == f"{default}.notes" and hint in i.message for i in issues), issues
 
 
 async def test_engine_erases_across_schemas_and_leaves_namesakes_and_others_alone(named: NamedTarget) -> None:
