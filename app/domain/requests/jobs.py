@@ -39,6 +39,7 @@ from app.domain.requests.leases import WORKER_ACTOR, Claim, Fence, claim_next
 from app.domain.requests.metrics import observe_completion
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
+from app.domain.requests.wakeup import listen_for_work, wait_for_work
 from app.engine.erasure import run_erasure
 from app.engine.export import run_access
 from app.engine.rectify import run_rectification
@@ -358,7 +359,8 @@ class RequestWorker:
         return True
 
     async def loop(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; idle polls every ``worker_poll_seconds``."""
+        """Work until ``stop`` is set; idle, wait for a queued request's wake-up (or the next poll,
+        every ``worker_poll_seconds``)."""
         while not stop.is_set():
             try:
                 busy = await self.run_one()
@@ -366,8 +368,7 @@ class RequestWorker:
                 logger.warning("worker cannot reach the store", extra={"error_type": type(exc).__name__})
                 busy = False
             if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.settings.worker_poll_seconds)
+                await wait_for_work(stop, self.settings.worker_poll_seconds)
 
 
 async def run_workers(
@@ -379,7 +380,11 @@ async def run_workers(
     count = 1 if settings.is_sqlite else max(settings.worker_concurrency, 1)
     workers = [RequestWorker(settings, store_engine, targets, f"w{i}") for i in range(count)]
     try:
-        await asyncio.gather(*(w.loop(stop) for w in workers), housekeeping(settings, store_engine, stop))
+        await asyncio.gather(
+            *(w.loop(stop) for w in workers),
+            housekeeping(settings, store_engine, stop),
+            listen_for_work(store_engine, stop),
+        )
     finally:
         if owned:
             await targets.dispose()
