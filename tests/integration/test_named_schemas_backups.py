@@ -141,7 +141,9 @@ async def test_restore_test_and_replay_use_the_manifests_schemas(
         events = await client.get(
             "/v1/audit/events", params={"request_id": request["id"]}, headers=auth("audit:read")
         )
-        assert subject["subject_ref"] in {e["subject_ref"] for e in events.json()["items"]}
+        items = events.json()["items"]
+        assert subject["subject_ref"] in {e["subject_ref"] for e in items}
+        assert subject["subject_key_ref"] in {e["payload"].get("subject_key_ref") for e in items}
 
     # a real restore of the old dump brings the erased subjects back; replay erases them again
     await execute(ledger, "DROP SCHEMA app CASCADE", "DROP SCHEMA billing CASCADE")
