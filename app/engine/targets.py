@@ -79,7 +79,7 @@ def asyncpg_server_settings(url: URL) -> tuple[URL, dict[str, str]]:
         settings[name.replace("-", "_")] = value
         pending = False
     if pending:
-        raise ValueError("the URL's `options` ends with `-c` and no setting")
+        raise ValueError("the URL's `options` ends with `-c` and no setting (give `-c name=value`)")
     return url.difference_update_query(["options"]), settings
 
 
