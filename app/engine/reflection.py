@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import BLANK_SCHEMA, MetaData, Table, inspect, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection, Inspector
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.lib.errors import ManifestInvalid
@@ -125,10 +126,18 @@ def _qualified_names(connection: Connection) -> Iterator[None]:
         return
     old = connection.execute(text("SELECT current_setting('search_path')")).scalar_one()
     connection.execute(text("SELECT set_config('search_path', 'pg_catalog', false)"))
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
-        connection.execute(text("SELECT set_config('search_path', :path, false)"), {"path": old})
+        try:
+            connection.execute(text("SELECT set_config('search_path', :path, false)"), {"path": old})
+        except DBAPIError:  # an aborted transaction: its rollback restores the search_path too
+            if not failed:
+                raise
 
 
 def reflect_tables(
