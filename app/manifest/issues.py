@@ -30,6 +30,16 @@ IssueKind = Literal[
     "retention_policy",
     "personal_table",
     "personal_column",
+    "duplicate_key",
+    "ambiguous_surrogate",
+    "subject_key",
+    "ambiguous_identity",
+    "link_ignores_foreign_key",
+    "unbacked_link",
+    "type_mismatch",
+    "retention_conflict",
+    "rectifiable_key",
+    "overlapping_links",
 ]
 
 
