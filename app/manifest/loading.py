@@ -6,8 +6,8 @@ import difflib
 import hashlib
 import json
 import re
-from pathlib import Path
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import msgspec
@@ -88,9 +88,9 @@ def _load_yaml(text: str) -> Any:
     try:
         root = loader.get_single_node()
         raise_for_errors(node_issues(root))
-        return None if root is None else loader.construct_document(root)
+        return None if root is None else loader.construct_document(root)  # type: ignore[no-untyped-call]
     finally:
-        loader.dispose()
+        loader.dispose()  # type: ignore[no-untyped-call]
 
 
 def _yaml_node_issues(text: str) -> list[Issue]:
