@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import CompileError
 
+from app.engine.paths import hop_source
 from app.engine.surrogates import placeholder_bind
 from app.manifest.graph import SubjectPath
 
@@ -106,7 +107,7 @@ def subject_condition(
         return _key_equals(outer, subject_key, subject_key, binds)
     levels: list[Any] = [outer] + [tables[s.to_table].alias() for s in steps]
     last = steps[-1]
-    if set(last.to_columns) == set(subject_key):
+    if set(last.to_columns) == set(subject_key) and last.cast is None:
         mapping = dict(zip(last.to_columns, last.from_columns, strict=True))
         condition = _key_equals(levels[-2], subject_key, [mapping[k] for k in subject_key], binds)
         inner_steps = steps[:-1]
@@ -119,7 +120,7 @@ def subject_condition(
         chosen: Select[Any] = select(*(source.c[c] for c in step.to_columns)).where(condition)
         if index == 0 and dialect == "mysql" and path.table in path.tables:
             chosen = _derived(chosen)
-        condition = _columns(levels[index], step.from_columns).in_(chosen)
+        condition = hop_source(levels[index], step).in_(chosen)
     return condition
 
 

@@ -5,12 +5,42 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Date,
+    DateTime,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    Text,
+    Uuid,
+    and_,
+    cast,
+    select,
+    tuple_,
+)
+from sqlalchemy.types import TypeEngine
 
-from app.manifest.graph import SubjectPath
+from app.manifest.graph import Step, SubjectPath
 from app.manifest.model import SubjectSpec
 
-__all__ = ("columns_of", "identity_condition", "key_condition", "subject_filter")
+__all__ = ("columns_of", "hop_source", "identity_condition", "key_condition", "subject_filter")
+
+_TEXT_ELSEWHERE = ("mysql", "mariadb", "sqlite")
+CAST_SQL_TYPES: dict[str, TypeEngine[Any]] = {
+    "text": Text(),
+    "varchar": String(),
+    "integer": Integer(),
+    "bigint": BigInteger(),
+    "numeric": Numeric(),
+    # a native uuid on PostgreSQL; MariaDB/MySQL and SQLite compare uuids as text
+    "uuid": Uuid(as_uuid=False).with_variant(String(), *_TEXT_ELSEWHERE),
+    "date": Date(),
+    "timestamp": DateTime(),
+}
+"""The SQL type of each manifest ``cast:`` name (every ``CastType``), per dialect."""
 
 
 def columns_of(table: Any, names: Sequence[str]) -> ColumnElement[Any]:
@@ -19,6 +49,15 @@ def columns_of(table: Any, names: Sequence[str]) -> ColumnElement[Any]:
         column: ColumnElement[Any] = table.c[names[0]]
         return column
     return tuple_(*(table.c[n] for n in names))
+
+
+def hop_source(table: Any, step: Step) -> ColumnElement[Any]:
+    """The ``from`` side of a hop on ``table``: its columns, each cast when the hop says ``cast:``."""
+    if step.cast is None:
+        return columns_of(table, step.from_columns)
+    target = CAST_SQL_TYPES[step.cast]
+    casted = [cast(table.c[name], target) for name in step.from_columns]
+    return casted[0] if len(casted) == 1 else tuple_(*casted)
 
 
 def key_condition(table: Any, key_columns: Sequence[str], key: Sequence[Any]) -> ColumnElement[bool]:
@@ -48,7 +87,7 @@ def subject_filter(
     for step in reversed(path.steps):
         chosen = select(*(current_alias.c[c] for c in step.to_columns)).where(condition)
         outer: Any = tables[step.from_table] if step is path.steps[0] else tables[step.from_table].alias()
-        condition = columns_of(outer, step.from_columns).in_(chosen)
+        condition = hop_source(outer, step).in_(chosen)
         current_alias = outer
     return condition
 
