@@ -76,6 +76,8 @@ def parse_document(text: str | bytes, fmt: Literal["yaml", "json"] | None = None
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
         problem = getattr(exc, "problem", None) or str(exc)
+        if "'\\t'" in problem:
+            problem = "a tab character: YAML indents with spaces only"
         raise ManifestInvalid(
             f"manifest is not valid YAML: {where}: {problem}",
             errors=[{"field": where, "message": str(problem)}],

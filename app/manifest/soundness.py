@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from itertools import combinations
 
 from app.manifest.durations import parse_duration
-from app.manifest.graph import SubjectGraph, SubjectPath
+from app.manifest.graph import SubjectGraph
 from app.manifest.issues import Issue
 from app.manifest.links import Step
 from app.manifest.model import CAST_TYPES, Manifest, Retention, RetentionPolicy, TableSpec
@@ -42,8 +42,7 @@ def soundness_issues(manifest: Manifest, schema: SchemaInfo, graph: SubjectGraph
         if table is not None:
             issues += _rectifiable_key_issues(manifest, name, spec, table, schema)
         issues += _overlapping_link_issues(name, spec)
-    if graph is not None:
-        issues += _hop_type_issues(graph, schema)
+    issues += _hop_type_issues(manifest, schema, graph)
     for index, policy in enumerate(manifest.retention_policies):
         issues += _retention_conflicts(index, policy, manifest.tables.get(policy.table, TableSpec()))
     return issues
@@ -175,30 +174,61 @@ def _overlapping_link_issues(name: str, spec: TableSpec) -> list[Issue]:
     return issues
 
 
-def _step_locations(graph: SubjectGraph) -> list[tuple[Step, str]]:
-    """Every distinct step with the manifest key path that writes it (written hops first)."""
-    located: dict[Step, str] = {}
-    ordered: list[SubjectPath] = sorted(
-        (p for paths in graph.paths.values() for p in paths), key=lambda p: p.derived
-    )
-    for path in ordered:
-        base = (
-            f"tables.{path.table}.link"
-            if path.link == "default"
-            else f"tables.{path.table}.links.{path.link}"
+def _written_steps(manifest: Manifest, schema: SchemaInfo) -> list[tuple[Step, str]]:
+    """Every hop the manifest writes, as a step, whether or not its link resolves otherwise."""
+    found: list[tuple[Step, str]] = []
+    for table, spec in manifest.tables.items():
+        links = (
+            {"link": spec.link}
+            if spec.link
+            else {f"links.{n}": link for n, link in (spec.links or {}).items()}
         )
-        for index, step in enumerate(path.steps):
-            located.setdefault(step, base if path.derived else f"{base}.path[{index}]")
-    return list(located.items())
+        for where, link in links.items():
+            current = table
+            for index, hop in enumerate(link.path):
+                target = schema.tables.get(hop.to)
+                if target is None:
+                    break
+                if hop.to_columns is not None:
+                    to_columns = tuple(hop.to_columns)
+                elif hop.to == manifest.subject.table:
+                    to_columns = manifest.subject.key_columns
+                else:
+                    to_columns = target.primary_key
+                step = Step(current, tuple(hop.from_columns), hop.to, to_columns, cast=hop.cast)
+                found.append((step, f"tables.{table}.{where}.path[{index}]"))
+                current = hop.to
+    return found
 
 
-def _hop_type_issues(graph: SubjectGraph, schema: SchemaInfo) -> list[Issue]:
+def _step_locations(
+    manifest: Manifest, schema: SchemaInfo, graph: SubjectGraph | None
+) -> list[tuple[Step, str]]:
+    """Every distinct hop with the manifest key path that writes it (written hops first, then
+    those derived from foreign keys)."""
+    located: dict[tuple[object, ...], tuple[Step, str]] = {}
+    derived = [
+        (step, f"tables.{path.table}.link")
+        for paths in (graph.paths.values() if graph else ())
+        for path in paths
+        if path.derived
+        for step in path.steps
+    ]
+    for step, where in _written_steps(manifest, schema) + derived:
+        key = (step.from_table, step.from_columns, step.to_table, step.to_columns, step.cast)
+        located.setdefault(key, (step, where))
+    return list(located.values())
+
+
+def _hop_type_issues(manifest: Manifest, schema: SchemaInfo, graph: SubjectGraph | None) -> list[Issue]:
     issues: list[Issue] = []
-    for step, where in _step_locations(graph):
+    for step, where in _step_locations(manifest, schema, graph):
         source, target = schema.tables.get(step.from_table), schema.tables.get(step.to_table)
-        if source is None or target is None:
+        if source is None or target is None or len(step.from_columns) != len(step.to_columns):
             continue
         for from_column, to_column in zip(step.from_columns, step.to_columns, strict=True):
+            if from_column not in source.columns or to_column not in target.columns:
+                break  # reported as an unknown column
             issue = _pair_issue(step, where, source.columns[from_column], target.columns[to_column])
             if issue is not None:
                 issues.append(issue)
