@@ -58,7 +58,7 @@ async def copy_shop(source: Path, engine: AsyncEngine) -> None:
         with sqlite3.connect(source) as shop:
             for name in SHOP_TABLES:
                 table = metadata.tables[name]
-                rows = shop.execute(f"SELECT * FROM {name}").fetchall()  # noqa: S608 - fixed names
+                rows = shop.execute(f"SELECT * FROM {name}").fetchall()
                 values = [
                     {c.name: _typed(c.type, v) for c, v in zip(table.columns, row, strict=True)}
                     for row in rows

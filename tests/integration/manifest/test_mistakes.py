@@ -101,11 +101,12 @@ def test_refused_when_loaded(mistake: Mistake) -> None:
 @pytest.mark.parametrize("mistake", _cases("validate"), ids=lambda m: m.name)
 async def test_refused_by_validation_before_anything_runs(mistake: Mistake, targets: TargetRegistry) -> None:
     manifest = load_manifest(mistake.text)
-    try:
-        check = await check_live(manifest, targets)  # what registration and /validate run
-    except LetheError as error:  # the target cannot even be reached
-        assert mistake.named_in("", error.detail), error.detail
+    if mistake.name.endswith("unset-env-var"):  # the target cannot even be reached
+        with pytest.raises(LetheError) as unreachable:
+            await check_live(manifest, targets)
+        assert mistake.named_in("", unreachable.value.detail), unreachable.value.detail
         return
+    check = await check_live(manifest, targets)  # what registration and /validate run
     errors = check.of("error")
     assert errors, f"{mistake.name} was accepted"
     assert any(mistake.named_in(e.path, e.message) for e in errors), [(e.path, e.message) for e in errors]
