@@ -210,14 +210,11 @@ async def _audit_registration(session: AsyncSession, *, actor: str, row: Manifes
 
 
 def _retention_overrides(document: dict[str, Any]) -> dict[str, Any]:
-    """Retention policies allowed to purge sooner than a declared retention, with their reasons
-    (operator text about the system, never about a person), for the registration's audit event."""
-    overrides = {
-        str(p["name"]): str(p["retention_override"])
-        for p in document.get("retention_policies", ())
-        if p.get("retention_override")
-    }
-    return {"retention_overrides": overrides} if overrides else {}
+    """Names of the retention policies allowed to purge sooner than a declared retention, for
+    the registration's audit event (their reasons stay in the immutable version it names by
+    content hash: audit payloads hold identifiers only)."""
+    names = [str(p["name"]) for p in document.get("retention_policies", ()) if p.get("retention_override")]
+    return {"retention_overrides": names} if names else {}
 
 
 async def register_manifest(
