@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.paths import subject_filter
+from app.lib.errors import ValidationFailed
 from app.manifest.graph import SubjectGraph, build_graph
 from app.manifest.model import Manifest
 from app.manifest.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
@@ -119,14 +120,24 @@ async def subject_keys(
     """The keys of the subject rows every given identity (that this system declares) matches.
 
     An empty list means the subject is unknown in this system, which is a valid answer.
+
+    Raises:
+        ValidationFailed: the identities match several subjects (an identity on a column that
+            is not unique, marked ``ambiguous: refuse``): nobody's data is exported or changed.
     """
     table = target.tables[manifest.subject.table]
     condition = _identity_condition(manifest, table, identities, tenant)
     if condition is None:
         return []
     key_columns = [table.c[c] for c in manifest.subject.key_columns]
-    result = await connection.execute(select(*key_columns).where(condition).order_by(*key_columns))
-    return [tuple(row) for row in result]
+    result = await connection.execute(select(*key_columns).where(condition).order_by(*key_columns).limit(2))
+    keys = [tuple(row) for row in result]
+    if len(keys) > 1:
+        raise ValidationFailed(
+            f"the identities match several subjects in system '{manifest.system}'",
+            [{"field": "identities", "message": "ambiguous: give a more specific identity"}],
+        )
+    return keys
 
 
 def subject_condition(

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.demo.shop import create_shop
 from app.domain.manifests.services import check_live
 from app.engine.erasure import ErasureOptions, execute_erasure
+from app.engine.subjects import reflect_target, subject_keys
 from app.engine.targets import TargetRegistry
 from app.lib.errors import LetheError, ManifestInvalid, ValidationFailed
 from app.manifest.loading import load_manifest
@@ -189,6 +190,10 @@ async def _ambiguous_request_fails(
         with pytest.raises(ValidationFailed, match="several subjects"):
             await execute_erasure(engine, manifest, {"name": shared}, OPTIONS)
         assert await shop_rows(engine) == rows  # nothing was changed
+        async with engine.connect() as connection:  # nor exported or rectified (one resolver)
+            target = await reflect_target(connection, manifest)
+            with pytest.raises(ValidationFailed, match="several subjects"):
+                await subject_keys(connection, target, manifest, {"name": shared})
         async with engine.connect() as connection:
             count = (await connection.execute(select(text("count(*)")).select_from(text("users")))).scalar()
         assert count == PEOPLE
