@@ -63,6 +63,9 @@ class SystemOutcome:
     counts: Mapping[str, int] = field(default_factory=dict)
     audit: Mapping[str, Any] = field(default_factory=dict)
     tombstones: Sequence[str] = ()
+    subject_key_ref: str | None = None
+    """HMAC of the subject's key in this system (:func:`app.engine.subjects.subject_key_reference`)
+    when the subject was found: links requests about the same person made with other identities."""
 
 
 @dataclass(kw_only=True)

@@ -33,12 +33,9 @@ from app.config import Settings
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.consent.services import consent_history
+from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.catalog import manifest_at
-from app.domain.requests.housekeeping import (
-    housekeeping,
-    refresh_gauges_forever,
-    remove_artifacts,
-)
+from app.domain.requests.housekeeping import housekeeping, refresh_gauges_forever
 from app.domain.requests.leases import WORKER_ACTOR, Claim, Fence, claim_next
 from app.domain.requests.metrics import observe_completion
 from app.domain.requests.queries import artifact_ttl
@@ -202,7 +199,9 @@ class RequestWorker:
 
     async def process(self, claim: Claim) -> str:
         """Carry out a claimed request; returns ``completed``, ``failed``, ``deferred`` or ``lost``."""
-        fence = Fence(self.sessions, claim, self.settings.worker_lease_seconds)
+        fence = Fence(
+            self.sessions, claim, self.settings.worker_lease_seconds, Path(self.settings.artifacts_dir)
+        )
         try:
             run = await self._build_run(claim, fence)
             handler = handler_for(claim.kind)

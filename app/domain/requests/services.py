@@ -25,6 +25,7 @@ from app.domain.requests.schemas import ExtensionIn, RequestIn
 from app.lib.auth import Principal
 from app.lib.crypto import aes_key, decrypt, encrypt
 from app.lib.errors import Conflict, Unavailable, ValidationFailed, field_error
+from app.manifest.model import IdentityMatch, default_match
 
 __all__ = (
     "DECISIONS",
@@ -112,6 +113,18 @@ def _check_identities(body: RequestIn, manifests: Sequence[RegisteredManifest]) 
                 for name in unknown
             ],
         )
+
+
+def _match_rule(
+    name: str, systems: Sequence[str], registered: Mapping[str, RegisteredManifest]
+) -> IdentityMatch:
+    """The rule identity ``name`` is compared by: that of the first selected system declaring it
+    (so the request's reference equals the one its lookup implies)."""
+    for system in systems:
+        subject = registered[system].manifest.subject
+        if name in subject.identities:
+            return subject.match_rule(name)
+    return default_match(name)
 
 
 def _change_errors(body: RequestIn, selected: Mapping[str, RegisteredManifest]) -> list[dict[str, str]]:
@@ -239,7 +252,9 @@ async def create_request(
         dry_run=body.dry_run,
         client_id=principal.client_id,
         actor=principal.sub,
-        subject_ref=audit.subject_reference(settings.audit_key, None, first, body.identities[first]),
+        subject_ref=audit.subject_reference(
+            settings.audit_key, None, first, body.identities[first], _match_rule(first, systems, registered)
+        ),
         identity_types=sorted(body.identities),
         identities_encrypted=_seal(
             settings, request_id, "identities", {"identities": body.identities, "tenant": body.tenant}

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.engine.erasure import ErasureOptions, execute_erasure
 from app.engine.reflection import reflect_schema
-from app.engine.subjects import reflect_target, subject_condition, subject_keys
+from app.engine.subjects import reflect_target, resolve_subject, subject_condition
 from app.lib.errors import ManifestInvalid
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
@@ -107,9 +107,10 @@ async def test_a_cast_hop_exports_and_erases_exactly_the_subjects_rows(target_en
         _, issues = validate(manifest, await reflect_schema(connection))
         assert [i for i in issues if i.severity == "error"] == []
         target = await reflect_target(connection, manifest)
-        keys = await subject_keys(connection, target, manifest, {"email": "p1@example.com"})
+        key = await resolve_subject(connection, manifest, target.tables["users"], {"email": "p1@example.com"})
+        assert key is not None
         exported = await connection.execute(
-            select(target.tables["notes"]).where(subject_condition(target, "notes", keys))
+            select(target.tables["notes"]).where(subject_condition(target, "notes", key))
         )
         assert sorted(row[0] for row in exported) == [10, 11]
 

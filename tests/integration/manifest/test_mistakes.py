@@ -16,9 +16,9 @@ from app.config import Settings
 from app.demo.shop import create_shop
 from app.domain.manifests.services import check_live
 from app.engine.erasure import ErasureOptions, execute_erasure
-from app.engine.subjects import reflect_target, subject_keys
+from app.engine.subjects import AmbiguousSubject, reflect_target, resolve_subject
 from app.engine.targets import TargetRegistry
-from app.lib.errors import LetheError, ManifestInvalid, ValidationFailed
+from app.lib.errors import LetheError, ManifestInvalid
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
 from tests.integration.manifest.mistakes_support import (
@@ -187,13 +187,13 @@ async def _ambiguous_request_fails(
     shared = next(n for n in names if names.count(n) > 1)
     engine = create_async_engine(url)
     try:
-        with pytest.raises(ValidationFailed, match="several subjects"):
+        with pytest.raises(AmbiguousSubject, match="several subjects"):
             await execute_erasure(engine, manifest, {"name": shared}, OPTIONS)
         assert await shop_rows(engine) == rows  # nothing was changed
         async with engine.connect() as connection:  # nor exported or rectified (one resolver)
             target = await reflect_target(connection, manifest)
-            with pytest.raises(ValidationFailed, match="several subjects"):
-                await subject_keys(connection, target, manifest, {"name": shared})
+            with pytest.raises(AmbiguousSubject, match="several subjects"):
+                await resolve_subject(connection, manifest, target.tables["users"], {"name": shared})
         async with engine.connect() as connection:
             count = (await connection.execute(select(text("count(*)")).select_from(text("users")))).scalar()
         assert count == PEOPLE
