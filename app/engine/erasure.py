@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -37,7 +35,6 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    insert,
     not_,
     or_,
     select,
@@ -46,8 +43,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db.erasure import ErasurePlanRecord
-from app.db.store import create_store_engine
 from app.engine.erasure_sql import (
     ColumnChange,
     LinkChanges,
@@ -883,24 +878,10 @@ def _options(run: RequestRun) -> ErasureOptions:
     )
 
 
-async def _record_plan(store: AsyncEngine, run: RequestRun, plan: SystemPlan) -> None:
-    async with store.begin() as conn:
-        await conn.execute(
-            insert(ErasurePlanRecord).values(
-                id=uuid.uuid4(),
-                request_id=str(run.request_id),
-                system=plan.system,
-                attempt=run.attempt,
-                created_at=datetime.now(UTC),
-                plan=plan_document(plan),
-            )
-        )
-
-
-async def _plan_only(store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
+async def _plan_only(run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
     async with target.connect() as conn:
         plan = await plan_erasure(conn, system.manifest, run.identities, _options(run))
-    await _record_plan(store, run, plan)
+    await run.progress.record_plan(system.system, plan_document(plan))
     outcome = SystemOutcome(
         not_found=not plan.found,
         counts={t.table: t.rows for t in plan.tables},
@@ -909,9 +890,7 @@ async def _plan_only(store: AsyncEngine, run: RequestRun, system: SystemRun, tar
     await run.progress.complete_system(system.system, outcome, action="erasure.planned")
 
 
-async def _erase_system(
-    store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine
-) -> dict[str, int]:
+async def _erase_system(run: RequestRun, system: SystemRun, target: AsyncEngine) -> dict[str, int]:
     options = _options(run)
     secret = options.secret or ""
     manifest = system.manifest
@@ -922,7 +901,7 @@ async def _erase_system(
         # came back from a backup or a re-import is erased again; one with nothing left is a no-op.
         async with target.connect() as conn:
             plan = await plan_erasure(conn, manifest, run.identities, options)
-        await _record_plan(store, run, plan)
+        await run.progress.record_plan(system.system, plan_document(plan))
 
     async def save(state: dict[str, Any]) -> None:
         state["subject_key_ref"] = reference
@@ -954,21 +933,17 @@ async def run_erasure(run: RequestRun) -> RequestOutcome:
     resumes at its next batch. An outside reference or a refused constraint fails the request
     naming the system (that system's transaction rolled back; earlier systems stay erased).
     """
-    store = create_store_engine(run.settings)
     totals: dict[str, int] = {}
-    try:
-        for system in run.systems:
-            if system.status == "completed":
+    for system in run.systems:
+        if system.status == "completed":
+            continue
+        target = await run.targets(system.system, system.manifest)
+        try:
+            if run.dry_run:
+                await _plan_only(run, system, target)
                 continue
-            target = await run.targets(system.system, system.manifest)
-            try:
-                if run.dry_run:
-                    await _plan_only(store, run, system, target)
-                    continue
-                counts = await _erase_system(store, run, system, target)
-            except ErasureBlocked as exc:
-                raise RequestFailed(exc.detail, system=system.system) from exc
-            totals[system.system] = sum(counts.values())
-    finally:
-        await store.dispose()
+            counts = await _erase_system(run, system, target)
+        except ErasureBlocked as exc:
+            raise RequestFailed(exc.detail, system=system.system) from exc
+        totals[system.system] = sum(counts.values())
     return RequestOutcome(audit={"dry_run": run.dry_run, "rows": sum(totals.values())})

@@ -95,6 +95,9 @@ class ProgressSink(Protocol):
     async def complete_system(self, system: str, outcome: SystemOutcome, *, action: str | None) -> None:
         """Mark ``system`` completed and append the audit event ``action`` (if any) in one transaction."""
 
+    async def record_plan(self, system: str, plan: Mapping[str, Any]) -> None:
+        """Keep the erasure plan of ``system`` (what ``GET /v1/requests/{id}/plan`` returns once it ran)."""
+
 
 class TargetSource(Protocol):
     """Gives the engine for a system's target database (created lazily, shared per system)."""

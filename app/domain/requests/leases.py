@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.audit import ErasureTombstone
+from app.db.erasure import ErasurePlanRecord
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.requests.artifacts import erase_subject_exports
@@ -96,6 +97,20 @@ class Fence:
                     counts=dict(counts),
                     attempt=self.claim.attempt,
                     updated_at=now,
+                )
+            )
+
+    async def record_plan(self, system: str, plan: Mapping[str, Any]) -> None:
+        async with self._sessions() as session, session.begin():
+            now = await self.fence(session)
+            session.add(
+                ErasurePlanRecord(
+                    id=uuid.uuid4(),
+                    request_id=str(self.claim.request_id),
+                    system=system,
+                    attempt=self.claim.attempt,
+                    created_at=now,
+                    plan=dict(plan),
                 )
             )
 

@@ -22,6 +22,7 @@ from app.domain.requests.catalog import RegisteredManifest, current_manifests
 from app.domain.requests.deadlines import add_months, check_extension, due_date
 from app.domain.requests.queries import load_request
 from app.domain.requests.schemas import ExtensionIn, RequestIn
+from app.domain.requests.wakeup import queued_in
 from app.lib.auth import Principal
 from app.lib.crypto import aes_key, decrypt, encrypt
 from app.lib.errors import Conflict, Unavailable, ValidationFailed, field_error
@@ -216,6 +217,8 @@ async def transition(
     previous = request.status
     for name, value in values.items():
         setattr(request, name, value)
+    if to == "queued":
+        await queued_in(session)
     await audit.append(
         session,
         action=action,
