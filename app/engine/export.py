@@ -64,7 +64,9 @@ WITHHELD_BASIS = "Art. 15(4) GDPR: disclosure would adversely affect the securit
 def withheld_columns(manifest: Manifest, table: str) -> dict[str, str]:
     """Columns of ``table`` the manifest withholds from exports, with each one's reason."""
     spec = manifest.tables.get(table, TableSpec())
-    return {name: column.export_reason or "" for name, column in sorted(spec.columns.items()) if not column.export}
+    return {
+        name: column.export_reason or "" for name, column in sorted(spec.columns.items()) if not column.export
+    }
 
 
 def table_metadata(manifest: Manifest, table: str, links: Sequence[str]) -> dict[str, Any]:
