@@ -30,6 +30,8 @@ IssueKind = Literal[
     "retention_policy",
     "personal_table",
     "personal_column",
+    "exported_credential",
+    "scrub",
 ]
 
 
