@@ -1,5 +1,4 @@
-"""Chat targets on SQLite, PostgreSQL and MariaDB; the service store on SQLite only (the store is
-not what these tests exercise)."""
+"""Chat targets on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -9,20 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.db.store import upgrade_store
 from tests.integration.chat import schema
-
-
-@pytest.fixture
-async def store_url(tmp_path: Path) -> str:
-    """A migrated SQLite service store."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    engine = create_async_engine(url)
-    try:
-        await upgrade_store(engine)
-    finally:
-        await engine.dispose()
-    return url
 
 
 async def chat_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:

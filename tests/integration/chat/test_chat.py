@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -108,6 +109,7 @@ async def test_lint_reports_unmanaged_referencing_tables_and_exported_credential
     assert not any(k == "exported_credential" and c == "totp_secret" for k, _, c in findings)
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store is not under test
 async def test_export_withholds_credentials_and_says_so(
     client: AsyncTestClient[Litestar],
     auth: Headers,
