@@ -32,6 +32,8 @@ from tests.integration.requests_support import drain
 
 Headers = Callable[..., dict[str, str]]
 OPTIONS = ErasureOptions(secret="chat-test-secret-chat-test-secret-chat", batch_size=2)
+STEPWISE = ErasureOptions(secret=OPTIONS.secret, batch_threshold=0, batch_size=2)
+"""Every table a step of its own, every step its own transactions (large footprints)."""
 WITHHELD = {"users": {"password_hash", "totp_secret"}, "access_tokens": {"token"}}
 
 
@@ -185,7 +187,10 @@ def _expected(text: str) -> str:
     return replacements.get(text, text)
 
 
-async def test_scrubbing_leaves_no_mention_and_others_text_byte_identical(chat_engine: AsyncEngine) -> None:
+@pytest.mark.parametrize("options", [OPTIONS, STEPWISE], ids=["one-transaction", "stepwise"])
+async def test_scrubbing_leaves_no_mention_and_others_text_byte_identical(
+    chat_engine: AsyncEngine, options: ErasureOptions
+) -> None:
     manifest = _manifest()
     before = await schema.snapshot(chat_engine)
     async with chat_engine.connect() as conn:
@@ -196,12 +201,22 @@ async def test_scrubbing_leaves_no_mention_and_others_text_byte_identical(chat_e
     assert scrubs[("audits", "note")].rows == 2
     assert all(":scrub_pattern_0" in s.sql[0] and "ada" not in s.sql[0] for s in plan.scrubs)
 
-    outcome = await execute_erasure(chat_engine, manifest, {"email": schema.SUBJECT["email"]}, OPTIONS)
+    saved: list[dict[str, Any]] = []
+
+    async def save(cursor: dict[str, Any]) -> None:
+        saved.append(cursor)
+
+    outcome = await execute_erasure(
+        chat_engine, manifest, {"email": schema.SUBJECT["email"]}, options, save_cursor=save
+    )
     after = await schema.snapshot(chat_engine)
 
     assert outcome.found
     assert outcome.verified
     assert outcome.scrubbed["posts.body"] == 9
+    if options is STEPWISE:  # scrubbed first, in batches, and the cursor says so before any step
+        assert saved[0]["scrub_done"]
+        assert saved[0]["step"] == 0
     assert outcome.mentions_left == {"posts.body": 0, "audits.note": 0, "audits.details": 0}
     old, new = _texts(before), _texts(after)
     own_posts = {k for k, r in before["posts"].items() if r["CreatorId"] == 1}
@@ -229,6 +244,6 @@ async def test_scrubbing_leaves_no_mention_and_others_text_byte_identical(chat_e
                 assert after[table][key] == row, (table, key)
     assert SCRUB_SURROGATE in after["posts"][2]["body"]
 
-    again = await execute_erasure(chat_engine, manifest, {"user_id": "1"}, OPTIONS)
+    again = await execute_erasure(chat_engine, manifest, {"user_id": "1"}, options)
     assert again.verified
     assert await schema.snapshot(chat_engine) == after  # nothing left to scrub
