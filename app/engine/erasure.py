@@ -236,7 +236,7 @@ class _Target:
     dialect_obj: Any
     options: ErasureOptions
     key: tuple[Any, ...] | None = None
-    identity_values: dict[str, str] = field(default_factory=dict)
+    identity_values: dict[str, Any] = field(default_factory=dict)
     """The subject's identity values, read before anything changes (scrubbing, verification)."""
 
     @property

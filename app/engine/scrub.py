@@ -120,11 +120,11 @@ def scrub_columns(manifest: Manifest) -> list[ScrubColumn]:
 
 async def identity_values(
     conn: AsyncConnection, subject_table: Table, manifest: Manifest, key: Sequence[Any]
-) -> dict[str, str]:
-    """The subject's current value of every identity of the manifest (as text, trimmed).
+) -> dict[str, Any]:
+    """The subject's current value of every identity of the manifest, as stored.
 
     Read by key before erasure changes the subject row: scrubbing and the independent
-    verification look for these values. Identities without a value (NULL, empty) are left out.
+    verification look for these values. Identities without a value (NULL, empty text) are left out.
     """
     subject = manifest.subject
     names = sorted(subject.identities)
@@ -133,14 +133,13 @@ async def identity_values(
     row = (await conn.execute(select(*columns).where(condition))).first()
     if row is None:
         return {}
-    values = {n: str(v).strip() for n, v in zip(names, row, strict=True) if v is not None}
-    return {n: v for n, v in values.items() if v}
+    return {n: v for n, v in zip(names, row, strict=True) if v is not None and str(v).strip()}
 
 
-def mentions(manifest: Manifest, column: ScrubColumn, values: Mapping[str, str]) -> list[Mention]:
+def mentions(manifest: Manifest, column: ScrubColumn, values: Mapping[str, Any]) -> list[Mention]:
     """The values ``column`` is scrubbed of (identities the subject has no value for are skipped)."""
     return [
-        Mention(n, values[n], casefolds(manifest.subject.identity(n)))
+        Mention(n, str(values[n]).strip(), casefolds(manifest.subject.identity(n)))
         for n in column.identities
         if n in values
     ]
@@ -214,7 +213,7 @@ class ScrubStatements:
 
 
 def _slots(
-    manifest: Manifest, column: ScrubColumn, values: Mapping[str, str] | None
+    manifest: Manifest, column: ScrubColumn, values: Mapping[str, Any] | None
 ) -> list[tuple[Mention | None, bool]]:
     if values is None:  # display: one placeholder per declared identity
         return [(None, casefolds(manifest.subject.identity(n))) for n in column.identities]
@@ -222,7 +221,7 @@ def _slots(
 
 
 def scrub_statements(
-    table: Table, manifest: Manifest, column: ScrubColumn, values: Mapping[str, str] | None, dialect: str
+    table: Table, manifest: Manifest, column: ScrubColumn, values: Mapping[str, Any] | None, dialect: str
 ) -> ScrubStatements | None:
     """The statements scrubbing ``column`` of the subject's ``values`` (None: display placeholders).
 
@@ -272,7 +271,7 @@ async def plan_scrubs(
     conn: AsyncConnection,
     tables: Mapping[str, Table],
     manifest: Manifest,
-    values: Mapping[str, str] | None,
+    values: Mapping[str, Any] | None,
     dialect: Any,
 ) -> list[ScrubPlan]:
     """The scrubbing part of an erasure plan: SQL with placeholders, and (with ``values``) the
@@ -296,7 +295,7 @@ async def run_scrubs(
     conn: AsyncConnection,
     tables: Mapping[str, Table],
     manifest: Manifest,
-    values: Mapping[str, str],
+    values: Mapping[str, Any],
     *,
     batch_size: int,
     own_transactions: bool,
@@ -336,7 +335,7 @@ async def _scrub_column(
 
 
 async def mentions_left(
-    conn: AsyncConnection, tables: Mapping[str, Table], manifest: Manifest, values: Mapping[str, str]
+    conn: AsyncConnection, tables: Mapping[str, Table], manifest: Manifest, values: Mapping[str, Any]
 ) -> dict[str, int]:
     """Rows of each scrubbed column still mentioning one of the subject's values (verification)."""
     left: dict[str, int] = {}

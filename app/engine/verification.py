@@ -63,7 +63,7 @@ class Evidence:
 
 
 def _equals(column: Any, value: Any, casefold: bool) -> ColumnElement[bool]:
-    if casefold:
+    if casefold and isinstance(value, str):
         condition: ColumnElement[bool] = func.lower(column) == str(value).lower()
         return condition
     return column == value  # type: ignore[no-any-return]
@@ -107,7 +107,7 @@ def evidence(
     table: Table,
     checked: CheckedTable,
     key: Sequence[Any],
-    values: Mapping[str, str],
+    values: Mapping[str, Any],
 ) -> list[Evidence]:
     """Every piece of reflected evidence of the subject in ``checked.table`` (see the module)."""
     subject = manifest.subject
@@ -128,7 +128,7 @@ def evidence(
 
 
 def _identity_evidence(
-    manifest: Manifest, table: Table, checked: CheckedTable, values: Mapping[str, str]
+    manifest: Manifest, table: Table, checked: CheckedTable, values: Mapping[str, Any]
 ) -> list[Evidence]:
     subject = manifest.subject
     spec = manifest.tables.get(checked.table, TableSpec())
@@ -167,7 +167,7 @@ async def independent_rows_left(
     table: Table,
     checked: CheckedTable,
     key: Sequence[Any],
-    values: Mapping[str, str],
+    values: Mapping[str, Any],
 ) -> dict[str, int]:
     """Rows of ``checked.table`` the reflected evidence still ties to the subject, per evidence
     label (only non-zero counts)."""
