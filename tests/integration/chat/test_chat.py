@@ -160,6 +160,16 @@ async def test_export_withholds_credentials_and_says_so(
     metadata = json.loads(archive.read("chat/metadata.json"))
     assert {w["column"] for w in metadata["tables"]["users"]["withheld"]} == WITHHELD["users"]
 
+    # the erasure plan (dry run) shows the scrubbing, patterns as placeholders
+    preview = {"kind": "erasure", "identities": {"email": schema.SUBJECT["email"]}, "dry_run": True}
+    planned = await client.post("/v1/requests", json=preview, headers=auth())
+    await drain(settings, store_engine)
+    plan = (await client.get(f"{planned.headers['location']}/plan", headers=auth("requests:read"))).json()
+    scrubs = {(s["table"], s["column"]): s for s in plan["systems"][0]["scrubs"]}
+    assert scrubs[("posts", "body")]["rows"] == 9
+    assert scrubs[("posts", "body")]["identities"] == ["email", "username"]
+    assert "example.com" not in json.dumps(plan)
+
 
 def _texts(snapshot: dict[str, dict[Any, dict[str, Any]]]) -> dict[tuple[str, Any], str]:
     """Every scrubbed value of others' rows, as text (JSON documents canonicalised)."""
