@@ -83,11 +83,8 @@ def mention_pattern(value: str) -> str:
 
 
 def casefolds(identity: Identity) -> bool:
-    """Whether an identity's values match whatever their case: e-mails, or a ``casefold`` rule."""
-    rule = getattr(identity, "match", None)
-    if rule is not None:
-        return bool(rule == "casefold")
-    return "mail" in identity.column.lower()
+    """Whether an identity's values match whatever their case (its ``match`` rule is casefold)."""
+    return identity.match == "casefold"
 
 
 @dataclass(frozen=True)

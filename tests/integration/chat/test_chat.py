@@ -217,7 +217,7 @@ async def test_scrubbing_leaves_no_mention_and_others_text_byte_identical(
         saved.append(cursor)
 
     outcome = await execute_erasure(
-        chat_engine, manifest, {"email": schema.SUBJECT["email"]}, options, save_cursor=save
+        chat_engine, manifest, {"email": "ADA@Example.com"}, options, save_cursor=save
     )
     after = await schema.snapshot(chat_engine)
 
