@@ -6,9 +6,11 @@ passes. This check shares none of the paths' assumptions. It looks, in every tab
 deletes or anonymizes, for rows that still point at the subject by *reflected* evidence:
 
 - a declared foreign key into the subject table's key (or into one of its identity columns)
-  holding the subject's key (or identity value). When a table has several such keys and the
-  manifest's links start from some of them, those are the evidence (a ``moderator_id`` next to an
-  ``author_id`` is not ownership); otherwise every one is;
+  holding the subject's key (or identity value). When the manifest's links start from some of
+  those keys, they are the evidence (a ``moderator_id`` next to an ``author_id`` is not
+  ownership). When a link starts with a logical hop (no declared key backs it), every such key
+  is: a logical hop next to a declared key into the subject is exactly the wrong-column mistake.
+  A link that starts by following another declared key (``order_items.order_id``) is trusted;
 - a column named like one of the subject table's identity columns (``email``) holding the
   subject's value under the identity's case rule (of the subject table: the identity columns the
   manifest changes).
@@ -98,7 +100,8 @@ def _subject_keys(
             found.append((fk, by_column[fk.referred_columns[0]]))
     named = {p.steps[0].from_columns for p, _ in checked.links if p.steps}
     chosen = [(fk, n) for fk, n in found if fk.columns in named]
-    return chosen or found
+    logical = any(p.steps and p.steps[0].kind == "logical" for p, _ in checked.links)
+    return chosen or (found if logical else [])
 
 
 def evidence(
