@@ -221,7 +221,8 @@ def lint(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
                     f"tables.{name}.columns.{column.name}",
                     name,
                     column.name,
-                    f"column '{name}.{column.name}' {guess.reason} but the manifest does not cover it",
+                    f"column '{name}.{column.name}' {guess.reason} but the manifest does not cover it"
+                    + (" (cover it with `export: false`)" if guess.category == CREDENTIAL_CATEGORY else ""),
                 )
             )
     return sorted(findings, key=lambda f: (f.table or "", f.column is not None, f.column or ""))

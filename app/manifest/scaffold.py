@@ -238,6 +238,8 @@ def _link_name(columns: tuple[str, ...], used: set[str]) -> str:
 
 def _column_line(subject: bool, column: ColumnInfo, guess: PersonalGuess) -> str:
     note = f"guessed: {guess.reason}" if guess.strong else f"unsure: {guess.reason}"
+    if guess.category == "user.content":
+        note += "; others may name the subject here: add `scrub: [<identity>, ...]`"
     extra = ", rectifiable: true" if subject and guess.category in _RECTIFIABLE else ""
     if guess.category == CREDENTIAL_CATEGORY:
         extra += f", export: false, export_reason: {json.dumps(CREDENTIAL_REASON)}"
