@@ -102,19 +102,25 @@ def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: st
 
 
 def _identities(table: TableInfo, subject: str) -> dict[str, str]:
+    """Identity name -> YAML value: a bare column when the database keeps it unique, else
+    ``{column: ..., ambiguous: refuse}`` (a request matching several people then fails)."""
     identities: dict[str, str] = {}
     if len(table.primary_key) == 1:
-        identities[f"{_singular(subject)}_id"] = table.primary_key[0]
+        identities[f"{_singular(subject)}_id"] = _q(table.primary_key[0])
     for column in table.columns.values():
         guess = guess_personal(column)
-        if guess is not None and guess.category == "user.contact.email":
-            identities.setdefault("email", column.name)
-        elif (
-            guess is not None
-            and guess.category == "user.account.username"
-            and table.column_is_unique(column.name)
-        ):
-            identities.setdefault("username", column.name)
+        if guess is None or column.primary_key:
+            continue
+        if guess.category == "user.contact.email":
+            name = "email"
+        elif guess.category == "user.account.username" and table.column_is_unique(column.name):
+            name = "username"
+        else:
+            continue
+        if table.column_is_unique(column.name):
+            identities.setdefault(name, _q(column.name))
+        else:
+            identities.setdefault(name, f"{{column: {_q(column.name)}, ambiguous: refuse}}")
     return identities
 
 
@@ -134,7 +140,7 @@ def _header(
         f"  key: {key_text}",
         "  identities:",
     ]
-    lines += [f"    {_q(name)}: {_q(column)}" for name, column in identities.items()]
+    lines += [f"    {_q(name)}: {value}" for name, value in identities.items()]
     return [*lines, "tables:"]
 
 

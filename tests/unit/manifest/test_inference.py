@@ -65,6 +65,7 @@ def test_scaffold_writes_logical_links_and_both_directions_of_shared_rows() -> N
     assert draft.tables["users"].strategy == "anonymize"  # referenced: rows kept elsewhere need it
     assert draft.tables["posts"].strategy == "anonymize"  # reactions reference posts
     assert draft.tables["reactions"].strategy == "delete"
+    assert draft.subject.identity("email").ambiguous == "refuse"  # not unique in this schema
     _, issues = validate(draft, tables)
     assert [i.message for i in issues if i.severity == "error"] == []
 
