@@ -32,6 +32,7 @@ from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.logging import RequestIdMiddleware, configure_logging
 from app.lib.problems import exception_handlers
+from app.server import startup_guard
 
 __all__ = ("create_app",)
 
@@ -49,9 +50,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         from app.domain.requests.jobs import background_tasks
 
-        if settings.manifests_dir:
-            await register_directory(engine, Path(settings.manifests_dir))
         try:
+            if settings.manifests_dir:
+                await register_directory(engine, Path(settings.manifests_dir))
             async with background_tasks(settings, engine, targets):
                 yield
         finally:
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         lifespan=[
+            startup_guard(),
             lifespan,
             retention_lifespan(retention_runner, settings),
             backup_gauge_refresher(settings, engine),

@@ -1,17 +1,17 @@
-"""The ``lethe`` command: Litestar's ``run``, advanced-alchemy's ``database``, and Lethe's own."""
+"""The ``lethe`` command: serve, migrate, and operate Lethe from a shell, a Job or a CronJob."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 import click
-from advanced_alchemy.extensions.litestar.cli import database_group
-from litestar.cli._utils import LitestarEnv, LitestarGroup
-from litestar.cli.commands import core, schema
 
+from app import __version__
 from app.config import get_settings
+from app.db.cli import database_group
 from app.domain.audit.cli import audit_group
 from app.domain.backups.cli import backups_group
 from app.domain.manifests.cli import manifest_group
@@ -21,25 +21,45 @@ from app.lib.auth import ALL_SCOPES, mint_token
 
 __all__ = ("lethe_group",)
 
-APP_PATH = "app.asgi:create_app"
-APP_COMMANDS = frozenset({"run", "routes", "schema", "database", "db"})
-"""Litestar and advanced-alchemy commands that expect the loaded app in the click context."""
 
-
-@click.group(cls=LitestarGroup, name="lethe", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="lethe", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="lethe", message="%(prog)s %(version)s")
 @click.pass_context
 def lethe_group(ctx: click.Context) -> None:
     """Lethe: GDPR data-subject requests, retention, backups and audit.
 
-    Settings come from LETHE_* environment variables (see README).
+    Settings come from LETHE_* environment variables (secrets also from LETHE_<NAME>_FILE);
+    see the README's Configuration section.
     """
-    if ctx.obj is None:
-        # The app (and so the secrets it needs) is built only by commands that use it.
-        asks_help = bool({"--help", "-h"} & set(sys.argv[1:]))
-        if ctx.invoked_subcommand in APP_COMMANDS and not asks_help:
-            ctx.obj = LitestarEnv.from_env(APP_PATH)
-        else:
-            ctx.obj = lambda: LitestarEnv.from_env(APP_PATH)
+    if ctx.invoked_subcommand != "run" and not ctx.resilient_parsing:
+        from app.lib.settings_checks import unknown_variables
+
+        for warning in unknown_variables(os.environ):
+            click.echo(f"lethe: warning: {warning}", err=True)
+
+
+@click.command(name="run")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 in a container)."
+)
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to serve on."
+)
+def run_command(host: str, port: int) -> None:
+    """Serve the HTTP API, /healthz, /readyz and /metrics until SIGTERM.
+
+    \b
+    In the same process, unless LETHE_WORKERS_ENABLED=false:
+      - request workers (exports, rectifications, erasures; leased, resumable),
+      - the retention scheduler and the backup health refresher.
+    Manifests in LETHE_MANIFESTS_DIR are registered at start-up. Every setting
+    is checked first: a bad one (or any start-up failure) exits non-zero at once
+    with one line naming it. The store must be migrated (lethe database upgrade);
+    /readyz answers 503 until it is.
+    """
+    from app.server import serve
+
+    serve(get_settings(), host, port)
 
 
 @click.command(name="token")
@@ -81,11 +101,9 @@ def demo_command(port: int, host: str, *, no_serve: bool) -> None:
 
 
 for _command in (
+    run_command,
     token_command,
     demo_command,
-    core.run_command,
-    core.routes_command,
-    schema.schema_group,
     database_group,
     audit_group,
     manifest_group,
@@ -93,7 +111,7 @@ for _command in (
     retention_group,
     backups_group,
 ):
-    lethe_group.add_command(_command)  # type: ignore[arg-type]
+    lethe_group.add_command(_command)
 
 
 def run() -> None:

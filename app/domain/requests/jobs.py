@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
@@ -53,11 +52,12 @@ from app.engine.runs import (
 )
 from app.engine.targets import TargetRegistry
 from app.lib.errors import LetheError, TargetUnavailable
+from app.lib.logging import get_logger
 from app.manifest.model import Manifest
 
 __all__ = ("HANDLERS", "RequestWorker", "background_tasks", "handler_for", "run_workers")
 
-logger = logging.getLogger("lethe.workers")
+logger = get_logger("lethe.workers")
 
 HANDLERS: dict[str, str] = {
     "access": "app.engine.export:run_access",
@@ -185,7 +185,7 @@ class RequestWorker:
                         main.cancel()
                     return
                 except (SQLAlchemyError, OSError) as exc:
-                    logger.warning("heartbeat failed", extra={"error_type": type(exc).__name__})
+                    logger.warning("heartbeat failed", error_type=type(exc).__name__)
 
         beating = asyncio.create_task(beat())
         try:
@@ -209,9 +209,7 @@ class RequestWorker:
             outcome = await self._run_with_heartbeat(handler, run, fence)
             await self._complete(claim, fence, outcome)
         except LeaseLost:
-            logger.warning(
-                "lease lost", extra={"request_id": str(claim.request_id), "attempt": claim.attempt}
-            )
+            logger.warning("lease lost", request_id=str(claim.request_id), attempt=claim.attempt)
             return "lost"
         except Exception as exc:  # every failure ends the attempt cleanly (see _settle_error)
             return await self._settle_error(claim, fence, exc)
@@ -231,7 +229,8 @@ class RequestWorker:
         else:
             logger.error(  # the type only: an exception's text may carry values from a target
                 "request failed unexpectedly",
-                extra={"request_id": str(claim.request_id), "error_type": type(exc).__name__},
+                request_id=str(claim.request_id),
+                error_type=type(exc).__name__,
             )
             reason = f"unexpected error ({type(exc).__name__})"
         return await self._fail(claim, fence, reason, system)
@@ -376,7 +375,7 @@ class RequestWorker:
             try:
                 busy = await self.run_one()
             except (SQLAlchemyError, OSError) as exc:
-                logger.warning("worker cannot reach the store", extra={"error_type": type(exc).__name__})
+                logger.warning("worker cannot reach the store", error_type=type(exc).__name__)
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):
@@ -415,6 +414,4 @@ async def background_tasks(
             try:
                 await asyncio.wait_for(task, timeout=settings.worker_lease_seconds)
             except Exception as exc:
-                logger.warning(
-                    "background task ended with an error", extra={"error_type": type(exc).__name__}
-                )
+                logger.warning("background task ended with an error", error_type=type(exc).__name__)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import uuid
@@ -39,11 +38,12 @@ from app.engine.retention import (
 )
 from app.engine.targets import TargetRegistry
 from app.lib.errors import Conflict, LetheError, TargetUnavailable, ValidationFailed
+from app.lib.logging import get_logger
 from app.manifest.model import Manifest
 
 __all__ = ("LeaseLost", "RetentionRunner", "RetentionScheduler", "retention_lifespan")
 
-logger = logging.getLogger("lethe.retention")
+logger = get_logger("lethe.retention")
 UNFINISHED = ("running", "incomplete")
 BatchObserver = Callable[[BatchReport], Awaitable[None]]
 
@@ -147,7 +147,7 @@ class RetentionRunner:
             except ValidationFailed as refusal:  # the table changed under the policy: make it visible
                 runs.append(await self._record_refusal(policy_id, actor, refusal))
             except (LetheError, OSError, DBAPIError) as error:
-                logger.warning("retention policy could not run", extra={"reason": type(error).__name__})
+                logger.warning("retention policy could not run", reason=type(error).__name__)
             finally:
                 await self._release(policy_id)
         return runs
@@ -427,7 +427,7 @@ class RetentionScheduler:
             try:
                 await self._runner.run_due()
             except (LetheError, SQLAlchemyError, OSError) as error:
-                logger.warning("retention tick failed", extra={"reason": type(error).__name__})
+                logger.warning("retention tick failed", reason=type(error).__name__)
             await asyncio.sleep(self._poll)
 
 
@@ -441,9 +441,7 @@ def retention_lifespan(
         try:
             await runner.sync()
         except (SQLAlchemyError, OSError) as error:  # store not migrated or down: /readyz says so
-            logger.warning(
-                "retention policies not synced at start-up", extra={"reason": type(error).__name__}
-            )
+            logger.warning("retention policies not synced at start-up", reason=type(error).__name__)
         task = None
         if settings.workers_enabled:
             task = asyncio.create_task(RetentionScheduler(runner, settings.retention_poll_seconds).serve())
