@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from app.lib.errors import ConfigurationError
+from app.lib.kinds import REQUEST_KINDS
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -16,6 +17,8 @@ __all__ = ("check_settings", "missing_keys", "unknown_variables")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STORE_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
+ZERO_ALLOWED = frozenset({"jwt_leeway_seconds", "backup_check_interval_seconds"})
+"""Numbers whose default is not 0 but for which 0 still means something (no skew, on demand)."""
 FOREIGN_PREFIXES = ("LETHE_TARGET_", "LETHE_TEST_")
 """``LETHE_*`` variables that are not settings: target URLs named by manifests, test servers."""
 
@@ -36,8 +39,9 @@ def _check_numbers(settings: Settings) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         default = defaults[index - offset] if index >= offset else None
-        if value < 0 or (value == 0 and default != 0):
-            bound = "at least 0" if default == 0 else "above 0"
+        zero_ok = default == 0 or name in ZERO_ALLOWED
+        if value < 0 or (value == 0 and not zero_ok):
+            bound = "at least 0" if zero_ok else "above 0"
             raise ConfigurationError(f"{_variable(name)} must be {bound}, got {value}")
 
 
@@ -49,8 +53,6 @@ def _check_log_level(settings: Settings) -> None:
 
 
 def _check_approval(settings: Settings) -> None:
-    from app.db.requests import REQUEST_KINDS
-
     unknown = sorted(settings.approval_kinds - set(REQUEST_KINDS))
     if unknown:
         named = ", ".join(f"{kind!r}{_hint(kind, REQUEST_KINDS)}" for kind in unknown)
@@ -60,13 +62,9 @@ def _check_approval(settings: Settings) -> None:
 
 
 def _check_store_url(settings: Settings) -> None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        driver = make_url(settings.database_url).drivername
-    except ArgumentError:
-        raise ConfigurationError("LETHE_DATABASE_URL is not a database URL") from None
+    driver, separator, _ = settings.database_url.partition("://")
+    if not separator:
+        raise ConfigurationError("LETHE_DATABASE_URL is not a database URL (driver://…)")
     if driver not in STORE_DRIVERS:
         raise ConfigurationError(
             f"LETHE_DATABASE_URL: driver {driver!r} is not supported; use postgresql+asyncpg://… "
@@ -149,7 +147,5 @@ def missing_keys(settings: Settings) -> list[str]:
     """Keys this replica needs to serve but lacks (readiness reports them as 503)."""
     missing = []
     if not settings.artifact_key:
-        missing.append(
-            "LETHE_ARTIFACT_KEY is not set: requests cannot store identities, exports cannot be written"
-        )
+        missing.append("LETHE_ARTIFACT_KEY is not set: requests cannot store identities nor exports")
     return missing
