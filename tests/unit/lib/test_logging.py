@@ -77,7 +77,9 @@ def test_fields_named_like_record_attributes_are_logged_at_the_default_level(lin
 
 def test_uvicorn_color_duplicates_are_dropped(lines: io.StringIO) -> None:
     logging.getLogger("uvicorn.error").info(
-        "Started server process [%d]", 7, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+        "Started server process [%d]",
+        7,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"},
     )
     entry = json.loads(lines.getvalue())
     assert entry == {
