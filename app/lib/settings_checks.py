@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -92,6 +93,11 @@ def _check_keys(settings: Settings) -> None:
             raise ConfigurationError("LETHE_JWKS_URL must be an https:// URL")
 
 
+def _check_paths(settings: Settings) -> None:
+    if settings.manifests_dir and not Path(settings.manifests_dir).is_dir():
+        raise ConfigurationError(f"LETHE_MANIFESTS_DIR: {settings.manifests_dir} is not a directory")
+
+
 def _check_texts(settings: Settings) -> None:
     for name in ("jwt_audience", "jwt_issuer"):
         if not getattr(settings, name).strip():
@@ -104,6 +110,7 @@ CHECKS: tuple[Callable[[Settings], None], ...] = (
     _check_approval,
     _check_store_url,
     _check_keys,
+    _check_paths,
     _check_texts,
 )
 """Every value check run at start-up, in order; the first failure stops start-up."""
