@@ -155,6 +155,7 @@ def test_the_expected_objects_are_rendered() -> None:
         ("CronJob", "lethe-retention"),
         ("ServiceMonitor", "lethe"),
         ("PersistentVolumeClaim", "lethe-data"),
+        ("Ingress", "lethe"),
     }
 
 
@@ -441,3 +442,138 @@ def test_image_is_pinned_by_digest_when_given() -> None:
     default_images = {c["image"] for _, spec in pod_specs(render()) for c in spec["containers"]}
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
     assert default_images == {f"lethe:{chart['appVersion']}"}
+
+
+# Gateway API's HTTPRoute is not in kubernetes-validate's core schemas: the fields the chart uses.
+HTTP_ROUTE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
+        "kind": {"const": "HTTPRoute"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["parentRefs", "rules"],
+            "properties": {
+                "parentRefs": {"type": "array", "minItems": 1, "items": {"required": ["name"]}},
+                "hostnames": {"type": "array", "items": {"type": "string"}},
+                "rules": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "matches": {"type": "array"},
+                            "backendRefs": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["name", "port"],
+                                    "properties": {"port": {"type": "integer"}},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_the_chart_can_be_a_subchart() -> None:
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema({"global": {"imageRegistry": "registry.example.com", "storageClass": "efs"}})
+
+
+def test_ingress_and_http_route_reach_the_api_service() -> None:
+    version = declared_kube_version()
+    ingress = named(render(production_values()), "Ingress", "lethe")
+    assert kubernetes_schemas.validate(ingress, version, strict=True)
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "lethe.privacy.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "lethe", "port": {"name": "http"}}
+    objects = render(
+        merged(
+            {},
+            httpRoute__enabled=True,
+            httpRoute__parentRefs=[{"name": "public", "namespace": "gateway-system"}],
+            httpRoute__hostnames=["lethe.example.com"],
+        )
+    )
+    route = named(objects, "HTTPRoute", "lethe")
+    jsonschema.validate(route, HTTP_ROUTE_SCHEMA)
+    service = named(objects, "Service", "lethe")
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"name": "lethe", "port": service["spec"]["ports"][0]["port"]}
+    ]
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(merged({}, httpRoute__enabled=True))
+
+
+def test_the_migration_hook_alone_reads_the_migration_role_url() -> None:
+    objects = render(production_values())
+    job = pod_spec(named(objects, "Job", "lethe-migrate"))
+    (secret,) = [v["secret"] for v in job["volumes"] if "secret" in v]
+    items = {item["path"]: item["key"] for item in secret["items"]}
+    assert items["database_url"] == "database-migration-url"
+    for name in ("lethe", "lethe-worker"):
+        spec = pod_spec(named(objects, "Deployment", name))
+        (secret,) = [v["secret"] for v in spec["volumes"] if "secret" in v]
+        assert {item["path"]: item["key"] for item in secret["items"]}["database_url"] == "database-url"
+    default_job = pod_spec(named(render(), "Job", "lethe-migrate"))
+    (secret,) = [v["secret"] for v in default_job["volumes"] if "secret" in v]
+    assert {item["path"]: item["key"] for item in secret["items"]}["database_url"] == "database-url"
+
+
+def test_pods_with_workers_outlive_the_lease_drain(rendered: list[dict[str, Any]]) -> None:
+    for deployment in by_kind(rendered, "Deployment"):
+        spec = pod_spec(deployment)
+        (container,) = spec["containers"]
+        pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+        assert pause > 0
+        if env_of(container)["LETHE_WORKERS_ENABLED"]["value"] == "true":
+            assert spec["terminationGracePeriodSeconds"] >= pause + 60 + 5, deployment["metadata"]["name"]
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds must be at least 70"):
+        render(merged({}, api__terminationGracePeriodSeconds=30))
+    with pytest.raises(helm.HelmRenderError, match="at least 190"):
+        render(merged({}, config__extra={"LETHE_WORKER_LEASE_SECONDS": "180"}))
+
+
+def test_network_policy_admits_named_namespaces() -> None:
+    policy = named(render(production_values()), "NetworkPolicy", "lethe")
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+        for name in ("shop", "monitoring", "ingress-nginx")
+    ]
+    assert named(render(), "NetworkPolicy", "lethe")["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
+    with pytest.raises(helm.HelmRenderError, match="admits nobody"):
+        render(merged({}, networkPolicy__allowSameNamespace=False))
+
+
+def test_pod_hooks_priority_and_no_service_links() -> None:
+    extra = {"name": "proxy", "image": "envoyproxy/envoy:v1.31.0"}
+    init = {"name": "wait", "image": "busybox:1.36", "command": ["true"]}
+    values = merged(production_values(), sidecars=[extra], initContainers=[init])
+    for where, spec in pod_specs(render(values)):
+        assert spec["priorityClassName"] == "business-critical", where
+        assert spec["enableServiceLinks"] is False, where
+        if where.startswith("Deployment/"):
+            assert spec["containers"][1] == extra
+            assert spec["initContainers"] == [init]
+
+
+def test_secret_changes_roll_the_pods() -> None:
+    def annotations(values: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        deployment = named(render(values), "Deployment", "lethe")
+        return deployment["metadata"].get("annotations", {}), deployment["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+
+    deployment, pod = annotations(production_values())
+    assert deployment["secret.reloader.stakater.com/reload"] == "lethe-secrets"
+    _, moved = annotations(merged(production_values(), secrets__keys__auditKey="audit-key-2"))
+    assert pod["checksum/secret-keys"] != moved["checksum/secret-keys"]
