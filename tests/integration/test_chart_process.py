@@ -349,3 +349,7 @@ async def test_the_chart_configuration_runs_the_real_processes(cluster: Cluster,
         )
         assert not any("color_message" in line or "\x1b[" in line for line in lines)
         assert not any("ada@example.com" in line for line in lines), "an identity reached the log"
+    jobs = [line for _, _, _, log in started for line in json_lines(log) if '"request job finished"' in line]
+    assert len(jobs) == 1, "the process that ran the request logs its outcome once"
+    assert '"kind": "access", "attempt": 1, "status": "completed"' in jobs[0]
+    assert '"systems": {"shop": {"status": "completed", "not_found": false, "rows": {' in jobs[0]

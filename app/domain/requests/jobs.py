@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ from app.domain.requests.housekeeping import (
     remove_artifacts,
 )
 from app.domain.requests.leases import WORKER_ACTOR, Claim, Fence, claim_next
-from app.domain.requests.metrics import observe_completion
+from app.domain.requests.metrics import observe_completion, report_job
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
 from app.engine.runs import (
@@ -366,7 +367,10 @@ class RequestWorker:
         claim = await self.claim()
         if claim is None:
             return False
-        await self.process(claim)
+        started = time.perf_counter()
+        outcome = await self.process(claim)
+        seconds = time.perf_counter() - started
+        await report_job(self.sessions, claim.request_id, claim.kind, claim.attempt, outcome, seconds)
         return True
 
     async def loop(self, stop: asyncio.Event) -> None:

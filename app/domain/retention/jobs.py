@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.retention import RetentionPolicyRecord, RetentionRun
 from app.domain.audit.services import append
+from app.domain.retention.metrics import RETENTION_ROWS, observe_run
 from app.domain.retention.services import (
     get_policy,
     latest_manifest,
@@ -107,6 +108,7 @@ class RetentionRunner:
             session.add(run)
             await session.flush()
             await _audit_run(session, run)
+        observe_run(run)
         return run
 
     async def run(
@@ -267,6 +269,7 @@ class RetentionRunner:
             session.add(run)
             await session.flush()
             await _audit_run(session, run)
+        observe_run(run)
         return run
 
     async def _start_or_resume(self, policy: RetentionPolicyRecord, actor: str, trigger: str) -> RetentionRun:
@@ -322,6 +325,7 @@ class RetentionRunner:
                 await _extend_lease(session, policy_id, self.owner, now + self._lease)
             if written.rowcount != 1:  # type: ignore[attr-defined]
                 raise LeaseLost
+            RETENTION_ROWS.labels(system=run.system, table=run.table_name, action=run.action).inc(report.rows)
             if observer is not None:
                 await observer(report)
 
@@ -340,6 +344,7 @@ class RetentionRunner:
             )
             if written.rowcount == 1:  # type: ignore[attr-defined]
                 await _audit_run(session, run)
+                observe_run(run)
         return run
 
 
