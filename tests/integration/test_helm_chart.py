@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.store import current_revision, head_revision
 from app.lib.crypto import generate_signing_key_pem
+from app.manifest.loading import load_manifest
 from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET
 from tests.integration.chart_support import (
     CHART,
@@ -577,3 +578,13 @@ def test_secret_changes_roll_the_pods() -> None:
     assert deployment["secret.reloader.stakater.com/reload"] == "lethe-secrets"
     _, moved = annotations(merged(production_values(), secrets__keys__auditKey="audit-key-2"))
     assert pod["checksum/secret-keys"] != moved["checksum/secret-keys"]
+
+
+@pytest.mark.parametrize(
+    "values_file", sorted([CHART / "values.yaml", *(CHART / "ci").glob("*.yaml")]), ids=lambda p: p.name
+)
+def test_every_embedded_manifest_passes_the_parser(values_file: Path) -> None:
+    values = yaml.safe_load(values_file.read_text(encoding="utf-8"))
+    for name, text in (values.get("manifests", {}).get("files") or {}).items():
+        manifest = load_manifest(text.encode("utf-8"), "json" if name.endswith(".json") else "yaml")
+        assert manifest.system, name
