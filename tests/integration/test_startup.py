@@ -53,7 +53,9 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 
 def test_run_with_a_manifests_dir_at_the_default_level_turns_ready(tmp_path: Path) -> None:
-    env = _environment(tmp_path, LETHE_MANIFESTS_DIR=str(tmp_path / "manifests"))
+    env = _environment(
+        tmp_path, LETHE_MANIFESTS_DIR=str(tmp_path / "manifests"), LETHE_WORKERS_ENABLD="false"
+    )
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "shop.yaml").write_text(MANIFEST, encoding="utf-8")
     migrate = [str(LETHE), "database", "upgrade", "--no-prompt"]
