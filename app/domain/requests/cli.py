@@ -15,7 +15,6 @@ async def _serve(*, once: bool) -> None:
     from app.db.store import create_store_engine
     from app.domain.requests.jobs import RequestWorker, run_workers
     from app.engine.targets import TargetRegistry
-
     from app.lib.logging import configure_logging
 
     settings = get_settings()
