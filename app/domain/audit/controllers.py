@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, get
@@ -17,6 +16,7 @@ from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerific
 from app.lib.auth import requires
 from app.lib.errors import ValidationFailed
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
 
 __all__ = ("AuditController",)
@@ -87,10 +87,14 @@ class AuditController(Controller):
                 description="Identity value; its reference is computed, the value is never stored."
             ),
         ] = None,
-        since: Annotated[datetime | None, QueryParameter(description="Inclusive lower bound.")] = None,
-        until: Annotated[datetime | None, QueryParameter(description="Exclusive upper bound.")] = None,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        since: Annotated[
+            str | None, QueryParameter(description="Inclusive lower bound.", schema_extra=DATE_TIME)
+        ] = None,
+        until: Annotated[
+            str | None, QueryParameter(description="Exclusive upper bound.", schema_extra=DATE_TIME)
+        ] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> AuditEventPage:
         """Filter by action, request, system, time, and subject identity (hashed first)."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -110,8 +114,8 @@ class AuditController(Controller):
             request_id=request_id,
             system=system,
             subject_refs=refs,
-            since=since,
-            until=until,
+            since=parse_instant(since, "query.since"),
+            until=parse_instant(until, "query.until"),
         )
         events, last = await services.list_events(
             db_session, flt, after_seq=int(after[0]) if after else None, limit=size
@@ -156,7 +160,7 @@ class AuditController(Controller):
 
     @get(
         "/checkpoints",
-        operation_id="CreateAuditCheckpoint",
+        operation_id="GetAuditCheckpoint",
         summary="A signed checkpoint of the head",
         responses=problem_responses(401, 403, 503),
     )

@@ -8,11 +8,13 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.manifests import ManifestVersion
+from app.domain.examples import MANIFEST_JSON, MANIFEST_YAML
 from app.domain.manifests.schemas import (
     IssueOut,
     ManifestPage,
@@ -29,6 +31,7 @@ from app.domain.manifests.services import (
 )
 from app.lib.auth import Principal, requires
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.params import PageCursor, PageLimit
 from app.lib.problems import problem_responses
 from app.manifest.loading import load_manifest
 
@@ -46,8 +49,14 @@ class _ManifestBody(Operation):
             description="The manifest, as YAML (application/yaml) or JSON (application/json).",
             required=True,
             content={
-                "application/yaml": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
-                "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                "application/yaml": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING),
+                    examples={"shop": Example(summary="The demo shop, as YAML", value=MANIFEST_YAML)},
+                ),
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.OBJECT),
+                    examples={"shop": Example(summary="The demo shop, as JSON", value=MANIFEST_JSON)},
+                ),
             },
         )
 
@@ -86,7 +95,14 @@ class ManifestController(Controller):
         guards=[requires("manifests:write")],
         operation_class=_ManifestBody,
         status_code=201,
-        responses=problem_responses(401, 403, 409, 413, 422, 503),
+        responses={
+            200: ResponseSpec(
+                data_container=Registration,
+                description="The content equals the latest version: nothing new was stored.",
+                generate_examples=False,
+            ),
+            **problem_responses(401, 403, 409, 413, 422, 503),
+        },
     )
     async def register(
         self, request: Request[Principal, Any, Any], db_session: NamedDependency[AsyncSession], state: State
@@ -118,8 +134,8 @@ class ManifestController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         state: State,
-        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int | None, QueryParameter(description="page size")] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> ManifestPage:
         """Systems in name order, one summary each (the latest version)."""
         size = clamp_limit(limit, state.settings.max_page_size)

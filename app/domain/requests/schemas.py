@@ -13,17 +13,28 @@ from app.lib.schema import BaseStruct, InputStruct
 __all__ = (
     "ChangeValue",
     "ErasurePlanOut",
+    "ExportFormat",
     "ExtensionIn",
     "OutsideReferenceOut",
     "RequestIn",
+    "RequestKind",
     "RequestOut",
     "RequestPage",
+    "RequestStatus",
     "SystemPlanOut",
     "SystemProgressOut",
+    "SystemStatus",
     "TablePlanOut",
 )
 
 RequestKind = Literal["access", "erasure", "rectification"]
+RequestStatus = Literal[
+    "received", "awaiting_approval", "queued", "running", "completed", "failed", "rejected", "cancelled"
+]
+"""Where a request is; ``completed``, ``failed``, ``rejected`` and ``cancelled`` are final."""
+SystemStatus = Literal["pending", "running", "completed", "failed"]
+"""Where a request is in one system."""
+ExportFormat = Literal["json", "zip"]
 ChangeValue = str | int | float | bool | None
 """A rectified value: text, number, boolean or null (dates as ISO 8601 text)."""
 
@@ -62,7 +73,7 @@ class SystemProgressOut(BaseStruct):
 
     system: str
     manifest_version: int
-    status: str
+    status: SystemStatus
     not_found: bool
     counts: dict[str, Any]
     error: str | None
@@ -72,8 +83,8 @@ class RequestOut(BaseStruct):
     """A request, its deadlines and its per-system progress."""
 
     id: uuid.UUID
-    kind: str
-    status: str
+    kind: RequestKind
+    status: RequestStatus
     received_at: datetime
     due_at: datetime
     extended_due_at: datetime | None

@@ -5,7 +5,8 @@ from __future__ import annotations
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.plugins.prometheus import PrometheusController
+from litestar.openapi.spec import Example
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -13,6 +14,12 @@ from app.db.store import current_revision, head_revision
 from app.domain.system.schemas import Health, Readiness
 
 __all__ = ("MetricsController", "SystemController")
+
+METRICS_EXAMPLE = """\
+# HELP lethe_requests_total Data-subject requests by kind and status
+# TYPE lethe_requests_total gauge
+lethe_requests_total{kind="access",status="completed"} 12.0
+"""
 
 
 class SystemController(Controller):
@@ -61,8 +68,27 @@ class SystemController(Controller):
         return Response(Readiness(status="ok", store="reachable", revision=revision, head=head))
 
 
-class MetricsController(PrometheusController):
+class MetricsController(Controller):
     """Prometheus exposition at ``/metrics``."""
 
     path = "/metrics"
     tags = ["system"]
+
+    @get(
+        "/",
+        operation_id="GetMetrics",
+        summary="Prometheus metrics (text exposition format)",
+        media_type=CONTENT_TYPE_LATEST,
+        responses={
+            200: ResponseSpec(
+                data_container=str,
+                media_type=CONTENT_TYPE_LATEST.split(";")[0],
+                description="Metrics in the Prometheus text format 0.0.4.",
+                generate_examples=False,
+                examples=[Example(summary="One sample", value=METRICS_EXAMPLE)],
+            )
+        },
+    )
+    async def metrics(self) -> Response[bytes]:
+        """Request counts and latencies, request and retention gauges, backup health."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
