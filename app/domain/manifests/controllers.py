@@ -9,7 +9,15 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +58,7 @@ class _ManifestBody(Operation):
             required=True,
             content={
                 "application/yaml": OpenAPIMediaType(
-                    schema=Schema(type=OpenAPIType.STRING),
+                    schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
                     examples={"shop": Example(summary="The demo shop, as YAML", value=MANIFEST_YAML)},
                 ),
                 "application/json": OpenAPIMediaType(

@@ -74,8 +74,8 @@ class ExportDownload(Operation):
             "200": OpenAPIResponse(
                 description="The export, decrypted on the fly; sent as an attachment.",
                 content={
-                    "application/json": OpenAPIMediaType(schema=json_document),
                     "application/zip": OpenAPIMediaType(schema=archive),
+                    "application/json": OpenAPIMediaType(schema=json_document),
                 },
             ),
         }
