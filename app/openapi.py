@@ -27,7 +27,7 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from app import __version__
 from app.config import Settings, load_settings
 from app.lib.auth import ALL_SCOPES, ScopeGuard
-from app.lib.schema import BodyExample
+from app.lib.schema import BaseStruct, BodyExample, InputStruct
 
 __all__ = ("DOCS_ASSETS_PATH", "complete_openapi", "docs_assets_router", "openapi_config", "render_openapi")
 
@@ -202,6 +202,8 @@ def _complete_operation(
         responses["429"] = _problem(429, _PROBLEMS[429])
     idempotent = any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters)
     for status, response in responses.items():
+        for header in response.get("headers", {}).values():
+            header.setdefault("schema", {"type": "string"})  # Litestar omits it for documentation_only
         if not status.startswith("2"):
             continue
         _attach_examples(response.get("content", {}), by_component)
@@ -212,8 +214,25 @@ def _complete_operation(
                 "schema": {"type": "string", "enum": ["true"]},
             }
     for parameter in parameters:
+        parameter["schema"] = _not_nullable(parameter["schema"])
         if parameter["in"] == "query" and parameter["name"] == "limit":
             parameter["schema"]["maximum"] = settings.max_page_size
+
+
+def _not_nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional parameter is omitted, never null: drop the ``None`` of ``X | None``."""
+    alternatives = schema.get("oneOf")
+    if alternatives and {"type": "null"} in alternatives:
+        rest = [a for a in alternatives if a != {"type": "null"}]
+        merged = {k: v for k, v in schema.items() if k != "oneOf"}
+        return {**rest[0], **merged} if len(rest) == 1 else {**merged, "oneOf": rest}
+    kinds = schema.get("type")
+    if isinstance(kinds, list) and "null" in kinds:
+        kept = [k for k in kinds if k != "null"]
+        schema = {**schema, "type": kept[0] if len(kept) == 1 else kept}
+        if "enum" in schema:
+            schema["enum"] = [v for v in schema["enum"] if v is not None]
+    return schema
 
 
 def complete_openapi(app: Litestar, settings: Settings, examples: Iterable[BodyExample]) -> None:
@@ -227,9 +246,52 @@ def complete_openapi(app: Litestar, settings: Settings, examples: Iterable[BodyE
         for method, operation in item.items():
             if isinstance(operation, dict) and "responses" in operation:
                 _complete_operation(path, operation, handlers.get((path, method)), settings, by_component)
-    for name, component in schema["components"]["schemas"].items():
+    components = schema["components"]["schemas"]
+    _add_struct_constraints(components)
+    for name, component in components.items():
         if name in by_component:
             component["examples"] = [e["value"] for e in by_component[name].values()]
+
+
+_CONSTRAINTS = frozenset(
+    {
+        "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum",
+        "exclusiveMaximum", "minItems", "maxItems", "minProperties", "maxProperties",
+    }
+)  # fmt: skip
+
+
+def _constraint_count(schema: object) -> int:
+    if isinstance(schema, dict):
+        return sum(k in _CONSTRAINTS for k in schema) + sum(_constraint_count(v) for v in schema.values())
+    if isinstance(schema, list):
+        return sum(_constraint_count(v) for v in schema)
+    return 0
+
+
+def _structs(base: type[msgspec.Struct]) -> Iterable[type[msgspec.Struct]]:
+    for sub in base.__subclasses__():
+        yield sub
+        yield from _structs(sub)
+
+
+def _add_struct_constraints(components: dict[str, Any]) -> None:
+    """Declare what msgspec enforces and Litestar's schemas drop: constraints inside dicts and
+    optional fields (``minProperties``, value ``maxLength``...) and ``additionalProperties: false``
+    on input bodies, taken from msgspec's own schema of the same struct."""
+    structs = {t.__name__: t for t in (*_structs(BaseStruct), *_structs(InputStruct))}
+    known = [t for name, t in structs.items() if name in components]
+    _, strict = msgspec.json.schema_components(known, ref_template="#/components/schemas/{name}")
+    for name, component in components.items():
+        if name not in strict or name not in structs:
+            continue
+        if issubclass(structs[name], InputStruct):
+            component["additionalProperties"] = False
+        properties = component.get("properties", {})
+        for field, declared in strict[name].get("properties", {}).items():
+            ours = properties.get(field)
+            if ours is not None and _constraint_count(declared) > _constraint_count(ours):
+                properties[field] = {**declared, **{k: v for k, v in ours.items() if k == "description"}}
 
 
 # Generating the contract must not need real secrets or a store: these values only satisfy the
