@@ -21,6 +21,8 @@ from app.lib.problems import problem_responses
 
 __all__ = ("AuditController",)
 
+MAX_SEQ = 2**63 - 1
+"""The largest audit sequence number the store can hold (BIGINT)."""
 CHECKPOINT_DOC = "With checkpoint_hash, _time and _signature: a checkpoint to verify against."
 
 
@@ -65,11 +67,11 @@ class AuditController(Controller):
 
     path = "/audit"
     tags = ["audit"]
-    guards = [requires("audit:read")]
 
     @get(
         "/events",
         operation_id="ListAuditEvents",
+        guards=[requires("audit:read")],
         summary="Audit events, filtered, in seq order",
         responses=problem_responses(401, 403, 422),
     )
@@ -128,6 +130,7 @@ class AuditController(Controller):
     @get(
         "/verify",
         operation_id="VerifyAuditChain",
+        guards=[requires("audit:read")],
         summary="Recompute the hash chain",
         responses=problem_responses(401, 403, 422, 503),
     )
@@ -135,7 +138,9 @@ class AuditController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         state: State,
-        checkpoint_seq: Annotated[int | None, QueryParameter(ge=0, description=CHECKPOINT_DOC)] = None,
+        checkpoint_seq: Annotated[
+            int | None, QueryParameter(ge=0, le=MAX_SEQ, description=CHECKPOINT_DOC)
+        ] = None,
         checkpoint_hash: FromQuery[str | None] = None,
         checkpoint_time: FromQuery[str | None] = None,
         checkpoint_signature: FromQuery[str | None] = None,
@@ -161,6 +166,7 @@ class AuditController(Controller):
     @get(
         "/checkpoints",
         operation_id="GetAuditCheckpoint",
+        guards=[requires("audit:read")],
         summary="A signed checkpoint of the head",
         responses=problem_responses(401, 403, 503),
     )

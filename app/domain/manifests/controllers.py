@@ -45,6 +45,10 @@ from app.manifest.loading import load_manifest
 
 __all__ = ("ManifestController",)
 
+ManifestVersionNumber = Annotated[
+    int | None,
+    QueryParameter(ge=1, le=2**31 - 1, description="A version number; the latest when omitted."),
+]
 _JSON_TYPES = ("application/json", "application/manifest+json")
 
 
@@ -167,7 +171,7 @@ class ManifestController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         system: FromPath[str],
-        version: Annotated[int | None, QueryParameter(ge=1, description="a version number")] = None,
+        version: ManifestVersionNumber = None,
     ) -> ManifestVersionOut:
         """Versions never change once registered, so a version number identifies content."""
         return _version_out(await ManifestService(session=db_session).get_version(system, version))
@@ -185,7 +189,7 @@ class ManifestController(Controller):
         db_session: NamedDependency[AsyncSession],
         state: State,
         system: FromPath[str],
-        version: Annotated[int | None, QueryParameter(ge=1, description="a version number")] = None,
+        version: ManifestVersionNumber = None,
     ) -> ValidationReport:
         """The target may have changed since registration: errors, risks and lint findings now."""
         row = await ManifestService(session=db_session).get_version(system, version)

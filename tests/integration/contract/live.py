@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 import uvicorn
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -71,8 +73,15 @@ def serve(home: Path, people: int = 30) -> Iterator[LiveServer]:
     create_shop(shop, people=people)
     previous = os.environ.get(SHOP_URL_VARIABLE)
     os.environ[SHOP_URL_VARIABLE] = f"sqlite+aiosqlite:///{shop}"
+    signing_key = Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
     settings = make_settings(
-        home, workers_enabled="true", worker_poll_seconds="0.2", backup_check_interval_seconds="0"
+        home,
+        workers_enabled="true",
+        worker_poll_seconds="0.2",
+        backup_check_interval_seconds="0",
+        audit_signing_key=signing_key.decode("ascii"),
     )
     asyncio.run(_migrate(settings.database_url))
     port = _free_port()
