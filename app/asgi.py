@@ -27,7 +27,7 @@ from app.domain.retention.jobs import RetentionRunner, retention_lifespan
 from app.domain.system.controllers import MetricsController, SystemController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
-from app.lib.http_fixes import allow_header_fixer, refuse_null_parameters
+from app.lib.http_fixes import allow_header_fixer, enforce_contract
 from app.lib.logging import RequestIdMiddleware, configure_logging
 from app.lib.problems import exception_handlers
 from app.openapi import complete_openapi, docs_assets_router, openapi_config
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=store_config(settings, engine))],
         middleware=[RequestIdMiddleware, prometheus.middleware],
         exception_handlers=exception_handlers,
-        before_request=refuse_null_parameters,
+        before_request=enforce_contract,
         before_send=[fix_allow_header],
         request_max_body_size=settings.max_body_bytes,
         lifespan=[

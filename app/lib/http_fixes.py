@@ -1,5 +1,7 @@
-"""Two gaps between Litestar's HTTP behaviour and the published contract, closed in one place.
+"""Gaps between Litestar's HTTP behaviour and the published contract, closed in one place.
 
+- JSON bodies: Litestar converts them leniently (``"occurred_at": 0`` becomes 1970, ``"true"``
+  becomes ``True``); the contract says what types are accepted, so bodies are checked strictly.
 - ``?limit=null``: Litestar reads the text ``null`` as ``None`` for an optional number, boolean,
   enum or UUID parameter, so a value the contract forbids would be taken as "omitted".
 - ``OPTIONS``: the ``Allow`` header lists only the methods of the first handler registered on a
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any, Union, get_args, get_origin
 
+import msgspec
 from litestar import Litestar, Request
 from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
@@ -20,7 +23,7 @@ from litestar.types import Message, Scope
 
 from app.lib.errors import ValidationFailed, field_error
 
-__all__ = ("allow_header_fixer", "refuse_null_parameters")
+__all__ = ("allow_header_fixer", "enforce_contract")
 
 _TEXT_TYPES = (str, type(None))
 
@@ -41,8 +44,37 @@ def _non_text_query_parameters(handler: HTTPRouteHandler) -> frozenset[str]:
     return frozenset(names)
 
 
-async def refuse_null_parameters(request: Request[Any, Any, Any]) -> None:
-    """``before_request``: a number, boolean, enum or id parameter given as ``null`` is a 422."""
+@cache
+def _body_struct(handler: HTTPRouteHandler) -> type[msgspec.Struct] | None:
+    field = handler.parsed_fn_signature.parameters.get("data")
+    annotation = field.annotation if field is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return annotation
+    return None
+
+
+def _body_field(message: str) -> str:
+    """``Expected `int`, got `str` - at `$.filters[0].value``` -> ``body.filters[0].value``."""
+    _, _, where = message.rpartition(" - at `$")
+    return "body" + where.rstrip("`") if where else "body"
+
+
+async def _strict_body(request: Request[Any, Any, Any], struct: type[msgspec.Struct]) -> None:
+    if "json" not in request.headers.get("content-type", "").lower():
+        return
+    try:
+        msgspec.json.decode(await request.body(), type=struct, strict=True)
+    except msgspec.ValidationError as exc:
+        field = _body_field(str(exc))
+        message = str(exc).partition(" - at ")[0]
+        raise ValidationFailed(f"{field}: {message}", [field_error(field, message)]) from exc
+    except msgspec.DecodeError:
+        return  # not JSON at all: Litestar's own parsing answers it
+
+
+async def enforce_contract(request: Request[Any, Any, Any]) -> None:
+    """``before_request``: JSON bodies must match their types exactly, and a number, boolean,
+    enum or id query parameter given as ``null`` is refused (422) instead of read as omitted."""
     handler = request.route_handler
     if not isinstance(handler, HTTPRouteHandler):
         return
@@ -53,6 +85,9 @@ async def refuse_null_parameters(request: Request[Any, Any, Any]) -> None:
                 f"query parameter '{name}' is null; omit it instead",
                 [field_error(f"query.{name}", "null is not a value; omit the parameter")],
             )
+    struct = _body_struct(handler)
+    if struct is not None:
+        await _strict_body(request, struct)
 
 
 def allow_header_fixer() -> tuple[Callable[[Message, Scope], Awaitable[None]], Callable[[Litestar], None]]:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-import uvicorn
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.asgi import create_app
