@@ -37,6 +37,7 @@ class LiveServer:
     settings: Settings
     token: str
     manifest_yaml: bytes
+    shop: Path
 
 
 def _free_port() -> int:
@@ -94,7 +95,7 @@ def serve(home: Path, people: int = 30) -> Iterator[LiveServer]:
     try:
         _wait_ready(base_url, thread)
         token = mint_token(settings, sub="contract-tester", scopes=list(ALL_SCOPES), client_id="contract")
-        yield LiveServer(base_url, settings, token, DEMO_MANIFEST.read_bytes())
+        yield LiveServer(base_url, settings, token, DEMO_MANIFEST.read_bytes(), shop)
     finally:
         server.should_exit = True
         thread.join(timeout=20)
