@@ -133,7 +133,8 @@ def _handlers(app: Litestar) -> dict[tuple[str, str], HTTPRouteHandler]:
 def _scope(handler: HTTPRouteHandler | None) -> str | None:
     if handler is None:
         return None
-    scopes = [g.scope for g in handler.resolve_guards() if isinstance(g, ScopeGuard)]
+    guards = [g for layer in handler.ownership_layers for g in (layer.guards or ())]
+    scopes = [g.scope for g in guards if isinstance(g, ScopeGuard)]
     return scopes[0] if scopes else None
 
 
@@ -177,7 +178,7 @@ def _secure(operation: dict[str, Any], path: str, scope: str | None) -> None:
         return
     if scope is None:
         return
-    operation["security"] = [{"OAuth2": [scope]}, {"BearerToken": [scope]}]
+    operation["security"] = [{"OAuth2": [scope]}, {"BearerToken": []}]
     sentence = f"Requires the scope `{scope}`."
     operation["description"] = f"{operation.get('description', '').rstrip()}\n\n{sentence}".lstrip()
 
