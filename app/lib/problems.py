@@ -79,6 +79,7 @@ def _field_errors(exc: ValidationException) -> list[ProblemFieldError]:
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             source = item.get("source") or "body"
+            source = getattr(source, "value", source)  # Litestar's ParamType enum -> "query"
             key = item.get("key") or ""
             field = f"{source}.{key}" if key else str(source)
             errors.append(ProblemFieldError(field=field, message=str(item.get("message", "invalid"))))
