@@ -1,15 +1,16 @@
-"""Query and header parameters shared by many operations, declared once with their real limits."""
+"""Parameters and headers shared by many operations, declared once with their real limits."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
+from litestar.datastructures import ResponseHeader
 from litestar.params import QueryParameter
 
 from app.lib.errors import ValidationFailed, field_error
 
-__all__ = ("DATE_TIME", "PageCursor", "PageLimit", "parse_instant")
+__all__ = ("DATE_TIME", "PageCursor", "PageLimit", "location", "parse_instant")
 
 DATE_TIME = {"format": "date-time"}
 """``schema_extra`` of a timestamp query parameter taken as text and read by :func:`parse_instant`."""
@@ -52,3 +53,12 @@ def parse_instant(value: str | None, field: str) -> datetime | None:
             [field_error(field, "an RFC 3339 date-time with an offset, e.g. 2026-05-01T12:00:00Z")],
         )
     return moment
+
+
+def location(template: str) -> ResponseHeader:
+    """The ``Location`` header of a 201/202 answer, documented (the handler sets its value)."""
+    return ResponseHeader(
+        name="Location",
+        description=f"Where the new resource can be followed: `{template}`.",
+        documentation_only=True,
+    )

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import ResponseHeader, State
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.spec import (
     OpenAPIFormat,
@@ -42,16 +42,10 @@ from app.lib.crypto import aes_key
 from app.lib.errors import Unavailable, ValidationFailed
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
-from app.lib.params import PageCursor, PageLimit
+from app.lib.params import PageCursor, PageLimit, location
 from app.lib.problems import problem_responses
 
 __all__ = ("RequestController",)
-
-LOCATION = ResponseHeader(
-    name="Location",
-    description="Where the request can be followed: `/v1/requests/{id}`.",
-    documentation_only=True,
-)
 
 
 @dataclass
@@ -113,7 +107,7 @@ class RequestController(Controller):
         summary="Submit a data-subject request",
         guards=[requires("requests:write")],
         status_code=202,
-        response_headers=[LOCATION],
+        response_headers=[location("/v1/requests/{id}")],
         responses=problem_responses(401, 403, 409, 413, 422, 503),
     )
     async def create(
