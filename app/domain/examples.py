@@ -47,7 +47,7 @@ from app.domain.retention.schemas import (
     RunPage,
 )
 from app.domain.system.schemas import Health, Readiness
-from app.lib.schema import BodyExample
+from app.lib.schema import BodyExample, Problem, ProblemFieldError
 
 __all__ = ("EXAMPLES", "MANIFEST_JSON", "MANIFEST_YAML")
 
@@ -384,6 +384,23 @@ EXAMPLES = (
     BodyExample("shop", "Restore the newest dump of the shop", RestoreTestIn(system="shop")),
     BodyExample("passed", "A passed restore test", _RESTORE),
     BodyExample("ok", "The process answers", Health(status="ok")),
+    BodyExample(
+        "validation",
+        "An identity type no manifest declares",
+        Problem(
+            type="urn:lethe:problem:validation",
+            title="Validation failed",
+            status=422,
+            detail="body.identities.shoe_size: no registered manifest declares this identity",
+            instance="/v1/requests",
+            errors=[
+                ProblemFieldError(
+                    field="body.identities.shoe_size",
+                    message="no registered manifest declares this identity",
+                )
+            ],
+        ),
+    ),
     BodyExample(
         "ready",
         "Store reachable and migrated",
