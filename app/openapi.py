@@ -176,7 +176,8 @@ def _secure(operation: dict[str, Any], path: str, scope: str | None) -> None:
     if not path.startswith("/v1/"):
         operation["security"] = []
         return
-    if scope is None:
+    if scope is None:  # a token, whatever its scopes
+        operation["security"] = [{"BearerToken": []}]
         return
     operation["security"] = [{"OAuth2": [scope]}, {"BearerToken": []}]
     sentence = f"Requires the scope `{scope}`."
