@@ -312,7 +312,13 @@ EXAMPLES = (
     BodyExample(
         "registered",
         "A new manifest version",
-        Registration(created=True, version=_VERSION, risks=[], findings=[_FINDING]),
+        Registration(
+            created=True,
+            version=_VERSION,
+            notice="1 column that looks personal is not declared: it would survive erasure",
+            risks=[],
+            findings=[_FINDING],
+        ),
     ),
     BodyExample("latest", "The latest version of the shop's manifest", _VERSION),
     BodyExample("page", "Every system's latest version", ManifestPage(items=[_SUMMARY], next_cursor=None)),
