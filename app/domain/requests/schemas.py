@@ -65,7 +65,8 @@ class ExtensionIn(InputStruct):
 
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     months: Annotated[int, msgspec.Meta(ge=1, le=2)] | None = None
-    until: datetime | None = None
+    until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    """With a time zone (RFC 3339), like every timestamp Lethe reads."""
 
 
 class SystemProgressOut(BaseStruct):

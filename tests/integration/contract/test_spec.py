@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
@@ -160,6 +161,10 @@ async def test_a_json_body_is_read_strictly(
     assert response.json()["errors"][0]["field"] == "body.occurred_at"
     response = await client.post("/v1/requests", json={"kind": "access", "identities": {}}, headers=auth())
     assert response.status_code == 422
+    naive = {"reason": "complex", "until": "2100-04-29T09:00:00"}
+    response = await client.post(f"/v1/requests/{uuid.uuid4()}/extend", json=naive, headers=auth())
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "body.until"
     declared = SPEC["components"]["schemas"]["RequestIn"]
     assert declared["properties"]["identities"]["minProperties"] == 1
     assert declared["additionalProperties"] is False
