@@ -10,7 +10,6 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.plugins.prometheus import PrometheusConfig
 
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
@@ -29,8 +28,10 @@ from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.http_fixes import allow_header_fixer, enforce_contract
 from app.lib.logging import RequestIdMiddleware, configure_logging
+from app.lib.metrics import HttpMetricsMiddleware
 from app.lib.problems import exception_handlers
 from app.openapi import complete_openapi, docs_assets_router, openapi_config
+from app.server import startup_guard
 
 __all__ = ("create_app",)
 
@@ -48,9 +49,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         from app.domain.requests.jobs import background_tasks
 
-        if settings.manifests_dir:
-            await register_directory(engine, Path(settings.manifests_dir))
         try:
+            if settings.manifests_dir:
+                await register_directory(engine, Path(settings.manifests_dir))
             async with background_tasks(settings, engine, targets):
                 yield
         finally:
@@ -69,22 +70,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
     )
-    prometheus = PrometheusConfig(
-        app_name="lethe",
-        prefix="lethe",
-        group_path=True,
-        exclude=["/metrics", "/healthz", "/readyz"],
-    )
     fix_allow_header, arm_allow_header = allow_header_fixer()
     app = Litestar(
         route_handlers=[SystemController, MetricsController, v1, docs_assets_router()],
         plugins=[SQLAlchemyPlugin(config=store_config(settings, engine))],
-        middleware=[RequestIdMiddleware, prometheus.middleware],
+        middleware=[RequestIdMiddleware, HttpMetricsMiddleware],
         exception_handlers=exception_handlers,
         before_request=enforce_contract,
         before_send=[fix_allow_header],
         request_max_body_size=settings.max_body_bytes,
         lifespan=[
+            startup_guard(),
             lifespan,
             retention_lifespan(retention_runner, settings),
             backup_gauge_refresher(settings, engine),

@@ -12,13 +12,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db.store import current_revision, head_revision
 from app.domain.system.schemas import Health, Readiness
+from app.lib.settings_checks import missing_keys
 
 __all__ = ("MetricsController", "SystemController")
 
 METRICS_EXAMPLE = """\
-# HELP lethe_requests_total Data-subject requests by kind and status
-# TYPE lethe_requests_total gauge
-lethe_requests_total{kind="access",status="completed"} 12.0
+# HELP lethe_subject_requests Data-subject requests in the store, by kind and status
+# TYPE lethe_subject_requests gauge
+lethe_subject_requests{kind="access",status="completed"} 12.0
 """
 
 
@@ -37,11 +38,14 @@ class SystemController(Controller):
         operation_id="Readyz",
         summary="Readiness: store reachable and migrated",
         responses={
-            503: ResponseSpec(data_container=Readiness, description="Store unreachable or not migrated")
+            503: ResponseSpec(
+                data_container=Readiness, description="Store unreachable or not migrated, or a key missing"
+            )
         },
     )
     async def readyz(self, state: State) -> Response[Readiness]:
-        """503 until the store answers and is at the migration head this build ships."""
+        """503 until the store answers, is at the migration head this build ships, and every key
+        the service needs is configured."""
         head = head_revision()
         try:
             async with state.store_engine.connect() as connection:
@@ -63,6 +67,15 @@ class SystemController(Controller):
                 revision=revision,
                 head=head,
                 detail="service store is not migrated to head; run 'lethe database upgrade'",
+            )
+            return Response(body, status_code=503)
+        if missing := missing_keys(state.settings):
+            body = Readiness(
+                status="unavailable",
+                store="reachable",
+                revision=revision,
+                head=head,
+                detail="; ".join(missing),
             )
             return Response(body, status_code=503)
         return Response(Readiness(status="ok", store="reachable", revision=revision, head=head))
