@@ -148,9 +148,7 @@ def surrogate_problem(
             f"`{name}` cannot be written into a {column.type_name} column (it takes: {fits})",
         )
     if name == "null":
-        if column.nullable:
-            return None
-        return SurrogateProblem("not_null_delete", "NOT NULL column cannot take the `null` surrogate")
+        return None if column.nullable else _NOT_NULL
     if unique and name not in KEYED_SURROGATES | _UNIQUE_WHEN_UNIQUE:
         return SurrogateProblem(
             "unique_constant",
