@@ -154,15 +154,24 @@ def surrogate_problem(
             "unique_constant",
             f"a UNIQUE column cannot take `{name}` (one value for every row); use `unique` or `null`",
         )
-    if name == "constant":
-        try:
-            constant_value(column, surrogate.value)
-        except ConstantError as exc:
-            return SurrogateProblem("surrogate_type", str(exc))
-        return _length_problem(surrogate, column, unique=unique)
-    return _key_problem(name, column, unique=unique, key=key) or _length_problem(
-        surrogate, column, unique=unique
+    return (
+        _constant_problem(surrogate, column)
+        or _key_problem(name, column, unique=unique, key=key)
+        or _length_problem(surrogate, column, unique=unique)
     )
+
+
+_NOT_NULL = SurrogateProblem("not_null_delete", "NOT NULL column cannot take the `null` surrogate")
+
+
+def _constant_problem(surrogate: Surrogate, column: ColumnInfo) -> SurrogateProblem | None:
+    if surrogate.kind != "constant":
+        return None
+    try:
+        constant_value(column, surrogate.value)
+    except ConstantError as exc:
+        return SurrogateProblem("surrogate_type", str(exc))
+    return None
 
 
 def _key_problem(
