@@ -16,11 +16,13 @@ from sqlalchemy import (
     ColumnElement,
     Delete,
     Select,
+    String,
     Table,
     Update,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     false,
     func,
@@ -32,6 +34,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import CompileError
 
 from app.engine.surrogates import placeholder_bind
@@ -48,6 +51,7 @@ __all__ = (
     "in_rows",
     "keyset_bounds",
     "subject_condition",
+    "value_differs",
 )
 
 
@@ -155,8 +159,25 @@ class ColumnChange:
     value: ColumnElement[Any]
     kind: str
     """``null`` or the surrogate name."""
-    keyed: bool = False
-    """Whether the value differs per row (derived from the key or the original value)."""
+
+
+def value_differs(column: Any, change: ColumnChange) -> ColumnElement[bool]:
+    """Whether ``column`` does not hold ``change``'s value yet (NULL-safe; JSON compared as text,
+    PostgreSQL's ``json`` having no equality)."""
+    differs: ColumnElement[bool]
+    if change.kind == "null":
+        differs = column.is_not(None)
+    elif isinstance(column.type, sqltypes.JSON):
+        differs = cast(column, String).is_distinct_from(cast(change.value, String))
+    else:
+        differs = column.is_distinct_from(change.value)
+    return differs
+
+
+def _pending(table: Table, link: LinkChanges) -> ColumnElement[bool]:
+    """The link's rows where some column still differs from its surrogate: re-applying an
+    erasure (a replay, a second request) matches and rewrites nothing."""
+    return and_(link.condition, or_(*(value_differs(table.c[c.column], c) for c in link.changes)))
 
 
 @dataclass(frozen=True)
@@ -191,7 +212,7 @@ def anonymize_statement(table: Table, links: Sequence[LinkChanges]) -> Update | 
     if len(links) == 1:
         only = links[0]
         values = {c.column: c.value for c in only.changes}
-        return update(table).where(only.condition).values(values)
+        return update(table).where(_pending(table, only)).values(values)
     owners: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]] = {}
     for link in links:
         for change in link.changes:
@@ -200,7 +221,7 @@ def anonymize_statement(table: Table, links: Sequence[LinkChanges]) -> Update | 
         column: case(*whens, else_=table.c[column]) if whens else table.c[column]
         for column, whens in owners.items()
     }
-    return update(table).where(or_(*(link.condition for link in links))).values(values)
+    return update(table).where(or_(*(_pending(table, link) for link in links))).values(values)
 
 
 def keyset_bounds(

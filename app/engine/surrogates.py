@@ -509,7 +509,7 @@ def resolved_surrogate(ctx: SurrogateContext, spec: str | Surrogate | None) -> S
         surrogate = default_surrogate(ctx.info, unique=ctx.unique)
     problem = surrogate_problem(surrogate, ctx.info, unique=ctx.unique, key=ctx.key_infos)
     if problem is not None:
-        raise ctx.fail(problem)
+        raise ctx.fail(problem.message)
     return surrogate
 
 

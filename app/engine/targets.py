@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.config import Settings
 from app.engine.reflection import reflect_schema
+from app.engine.surrogates import install_sqlite_functions
 from app.lib.errors import TargetUnavailable
 from app.manifest.model import Connection
 from app.manifest.schema import SchemaInfo
@@ -112,9 +113,11 @@ def _mysql_statement_timeout(seconds: float) -> Any:
 
 
 def _sqlite_foreign_keys(dbapi_connection: Any, _: Any) -> None:
+    """Foreign keys enforced, and the SQL functions surrogates use (``hash``, ``uuid``)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    install_sqlite_functions(dbapi_connection)
 
 
 class TargetRegistry:
@@ -132,6 +135,11 @@ class TargetRegistry:
         self._environ = environ
         self._engines: dict[str, tuple[URL, AsyncEngine]] = {}
         self._lock = asyncio.Lock()
+
+    @property
+    def surrogate_secret(self) -> str | None:
+        """The service secret keying the ``hash`` surrogate (the audit key)."""
+        return self._settings.audit_key
 
     async def engine(self, system: str, connection: Connection) -> AsyncEngine:
         """The pooled engine of ``system`` (created lazily, replaced if its URL changed).
