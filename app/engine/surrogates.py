@@ -325,11 +325,10 @@ def _constant(ctx: SurrogateContext, surrogate: Surrogate) -> ColumnElement[Any]
 
 
 def _json_text(ctx: SurrogateContext, document: str) -> ColumnElement[Any]:
-    """A JSON document written as JSON (``jsonb_typeof`` of ``{}`` is ``object``, not string)."""
+    """A JSON document written as JSON (``jsonb_typeof`` of ``{}`` is ``object``, not string);
+    MariaDB/MySQL and SQLite parse the text they are given."""
     if ctx.dialect == "postgresql":
         return cast(literal(document, String), ctx.type)
-    if ctx.dialect == "mysql" and isinstance(ctx.type, sqltypes.JSON):
-        return func.json_extract(literal(document, String), literal("$", String), type_=ctx.type)
     return literal(document, String)
 
 

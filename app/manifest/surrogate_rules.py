@@ -145,7 +145,7 @@ def surrogate_problem(
         fits = ", ".join(sorted(k for k in SURROGATE_KINDS if kind in SURROGATE_KINDS[k]))
         return SurrogateProblem(
             "surrogate_type",
-            f"`{name}` cannot be written into a {column.type_name} column (it takes: {fits})",
+            f"`{name}` cannot be written into a column of type {column.type_name} (it takes: {fits})",
         )
     if name == "null":
         return None if column.nullable else _NOT_NULL
