@@ -59,6 +59,7 @@ from app.engine.erasure_sql import (
     subject_condition,
     value_differs,
 )
+from app.engine.integrity import integrity_detail
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.schema_info import schema_from_metadata
 from app.engine.surrogates import (
@@ -681,16 +682,18 @@ async def _run_step(
     """Run one table's statement (or one keyset batch of it) and verify it, in ``conn``'s
     transaction; returns the rows changed."""
     condition = work.condition if window is None else and_(work.condition, window)
-    if first:
-        for statement in work.before:
-            await conn.execute(statement)
-    changed = 0
+    statements = list(work.before) if first else []
     statement = work.main
-    if statement is not None:
-        if window is not None:
-            statement = statement.where(window)
-        result = await conn.execute(statement)
-        changed = max(result.rowcount, 0)
+    if statement is not None and window is not None:
+        statement = statement.where(window)
+    changed = 0
+    try:
+        for before in statements:
+            await conn.execute(before)
+        if statement is not None:
+            changed = max((await conn.execute(statement)).rowcount, 0)
+    except IntegrityError as exc:
+        raise _refused(target.manifest.system, work.table, exc) from exc
     bucket = outcome.deleted if work.strategy == "delete" else outcome.anonymized
     if statement is not None:
         bucket[work.table] = bucket.get(work.table, 0) + changed
@@ -745,11 +748,23 @@ async def execute_erasure(
             else:
                 await _stepwise(conn, target, works, sizes, outcome, cursor, save_cursor)
     except IntegrityError as exc:
-        raise ErasureBlocked(
-            f"system '{manifest.system}': the target refused the erasure "
-            f"({type(exc.orig).__name__}); nothing was changed in the failing transaction"
-        ) from exc
+        raise _refused(manifest.system, manifest.subject.table, exc) from exc
     return outcome
+
+
+def _refused(system: str, table: str, error: IntegrityError) -> ErasureBlocked:
+    """The target refused a statement: name the constraint and the table (never a value)."""
+    detail = integrity_detail(error)
+    return ErasureBlocked(
+        f"system '{system}': the target refused the erasure of table '{table}': "
+        f"{detail.describe(table)} does not hold; the transaction was rolled back",
+        extra={
+            "system": system,
+            "table": detail.table or table,
+            "constraint": detail.constraint,
+            "constraint_kind": detail.kind,
+        },
+    )
 
 
 async def _sizes(conn: AsyncConnection, target: _Target, works: Sequence[_TableWork]) -> dict[str, int]:
