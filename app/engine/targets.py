@@ -14,10 +14,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.config import Settings
+from app.engine.check_proof import prove_checks
 from app.engine.reflection import reflect_schema
 from app.engine.surrogates import install_sqlite_functions
 from app.lib.errors import TargetUnavailable
-from app.manifest.model import Connection
+from app.manifest.issues import Issue
+from app.manifest.model import Connection, Manifest
 from app.manifest.schema import SchemaInfo
 
 __all__ = ("ASYNC_DRIVERS", "TargetRegistry", "async_url", "resolve_url")
@@ -201,6 +203,19 @@ class TargetRegistry:
                 return await reflect_schema(conn)
             except _UNAVAILABLE as error:
                 raise TargetUnavailable(system, _reason(error)) from error
+
+    async def prove_checks(self, manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
+        """Prove in the target that erasure's surrogates satisfy every CHECK (see
+        :func:`app.engine.check_proof.prove_checks`); nothing is written.
+
+        Raises:
+            TargetUnavailable: the target cannot be reached.
+        """
+        async with self.connect(manifest.system, manifest.connection) as conn:
+            try:
+                return await prove_checks(conn, manifest, schema, self._settings.audit_key)
+            except _UNAVAILABLE as error:
+                raise TargetUnavailable(manifest.system, _reason(error)) from error
 
     async def dispose(self) -> None:
         """Close every pooled connection (called on application shutdown)."""

@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+import msgspec
 import rich_click as click
 
 from app.config import Settings
@@ -39,6 +40,17 @@ async def _reflect(manifest: Manifest | None, url: str | None) -> SchemaInfo:
         await targets.dispose()
 
 
+async def _prove(manifest: Manifest, url: str | None, schema: SchemaInfo) -> list[Issue]:
+    """The CHECK proof of :func:`app.engine.check_proof.prove_checks` against the same database."""
+    targets = TargetRegistry(Settings(), {_URL_VARIABLE: url} if url else None)
+    if url:
+        manifest = msgspec.structs.replace(manifest, connection=Connection(env=_URL_VARIABLE))
+    try:
+        return await targets.prove_checks(manifest, schema)
+    finally:
+        await targets.dispose()
+
+
 def _line(issue: Issue) -> str:
     label = "finding (acknowledged)" if issue.acknowledged else issue.severity
     return f"{label:<22} {issue.path}: {issue.message}"
@@ -62,6 +74,10 @@ def lint_command(file: Path, url: str | None) -> None:
     except LetheError as error:
         raise click.ClickException(error.detail) from error
     _, issues = validate(manifest, schema)
+    try:
+        issues += asyncio.run(_prove(manifest, url, schema))
+    except LetheError as error:
+        raise click.ClickException(error.detail) from error
     issues += lint(manifest, schema)
     for issue in issues:
         click.echo(_line(issue))

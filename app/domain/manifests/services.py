@@ -57,6 +57,7 @@ async def check_live(manifest: Manifest, targets: TargetRegistry) -> LiveCheck:
     """
     schema = await targets.reflect(manifest.system, manifest.connection)
     graph, issues = validate(manifest, schema)
+    issues += await targets.prove_checks(manifest, schema)
     return LiveCheck(graph, issues + lint(manifest, schema))
 
 
