@@ -60,6 +60,7 @@ from app.engine.erasure_sql import (
     value_differs,
 )
 from app.engine.integrity import integrity_detail
+from app.engine.reflection import reflect_schema
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.schema_info import schema_from_metadata
 from app.engine.surrogates import (
@@ -224,7 +225,9 @@ class _Target:
 async def _load_target(conn: AsyncConnection, manifest: Manifest, options: ErasureOptions) -> _Target:
     metadata = MetaData()
     await conn.run_sync(lambda sync: metadata.reflect(sync))
-    schema = schema_from_metadata(metadata)
+    # SQLite shows inline UNIQUE constraints only to the inspector (as automatic indexes):
+    # reflect it the way validation does, so both see the same constraints
+    schema = await reflect_schema(conn) if conn.dialect.name == "sqlite" else schema_from_metadata(metadata)
     graph = build_graph(manifest, schema)
     dialect = conn.dialect.name
     return _Target(manifest, metadata, schema, graph, dialect, conn.dialect, options)

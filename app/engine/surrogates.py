@@ -50,6 +50,8 @@ __all__ = (
     "EMAIL_SHORT",
     "EPOCH",
     "SURROGATES",
+    "UNSPECIFIED_ADDRESS",
+    "UNSPECIFIED_NETWORK",
     "HashKey",
     "SurrogateContext",
     "SurrogateError",
@@ -508,7 +510,7 @@ def resolved_surrogate(ctx: SurrogateContext, spec: str | Surrogate | None) -> S
         surrogate = default_surrogate(ctx.info, unique=ctx.unique)
     problem = surrogate_problem(surrogate, ctx.info, unique=ctx.unique, key=ctx.key_infos)
     if problem is not None:
-        raise ctx.fail(problem.message)
+        raise SurrogateError(f"column '{ctx.table.name}.{ctx.column}' {problem.message}")
     return surrogate
 
 

@@ -144,15 +144,15 @@ def surrogate_problem(
     if kind not in SURROGATE_KINDS[name]:
         fits = ", ".join(sorted(k for k in SURROGATE_KINDS if kind in SURROGATE_KINDS[k]))
         return SurrogateProblem(
-            "surrogate_type",
-            f"`{name}` cannot be written into a column of type {column.type_name} (it takes: {fits})",
+            "surrogate_type", f"({column.type_name}) cannot take the `{name}` surrogate (it takes: {fits})"
         )
     if name == "null":
         return None if column.nullable else _NOT_NULL
     if unique and name not in KEYED_SURROGATES | _UNIQUE_WHEN_UNIQUE:
         return SurrogateProblem(
             "unique_constant",
-            f"a UNIQUE column cannot take `{name}` (one value for every row); use `unique` or `null`",
+            f"is UNIQUE, so one `{name}` value cannot be written to several rows; use surrogate "
+            "`unique`, `email` or `null`",
         )
     return (
         _constant_problem(surrogate, column)
@@ -161,7 +161,9 @@ def surrogate_problem(
     )
 
 
-_NOT_NULL = SurrogateProblem("not_null_delete", "NOT NULL column cannot take the `null` surrogate")
+_NOT_NULL = SurrogateProblem(
+    "not_null_delete", "is NOT NULL, so the `null` surrogate cannot be written; name a non-null surrogate"
+)
 
 
 def _constant_problem(surrogate: Surrogate, column: ColumnInfo) -> SurrogateProblem | None:
@@ -182,7 +184,8 @@ def _key_problem(
         return None
     if not key:
         return SurrogateProblem(
-            "surrogate_key", f"`{name}` is derived from the row key, and the table has no primary key"
+            "surrogate_key",
+            f"cannot take `{name}`: it is derived from the row key, and the table has no primary key",
         )
     from_integer = (unique and name in _INTEGER_KEY) or (
         name == "unique" and column.kind in ("integer", "number", "inet", "cidr")
@@ -190,7 +193,7 @@ def _key_problem(
     if from_integer and (len(key) != 1 or key[0].kind != "integer"):
         return SurrogateProblem(
             "surrogate_key",
-            f"`{name}` on a {column.type_name} column is computed from a single integer "
+            f"({column.type_name}) cannot take `{name}`: it is computed from a single integer "
             "primary key, which the table lacks",
         )
     return None
@@ -209,8 +212,8 @@ def _length_problem(surrogate: Surrogate, column: ColumnInfo, *, unique: bool) -
     if needed and needed > column.length:
         return SurrogateProblem(
             "surrogate_too_long",
-            f"{column.type_name}({column.length}) is too short for `{surrogate.kind}` "
-            f"(needs up to {needed} characters)",
+            f"holds at most {column.length} characters but the `{surrogate.kind}` surrogate "
+            f"needs up to {needed}",
         )
     return None
 
@@ -229,7 +232,7 @@ def constant_value(column: ColumnInfo, value: Any) -> Any:
     """
     kind = column.kind
     if value is None:
-        raise ConstantError("a constant needs a value (write `null` for NULL)")
+        raise ConstantError("cannot take a constant without a value (write `null` for NULL)")
     if kind == "json":
         return _json_constant(column, value)
     if kind == "array":
@@ -263,7 +266,7 @@ _EXPECTS = {
 
 
 def _wrong(column: ColumnInfo, value: Any, expects: str) -> ConstantError:
-    return ConstantError(f"constant {value!r} does not fit type {column.type_name}: expects {expects}")
+    return ConstantError(f"cannot take constant {value!r}: type {column.type_name} expects {expects}")
 
 
 def _scalar(kind: str, column: ColumnInfo, value: Any) -> Any:
@@ -319,6 +322,6 @@ def _json_constant(column: ColumnInfo, value: Any) -> Any:
         return json.loads(value)
     except ValueError as exc:
         raise ConstantError(
-            f"constant {value!r} is not JSON text for type {column.type_name}: write the JSON value "
-            f"itself (value: {{}}), or quote a JSON string (value: '{json.dumps(value)}')"
+            f"cannot take constant {value!r}: it is not JSON text for type {column.type_name}; write "
+            f"the JSON value itself (value: {{}}), or quote a JSON string (value: '{json.dumps(value)}')"
         ) from exc

@@ -158,14 +158,14 @@ def _surrogate_issues(
     message = problem.message
     if problem.kind == "not_null_delete":
         what = "deleting its value (NULL)" if strategy == "delete" else "the NULL surrogate"
-        message = f"NOT NULL, so {what} cannot be written; anonymize it with a non-null surrogate"
+        message = f"is NOT NULL, so {what} cannot be written; anonymize it with a non-null surrogate"
     return [
         Issue(
             kind=problem.kind,  # type: ignore[arg-type]
             path=f"{path}.strategy" if problem.kind == "not_null_delete" else f"{path}.surrogate",
             table=table.name,
             column=column.name,
-            message=f"column '{name}' ({column.type_name}): {message}",
+            message=f"column '{name}' {message}",
         )
     ]
 

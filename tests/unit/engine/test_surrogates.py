@@ -128,11 +128,11 @@ def test_redacted_fits_the_column_length() -> None:
     ("column", "spec", "message"),
     [
         ("age", "null", "NOT NULL"),
-        ("email", "constant:x", "UNIQUE"),
-        ("name", "constant:toolong", "too short for `constant`"),
-        ("age", "constant:abc", "'abc' does not fit type integer"),
-        ("age", "email", "`email` cannot be written into a column of type integer"),
-        ("bio", "zero", "`zero` cannot be written into a column of type string"),
+        ("email", "constant:x", "is UNIQUE"),
+        ("name", "constant:toolong", "holds at most 5 characters"),
+        ("age", "constant:abc", "constant 'abc': type integer expects an integer"),
+        ("age", "email", r"\(integer\) cannot take the `email` surrogate"),
+        ("bio", "zero", r"\(string\) cannot take the `zero` surrogate"),
     ],
 )
 def test_refusals_name_the_column(column: str, spec: str, message: str) -> None:
@@ -145,7 +145,7 @@ def test_a_unique_column_too_short_for_any_form_is_refused() -> None:
     table: Any = Table(
         "t", MetaData(), Column("id", Integer, primary_key=True), Column("e", String(8), unique=True)
     )
-    with pytest.raises(SurrogateError, match="too short"):
+    with pytest.raises(SurrogateError, match="holds at most 8 characters"):
         surrogate_expression(SurrogateContext(table, "e", ("id",), "sqlite", unique=True), "email")
 
 
