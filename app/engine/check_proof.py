@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import MetaData, Table, case, func, not_, select, text
+from sqlalchemy import Boolean, ColumnElement, MetaData, Table, case, func, literal_column, not_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.surrogates import (
@@ -104,7 +104,7 @@ async def _prove_table(
     after = select(
         *(replaced[c.name].label(c.name) if c.name in replaced else c for c in table.columns)
     ).subquery(table.name)
-    counts = [func.sum(case((not_(text(c.sqltext).self_group()), 1), else_=0)) for c in checks]
+    counts = [func.sum(case((not_(_expression(c)), 1), else_=0)) for c in checks]
     async with conn.begin_nested() if conn.in_transaction() else conn.begin() as transaction:
         row = (await conn.execute(select(*counts).select_from(after))).one()
         await transaction.rollback()
@@ -116,6 +116,11 @@ async def _prove_table(
             _issue(table.name, w, check, int(violations)) for w in written if _mentions(check, w.column)
         ]
     return issues
+
+
+def _expression(check: CheckInfo) -> ColumnElement[bool]:
+    """The CHECK's own SQL, as the database reported it, parenthesised as one boolean term."""
+    return literal_column(f"({check.sqltext})", Boolean)
 
 
 def _issue(table: str, written: _Written, check: CheckInfo, rows: int) -> Issue:
