@@ -87,17 +87,30 @@ def _person(i: int, dialect: str) -> dict[str, Any]:
     return row
 
 
+_POSTGRES_CASTS = {
+    "ext_id": "uuid",
+    "salary": "numeric",
+    "born": "date",
+    "wakes": "time",
+    "seen_at": "timestamptz",
+    "created": "timestamp",
+    "settings": "jsonb",
+    "prefs": "json",
+    "last_ip": "inet",
+    "home_net": "cidr",
+    "tags": "text[]",
+    "state": "mood",
+}
+
+
 def _insert_sql(columns: list[str], dialect: str) -> str:
-    casts = {
-        "postgresql": {"born": "date", "wakes": "time", "seen_at": "timestamptz", "created": "timestamp"}
-    }
-    values = []
-    for column in columns:
-        cast = casts.get(dialect, {}).get(column) or (
-            {"ext_id": "uuid", "settings": "jsonb", "prefs": "json", "last_ip": "inet", "home_net": "cidr"}
-            | {"tags": "text[]", "state": "mood"}
-        ).get(column)
-        values.append(f"CAST(:{column} AS {cast})" if cast and dialect == "postgresql" else f":{column}")
+    """asyncpg binds by the column's type: text values go through ``CAST(CAST(:v AS text) AS t)``."""
+    values = [
+        f"CAST(CAST(:{c} AS text) AS {_POSTGRES_CASTS[c]})"
+        if dialect == "postgresql" and c in _POSTGRES_CASTS
+        else f":{c}"
+        for c in columns
+    ]
     return f"INSERT INTO people ({', '.join(columns)}) VALUES ({', '.join(values)})"
 
 
