@@ -79,7 +79,13 @@ def _written(
         if column.strategy == "retain" or name not in table.c:
             continue
         ctx = SurrogateContext(
-            table, name, info.primary_key, dialect, unique=info.column_is_unique(name), hash_key=hash_key
+            table,
+            name,
+            info.primary_key,
+            dialect,
+            unique=info.column_is_unique(name),
+            hash_key=hash_key,
+            table_info=info,
         )
         wanted = Surrogate(kind="null") if column.strategy == "delete" else column.surrogate_spec
         try:

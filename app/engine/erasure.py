@@ -40,7 +40,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.audit import ErasureTombstone
@@ -59,7 +59,7 @@ from app.engine.erasure_sql import (
     subject_condition,
     value_differs,
 )
-from app.engine.integrity import integrity_detail
+from app.engine.integrity import IntegrityDetail, constraint_refusal, integrity_detail
 from app.engine.reflection import reflect_schema
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.schema_info import schema_from_metadata
@@ -225,9 +225,10 @@ class _Target:
 async def _load_target(conn: AsyncConnection, manifest: Manifest, options: ErasureOptions) -> _Target:
     metadata = MetaData()
     await conn.run_sync(lambda sync: metadata.reflect(sync))
-    # SQLite shows inline UNIQUE constraints only to the inspector (as automatic indexes):
-    # reflect it the way validation does, so both see the same constraints
-    schema = await reflect_schema(conn) if conn.dialect.name == "sqlite" else schema_from_metadata(metadata)
+    # SQLite shows inline UNIQUE constraints, MariaDB column-level CHECKs (its JSON columns) only
+    # to the inspector: reflect them the way validation does, so both see the same constraints
+    inspected = conn.dialect.name == "sqlite" or getattr(conn.dialect, "is_mariadb", False)
+    schema = await reflect_schema(conn) if inspected else schema_from_metadata(metadata)
     graph = build_graph(manifest, schema)
     dialect = conn.dialect.name
     return _Target(manifest, metadata, schema, graph, dialect, conn.dialect, options)
@@ -365,6 +366,7 @@ def _changes(target: _Target, table: str, columns: Sequence[str], binds: Binds) 
             unique=info.column_is_unique(name),
             hash_key=hash_key,
             secret_bind=binds.secret,
+            table_info=info,
         )
         wanted = Surrogate(kind="null") if column_spec.strategy == "delete" else column_spec.surrogate_spec
         try:
@@ -695,8 +697,11 @@ async def _run_step(
             await conn.execute(before)
         if statement is not None:
             changed = max((await conn.execute(statement)).rowcount, 0)
-    except IntegrityError as exc:
-        raise _refused(target.manifest.system, work.table, exc) from exc
+    except DBAPIError as exc:
+        refusal = constraint_refusal(exc)
+        if refusal is None:
+            raise
+        raise _refused(target.manifest.system, work.table, refusal) from exc
     bucket = outcome.deleted if work.strategy == "delete" else outcome.anonymized
     if statement is not None:
         bucket[work.table] = bucket.get(work.table, 0) + changed
@@ -751,13 +756,12 @@ async def execute_erasure(
             else:
                 await _stepwise(conn, target, works, sizes, outcome, cursor, save_cursor)
     except IntegrityError as exc:
-        raise _refused(manifest.system, manifest.subject.table, exc) from exc
+        raise _refused(manifest.system, manifest.subject.table, integrity_detail(exc)) from exc
     return outcome
 
 
-def _refused(system: str, table: str, error: IntegrityError) -> ErasureBlocked:
+def _refused(system: str, table: str, detail: IntegrityDetail) -> ErasureBlocked:
     """The target refused a statement: name the constraint and the table (never a value)."""
-    detail = integrity_detail(error)
     return ErasureBlocked(
         f"system '{system}': the target refused the erasure of table '{table}': "
         f"{detail.describe(table)} does not hold; the transaction was rolled back",

@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ("IntegrityDetail", "integrity_detail")
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+__all__ = ("IntegrityDetail", "constraint_refusal", "integrity_detail")
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,27 @@ _SQLITE = (
 )
 
 
+_MYSQL_CHECK_ERRORS = frozenset({4025, 3819})
+"""MariaDB and MySQL report a failed CHECK as an operational error, not an integrity error."""
+
+
+def constraint_refusal(error: DBAPIError) -> IntegrityDetail | None:
+    """The constraint a driver error reports, or None when the error is not a constraint's."""
+    if isinstance(error, IntegrityError):
+        return integrity_detail(error)
+    args = getattr(error.orig, "args", ())
+    if args and args[0] in _MYSQL_CHECK_ERRORS:
+        return integrity_detail(error)
+    return None
+
+
 def integrity_detail(error: BaseException) -> IntegrityDetail:
     """The constraint behind an ``IntegrityError`` of asyncpg, asyncmy (MariaDB/MySQL) or SQLite."""
     orig: Any = getattr(error, "orig", error)
     cause: Any = getattr(orig, "__cause__", None)
-    state = getattr(cause, "sqlstate", None) or getattr(orig, "sqlstate", None)
-    if state is not None:  # asyncpg carries the names as attributes
+    if hasattr(cause, "constraint_name"):  # asyncpg carries the names as attributes
         return IntegrityDetail(
-            _PG_KINDS.get(str(state), "constraint"),
+            _PG_KINDS.get(str(getattr(cause, "sqlstate", "")), "constraint"),
             getattr(cause, "constraint_name", None),
             getattr(cause, "table_name", None),
             getattr(cause, "column_name", None),

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import Column, Table, update
 from sqlalchemy import types as sqltypes
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
-from app.engine.integrity import integrity_detail
+from app.engine.integrity import IntegrityDetail, constraint_refusal
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.subjects import reflect_target, subject_condition, subject_keys
 
@@ -130,17 +130,19 @@ async def _rectify_system(run: RequestRun, system_run: SystemRun) -> SystemOutco
             statement = update(table).where(subject_condition(target, table_name, keys)).values(values)
             try:
                 result = await connection.execute(statement)
-            except IntegrityError as exc:
-                raise _refused(system_run.system, table, sorted(values), exc) from exc
+            except DBAPIError as exc:
+                refusal = constraint_refusal(exc)
+                if refusal is None:
+                    raise
+                raise _refused(system_run.system, table, sorted(values), refusal) from exc
             counts[table_name] = int(result.rowcount or 0)
     audit = {"tables": {name: sorted(values) for name, values in checked.items()}, "rows": counts}
     return SystemOutcome(counts=counts, audit=audit)
 
 
-def _refused(system: str, table: Table, columns: list[str], error: IntegrityError) -> RequestFailed:
+def _refused(system: str, table: Table, columns: list[str], detail: IntegrityDetail) -> RequestFailed:
     """A rectified value broke a constraint: name table, columns and constraint, never the value
     (the system's transaction rolled back, the request fails)."""
-    detail = integrity_detail(error)
     culprits = [c for c in columns if c == detail.column or c in _constrained(table, detail.constraint)]
     names = ", ".join(f"'{table.name}.{c}'" for c in culprits or columns)
     return RequestFailed(

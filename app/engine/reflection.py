@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection, Inspector
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,12 +56,15 @@ def _length(column_type: Any) -> int | None:
 
 
 def column_info(name: str, column_type: Any, *, nullable: bool, primary_key: bool) -> ColumnInfo:
-    """One reflected column as the manifest sees it (both reflection paths build it here)."""
+    """One reflected column as the manifest sees it (both reflection paths build it here).
+
+    MariaDB/MySQL ``BOOLEAN`` is ``TINYINT(1)``: it reads as a boolean."""
     enums = column_type.enums if isinstance(column_type, sqltypes.Enum) else ()
+    boolean = getattr(column_type, "display_width", None) == 1 and _type_name(column_type) == "tinyint"
     return ColumnInfo(
         name=name,
-        type_name=_type_name(column_type),
-        affinity=affinity_of(column_type),
+        type_name="boolean" if boolean else _type_name(column_type),
+        affinity="boolean" if boolean else affinity_of(column_type),
         nullable=nullable and not primary_key,
         length=_length(column_type),
         primary_key=primary_key,
@@ -81,9 +84,24 @@ def check_infos(checks: Any) -> tuple[CheckInfo, ...]:
     return tuple(sorted(found, key=lambda c: (c.name or "", c.sqltext)))
 
 
+_MARIADB_CHECKS = text(
+    "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = :table"
+)
+
+
+def _check_constraints(inspector: Inspector, name: str) -> list[Any]:
+    """CHECK constraints of a table; on MariaDB from ``information_schema``, which also lists the
+    column-level ones (``json_valid`` of JSON columns) SQLAlchemy's parser misses."""
+    if getattr(inspector.dialect, "is_mariadb", False) and isinstance(inspector.bind, Connection):
+        rows = inspector.bind.execute(_MARIADB_CHECKS, {"table": name}).all()
+        return [{"name": row[0], "sqltext": row[1]} for row in rows]
+    return list(inspector.get_check_constraints(name))
+
+
 def _table(inspector: Inspector, name: str) -> TableInfo:
     pk = tuple(inspector.get_pk_constraint(name).get("constrained_columns") or ())
-    checks = check_infos(inspector.get_check_constraints(name))
+    checks = check_infos(_check_constraints(inspector, name))
     columns: dict[str, ColumnInfo] = {}
     for column in inspector.get_columns(name):
         columns[column["name"]] = json_check_kind(

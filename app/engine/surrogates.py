@@ -42,7 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.engine.schema_info import column_info_of
 from app.manifest.model import Surrogate
-from app.manifest.schema import ColumnInfo
+from app.manifest.schema import ColumnInfo, TableInfo
 from app.manifest.surrogate_rules import constant_value, default_surrogate, surrogate_problem
 
 __all__ = (
@@ -147,6 +147,7 @@ class SurrogateContext:
         unique: whether the column alone must be unique.
         hash_key: key of the ``hash`` surrogate (None: ``hash`` is unavailable).
         secret_bind: builds the bind of a secret (the hash pads); the plan renders it as a name.
+        table_info: the table as validation reflected it (None: derived from ``table``).
     """
 
     table: Any
@@ -156,6 +157,7 @@ class SurrogateContext:
     unique: bool = False
     hash_key: HashKey | None = None
     secret_bind: BindFactory = field(default=_plain_bind)
+    table_info: TableInfo | None = None
 
     @property
     def sql_column(self) -> Any:
@@ -170,11 +172,15 @@ class SurrogateContext:
     @property
     def info(self) -> ColumnInfo:
         """The column as validation sees it (kind, length, NOT NULL, enum labels)."""
+        if self.table_info is not None:
+            return self.table_info.columns[self.column]
         return column_info_of(self.table, self.column)
 
     @property
     def key_infos(self) -> tuple[ColumnInfo, ...]:
         """The row key's columns as validation sees them."""
+        if self.table_info is not None:
+            return tuple(self.table_info.columns[name] for name in self.key_columns)
         return tuple(column_info_of(self.table, name) for name in self.key_columns)
 
     @property
