@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.engine.check_proof import prove_checks
 from app.engine.erasure import ErasureBlocked, ErasureOptions, execute_erasure, plan_erasure
 from app.engine.reflection import reflect_schema
-from app.engine.surrogates import UNSPECIFIED_ADDRESS, UNSPECIFIED_NETWORK
+from app.engine.surrogates import UNSPECIFIED_ADDRESS, UNSPECIFIED_NETWORK, uuid_for_key
 from app.engine.targets import TargetRegistry
 from app.manifest.issues import Issue
 from app.manifest.model import Manifest
@@ -199,6 +199,7 @@ async def test_every_column_type_takes_its_default_and_a_replay_changes_nothing(
     assert erased["handle"] == "erased-1"
     derived = uuid.UUID(str(erased["ext_id"]))
     assert (derived.version, derived.variant) == (3, uuid.RFC_4122)
+    assert str(derived) == uuid_for_key("1")  # the SQL computes what the Python mirror does
     assert str(erased["country"]).strip() == "re"
     assert (erased["age"], float(erased["salary"]), bool(erased["verified"])) == (0, 0.0, False)
     assert str(erased["born"]) == "1970-01-01"
