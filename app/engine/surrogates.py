@@ -17,8 +17,6 @@ version 3 UUID: the MD5 of ``'erased:' || key`` with the version and variant bit
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +31,6 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    literal_column,
     null,
 )
 from sqlalchemy import types as sqltypes
@@ -41,6 +38,19 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.engine.schema_info import column_info_of
+from app.engine.surrogate_digests import (
+    UUID_SEED,
+    BindFactory,
+    HashKey,
+    ascii_sql,
+    hash_key_from_secret,
+    hmac_sql,
+    install_sqlite_functions,
+    md5_sql,
+    placeholder_bind,
+    plain_bind,
+    uuid_for_key,
+)
 from app.manifest.model import Surrogate
 from app.manifest.schema import ColumnInfo, TableInfo
 from app.manifest.surrogate_rules import constant_value, default_surrogate, surrogate_problem
@@ -78,10 +88,6 @@ EMAIL_SHORT = ("", "@x.invalid")
 UNIQUE_LONG = ("erased-", "")
 UNIQUE_SHORT = ("~", "")
 REDACTED = "redacted"
-HASH_KEY_LABEL = "lethe-erasure-surrogate-hash-v1"
-SQLITE_HMAC_FUNCTION = "lethe_hmac_sha256"
-SQLITE_MD5_FUNCTION = "lethe_md5"
-UUID_SEED = "erased:"
 UNSPECIFIED_ADDRESS = "0.0.0.0"  # noqa: S104 - a value written into rows, not an address bound
 UNSPECIFIED_NETWORK = f"{UNSPECIFIED_ADDRESS}/32"
 KEY_SEPARATOR = "."
@@ -91,48 +97,6 @@ WIDE_KEY_TEXT = 40
 
 class SurrogateError(ValueError):
     """A surrogate cannot honour a column's type or constraints; the message names the column."""
-
-
-@dataclass(frozen=True)
-class HashKey:
-    """The key of the ``hash`` surrogate, as HMAC inner/outer pads bound into SQL."""
-
-    key: bytes
-
-    @property
-    def inner_pad(self) -> bytes:
-        """``K xor ipad`` (the key padded to the SHA-256 block of 64 bytes)."""
-        return bytes(b ^ 0x36 for b in self.key.ljust(64, b"\x00"))
-
-    @property
-    def outer_pad(self) -> bytes:
-        """``K xor opad``."""
-        return bytes(b ^ 0x5C for b in self.key.ljust(64, b"\x00"))
-
-    def digest(self, value: str) -> str:
-        """What the SQL computes for ``value`` (hex HMAC-SHA256), for tests and verification."""
-        return hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def hash_key_from_secret(secret: str) -> HashKey:
-    """Derive the ``hash`` surrogate key from the service secret (the audit key).
-
-    A separate derivation keeps surrogate hashes in targets unrelated to audit references.
-    """
-    derived = hmac.new(secret.encode("utf-8"), HASH_KEY_LABEL.encode(), hashlib.sha256).digest()
-    return HashKey(derived)
-
-
-BindFactory = Callable[[str, Any, Any], ColumnElement[Any]]
-
-
-def placeholder_bind(name: str, _value: Any, _type: Any) -> ColumnElement[Any]:
-    """A bind shown by name (``:surrogate_hash_inner_pad``): how plans display secrets."""
-    return literal_column(f":{name}")
-
-
-def _plain_bind(_name: str, value: Any, type_: Any) -> ColumnElement[Any]:
-    return literal(value, type_)
 
 
 @dataclass(frozen=True)
@@ -156,7 +120,7 @@ class SurrogateContext:
     dialect: str
     unique: bool = False
     hash_key: HashKey | None = None
-    secret_bind: BindFactory = field(default=_plain_bind)
+    secret_bind: BindFactory = field(default=plain_bind)
     table_info: TableInfo | None = None
 
     @property
@@ -290,7 +254,10 @@ def _hash(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     if ctx.hash_key is None:
         raise ctx.fail("`hash` needs the service secret (LETHE_AUDIT_KEY)")
     message = literal(hash_message_prefix(ctx.table.name, ctx.column), String) + _key_text(ctx)
-    digest = _hmac_sql(ctx, ctx.hash_key, message)
+    try:
+        digest = hmac_sql(ctx.dialect, ctx.hash_key, message, ctx.secret_bind)
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from exc
     if ctx.length is not None and ctx.length < 64:
         return func.substr(digest, 1, ctx.length)
     return digest
@@ -299,28 +266,6 @@ def _hash(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
 def hash_message_prefix(table: str, column: str) -> str:
     """What ``hash`` puts before the row key in its HMAC message (tests recompute digests)."""
     return f"{table}.{column}:"
-
-
-def _hmac_sql(ctx: SurrogateContext, key: HashKey, value: ColumnElement[str]) -> ColumnElement[str]:
-    """HMAC-SHA256(key, value) as lower-case hex, computed by the target database."""
-    inner = ctx.secret_bind("surrogate_hash_inner_pad", key.inner_pad, LargeBinary)
-    outer = ctx.secret_bind("surrogate_hash_outer_pad", key.outer_pad, LargeBinary)
-    if ctx.dialect == "postgresql":
-        message = func.convert_to(value, literal("UTF8", String))
-        inner_hash = func.sha256(inner.op("||", return_type=LargeBinary)(message))
-        outer_hash = func.sha256(outer.op("||", return_type=LargeBinary)(inner_hash))
-        return func.encode(outer_hash, literal("hex", String), type_=String)
-    if ctx.dialect == "mysql":  # asyncmy sends bytes as text: bind hex, decode in SQL
-        inner = func.unhex(ctx.secret_bind("surrogate_hash_inner_pad", key.inner_pad.hex(), String))
-        outer = func.unhex(ctx.secret_bind("surrogate_hash_outer_pad", key.outer_pad.hex(), String))
-        inner_hash = func.unhex(func.sha2(func.concat(inner, value), 256))
-        return func.lower(func.sha2(func.concat(outer, inner_hash), 256), type_=String)
-    if ctx.dialect == "sqlite":
-        hmac_function: ColumnElement[str] = getattr(func, SQLITE_HMAC_FUNCTION)(
-            inner, outer, value, type_=String
-        )
-        return hmac_function
-    raise ctx.fail(f"`hash` is not supported on {ctx.dialect}")
 
 
 def _constant(ctx: SurrogateContext, surrogate: Surrogate) -> ColumnElement[Any]:
@@ -367,8 +312,10 @@ def _epoch(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
 def _uuid(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     """An RFC 9562 version 3 UUID from the MD5 of ``'erased:' || key`` (version nibble 3,
     variant bits 10): MariaDB's UUID type and every validator accept it."""
-    digest = _md5(ctx, literal(UUID_SEED, String) + _key_text(ctx))
-    variant = func.substr(literal("89ab", String), (_ascii(ctx, func.substr(digest, 17, 1)) % 4) + 1, 1)
+    digest = md5_sql(ctx.dialect, literal(UUID_SEED, String) + _key_text(ctx))
+    variant = func.substr(
+        literal("89ab", String), (ascii_sql(ctx.dialect, func.substr(digest, 17, 1)) % 4) + 1, 1
+    )
     parts = [
         func.substr(digest, 1, 8),
         literal("-", String),
@@ -387,26 +334,6 @@ def _uuid(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     if ctx.dialect == "postgresql" and ctx.info.kind == "uuid":
         return cast(text, postgresql.UUID)
     return text
-
-
-def uuid_for_key(key_text: str) -> str:
-    """What :func:`_uuid` computes for a row key (tests and verification recompute it)."""
-    digest = hashlib.md5((UUID_SEED + key_text).encode(), usedforsecurity=False).hexdigest()
-    variant = "89ab"[ord(digest[16]) % 4]
-    return f"{digest[:8]}-{digest[8:12]}-3{digest[13:16]}-{variant}{digest[17:20]}-{digest[20:32]}"
-
-
-def _md5(ctx: SurrogateContext, value: ColumnElement[str]) -> ColumnElement[str]:
-    if ctx.dialect == "sqlite":
-        md5: ColumnElement[str] = getattr(func, SQLITE_MD5_FUNCTION)(value, type_=String)
-        return md5
-    return func.md5(value, type_=String)
-
-
-def _ascii(ctx: SurrogateContext, value: ColumnElement[str]) -> ColumnElement[int]:
-    if ctx.dialect == "sqlite":
-        return func.unicode(value, type_=Integer)
-    return func.ascii(value, type_=Integer)
 
 
 def _ip(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
@@ -537,30 +464,6 @@ def surrogate_label(surrogate: Surrogate) -> str:
     value = surrogate.value
     shown = json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
     return f"constant:{shown}"
-
-
-def _sqlite_hmac(inner_pad: bytes, outer_pad: bytes, value: str | None) -> str | None:
-    if value is None:
-        return None
-    message = str(value).encode("utf-8")
-    inner = hashlib.sha256(bytes(inner_pad) + message).digest()
-    return hashlib.sha256(bytes(outer_pad) + inner).hexdigest()
-
-
-def install_sqlite_functions(dbapi_connection: Any) -> None:
-    """Register the SQL functions surrogates use on a SQLite connection (HMAC for ``hash``).
-
-    Takes a ``sqlite3`` connection or SQLAlchemy's aiosqlite adapter (call it inside
-    ``run_sync`` or a ``connect`` event, where the adapter can wait on the driver).
-    """
-    dbapi_connection.create_function(SQLITE_HMAC_FUNCTION, 3, _sqlite_hmac, deterministic=True)
-    dbapi_connection.create_function(SQLITE_MD5_FUNCTION, 1, _sqlite_md5, deterministic=True)
-
-
-def _sqlite_md5(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return hashlib.md5(str(value).encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def key_text_for(values: Sequence[Any]) -> str:
