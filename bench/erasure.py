@@ -330,7 +330,7 @@ async def _measure(admin_url: str) -> list[dict[str, Any]]:
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     engine = create_async_engine(url.set(drivername="postgresql+asyncpg"))
     manifest = msgspec.convert(MANIFEST, Manifest)
-    effaced_max = int(os.environ.get("LETHE_BENCH_EFFACED_MAX", "20000"))
+    effaced_max = _effaced_max()
     effaced = _effaced_runner(url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
     rows: list[dict[str, Any]] = []
     try:
@@ -367,6 +367,10 @@ async def _measure(admin_url: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _effaced_max() -> int:
+    return int(os.environ.get("LETHE_BENCH_EFFACED_MAX", "20000"))
+
+
 def _section(rows: list[dict[str, Any]]) -> str:
     lines = [
         "## Erasure: Lethe vs hand-written SQL vs effaced 0.1.0 (PostgreSQL)",
@@ -397,8 +401,9 @@ def _section(rows: list[dict[str, Any]]) -> str:
     lines += [
         "",
         "Goals at 20,000 rows: Lethe within 1.5x of the hand-written SQL and at least 20x faster "
-        "than effaced. effaced at sizes above `LETHE_BENCH_EFFACED_MAX` (default 20,000) is "
-        "extrapolated linearly from its per-row time at 20,000 rows (its cost is one UPDATE per "
+        "than effaced. effaced at sizes above `LETHE_BENCH_EFFACED_MAX` (default 20,000; "
+        f"{_effaced_max():,} in this run) is extrapolated linearly from its per-row time at the "
+        "largest size it ran (its cost is one UPDATE per "
         f"anonymized row; at 200,000 that is about 20 minutes per repetition). Machine: "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end of the run.",
     ]
