@@ -189,6 +189,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         missing = {k: v for k, v in fallback.items() if getattr(settings, k) is None}
         settings = msgspec.structs.replace(settings, **missing)
     _check_required(settings)
+    from app.lib.settings_checks import check_settings
+
+    check_settings(settings)
     return settings
 
 

@@ -43,6 +43,8 @@ IssueKind = Literal[
     "retention_conflict",
     "rectifiable_key",
     "overlapping_links",
+    "exported_credential",
+    "scrub",
 ]
 
 

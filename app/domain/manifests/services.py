@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from app.db.manifests import ManifestVersion
 from app.domain.audit.services import append
 from app.engine.targets import TargetRegistry
 from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound
+from app.lib.logging import get_logger
 from app.manifest.graph import SubjectGraph
 from app.manifest.issues import Issue, raise_for_errors, strict
 from app.manifest.lint import lint
@@ -34,7 +34,7 @@ __all__ = (
     "register_manifest",
 )
 
-logger = logging.getLogger("lethe.manifests")
+logger = get_logger("lethe.manifests")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -206,7 +206,9 @@ async def _audit_registration(session: AsyncSession, *, actor: str, row: Manifes
     )
     logger.info(
         "manifest registered",
-        extra={"system": row.system, "version": row.version, "content_hash": row.content_hash},
+        system=row.system,
+        version=row.version,
+        content_hash=row.content_hash,
     )
 
 
@@ -267,11 +269,9 @@ async def register_directory(
             results.append((row.system, row.version, created))
         logger.info(
             "manifest file loaded",
-            extra={
-                "file": path.name,
-                "system": row.system,
-                "version": row.version,
-                "created": created,
-            },
+            file=path.name,
+            system=row.system,
+            version=row.version,
+            created=created,
         )
     return results
