@@ -20,7 +20,6 @@ into a row erasure would delete stops the system before anything changes, unless
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -29,18 +28,16 @@ from sqlalchemy import (
     ColumnElement,
     MetaData,
     Select,
-    String,
     Table,
     and_,
     case,
-    cast,
     func,
     not_,
     or_,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.engine.erasure_sql import (
@@ -51,21 +48,28 @@ from app.engine.erasure_sql import (
     delete_statement,
     display_sql,
     keyset_bounds,
+    value_differs,
 )
+from app.engine.integrity import IntegrityDetail, constraint_refusal, integrity_detail
+from app.engine.reflection import reflect_schema
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.schema_info import schema_from_metadata
+from app.engine.scrub import ScrubPlan, identity_values, mentions_left, plan_scrubs, run_scrubs
+from app.engine.scrub import prepare_connection as prepare_scrub_connection
 from app.engine.subjects import Binds, in_rows, path_condition, resolve_subject, subject_key_reference
 from app.engine.surrogates import (
     SurrogateContext,
     SurrogateError,
-    default_surrogate_name,
     hash_key_from_secret,
     install_sqlite_functions,
+    resolved_surrogate,
     surrogate_expression,
+    surrogate_label,
 )
+from app.engine.verification import CheckedTable, independent_rows_left
 from app.lib.errors import Conflict
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
-from app.manifest.model import ColumnSpec, Manifest, Surrogate, TableSpec
+from app.manifest.model import Manifest, Surrogate, TableSpec
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo
 
 __all__ = (
@@ -147,6 +151,8 @@ class SystemPlan:
     found: bool
     tables: list[TablePlan] = field(default_factory=list)
     blocked: str | None = None
+    scrubs: list[ScrubPlan] = field(default_factory=list)
+    """Columns whose rows (anyone's) are scrubbed of the subject's identity values."""
 
     @property
     def rows(self) -> int:
@@ -167,11 +173,26 @@ class ErasureOutcome:
     verified_rows_left: dict[str, int] = field(default_factory=dict)
     verified_values_left: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    scrubbed: dict[str, int] = field(default_factory=dict)
+    """Rows whose mentions of the subject were replaced, per ``table.column``."""
+    mentions_left: dict[str, int] = field(default_factory=dict)
+    """Rows still mentioning the subject after scrubbing, per ``table.column``."""
+    independent_left: dict[str, int] = field(default_factory=dict)
+    """Rows reflected evidence still ties to the subject, per table (independent verification)."""
 
     @property
     def verified(self) -> bool:
-        """True when no subject row and no original value was found after execution."""
-        return not any(self.verified_rows_left.values()) and not any(self.verified_values_left.values())
+        """True when no subject row, no original value and no mention was found after execution,
+        along the manifest's paths and by the independent check."""
+        return not any(
+            any(counts.values())
+            for counts in (
+                self.verified_rows_left,
+                self.verified_values_left,
+                self.mentions_left,
+                self.independent_left,
+            )
+        )
 
     def audit_payload(self) -> dict[str, Any]:
         """Counts, table and column names only (safe for the audit log)."""
@@ -180,9 +201,12 @@ class ErasureOutcome:
             "deleted": dict(self.deleted),
             "anonymized": dict(self.anonymized),
             "outside_references": dict(self.outside_references),
+            "scrubbed": dict(self.scrubbed),
             "verification": {
                 "rows_left": sum(self.verified_rows_left.values()),
                 "values_left": sum(self.verified_values_left.values()),
+                "mentions_left": sum(self.mentions_left.values()),
+                "independent_rows_left": sum(self.independent_left.values()),
                 "verified": self.verified,
             },
             "batches": self.batches,
@@ -201,6 +225,9 @@ class _Target:
     dialect: str
     dialect_obj: Any
     options: ErasureOptions
+    key: tuple[Any, ...] | None = None
+    identity_values: dict[str, Any] = field(default_factory=dict)
+    """The subject's identity values, read before anything changes (scrubbing, verification)."""
 
     @property
     def tables(self) -> dict[str, Table]:
@@ -213,7 +240,10 @@ class _Target:
 async def _load_target(conn: AsyncConnection, manifest: Manifest, options: ErasureOptions) -> _Target:
     metadata = MetaData()
     await conn.run_sync(lambda sync: metadata.reflect(sync))
-    schema = schema_from_metadata(metadata)
+    # SQLite shows inline UNIQUE constraints, MariaDB column-level CHECKs (its JSON columns) only
+    # to the inspector: reflect them the way validation does, so both see the same constraints
+    inspected = conn.dialect.name == "sqlite" or getattr(conn.dialect, "is_mariadb", False)
+    schema = await reflect_schema(conn) if inspected else schema_from_metadata(metadata)
     graph = build_graph(manifest, schema)
     dialect = conn.dialect.name
     return _Target(manifest, metadata, schema, graph, dialect, conn.dialect, options)
@@ -260,25 +290,14 @@ def _execution_order(target: _Target) -> list[str]:
     return topological_order(tables, edges)
 
 
-def _surrogate_spec(column: ColumnSpec) -> str | None:
-    surrogate = column.surrogate_spec
-    if surrogate is None:
-        return None
-    return _spec_of(surrogate)
-
-
-def _spec_of(surrogate: Surrogate) -> str:
-    if surrogate.kind == "constant":
-        value = surrogate.value
-        return f"constant:{str(value).lower() if isinstance(value, bool) else value}"
-    return str(surrogate.kind)
-
-
 def _changes(target: _Target, table: str, columns: Sequence[str], binds: Binds) -> tuple[ColumnChange, ...]:
+    """The columns erasure writes and their surrogates (none for a table whose rows are deleted,
+    unless rows referenced from outside are kept and anonymized instead)."""
     spec = target.spec(table)
+    if spec.strategy == "delete" and spec.on_outside_reference != "anonymize":
+        return ()
     sql_table = target.tables[table]
     info = target.schema.tables[table]
-    key = info.primary_key or target.graph.subject_key
     hash_key = hash_key_from_secret(target.options.secret) if target.options.secret else None
     changes: list[ColumnChange] = []
     for name in columns:
@@ -288,19 +307,20 @@ def _changes(target: _Target, table: str, columns: Sequence[str], binds: Binds) 
         ctx = SurrogateContext(
             sql_table,
             name,
-            tuple(key),
+            tuple(info.primary_key),
             target.dialect,
             unique=info.column_is_unique(name),
             hash_key=hash_key,
             secret_bind=binds.secret,
+            table_info=info,
         )
-        surrogate_name = "null" if column_spec.strategy == "delete" else _surrogate_spec(column_spec)
+        wanted = Surrogate(kind="null") if column_spec.strategy == "delete" else column_spec.surrogate_spec
         try:
-            value = surrogate_expression(ctx, surrogate_name)
-            resolved = surrogate_name or default_surrogate_name(ctx)
+            surrogate = resolved_surrogate(ctx, wanted)
+            value = surrogate_expression(ctx, surrogate)
         except SurrogateError as exc:
             raise ErasureBlocked(f"system '{target.manifest.system}': {exc}") from exc
-        changes.append(ColumnChange(name, value, resolved, keyed=_keyed_kind(resolved, ctx.unique)))
+        changes.append(ColumnChange(name, value, surrogate_label(surrogate)))
     return tuple(changes)
 
 
@@ -456,6 +476,8 @@ async def plan_erasure(
     subject_table = target.tables[manifest.subject.table]
     key = await resolve_subject(conn, manifest, subject_table, identities, options.tenant)
     plan = SystemPlan(manifest.system, found=key is not None)
+    values = await identity_values(conn, subject_table, manifest, key) if key is not None else None
+    plan.scrubs = await plan_scrubs(conn, target.tables, manifest, values, target.dialect_obj)
     display = _all_work(target, Binds(None))
     executable = _all_work(target, Binds(key)) if key is not None else None
     for index, shown in enumerate(display):
@@ -533,31 +555,12 @@ def _batchable(target: _Target, table: str) -> bool:
 
 # --- execution -----------------------------------------------------------------------------
 
-_CONSTANT_KINDS = frozenset({"redacted", "constant", "zero", "epoch", "false", "json", "binary"})
-
-
-def _keyed_kind(name: str, unique: bool) -> bool:
-    base = name.partition(":")[0]
-    return (base not in _CONSTANT_KINDS and base != "null") or (unique and base in ("redacted", "zero"))
-
-
-def _fingerprint(value: Any) -> bytes:
-    """An in-memory digest of a value (never stored): compares before and after."""
-    return hashlib.blake2b(repr(value).encode("utf-8"), digest_size=16).digest()
-
-
-@dataclass
-class _Capture:
-    """Per anonymized column, digests of its distinct original values (``hash`` columns only)."""
-
-    columns: list[tuple[ColumnChange, ColumnElement[bool] | None]]
-    digests: list[set[bytes]]
-
 
 async def _prepare_connection(conn: AsyncConnection) -> None:
     if conn.dialect.name == "sqlite":
         await conn.exec_driver_sql("PRAGMA secure_delete=ON")
         await conn.run_sync(lambda sync: install_sqlite_functions(sync.connection.dbapi_connection))
+        await prepare_scrub_connection(conn)
 
 
 def _changed_columns(work: _TableWork) -> list[tuple[ColumnChange, ColumnElement[bool] | None]]:
@@ -570,71 +573,31 @@ def _changed_columns(work: _TableWork) -> list[tuple[ColumnChange, ColumnElement
     return [(change, None if single else _or(conds)) for change, conds in owners.values()]
 
 
-def _digest(target: _Target, column: Any) -> ColumnElement[Any]:
-    """The value as the database digests it (md5 of its text; SQLite: the text itself)."""
-    as_text = cast(column, String)
-    return as_text if target.dialect == "sqlite" else func.md5(as_text)
-
-
-def _digests(values: Sequence[Any]) -> set[bytes]:
-    return {_fingerprint(v) for v in values if v is not None}
-
-
 def _owned(condition: ColumnElement[bool], owned: ColumnElement[bool] | None) -> ColumnElement[bool]:
     return condition if owned is None else and_(condition, owned)
 
 
-async def _capture(
-    conn: AsyncConnection, target: _Target, work: _TableWork, condition: ColumnElement[bool]
-) -> _Capture | None:
-    """Before the statement: digests of the distinct original values of every ``hash`` column
-    (computed and deduplicated by the database, held in memory only, never stored)."""
-    if work.strategy == "delete":
-        return None
-    columns = _changed_columns(work)
-    if not columns:
-        return None
-    table = target.tables[work.table]
-    digests: list[set[bytes]] = []
-    for change, owned in columns:
-        if change.kind != "hash":
-            digests.append(set())
-            continue
-        query = select(_digest(target, table.c[change.column])).where(_owned(condition, owned))
-        digests.append(_digests((await conn.execute(query.distinct())).scalars().all()))
-    return _Capture(columns, digests)
-
-
 async def _values_left(
-    conn: AsyncConnection,
-    target: _Target,
-    work: _TableWork,
-    capture: _Capture,
-    condition: ColumnElement[bool],
+    conn: AsyncConnection, target: _Target, work: _TableWork, condition: ColumnElement[bool]
 ) -> int:
     """After the statement: subject rows whose anonymized column may still hold personal data.
 
-    A column with a NULL surrogate must be NULL; a column with a surrogate computed from the row
-    key or a constant must hold exactly its surrogate (``IS DISTINCT FROM`` counts the rows that
-    do not, in the database, without fetching them); a ``hash`` column, whose surrogate depends
-    on the original, must hold none of the original values captured before the statement.
+    Every surrogate is a function of the row key (and the secret) or a constant, so each column
+    must hold exactly its surrogate: ``IS DISTINCT FROM`` counts the rows that do not, in the
+    database, without fetching them (a NULL surrogate: the rows that are not NULL).
     """
+    if work.strategy == "delete":
+        return 0
+    columns = _changed_columns(work)
+    if not columns:
+        return 0
     table = target.tables[work.table]
-    left = 0
     checks: list[ColumnElement[Any]] = []
-    for (change, owned), originals in zip(capture.columns, capture.digests, strict=True):
-        column = table.c[change.column]
-        where = _owned(condition, owned)
-        if change.kind == "hash":
-            query = select(_digest(target, column)).where(where, column.is_not(None)).distinct()
-            left += len(_digests((await conn.execute(query)).scalars().all()) & originals)
-            continue
-        wrong = column.is_not(None) if change.kind == "null" else column.is_distinct_from(change.value)
-        checks.append(func.sum(case((and_(where, wrong) if owned is not None else wrong, 1), else_=0)))
-    if checks:
-        counts = (await conn.execute(select(*checks).select_from(table).where(condition))).one()
-        left += sum(int(c or 0) for c in counts)
-    return left
+    for change, owned in columns:
+        wrong = value_differs(table.c[change.column], change)
+        checks.append(func.sum(case((_owned(wrong, owned), 1), else_=0)))
+    counts = (await conn.execute(select(*checks).select_from(table).where(condition))).one()
+    return sum(int(c or 0) for c in counts)
 
 
 async def _check_outside(
@@ -673,26 +636,76 @@ async def _run_step(
     """Run one table's statement (or one keyset batch of it) and verify it, in ``conn``'s
     transaction; returns the rows changed."""
     condition = work.condition if window is None else and_(work.condition, window)
-    if first:
-        for statement in work.before:
-            await conn.execute(statement)
-    capture = await _capture(conn, target, work, condition)
-    changed = 0
+    statements = list(work.before) if first else []
     statement = work.main
-    if statement is not None:
-        if window is not None:
-            statement = statement.where(window)
-        result = await conn.execute(statement)
-        changed = max(result.rowcount, 0)
+    if statement is not None and window is not None:
+        statement = statement.where(window)
+    changed = 0
+    try:
+        for before in statements:
+            await conn.execute(before)
+        if statement is not None:
+            changed = max((await conn.execute(statement)).rowcount, 0)
+    except DBAPIError as exc:
+        refusal = constraint_refusal(exc)
+        if refusal is None:
+            raise
+        raise _refused(target.manifest.system, work.table, refusal) from exc
     bucket = outcome.deleted if work.strategy == "delete" else outcome.anonymized
     if statement is not None:
         bucket[work.table] = bucket.get(work.table, 0) + changed
     if work.strategy == "delete" and last:
         outcome.verified_rows_left[work.table] = await _count(conn, target.tables[work.table], work.gone)
-    if capture is not None:
-        left = await _values_left(conn, target, work, capture, condition)
+    if last:
+        await _independent_check(conn, target, work, outcome)
+    left = await _values_left(conn, target, work, condition)
+    if left or work.strategy != "delete":
         outcome.verified_values_left[work.table] = outcome.verified_values_left.get(work.table, 0) + left
     return changed
+
+
+def _checked(target: _Target, work: _TableWork) -> CheckedTable:
+    paths = target.graph.paths_for(work.table)
+    keeps = work.kept is not None or target.spec(work.table).on_outside_reference == "anonymize"
+    links = tuple((p, link.changes) for p, link in zip(paths, work.links, strict=True))
+    return CheckedTable(work.table, work.strategy, keeps, links)
+
+
+async def _independent_check(
+    conn: AsyncConnection, target: _Target, work: _TableWork, outcome: ErasureOutcome
+) -> None:
+    """Reflected evidence of the subject left in the table (see :mod:`app.engine.verification`)."""
+    if target.key is None:
+        return
+    left = await independent_rows_left(
+        conn,
+        target.schema,
+        target.manifest,
+        target.tables[work.table],
+        _checked(target, work),
+        target.key,
+        target.identity_values,
+    )
+    outcome.independent_left[work.table] = sum(left.values())
+
+
+async def _scrub(conn: AsyncConnection, target: _Target, outcome: ErasureOutcome, *, own: bool) -> None:
+    """Replace the subject's mentions in every scrubbed column, then count what is left."""
+    values = target.identity_values
+    scrubbed = await run_scrubs(
+        conn,
+        target.tables,
+        target.manifest,
+        values,
+        batch_size=target.options.batch_size,
+        own_transactions=own,
+    )
+    for label, rows in scrubbed.items():
+        outcome.scrubbed[label] = outcome.scrubbed.get(label, 0) + rows
+
+
+async def _check_mentions(conn: AsyncConnection, target: _Target, outcome: ErasureOutcome) -> None:
+    outcome.mentions_left = await mentions_left(conn, target.tables, target.manifest, target.identity_values)
 
 
 async def execute_erasure(
@@ -729,6 +742,8 @@ async def execute_erasure(
             if key is None:
                 await conn.rollback()
                 return outcome
+            target.key = key
+            target.identity_values = await identity_values(conn, subject_table, manifest, key)
             works = _all_work(target, Binds(key))
             sizes = await _sizes(conn, target, works)
             await conn.rollback()
@@ -738,11 +753,22 @@ async def execute_erasure(
             else:
                 await _stepwise(conn, target, works, sizes, outcome, cursor, save_cursor)
     except IntegrityError as exc:
-        raise ErasureBlocked(
-            f"system '{manifest.system}': the target refused the erasure "
-            f"({type(exc.orig).__name__}); nothing was changed in the failing transaction"
-        ) from exc
+        raise _refused(manifest.system, manifest.subject.table, integrity_detail(exc)) from exc
     return outcome
+
+
+def _refused(system: str, table: str, detail: IntegrityDetail) -> ErasureBlocked:
+    """The target refused a statement: name the constraint and the table (never a value)."""
+    return ErasureBlocked(
+        f"system '{system}': the target refused the erasure of table '{table}': "
+        f"{detail.describe(table)} does not hold; the transaction was rolled back",
+        extra={
+            "system": system,
+            "table": detail.table or table,
+            "constraint": detail.constraint,
+            "constraint_kind": detail.kind,
+        },
+    )
 
 
 async def _sizes(conn: AsyncConnection, target: _Target, works: Sequence[_TableWork]) -> dict[str, int]:
@@ -757,8 +783,10 @@ async def _single_transaction(
 ) -> None:
     async with conn.begin():
         outcome.outside_references = await _check_outside(conn, target, works)
+        await _scrub(conn, target, outcome, own=False)
         for work in works:
             await _run_step(conn, target, work, outcome)
+        await _check_mentions(conn, target, outcome)
         _require_verified(target, outcome)
 
 
@@ -766,15 +794,39 @@ def _require_verified(target: _Target, outcome: ErasureOutcome) -> None:
     if not outcome.verified:
         raise ErasureBlocked(
             f"system '{target.manifest.system}': verification found subject data left after "
-            "erasure; the transaction was rolled back",
-            extra={"rows_left": outcome.verified_rows_left, "values_left": outcome.verified_values_left},
+            f"erasure ({_left_summary(outcome)}); the transaction was rolled back",
+            extra={
+                "rows_left": outcome.verified_rows_left,
+                "values_left": outcome.verified_values_left,
+                "mentions_left": outcome.mentions_left,
+                "independent_rows_left": outcome.independent_left,
+            },
         )
+
+
+def _left_summary(outcome: ErasureOutcome) -> str:
+    """Which checks found what, by table (counts and names only)."""
+    parts = []
+    for what, counts in (
+        ("rows along the manifest's paths", outcome.verified_rows_left),
+        ("original values", outcome.verified_values_left),
+        ("mentions", outcome.mentions_left),
+        (
+            "rows found by reflected keys or identity values, independently of the paths",
+            outcome.independent_left,
+        ),
+    ):
+        found = {name: n for name, n in counts.items() if n}
+        if found:
+            parts.append(f"{what}: " + ", ".join(f"{name} {n}" for name, n in sorted(found.items())))
+    return "; ".join(parts)
 
 
 def _restore(outcome: ErasureOutcome, cursor: Mapping[str, Any]) -> None:
     outcome.deleted = dict(cursor.get("deleted", {}))
     outcome.anonymized = dict(cursor.get("anonymized", {}))
     outcome.batches = int(cursor.get("batches", 0))
+    outcome.scrubbed = dict(cursor.get("scrubbed", {}))
 
 
 def _cursor(outcome: ErasureOutcome, step: int, after: Any) -> dict[str, Any]:
@@ -784,6 +836,8 @@ def _cursor(outcome: ErasureOutcome, step: int, after: Any) -> dict[str, Any]:
         "deleted": dict(outcome.deleted),
         "anonymized": dict(outcome.anonymized),
         "batches": outcome.batches,
+        "scrubbed": dict(outcome.scrubbed),
+        "scrub_done": True,
     }
 
 
@@ -801,6 +855,14 @@ async def _stepwise(
     after = cursor.get("after") if cursor else None
     async with conn.begin():
         outcome.outside_references = await _check_outside(conn, target, works[start:])
+    if not (cursor and cursor.get("scrub_done")):
+        # first, while the subject row still holds the identity values a resumed run re-reads
+        await _scrub(conn, target, outcome, own=True)
+        async with conn.begin():
+            await _check_mentions(conn, target, outcome)
+        _require_verified(target, outcome)
+        if save_cursor is not None:
+            await save_cursor(_cursor(outcome, start, after))
     for index in range(start, len(works)):
         work = works[index]
         if sizes[work.table] > target.options.batch_threshold and _batchable(target, work.table):
@@ -837,6 +899,7 @@ async def _batches(
                 outcome.verified_rows_left[work.table] = (
                     await _count(conn, table, work.gone) if work.strategy == "delete" else 0
                 )
+                await _independent_check(conn, target, work, outcome)
                 _require_verified(target, outcome)
                 break
             window = column <= upto if after is None else and_(column > after, column <= upto)

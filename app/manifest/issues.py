@@ -25,6 +25,9 @@ IssueKind = Literal[
     "not_null_delete",
     "unique_constant",
     "surrogate_too_long",
+    "surrogate_type",
+    "surrogate_key",
+    "check_violation",
     "retain_without_basis",
     "key_column",
     "retention_policy",
@@ -40,6 +43,8 @@ IssueKind = Literal[
     "retention_conflict",
     "rectifiable_key",
     "overlapping_links",
+    "exported_credential",
+    "scrub",
 ]
 
 
