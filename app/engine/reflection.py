@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import BLANK_SCHEMA, MetaData, Table, inspect, text
@@ -22,12 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.lib.errors import ManifestInvalid
 from app.manifest.names import split_table, table_key
-from app.manifest.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
+from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
 __all__ = (
     "TargetSchemas",
     "affinity_of",
+    "check_infos",
+    "column_info",
     "foreign_keys_into",
+    "json_check_kind",
     "reflect_schema",
     "reflect_schema_sync",
     "reflect_tables",
@@ -219,6 +222,35 @@ def _length(column_type: Any) -> int | None:
     return None
 
 
+def column_info(name: str, column_type: Any, *, nullable: bool, primary_key: bool) -> ColumnInfo:
+    """One reflected column as the manifest sees it (both reflection paths build it here).
+
+    MariaDB/MySQL ``BOOLEAN`` is ``TINYINT(1)``: it reads as a boolean."""
+    enums = column_type.enums if isinstance(column_type, sqltypes.Enum) else ()
+    boolean = getattr(column_type, "display_width", None) == 1 and _type_name(column_type) == "tinyint"
+    return ColumnInfo(
+        name=name,
+        type_name="boolean" if boolean else _type_name(column_type),
+        affinity="boolean" if boolean else affinity_of(column_type),
+        nullable=nullable and not primary_key,
+        length=_length(column_type),
+        primary_key=primary_key,
+        timezone=bool(getattr(column_type, "timezone", False)),
+        enum_values=tuple(str(v) for v in enums),
+    )
+
+
+def check_infos(checks: Any) -> tuple[CheckInfo, ...]:
+    """CHECK constraints as ``(name, sqltext)`` pairs; MariaDB's own ``json_valid`` checks of JSON
+    columns stay (they are real constraints on what may be written)."""
+    found = []
+    for check in checks:
+        name, sqltext = (check.get("name"), check.get("sqltext")) if isinstance(check, dict) else check
+        if sqltext is not None:
+            found.append(CheckInfo(str(name) if name else None, str(sqltext)))
+    return tuple(sorted(found, key=lambda c: (c.name or "", c.sqltext)))
+
+
 def foreign_keys_into(
     connection: Connection, schemas: TargetSchemas, key: str
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -237,18 +269,34 @@ def foreign_keys_into(
     return found
 
 
+_MARIADB_CHECKS = text(
+    "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :table"
+)
+
+
+def _check_constraints(inspector: Inspector, name: str, schema: str | None) -> list[Any]:
+    """CHECK constraints of a table; on MariaDB from ``information_schema``, which also lists the
+    column-level ones (``json_valid`` of JSON columns) SQLAlchemy's parser misses."""
+    if getattr(inspector.dialect, "is_mariadb", False) and isinstance(inspector.bind, Connection):
+        rows = inspector.bind.execute(_MARIADB_CHECKS, {"table": name, "schema": schema}).all()
+        return [{"name": row[0], "sqltext": row[1]} for row in rows]
+    return list(inspector.get_check_constraints(name, schema=schema))
+
+
 def _table(inspector: Inspector, name: str, schema: str | None, schemas: TargetSchemas) -> TableInfo:
     pk = tuple(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
+    checks = check_infos(_check_constraints(inspector, name, schema))
     columns: dict[str, ColumnInfo] = {}
     for column in inspector.get_columns(name, schema=schema):
-        column_type = column["type"]
-        columns[column["name"]] = ColumnInfo(
-            name=column["name"],
-            type_name=_type_name(column_type),
-            affinity=affinity_of(column_type),
-            nullable=bool(column.get("nullable", True)) and column["name"] not in pk,
-            length=_length(column_type),
-            primary_key=column["name"] in pk,
+        columns[column["name"]] = json_check_kind(
+            column_info(
+                column["name"],
+                column["type"],
+                nullable=bool(column.get("nullable", True)),
+                primary_key=column["name"] in pk,
+            ),
+            checks,
         )
     unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)}
     # SQLite reports inline UNIQUE column constraints only as automatic indexes
@@ -266,7 +314,18 @@ def _table(inspector: Inspector, name: str, schema: str | None, schemas: TargetS
         )
         for fk in inspector.get_foreign_keys(name, schema=schema)
     )
-    return TableInfo(key, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys)
+    return TableInfo(key, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
+
+
+def json_check_kind(column: ColumnInfo, checks: tuple[CheckInfo, ...]) -> ColumnInfo:
+    """MariaDB stores JSON as LONGTEXT guarded by ``CHECK (json_valid(col))``: a JSON column."""
+    if column.affinity != "text" or column.kind != "text":
+        return column
+    for check in checks:
+        text = check.sqltext.replace("`", "").replace(" ", "").lower()
+        if check.name == column.name and text == f"json_valid({column.name.lower()})":
+            return replace(column, type_name="json", length=None)
+    return column
 
 
 def reflect_schema_sync(
