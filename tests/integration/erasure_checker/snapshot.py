@@ -3,11 +3,12 @@ the database itself, keyed by primary key, across the default schema and named s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import MetaData, String, Table, Text, cast, func, inspect, select, text
+from sqlalchemy import MetaData, String, Table, Text, cast, exc, func, inspect, select, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -102,8 +103,8 @@ def _rendered(dialect: str, column: Any) -> Any:
         return func.quote(column)
     if dialect == "postgresql":
         return cast(column, Text)
-    if isinstance(column.type, sqltypes.LargeBinary | sqltypes._Binary):
-        return func.hex(column)
+    if isinstance(column.type, sqltypes.LargeBinary | sqltypes._Binary | sqltypes.NullType):
+        return func.hex(column)  # bytes, and types SQLAlchemy does not know (GEOMETRY)
     return cast(column, String)
 
 
@@ -194,5 +195,7 @@ def _table_snapshot(connection: Connection, table: Table, key: str, schema: str 
 
 async def take_snapshot(engine: AsyncEngine, schemas: Sequence[str | None] = (None,)) -> Snapshot:
     """Read every base table of ``schemas`` (None: the connection's default schema)."""
-    async with engine.connect() as connection:
-        return await connection.run_sync(_snapshot_sync, schemas)
+    with warnings.catch_warnings():  # a type SQLAlchemy does not know is read as hex all the same
+        warnings.filterwarnings("ignore", "Did not recognize type", exc.SAWarning)
+        async with engine.connect() as connection:
+            return await connection.run_sync(_snapshot_sync, schemas)
