@@ -64,8 +64,8 @@ class Design:
 
 @st.composite
 def designs(draw: st.DrawFn, named: tuple[str, ...]) -> Design:
-    """A design over the default schema plus up to two of ``named`` (none: one schema)."""
-    extra = draw(st.lists(st.sampled_from(named), unique=True, max_size=2)) if named else []
+    """A design over the default schema plus one or two of ``named`` (none given: one schema)."""
+    extra = draw(st.lists(st.sampled_from(named), unique=True, min_size=1, max_size=2)) if named else []
     schemas: tuple[str | None, ...] = (None, *extra)
     columns = tuple(c for c in SUBJECT_COLUMNS if draw(st.booleans()))
     kinds = draw(st.lists(st.sampled_from(CHILD_KINDS), unique=True, min_size=1, max_size=4))
@@ -230,7 +230,7 @@ def _person(data: st.DataObject, index: int, design: Design, dialect: str) -> di
     }
     extra: dict[str, Any] = {
         "username": f"u{index}_{data.draw(st.from_regex(r'[a-z]{3,10}', fullmatch=True))}",
-        "ext_id": _uuid(uuid.UUID(int=(data.draw(st.integers(0, 2**120)) << 8) | index, version=4), dialect),
+        "ext_id": _uuid(uuid.UUID(int=(data.draw(st.integers(0, 2**119)) << 8) | index, version=4), dialect),
         "settings": {"theme": data.draw(_SAFE), "person": index},
         "score": data.draw(st.integers(0, 10_000)),
         "ip_address": f"10.{index}.{data.draw(st.integers(0, 255))}.{data.draw(st.integers(1, 254))}",
