@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import MetaData, Table, func, not_, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.erasure_checker.snapshot import Snapshot, plain
+from tests.integration.erasure_checker.snapshot import Snapshot, plain, table_clause
 
 __all__ = ("constraint_findings",)
 
@@ -63,14 +63,13 @@ def _database_findings(connection: Connection, snapshot: Snapshot) -> list[str]:
         if verdict != ["ok"]:
             findings.append(f"PRAGMA integrity_check: {verdict[:5]}")
         return findings
-    metadata = MetaData()
     for key, table_snapshot in snapshot.tables.items():
         if not table_snapshot.checks:
             continue
-        table = Table(table_snapshot.name, metadata, schema=table_snapshot.schema, autoload_with=connection)
+        table = table_clause(connection, table_snapshot.name, table_snapshot.schema)
         for name, expression in table_snapshot.checks:
             count = connection.execute(
-                select(func.count()).select_from(table).where(not_(text(f"({expression})")))
+                select(func.count()).select_from(table).where(text(f"NOT ({expression})"))
             )
             violations = count.scalar_one()
             if violations:

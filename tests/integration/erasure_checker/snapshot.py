@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import MetaData, String, Table, Text, cast, exc, func, inspect, select, text
+from sqlalchemy import String, TableClause, Text, cast, column, exc, func, inspect, select, table, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ("ForeignKey", "Snapshot", "TableSnapshot", "plain", "take_snapshot")
+__all__ = ("ForeignKey", "Snapshot", "TableSnapshot", "plain", "table_clause", "take_snapshot")
 
 Row = dict[str, str | None]
 _NOT_SEARCHED = (
@@ -137,17 +137,15 @@ def _snapshot_sync(connection: Connection, schemas: Sequence[str | None]) -> Sna
     dialect = connection.dialect.name
     tables: dict[str, TableSnapshot] = {}
     foreign_keys: list[ForeignKey] = []
-    metadata = MetaData()
     default = inspector.default_schema_name
     for named in schemas:
         schema = None if named == default else named
         skip = _partitions(connection, schema)
         for name in sorted(set(inspector.get_table_names(schema=schema)) - skip):
             key = _qualified(schema, name, default)
-            table = Table(name, metadata, schema=schema, autoload_with=connection)
-            tables[key] = _table_snapshot(connection, table, key, schema)
+            tables[key] = _table_snapshot(connection, name, key, schema)
             for fk in inspector.get_foreign_keys(name, schema=schema):
-                referred_schema = fk.get("referred_schema") or schema
+                referred_schema = fk.get("referred_schema")  # None: the default schema
                 foreign_keys.append(
                     ForeignKey(
                         fk.get("name"),
@@ -160,21 +158,30 @@ def _snapshot_sync(connection: Connection, schemas: Sequence[str | None]) -> Sna
     return Snapshot(dialect, tables, foreign_keys)
 
 
-def _table_snapshot(connection: Connection, table: Table, key: str, schema: str | None) -> TableSnapshot:
+def table_clause(connection: Connection, name: str, schema: str | None) -> TableClause:
+    """The table's columns without its constraints (reflecting a MariaDB CHECK into a ``Table``
+    trips over SQLAlchemy's ``dialect_options``; the checker reads constraints itself)."""
+    columns = inspect(connection).get_columns(name, schema=schema)
+    return table(name, *(column(c["name"], c["type"]) for c in columns), schema=schema)
+
+
+def _table_snapshot(connection: Connection, name: str, key: str, schema: str | None) -> TableSnapshot:
     dialect = connection.dialect.name
     inspector = inspect(connection)
-    columns = tuple(c.name for c in table.columns)
-    pk = tuple(c.name for c in table.primary_key.columns)
-    statement = select(*(_rendered(dialect, c).label(c.name) for c in table.columns))
+    reflected = inspector.get_columns(name, schema=schema)
+    clause = table_clause(connection, name, schema)
+    columns = tuple(c.name for c in clause.columns)
+    pk = tuple(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
+    statement = select(*(_rendered(dialect, c).label(c.name) for c in clause.columns))
     rows: dict[tuple[str | None, ...], Row] = {}
     for index, record in enumerate(connection.execute(statement)):
         values = (None if dialect == "sqlite" and v == "NULL" else v for v in record)  # quote(NULL)
         row: Row = dict(zip(columns, values, strict=True))
         row_key = tuple(row[c] for c in pk) if pk else (*row.values(), str(index))
         rows[row_key] = row
-    unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(table.name, schema=schema)}
+    unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)}
     extra: dict[str, Any] = {"include_auto_indexes": True} if dialect == "sqlite" else {}
-    for index_info in inspector.get_indexes(table.name, schema=schema, **extra):
+    for index_info in inspector.get_indexes(name, schema=schema, **extra):
         if index_info.get("unique") and all(index_info["column_names"]):
             unique.add(tuple(c for c in index_info["column_names"] if c))
     if pk:
@@ -182,14 +189,14 @@ def _table_snapshot(connection: Connection, table: Table, key: str, schema: str 
     return TableSnapshot(
         key=key,
         schema=schema,
-        name=table.name,
+        name=name,
         columns=columns,
         primary_key=pk,
         rows=rows,
-        text_columns=frozenset(c.name for c in table.columns if not isinstance(c.type, _NOT_SEARCHED)),
-        not_null=frozenset(c.name for c in table.columns if not c.nullable),
+        text_columns=frozenset(c.name for c in clause.columns if not isinstance(c.type, _NOT_SEARCHED)),
+        not_null=frozenset(c["name"] for c in reflected if not c.get("nullable", True) or c["name"] in pk),
         unique=tuple(sorted(unique)),
-        checks=_checks(connection, schema, table.name),
+        checks=_checks(connection, schema, name),
     )
 
 

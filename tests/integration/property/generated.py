@@ -56,6 +56,11 @@ class Design:
         """The schema of ``kind``'s tables (None: the default one)."""
         return self.schemas[0] if kind == "person" else self.children[kind]
 
+    def created_in(self, kind: str, default: str | None) -> str | None:
+        """The schema to create ``kind``'s tables in: MariaDB resolves an unqualified reference in
+        the referencing table's database, so there the default one is named (``default``)."""
+        return self.schema_of(kind) or default
+
     def key(self, table: str, kind: str) -> str:
         """How a manifest names the table: schema-qualified outside the default schema."""
         schema = self.schema_of(kind)
@@ -81,7 +86,7 @@ def _ip_type(dialect: str) -> TypeEngine[Any]:
     return INET() if dialect == "postgresql" else String(45)
 
 
-def _subject_table(metadata: MetaData, design: Design, dialect: str) -> None:
+def _subject_table(metadata: MetaData, design: Design, dialect: str, default: str | None) -> None:
     optional: dict[str, list[Any]] = {
         "username": [
             Column("username", String(24), nullable=False),
@@ -113,24 +118,26 @@ def _subject_table(metadata: MetaData, design: Design, dialect: str) -> None:
     ]
     for name in design.subject_columns:
         parts += optional[name]
-    Table("person", metadata, *parts, schema=design.schema_of("person"))
+    Table("person", metadata, *parts, schema=design.created_in("person", default))
 
 
 def _fk(
-    columns: list[str], design: Design, table: str, kind: str, refs: list[str], name: str
+    columns: list[str], design: Design, table: str, kind: str, refs: list[str], name: str, default: str | None
 ) -> ForeignKeyConstraint:
-    schema = design.schema_of(kind)
+    schema = design.created_in(kind, default)
     target = table if schema is None else f"{schema}.{table}"
     return ForeignKeyConstraint(columns, [f"{target}.{c}" for c in refs], name=name)
 
 
-def build_metadata(design: Design, dialect: str) -> MetaData:
-    """The tables of ``design`` for ``dialect`` (types each database offers natively)."""
+def build_metadata(design: Design, dialect: str, default: str | None = None) -> MetaData:
+    """The tables of ``design`` for ``dialect`` (types each database offers natively); ``default``
+    names the default schema where references must be qualified (MariaDB)."""
     metadata = MetaData()
-    _subject_table(metadata, design, dialect)
+    _subject_table(metadata, design, dialect, default)
     person = ["person_id"]
-    for kind, schema in design.children.items():
-        to_person = _fk(person, design, "person", "person", ["id"], f"fk_{kind}_person")
+    for kind in design.children:
+        schema = design.created_in(kind, default)
+        to_person = _fk(person, design, "person", "person", ["id"], f"fk_{kind}_person", default)
         if kind == "addresses":
             Table(
                 "addresses",
@@ -170,6 +177,7 @@ def build_metadata(design: Design, dialect: str) -> MetaData:
                     kind,
                     ["tenant_id", "id"],
                     "fk_entries_account",
+                    default,
                 ),
                 schema=schema,
             )
@@ -182,7 +190,7 @@ def build_metadata(design: Design, dialect: str) -> MetaData:
                 Column("parent_id", Integer),
                 Column("title", String(40), nullable=False),
                 to_person,
-                _fk(["parent_id"], design, "folders", kind, ["id"], "fk_folders_parent"),
+                _fk(["parent_id"], design, "folders", kind, ["id"], "fk_folders_parent", default),
                 schema=schema,
             )
         elif kind == "teams":
@@ -200,7 +208,7 @@ def build_metadata(design: Design, dialect: str) -> MetaData:
                 Column("person_id", Integer, primary_key=True, autoincrement=False),
                 Column("nickname", String(30)),
                 to_person,
-                _fk(["team_id"], design, "teams", kind, ["id"], "fk_team_members_team"),
+                _fk(["team_id"], design, "teams", kind, ["id"], "fk_team_members_team", default),
                 schema=schema,
             )
         else:
@@ -211,8 +219,8 @@ def build_metadata(design: Design, dialect: str) -> MetaData:
                 Column("sender_id", Integer, nullable=False),
                 Column("recipient_id", Integer, nullable=False),
                 Column("body", Text, nullable=False),
-                _fk(["sender_id"], design, "person", "person", ["id"], "fk_messages_sender"),
-                _fk(["recipient_id"], design, "person", "person", ["id"], "fk_messages_recipient"),
+                _fk(["sender_id"], design, "person", "person", ["id"], "fk_messages_sender", default),
+                _fk(["recipient_id"], design, "person", "person", ["id"], "fk_messages_recipient", default),
                 schema=schema,
             )
     return metadata

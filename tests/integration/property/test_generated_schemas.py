@@ -135,7 +135,7 @@ async def _example(
 ) -> str:
     url, default_schema = await _target(kind, directory, server, design)
     os.environ[ENV] = url
-    metadata = build_metadata(design, kind)
+    metadata = build_metadata(design, kind, default_schema if kind == "mysql" else None)
     engine = create_async_engine(url)
     if kind == "sqlite":
         event.listen(engine.sync_engine, "connect", lambda c, _: c.execute("PRAGMA foreign_keys=ON"))
