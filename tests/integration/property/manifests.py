@@ -101,7 +101,7 @@ def randomized_manifest(
     draft = scaffold(schema, system=system, env_var=env_var, subject_table=design.key("person", "person"))
     document: dict[str, Any] = yaml.safe_load(draft)
     if len(design.schemas) > 1:
-        document["connection"]["schemas"] = [s or default_schema for s in design.schemas]
+        document["connection"]["schemas"] = [s for s in design.schemas if s is not None]
     subject = document["subject"]["table"]
     for name, spec in document["tables"].items():
         _table(spec, choices, subject=name == subject)

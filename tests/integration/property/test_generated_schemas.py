@@ -143,14 +143,12 @@ async def _example(
     targets = TargetRegistry(app_settings)
     try:
         await _fill(engine, metadata, rows)
-        connection = (
-            Connection(env=ENV, schemas=tuple(s or default_schema for s in design.schemas))
-            if len(design.schemas) > 1
-            else Connection(env=ENV)
+        named = tuple(s for s in design.schemas if s is not None)  # besides the default schema
+        connection = Connection(env=ENV, schemas=named) if named else Connection(env=ENV)  # type: ignore[call-arg]
         )  # type: ignore[call-arg]
         system = f"generated-{uuid.uuid4().hex[:12]}"  # a system of its own: no earlier tombstone applies
         schema = await targets.reflect(system, connection)
-        document = randomized_manifest(schema, design, system, ENV, Choices(choices), default_schema)
+        document = randomized_manifest(schema, design, system, ENV, Choices(choices))
         return await _check(kind, app_settings, engine, metadata, document, design, rows, victim)
     finally:
         await targets.dispose()
