@@ -95,7 +95,6 @@ def randomized_manifest(
     system: str,
     env_var: str,
     choices: Choices,
-    default_schema: str | None,
 ) -> dict[str, Any]:
     """The scaffold's draft of ``schema`` with random strategies (a dict ready to register)."""
     draft = scaffold(schema, system=system, env_var=env_var, subject_table=design.key("person", "person"))

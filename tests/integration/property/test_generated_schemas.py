@@ -144,8 +144,7 @@ async def _example(
     try:
         await _fill(engine, metadata, rows)
         named = tuple(s for s in design.schemas if s is not None)  # besides the default schema
-        connection = Connection(env=ENV, schemas=named) if named else Connection(env=ENV)  # type: ignore[call-arg]
-        )  # type: ignore[call-arg]
+        connection = Connection(env=ENV, schemas=named) if named else Connection(env=ENV)
         system = f"generated-{uuid.uuid4().hex[:12]}"  # a system of its own: no earlier tombstone applies
         schema = await targets.reflect(system, connection)
         document = randomized_manifest(schema, design, system, ENV, Choices(choices))
