@@ -12,7 +12,7 @@ from app.manifest.scaffold import scaffold
 from app.manifest.schema import SchemaInfo
 from tests.integration.property.generated import Design
 
-__all__ = ("Choices", "randomized_manifest")
+__all__ = ("Choices", "randomized_manifest", "repair")
 
 RETENTION = {"legal_basis": "kept by law for the test", "duration": "P1Y"}
 _SURROGATES: tuple[Any, ...] = (
@@ -107,3 +107,31 @@ def randomized_manifest(
     _shared_links(document, design, choices)
     _join_table(document, design, choices)
     return document
+
+
+def repair(document: dict[str, Any], errors: list[dict[str, str]]) -> None:
+    """Undo the random choices validation refused: a named column goes back to the type-aware
+    default, a named table (and every managed table its message names) to ``anonymize``."""
+    tables: dict[str, Any] = document["tables"]
+    for error in errors:
+        parts = error["field"].split(".")
+        if parts[0] != "tables" or len(parts) < 2:
+            continue
+        name = next(
+            (t for t in sorted(tables, key=len, reverse=True) if error["field"].startswith(f"tables.{t}.")),
+            None,
+        )
+        if name is None:
+            continue
+        rest = error["field"][len(f"tables.{name}.") :].split(".")
+        spec = tables[name]
+        if rest[0] == "columns" and len(rest) > 1 and rest[1] in spec.get("columns", {}):
+            column = spec["columns"][rest[1]]
+            spec["columns"][rest[1]] = {"category": column["category"]}
+            continue
+        for other in [name, *(t for t in tables if f"'{t}'" in error["message"])]:
+            tables[other]["strategy"] = "anonymize"
+            tables[other].pop("retention", None)
+            for column in tables[other].get("columns", {}).values():
+                if column.get("strategy") == "retain" and "retention" not in column:
+                    column["retention"] = dict(RETENTION)

@@ -132,6 +132,33 @@ def test_join_table_hop_is_a_reverse_foreign_key() -> None:
     assert [s.kind for s in path.steps] == ["reverse_foreign_key", "foreign_key"]
 
 
+def test_deleting_a_table_and_the_join_table_it_is_reached_through_is_a_cycle() -> None:
+    s = schema(
+        table("users"),
+        table("groups", "title"),
+        table(
+            "group_members",
+            "group_id",
+            "user_id",
+            pk=("group_id", "user_id"),
+            fks=(fk("group_members", "group_id", "groups"), fk("group_members", "user_id", "users")),
+        ),
+    )
+    link = {
+        "path": [
+            {"from": "id", "to": "group_members", "to_columns": "group_id"},
+            {"from": "user_id", "to": "users"},
+        ]
+    }
+    both = manifest({"groups": {"strategy": "delete", "link": link}, "group_members": {"strategy": "delete"}})
+    with pytest.raises(ManifestInvalid, match="cycle among row-deleted tables"):
+        build_graph(both, s)
+    kept = manifest(
+        {"groups": {"strategy": "anonymize", "link": link}, "group_members": {"strategy": "delete"}}
+    )
+    assert build_graph(kept, s).deletion_order == ("group_members",)
+
+
 def test_logical_reference_and_composite_key() -> None:
     s = schema(
         table("users", "tenant_id"),
@@ -237,6 +264,13 @@ def test_topological_order_reports_only_cycle_members() -> None:
     with pytest.raises(CycleError) as caught:
         topological_order(["a", "b", "c", "d"], [("d", "a"), ("a", "b"), ("b", "c"), ("c", "a")])
     assert set(caught.value.tables) == {"a", "b", "c"}
+
+
+def test_a_cycle_below_a_parent_is_named_without_the_parent() -> None:
+    """The first table waits for a cycle of its children without being on it."""
+    with pytest.raises(CycleError) as caught:
+        topological_order(["root", "x", "y"], [("x", "root"), ("x", "y"), ("y", "x")])
+    assert set(caught.value.tables) == {"x", "y"}
 
 
 @st.composite
