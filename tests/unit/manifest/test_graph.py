@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from app.lib.errors import ManifestInvalid
 from app.manifest.graph import CycleError, analyse_graph, build_graph, topological_order
 from app.manifest.lint import lint
+from app.manifest.schema import SchemaInfo
 from tests.unit.manifest.factories import fk, manifest, schema, table
 
 SHOP = schema(
@@ -101,21 +102,20 @@ def test_shared_rows_have_one_path_per_link_with_owned_columns() -> None:
     ]
 
 
-def test_join_table_hop_is_a_reverse_foreign_key() -> None:
-    s = schema(
-        table("users"),
-        table("groups", "title"),
-        table(
-            "group_members",
-            "group_id",
-            "user_id",
-            pk=("group_id", "user_id"),
-            fks=(
-                fk("group_members", "group_id", "groups"),
-                fk("group_members", "user_id", "users"),
-            ),
-        ),
+def groups_schema() -> SchemaInfo:
+    """users, groups and the join table group_members between them."""
+    members = table(
+        "group_members",
+        "group_id",
+        "user_id",
+        pk=("group_id", "user_id"),
+        fks=(fk("group_members", "group_id", "groups"), fk("group_members", "user_id", "users")),
     )
+    return schema(table("users"), table("groups", "title"), members)
+
+
+def test_join_table_hop_is_a_reverse_foreign_key() -> None:
+    s = groups_schema()
     m = manifest(
         {
             "groups": {
@@ -133,17 +133,7 @@ def test_join_table_hop_is_a_reverse_foreign_key() -> None:
 
 
 def test_deleting_a_table_and_the_join_table_it_is_reached_through_is_a_cycle() -> None:
-    s = schema(
-        table("users"),
-        table("groups", "title"),
-        table(
-            "group_members",
-            "group_id",
-            "user_id",
-            pk=("group_id", "user_id"),
-            fks=(fk("group_members", "group_id", "groups"), fk("group_members", "user_id", "users")),
-        ),
-    )
+    s = groups_schema()
     link = {
         "path": [
             {"from": "id", "to": "group_members", "to_columns": "group_id"},
