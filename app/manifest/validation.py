@@ -6,6 +6,7 @@ from app.manifest.graph import SubjectGraph, analyse_graph
 from app.manifest.issues import Issue
 from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy, Surrogate, TableSpec
 from app.manifest.schema import ColumnInfo, SchemaInfo, TableInfo
+from app.manifest.soundness import soundness_issues
 
 __all__ = ("ERASED_TEXT", "default_surrogate", "resolve_surrogate", "validate")
 
@@ -64,6 +65,7 @@ def validate(manifest: Manifest, schema: SchemaInfo) -> tuple[SubjectGraph | Non
     issues += _outside_reference_issues(manifest, schema)
     for index, policy in enumerate(manifest.retention_policies):
         issues += _policy_issues(index, policy, manifest, schema)
+    issues += soundness_issues(manifest, schema, graph)
     return graph, issues
 
 

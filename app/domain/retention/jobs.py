@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import uuid
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.retention import RetentionPolicyRecord, RetentionRun
 from app.domain.audit.services import append
+from app.domain.retention.metrics import RETENTION_ROWS, observe_run
 from app.domain.retention.services import (
     get_policy,
     latest_manifest,
@@ -39,11 +39,12 @@ from app.engine.retention import (
 )
 from app.engine.targets import TargetRegistry
 from app.lib.errors import Conflict, LetheError, TargetUnavailable, ValidationFailed
+from app.lib.logging import get_logger
 from app.manifest.model import Manifest
 
 __all__ = ("LeaseLost", "RetentionRunner", "RetentionScheduler", "retention_lifespan")
 
-logger = logging.getLogger("lethe.retention")
+logger = get_logger("lethe.retention")
 UNFINISHED = ("running", "incomplete")
 BatchObserver = Callable[[BatchReport], Awaitable[None]]
 
@@ -107,6 +108,7 @@ class RetentionRunner:
             session.add(run)
             await session.flush()
             await _audit_run(session, run)
+        observe_run(run)
         return run
 
     async def run(
@@ -147,7 +149,7 @@ class RetentionRunner:
             except ValidationFailed as refusal:  # the table changed under the policy: make it visible
                 runs.append(await self._record_refusal(policy_id, actor, refusal))
             except (LetheError, OSError, DBAPIError) as error:
-                logger.warning("retention policy could not run", extra={"reason": type(error).__name__})
+                logger.warning("retention policy could not run", reason=type(error).__name__)
             finally:
                 await self._release(policy_id)
         return runs
@@ -267,6 +269,7 @@ class RetentionRunner:
             session.add(run)
             await session.flush()
             await _audit_run(session, run)
+        observe_run(run)
         return run
 
     async def _start_or_resume(self, policy: RetentionPolicyRecord, actor: str, trigger: str) -> RetentionRun:
@@ -322,6 +325,7 @@ class RetentionRunner:
                 await _extend_lease(session, policy_id, self.owner, now + self._lease)
             if written.rowcount != 1:  # type: ignore[attr-defined]
                 raise LeaseLost
+            RETENTION_ROWS.labels(system=run.system, table=run.table_name, action=run.action).inc(report.rows)
             if observer is not None:
                 await observer(report)
 
@@ -340,6 +344,7 @@ class RetentionRunner:
             )
             if written.rowcount == 1:  # type: ignore[attr-defined]
                 await _audit_run(session, run)
+                observe_run(run)
         return run
 
 
@@ -427,7 +432,7 @@ class RetentionScheduler:
             try:
                 await self._runner.run_due()
             except (LetheError, SQLAlchemyError, OSError) as error:
-                logger.warning("retention tick failed", extra={"reason": type(error).__name__})
+                logger.warning("retention tick failed", reason=type(error).__name__)
             await asyncio.sleep(self._poll)
 
 
@@ -441,9 +446,7 @@ def retention_lifespan(
         try:
             await runner.sync()
         except (SQLAlchemyError, OSError) as error:  # store not migrated or down: /readyz says so
-            logger.warning(
-                "retention policies not synced at start-up", extra={"reason": type(error).__name__}
-            )
+            logger.warning("retention policies not synced at start-up", reason=type(error).__name__)
         task = None
         if settings.workers_enabled:
             task = asyncio.create_task(RetentionScheduler(runner, settings.retention_poll_seconds).serve())
