@@ -40,6 +40,8 @@ IssueKind = Literal[
     "retention_conflict",
     "rectifiable_key",
     "overlapping_links",
+    "exported_credential",
+    "scrub",
 ]
 
 

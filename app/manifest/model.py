@@ -273,10 +273,23 @@ class ColumnSpec(Spec, frozen=True):
     """None: the type-aware default (see :func:`app.manifest.validation.default_surrogate`)."""
     retention: Retention | None = None
     rectifiable: bool = False
+    export: bool = True
+    """False: the column is withheld from access exports (Art. 15(4): credentials, secrets)."""
+    export_reason: str | None = None
+    """Why the column is withheld (required with ``export: false``; shown in the export)."""
+    scrub: tuple[str, ...] = ()
+    """Identity names of the subject whose values may appear inside this column's free text or
+    JSON in any row (others' posts, audit details); erasure replaces each occurrence."""
 
     def __post_init__(self) -> None:
         if not _CATEGORY.match(self.category):
             raise ValueError("category must be dotted lower-case names, e.g. `user.contact.email`")
+        if not self.export and not (self.export_reason or "").strip():
+            raise ValueError("`export: false` needs an `export_reason` (shown in the export as withheld)")
+        if self.export and self.export_reason is not None:
+            raise ValueError("`export_reason` is only for columns with `export: false`")
+        if len(set(self.scrub)) != len(self.scrub):
+            raise ValueError("`scrub` names an identity twice")
         if isinstance(self.surrogate, str):
             force_setattr(self, "surrogate", Surrogate(kind=self.surrogate))
 
@@ -394,6 +407,23 @@ class Manifest(Spec, frozen=True):
             raise ValueError("system must be lower-case letters, digits, '-' or '_' (max 63)")
         if self.version != 1:
             raise ValueError("only manifest format version 1 is supported")
+        for table, spec in self.tables.items():
+            for column, column_spec in spec.columns.items():
+                unknown = [n for n in column_spec.scrub if n not in self.subject.identities]
+                if unknown:
+                    raise ValueError(
+                        f"tables.{table}.columns.{column}.scrub: '{unknown[0]}' is not an identity "
+                        f"of the subject (known: {', '.join(sorted(self.subject.identities))})"
+                    )
+
+    def scrubbed_columns(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """``(table, column, identity names)`` of every column declaring ``scrub``."""
+        return [
+            (table, column, spec.scrub)
+            for table, table_spec in self.tables.items()
+            for column, spec in table_spec.columns.items()
+            if spec.scrub
+        ]
 
     @property
     def subject_table(self) -> TableSpec:

@@ -77,8 +77,18 @@ async def test_scaffold_of_the_demo_validates_and_lints_clean(scaffolded: str, s
     graph, issues = validate(manifest, schema)
     assert issues == []
     assert graph is not None
-    assert graph.deletion_order.index("order_items") < graph.deletion_order.index("orders")
-    assert graph.deletion_order[-1] == "users"
+    # tables other tables reference are kept (anonymized): orders may be retained by law and
+    # point at the user and the address; leaves are deleted
+    strategies = {name: spec.strategy for name, spec in manifest.tables.items()}
+    assert strategies == {
+        "users": "anonymize",
+        "addresses": "anonymize",
+        "orders": "anonymize",
+        "order_items": "delete",
+        "comments": "delete",
+        "sessions": "delete",
+    }
+    assert set(graph.deletion_order) == {"order_items", "comments", "sessions"}
     assert lint(manifest, schema) == []
 
 
