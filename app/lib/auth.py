@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -17,7 +17,15 @@ from litestar.types import ASGIApp
 from app.config import Settings
 from app.lib.errors import ConfigurationError, InsufficientScope, InvalidToken
 
-__all__ = ("ALL_SCOPES", "AuthMiddleware", "Principal", "TokenVerifier", "mint_token", "requires")
+__all__ = (
+    "ALL_SCOPES",
+    "AuthMiddleware",
+    "Principal",
+    "ScopeGuard",
+    "TokenVerifier",
+    "mint_token",
+    "requires",
+)
 
 ALL_SCOPES = (
     "requests:read",
@@ -134,22 +142,27 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+@dataclass(frozen=True)
+class ScopeGuard:
+    """A guard that lets a request through only if its token carries ``scope``.
+
+    A value, not a closure, so the OpenAPI document can name the scope of every operation.
+    """
+
+    scope: str
+
+    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal: Principal = connection.user
+        if self.scope not in principal.scopes:
+            raise InsufficientScope(self.scope)
 
 
-def requires(scope: str) -> Guard:
-    """A guard that lets a request through only if its token carries ``scope``."""
+def requires(scope: str) -> ScopeGuard:
+    """The guard of an operation that needs ``scope``."""
     if scope not in ALL_SCOPES:
         msg = f"unknown scope {scope}"
         raise ValueError(msg)
-
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal: Principal = connection.user
-        if scope not in principal.scopes:
-            raise InsufficientScope(scope)
-
-    guard.__name__ = f"requires_{scope.replace(':', '_')}"
-    return guard
+    return ScopeGuard(scope)
 
 
 def mint_token(

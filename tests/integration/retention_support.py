@@ -175,7 +175,7 @@ SHOP_ENV = "LETHE_TEST_RETENTION_SHOP_URL"
 """The variable the test manifest names for its connection."""
 
 
-def shop_manifest() -> Manifest:
+def shop_manifest(contact_surrogate: str = "email") -> Manifest:
     """The test target's manifest: two scheduled/on-demand policies like the demo's, plus a soft one."""
     document = {
         "system": "shop",
@@ -189,7 +189,7 @@ def shop_manifest() -> Manifest:
             },
             "orders": {
                 "columns": {
-                    "contact_email": {"category": "user.contact.email", "surrogate": "email"},
+                    "contact_email": {"category": "user.contact.email", "surrogate": contact_surrogate},
                     "delivery_note": {"category": "user.contact.note", "strategy": "delete"},
                 }
             },
@@ -226,12 +226,12 @@ def shop_manifest() -> Manifest:
     return load_manifest(json.dumps(document), "json")
 
 
-async def register_shop(store_url: str) -> None:
+async def register_shop(store_url: str, manifest: Manifest | None = None) -> None:
     """Store the test manifest as the latest version of ``shop`` (no live validation)."""
     engine = create_async_engine(store_url)
     try:
         async with AsyncSession(engine) as session:
-            await ManifestService(session=session).store(shop_manifest(), "test")
+            await ManifestService(session=session).store(manifest or shop_manifest(), "test")
             await session.commit()
     finally:
         await engine.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, get
@@ -17,10 +16,13 @@ from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerific
 from app.lib.auth import requires
 from app.lib.errors import ValidationFailed
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
 
 __all__ = ("AuditController",)
 
+MAX_SEQ = 2**63 - 1
+"""The largest audit sequence number the store can hold (BIGINT)."""
 CHECKPOINT_DOC = "With checkpoint_hash, _time and _signature: a checkpoint to verify against."
 
 
@@ -65,11 +67,11 @@ class AuditController(Controller):
 
     path = "/audit"
     tags = ["audit"]
-    guards = [requires("audit:read")]
 
     @get(
         "/events",
         operation_id="ListAuditEvents",
+        guards=[requires("audit:read")],
         summary="Audit events, filtered, in seq order",
         responses=problem_responses(401, 403, 422),
     )
@@ -87,10 +89,14 @@ class AuditController(Controller):
                 description="Identity value; its reference is computed, the value is never stored."
             ),
         ] = None,
-        since: Annotated[datetime | None, QueryParameter(description="Inclusive lower bound.")] = None,
-        until: Annotated[datetime | None, QueryParameter(description="Exclusive upper bound.")] = None,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        since: Annotated[
+            str | None, QueryParameter(description="Inclusive lower bound.", schema_extra=DATE_TIME)
+        ] = None,
+        until: Annotated[
+            str | None, QueryParameter(description="Exclusive upper bound.", schema_extra=DATE_TIME)
+        ] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> AuditEventPage:
         """Filter by action, request, system, time, and subject identity (hashed first)."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -112,8 +118,8 @@ class AuditController(Controller):
             system=system,
             subject_refs=refs,
             subject_request_ids=related,
-            since=since,
-            until=until,
+            since=parse_instant(since, "query.since"),
+            until=parse_instant(until, "query.until"),
         )
         events, last = await services.list_events(
             db_session, flt, after_seq=int(after[0]) if after else None, limit=size
@@ -126,6 +132,7 @@ class AuditController(Controller):
     @get(
         "/verify",
         operation_id="VerifyAuditChain",
+        guards=[requires("audit:read")],
         summary="Recompute the hash chain",
         responses=problem_responses(401, 403, 422, 503),
     )
@@ -133,7 +140,9 @@ class AuditController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         state: State,
-        checkpoint_seq: Annotated[int | None, QueryParameter(ge=0, description=CHECKPOINT_DOC)] = None,
+        checkpoint_seq: Annotated[
+            int | None, QueryParameter(ge=0, le=MAX_SEQ, description=CHECKPOINT_DOC)
+        ] = None,
         checkpoint_hash: FromQuery[str | None] = None,
         checkpoint_time: FromQuery[str | None] = None,
         checkpoint_signature: FromQuery[str | None] = None,
@@ -158,7 +167,8 @@ class AuditController(Controller):
 
     @get(
         "/checkpoints",
-        operation_id="CreateAuditCheckpoint",
+        operation_id="GetAuditCheckpoint",
+        guards=[requires("audit:read")],
         summary="A signed checkpoint of the head",
         responses=problem_responses(401, 403, 503),
     )
