@@ -43,20 +43,13 @@ EXAMPLES = {"sqlite": 12, "postgresql": 5, "mysql": 5}
 """Bounded so the whole property test stays near a minute on two cores."""
 _RUN = uuid.uuid4().hex[:8]
 NAMED = {"postgresql": ("crm", "billing"), "mysql": (f"lethe_p{_RUN}_crm", f"lethe_p{_RUN}_billing")}
-SURROGATE_TYPES = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="validation accepts a surrogate the column type cannot take (a text `constant` on a date "
-    "column; on MariaDB a text surrogate on a JSON column, whose CHECK json_valid then fails as a raw "
-    "'database error (OperationalError)'), so the erasure fails at run time instead",
-)
 NAMED_SCHEMAS = pytest.mark.xfail(
     strict=True,
     raises=TypeError,
     reason="`connection.schemas` does not exist: named schemas cannot be declared or reflected",
 )
 LAYOUTS = (
-    pytest.param("one schema", marks=SURROGATE_TYPES),
+    pytest.param("one schema"),
     pytest.param("named schemas", marks=NAMED_SCHEMAS),
 )
 REPAIRS = 4
@@ -274,7 +267,6 @@ def _property(
     assert outcomes["erased and checked"] * 4 >= EXAMPLES[kind], outcomes
 
 
-@SURROGATE_TYPES
 def test_erasure_holds_on_generated_sqlite_schemas(
     store: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
