@@ -52,13 +52,14 @@ class DatabaseServer:
         return self.url_for(name)
 
     async def drop_all(self) -> None:
-        """Drop every database this session created (connections are terminated first)."""
+        """Drop every database this session created, newest first (a MariaDB database whose tables
+        reference another's cannot outlive it); connections are terminated first."""
         engine = create_async_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         try:
             async with engine.connect() as connection:
                 if self.kind == "mysql":  # databases may reference each other (named schemas)
                     await connection.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
-                for name in self.created:
+                for name in reversed(self.created):
                     if self.kind == "postgresql":
                         await connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     else:

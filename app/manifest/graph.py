@@ -83,11 +83,15 @@ class SubjectGraph:
 
 
 def _deletion_edges(schema: SchemaInfo, paths: dict[str, tuple[SubjectPath, ...]]) -> list[tuple[str, str]]:
-    """``(child, parent)`` pairs: declared foreign keys, and logical hops to a unique target."""
+    """``(child, parent)`` pairs: declared foreign keys, logical hops to a unique target, and hops
+    from a table into the join table that references it (its rows are found through the join
+    table's rows, so they go first: deleting both is a cycle with the join table's key)."""
     edges = [(fk.table, fk.referred_table) for fk in schema.foreign_keys()]
     for table_paths in paths.values():
         for path in table_paths:
             for step in path.steps:
+                if step.kind == "reverse_foreign_key":
+                    edges.append((step.from_table, step.to_table))
                 if step.kind != "logical":
                     continue
                 if schema.tables[step.to_table].is_unique(step.to_columns):

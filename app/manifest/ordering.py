@@ -48,11 +48,21 @@ def topological_order(tables: Sequence[str], edges: Iterable[tuple[str, str]]) -
 
 
 def _cycle(remaining: set[str], parents: dict[str, set[str]], index: dict[str, int]) -> list[str]:
-    """One cycle among ``remaining`` (each of which has a parent in ``remaining``)."""
-    start = min(remaining, key=index.__getitem__)
+    """One cycle among ``remaining``, from its first table along references (child -> parent).
+
+    A table is left over because it waits for a child that is left over too (a parent of a cycle
+    waits without being on it), so walking children first finds the tables of a cycle.
+    """
+    children = {t: {c for c in remaining if t in parents[c]} for t in remaining}
+    node = min(remaining, key=index.__getitem__)
     seen: list[str] = []
-    node = start
     while node not in seen:
         seen.append(node)
-        node = min((p for p in parents[node] if p in remaining), key=index.__getitem__)
-    return seen[seen.index(node) :]
+        node = min(children[node], key=index.__getitem__)
+    members = set(seen[seen.index(node) :])  # each has a parent among them
+    node = min(members, key=index.__getitem__)
+    cycle: list[str] = []
+    while node not in cycle:
+        cycle.append(node)
+        node = min((p for p in parents[node] if p in members), key=index.__getitem__)
+    return cycle[cycle.index(node) :]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from app.lib.errors import ManifestInvalid
 from app.manifest.graph import CycleError, analyse_graph, build_graph, topological_order
 from app.manifest.lint import lint
+from app.manifest.schema import SchemaInfo
 from tests.unit.manifest.factories import fk, manifest, schema, table
 
 SHOP = schema(
@@ -101,21 +102,20 @@ def test_shared_rows_have_one_path_per_link_with_owned_columns() -> None:
     ]
 
 
-def test_join_table_hop_is_a_reverse_foreign_key() -> None:
-    s = schema(
-        table("users"),
-        table("groups", "title"),
-        table(
-            "group_members",
-            "group_id",
-            "user_id",
-            pk=("group_id", "user_id"),
-            fks=(
-                fk("group_members", "group_id", "groups"),
-                fk("group_members", "user_id", "users"),
-            ),
-        ),
+def groups_schema() -> SchemaInfo:
+    """users, groups and the join table group_members between them."""
+    members = table(
+        "group_members",
+        "group_id",
+        "user_id",
+        pk=("group_id", "user_id"),
+        fks=(fk("group_members", "group_id", "groups"), fk("group_members", "user_id", "users")),
     )
+    return schema(table("users"), table("groups", "title"), members)
+
+
+def test_join_table_hop_is_a_reverse_foreign_key() -> None:
+    s = groups_schema()
     m = manifest(
         {
             "groups": {
@@ -130,6 +130,23 @@ def test_join_table_hop_is_a_reverse_foreign_key() -> None:
     )
     (path,) = build_graph(m, s).paths_for("groups")
     assert [s.kind for s in path.steps] == ["reverse_foreign_key", "foreign_key"]
+
+
+def test_deleting_a_table_and_the_join_table_it_is_reached_through_is_a_cycle() -> None:
+    s = groups_schema()
+    link = {
+        "path": [
+            {"from": "id", "to": "group_members", "to_columns": "group_id"},
+            {"from": "user_id", "to": "users"},
+        ]
+    }
+    both = manifest({"groups": {"strategy": "delete", "link": link}, "group_members": {"strategy": "delete"}})
+    with pytest.raises(ManifestInvalid, match="cycle among row-deleted tables"):
+        build_graph(both, s)
+    kept = manifest(
+        {"groups": {"strategy": "anonymize", "link": link}, "group_members": {"strategy": "delete"}}
+    )
+    assert build_graph(kept, s).deletion_order == ("group_members",)
 
 
 def test_logical_reference_and_composite_key() -> None:
@@ -237,6 +254,13 @@ def test_topological_order_reports_only_cycle_members() -> None:
     with pytest.raises(CycleError) as caught:
         topological_order(["a", "b", "c", "d"], [("d", "a"), ("a", "b"), ("b", "c"), ("c", "a")])
     assert set(caught.value.tables) == {"a", "b", "c"}
+
+
+def test_a_cycle_below_a_parent_is_named_without_the_parent() -> None:
+    """The first table waits for a cycle of its children without being on it."""
+    with pytest.raises(CycleError) as caught:
+        topological_order(["root", "x", "y"], [("x", "root"), ("x", "y"), ("y", "x")])
+    assert set(caught.value.tables) == {"x", "y"}
 
 
 @st.composite
