@@ -69,6 +69,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Claims of one request before a target that stays unreachable fails it (retried per lease)."""
     approval_required: str = ""
     """Request kinds that wait for approval before running (e.g. ``erasure``)."""
+    approval_four_eyes: bool = True
+    """The principal (token ``sub`` or client) that created a request may not approve it."""
     erasure_batch_threshold: int = 50_000
     """Above this many rows in one table, erasure switches to resumable keyset batches."""
     erasure_batch_size: int = 5_000

@@ -17,7 +17,7 @@ from litestar.types import ASGIApp
 from app.config import Settings
 from app.lib.errors import ConfigurationError, InsufficientScope, InvalidToken
 
-__all__ = ("ALL_SCOPES", "AuthMiddleware", "Principal", "TokenVerifier", "mint_token", "requires")
+__all__ = ("ADMIN_SCOPE", "ALL_SCOPES", "AuthMiddleware", "Principal", "TokenVerifier", "mint_token", "requires")
 
 ALL_SCOPES = (
     "requests:read",
@@ -33,7 +33,10 @@ ALL_SCOPES = (
     "retention:run",
     "backups:read",
     "backups:run",
+    "requests:admin",
 )
+ADMIN_SCOPE = "requests:admin"
+"""Sees and decides every client's requests (operators, the DPO's tool); others see their own."""
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
 
 

@@ -16,6 +16,7 @@ __all__ = (
     "ManifestInvalid",
     "NotFound",
     "PayloadTooLarge",
+    "SelfApproval",
     "TargetUnavailable",
     "TooManyRequests",
     "Unavailable",
@@ -106,6 +107,13 @@ class InsufficientScope(Forbidden):
                 "WWW-Authenticate": f'Bearer realm="lethe", error="insufficient_scope", scope="{scope}"'
             },
         )
+
+
+class SelfApproval(Forbidden):
+    """Four eyes: the principal that created a request may not approve it."""
+
+    slug = "approval-by-creator"
+    title = "The creator of a request cannot approve it"
 
 
 class NotFound(LetheError):

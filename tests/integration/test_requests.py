@@ -404,8 +404,8 @@ async def test_approval_reject_cancel_and_missing_erasure_engine(
     settings = make_settings(tmp_path, database_url=store_url, approval_required="erasure")
     engine = create_async_engine(store_url)
 
-    def auth(*scopes: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token(*scopes)}"}
+    def auth(*scopes: str, sub: str = "test-operator") -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(*scopes, sub=sub)}"}
 
     async with AsyncTestClient(app=create_app(settings)) as client:
         await register_crm(client, auth())
@@ -415,7 +415,7 @@ async def test_approval_reject_cancel_and_missing_erasure_engine(
         assert held["dry_run"] is True
         url = f"/v1/requests/{held['id']}"
         assert (await client.post(url + "/approve", headers=auth("requests:write"))).status_code == 403
-        approved = await client.post(url + "/approve", headers=auth("requests:approve"))
+        approved = await client.post(url + "/approve", headers=auth("requests:approve", "requests:admin", sub="dpo"))
         assert approved.json()["status"] == "queued"
         assert (await client.post(url + "/approve", headers=auth())).status_code == 409
         await drain(settings, engine)
