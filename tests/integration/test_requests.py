@@ -417,7 +417,7 @@ async def test_approval_reject_cancel_and_missing_erasure_engine(
         assert (await client.post(url + "/approve", headers=auth("requests:write"))).status_code == 403
         approved = await client.post(url + "/approve", headers=auth("requests:approve", "requests:admin", sub="dpo"))
         assert approved.json()["status"] == "queued"
-        assert (await client.post(url + "/approve", headers=auth())).status_code == 409
+        assert (await client.post(url + "/approve", headers=auth(sub="dpo"))).status_code == 409
         await drain(settings, engine)
         failed = (await client.get(url, headers=auth())).json()
         assert failed["status"] in ("failed", "completed")
