@@ -89,6 +89,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """The in-service retention scheduler looks for due policies this often."""
     erasure_batch_delay_seconds: float = 0.0
     """Test-only: pause after every committed erasure batch so a crash test can kill a worker."""
+    target_url_variables: str = ""
+    """Further environment variables (besides ``LETHE_TARGET_<SYSTEM>_URL``) manifests may name."""
+    target_url_files: str = ""
+    """Files (or directories of files) holding target URLs that manifests may name."""
     target_connect_timeout_seconds: float = 5.0
     """Connect timeout to target databases."""
     target_statement_timeout_seconds: float = 60.0
@@ -126,6 +130,22 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def approval_kinds(self) -> frozenset[str]:
         """Request kinds that need approval."""
         return frozenset(k for k in self.approval_required.replace(",", " ").split() if k)
+
+    @property
+    def target_variable_names(self) -> frozenset[str]:
+        """Variables the operator named for target URLs besides the default pattern."""
+        return frozenset(v for v in self.target_url_variables.replace(",", " ").split() if v)
+
+    @property
+    def target_url_file_paths(self) -> tuple[str, ...]:
+        """Files or directories the operator named for target URLs."""
+        return tuple(p for p in self.target_url_files.replace(",", " ").split() if p)
+
+    @property
+    def own_variable_names(self) -> frozenset[str]:
+        """Every variable the service reads for itself: never a target's URL."""
+        names = {ENV_PREFIX + name.upper() for name in Settings.__struct_fields__}
+        return frozenset(names | {f"{name}_FILE" for name in names})
 
     @property
     def is_sqlite(self) -> bool:

@@ -17,6 +17,7 @@ __all__ = (
     "NotFound",
     "PayloadTooLarge",
     "SelfApproval",
+    "TargetRefused",
     "TargetUnavailable",
     "TooManyRequests",
     "Unavailable",
@@ -163,6 +164,18 @@ class ManifestInvalid(ValidationFailed):
 
     slug = "manifest-invalid"
     title = "Invalid manifest"
+
+
+class TargetRefused(ValidationFailed):
+    """A manifest's connection names something the operator did not set up as a target."""
+
+    slug = "target-connection-refused"
+    title = "Target connection refused"
+
+    def __init__(self, system: str, field: str, reason: str) -> None:
+        super().__init__(
+            f"system '{system}': {field}: {reason}", [field_error(f"body.{field}", reason)]
+        )
 
 
 class IdempotencyConflict(ValidationFailed):

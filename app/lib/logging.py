@@ -52,6 +52,17 @@ def configure_logging(level: str) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+def _status_of(error: BaseException | None, sent: int) -> int:
+    """The status the problem handlers give ``error`` (LetheError.status, HTTPException.status_code)."""
+    if error is None:
+        return sent
+    for attribute in ("status", "status_code"):
+        value = getattr(error, attribute, None)
+        if isinstance(value, int) and 400 <= value <= 599:
+            return value
+    return 500
+
+
 class RequestIdMiddleware:
     """Assigns ``X-Request-ID`` (or keeps a sane one from the caller) and logs one access line."""
 
@@ -81,6 +92,8 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            # An exception is answered by the handlers outside this middleware: log their status.
+            status = _status_of(sys.exc_info()[1], status)
             self.logger.info(
                 "request",
                 extra={

@@ -171,7 +171,7 @@ async def engine_for(url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-SHOP_ENV = "LETHE_TEST_RETENTION_SHOP_URL"
+SHOP_ENV = "LETHE_TARGET_RETENTIONSHOP_URL"
 """The variable the test manifest names for its connection."""
 
 

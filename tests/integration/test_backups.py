@@ -38,7 +38,7 @@ from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
 from tests.servers import DatabaseServer
 
 SYSTEM = "shop"
-TARGET_VARIABLE = "LETHE_TEST_BACKUP_SHOP_URL"
+TARGET_VARIABLE = "LETHE_TARGET_BACKUPSHOP_URL"
 SCRATCH_VARIABLE = "LETHE_TEST_BACKUP_SCRATCH_URL"
 ERASED = (2, 4)
 """Users erased after the dump was taken."""

@@ -28,7 +28,7 @@ from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
 from tests.integration.erasure import schema
 from tests.servers import DatabaseServer
 
-ENV = "ERASURE_TEST_TARGET_URL"
+ENV = "LETHE_TARGET_ERASURETEST_URL"
 EXTRA = 1500  # comments and device logs of the subject, erased in batches
 
 
