@@ -19,6 +19,7 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
+from app.domain.audit.jobs import checkpoint_sink_lifespan
 from app.domain.backups.controllers import BackupController
 from app.domain.backups.jobs import backup_gauge_refresher
 from app.domain.consent.controllers import ConsentController
@@ -31,6 +32,7 @@ from app.domain.system.controllers import MetricsController, SystemController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.logging import RequestIdMiddleware, configure_logging
+from app.lib.loops import LoopWatch
 from app.lib.problems import exception_handlers
 
 __all__ = ("create_app",)
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     verifier = TokenVerifier(settings)
     targets = TargetRegistry(settings)
     retention_runner = RetentionRunner(engine, targets, settings)
+    loops = LoopWatch()
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -85,7 +88,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         lifespan=[
             lifespan,
-            retention_lifespan(retention_runner, settings),
+            retention_lifespan(retention_runner, settings, loops),
+            checkpoint_sink_lifespan(settings, engine, loops),
             backup_gauge_refresher(settings, engine),
         ],
         state=State(
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "verifier": verifier,
                 "targets": targets,
                 "retention_runner": retention_runner,
+                "loops": loops,
             }
         ),
         openapi_config=OpenAPIConfig(

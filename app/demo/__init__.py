@@ -62,7 +62,7 @@ class DemoInfo:
                 f"  export TOKEN={self.token}",
                 f"    # a calling service: {' '.join(SERVICE_SCOPES)}",
                 f"  export OPERATOR_TOKEN={self.operator_token}",
-                "    # the operator: manifests, audit, retention, backups, approvals, every client's requests",
+                "    # the operator: manifests, audit, retention, backups, approvals, all requests",
                 "",
                 "Try:",
                 f"  curl -s {base}/healthz",
@@ -126,10 +126,18 @@ async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:
     os.environ.setdefault(SHOP_URL_VARIABLE, f"sqlite+aiosqlite:///{shop_path.resolve()}")
     version = await register_demo_manifest(settings)
     token = mint_token(
-        settings, sub="demo-service", scopes=list(SERVICE_SCOPES), ttl_seconds=12 * 3600, client_id="demo-service"
+        settings,
+        sub="demo-service",
+        scopes=list(SERVICE_SCOPES),
+        ttl_seconds=12 * 3600,
+        client_id="demo-service",
     )
     operator = mint_token(
-        settings, sub="demo-operator", scopes=list(OPERATOR_SCOPES), ttl_seconds=12 * 3600, client_id="demo-operator"
+        settings,
+        sub="demo-operator",
+        scopes=list(OPERATOR_SCOPES),
+        ttl_seconds=12 * 3600,
+        client_id="demo-operator",
     )
     return DemoInfo(
         token=token, operator_token=operator, shop_path=shop_path, people=people, manifest_version=version

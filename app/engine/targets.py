@@ -92,9 +92,7 @@ class TargetSources(msgspec.Struct, frozen=True, kw_only=True):
         path = os.path.realpath(connection.file or "")
         allowed = [os.path.realpath(entry) for entry in self.files]
         if not any(path == entry or path.startswith(entry.rstrip(os.sep) + os.sep) for entry in allowed):
-            raise TargetRefused(
-                system, "connection.file", "the file is not listed in LETHE_TARGET_URL_FILES"
-            )
+            raise TargetRefused(system, "connection.file", "the file is not listed in LETHE_TARGET_URL_FILES")
 
     def check_url(self, system: str, url: URL) -> None:
         """Refuse a target URL that reaches the service store's own database.

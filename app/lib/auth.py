@@ -17,7 +17,15 @@ from litestar.types import ASGIApp
 from app.config import Settings
 from app.lib.errors import ConfigurationError, InsufficientScope, InvalidToken
 
-__all__ = ("ADMIN_SCOPE", "ALL_SCOPES", "AuthMiddleware", "Principal", "TokenVerifier", "mint_token", "requires")
+__all__ = (
+    "ADMIN_SCOPE",
+    "ALL_SCOPES",
+    "AuthMiddleware",
+    "Principal",
+    "TokenVerifier",
+    "mint_token",
+    "requires",
+)
 
 ALL_SCOPES = (
     "requests:read",

@@ -173,9 +173,7 @@ class TargetRefused(ValidationFailed):
     title = "Target connection refused"
 
     def __init__(self, system: str, field: str, reason: str) -> None:
-        super().__init__(
-            f"system '{system}': {field}: {reason}", [field_error(f"body.{field}", reason)]
-        )
+        super().__init__(f"system '{system}': {field}: {reason}", [field_error(f"body.{field}", reason)])
 
 
 class IdempotencyConflict(ValidationFailed):

@@ -20,7 +20,7 @@ def _run(store_url: str, args: list[str], signing_key: str | None) -> Result:
     env = {
         "LETHE_DATABASE_URL": store_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
-        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY, "LETHE_AUDIT_CHAIN_KEY": TEST_AUDIT_KEY,
         "LETHE_LOG_LEVEL": "WARNING",
         "LETHE_AUDIT_SIGNING_KEY": signing_key,
     }

@@ -480,7 +480,7 @@ def run_cli(settings: Settings, *args: str) -> Result:
     env = {
         "LETHE_DATABASE_URL": settings.database_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
-        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY, "LETHE_AUDIT_CHAIN_KEY": TEST_AUDIT_KEY,
         "LETHE_LOG_LEVEL": "WARNING",
         "LETHE_BACKUP_SOURCES": settings.backup_sources,
     }

@@ -249,7 +249,7 @@ def built(
     env.update(
         {
             "LETHE_JWT_SECRET": TEST_JWT_SECRET,
-            "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+            "LETHE_AUDIT_KEY": TEST_AUDIT_KEY, "LETHE_AUDIT_CHAIN_KEY": TEST_AUDIT_KEY,
             "LETHE_LOG_LEVEL": "WARNING",
         }
     )

@@ -42,14 +42,13 @@ async def setup(
 
 def _id_routes(app: Litestar) -> list[tuple[str, str]]:
     """Every (method, path) of the app whose path takes a request id."""
-    found = []
-    for route in app.routes:
-        if "{request_id:uuid}" not in route.path:
-            continue
-        for method in sorted(getattr(route, "methods", ())):
-            if method not in ("HEAD", "OPTIONS"):
-                found.append((method, route.path))
-    return found
+    return [
+        (method, route.path)
+        for route in app.routes
+        if "{request_id:uuid}" in route.path
+        for method in sorted(getattr(route, "methods", ()))
+        if method not in ("HEAD", "OPTIONS")
+    ]
 
 
 async def test_another_client_gets_404_on_every_route_that_takes_an_id(setup: Any) -> None:

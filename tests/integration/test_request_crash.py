@@ -87,7 +87,7 @@ async def _scenario(
     env = {
         "LETHE_DATABASE_URL": store_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
-        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY, "LETHE_AUDIT_CHAIN_KEY": TEST_AUDIT_KEY,
         "LETHE_ARTIFACT_KEY": ARTIFACT_KEY,
         "LETHE_ARTIFACTS_DIR": settings.artifacts_dir,
         "LETHE_WORKER_LEASE_SECONDS": "2",

@@ -415,7 +415,9 @@ async def test_approval_reject_cancel_and_missing_erasure_engine(
         assert held["dry_run"] is True
         url = f"/v1/requests/{held['id']}"
         assert (await client.post(url + "/approve", headers=auth("requests:write"))).status_code == 403
-        approved = await client.post(url + "/approve", headers=auth("requests:approve", "requests:admin", sub="dpo"))
+        approved = await client.post(
+            url + "/approve", headers=auth("requests:approve", "requests:admin", sub="dpo")
+        )
         assert approved.json()["status"] == "queued"
         assert (await client.post(url + "/approve", headers=auth(sub="dpo"))).status_code == 409
         await drain(settings, engine)

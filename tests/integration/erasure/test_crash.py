@@ -83,7 +83,7 @@ async def test_killed_erasure_worker_is_finished_by_another(
     env = {
         "LETHE_DATABASE_URL": store_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
-        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY, "LETHE_AUDIT_CHAIN_KEY": TEST_AUDIT_KEY,
         "LETHE_ARTIFACT_KEY": "dGVzdC1hcnRpZmFjdC1rZXktdGhhdC1pcy0zMi1ieXQ=",
         "LETHE_WORKER_LEASE_SECONDS": "2",
         "LETHE_WORKER_POLL_SECONDS": "0.2",
