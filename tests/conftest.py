@@ -14,6 +14,7 @@ from app.asgi import create_app
 from app.config import Settings, load_settings
 from app.db.store import create_store_engine, upgrade_store
 from app.lib.auth import ALL_SCOPES, mint_token
+from app.lib.crypto import CHAIN_OPTION, ChainKeyring
 from tests.servers import DatabaseServer, server_for
 
 TEST_JWT_SECRET = "test-jwt-secret-that-is-at-least-32-bytes-long"
@@ -35,6 +36,12 @@ def make_settings(tmp_path: Path, **overrides: str) -> Settings:
     }
     env.update({f"LETHE_{k.upper()}": v for k, v in overrides.items()})
     return load_settings(env)
+
+
+def store_engine_for(url: str) -> AsyncEngine:
+    """An engine on a service store that appends audit events under the test chain key."""
+    keyring = ChainKeyring(1, {1: TEST_CHAIN_KEY.encode()})
+    return create_async_engine(url, execution_options={CHAIN_OPTION: keyring})
 
 
 @pytest.fixture(scope="session")

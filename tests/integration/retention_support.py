@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from app.domain.manifests.services import ManifestService
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
+from tests.conftest import store_engine_for
 
 __all__ = (
     "NOW",
@@ -228,7 +229,7 @@ def shop_manifest() -> Manifest:
 
 async def register_shop(store_url: str) -> None:
     """Store the test manifest as the latest version of ``shop`` (no live validation)."""
-    engine = create_async_engine(store_url)
+    engine = store_engine_for(store_url)
     try:
         async with AsyncSession(engine) as session:
             await ManifestService(session=session).store(shop_manifest(), "test")

@@ -34,7 +34,7 @@ from app.engine.restore import RestoreExpectation, key_hasher, restore_test
 from app.engine.targets import TargetRegistry
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
-from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
+from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings
 from tests.servers import DatabaseServer
 
 SYSTEM = "shop"
@@ -480,7 +480,8 @@ def run_cli(settings: Settings, *args: str) -> Result:
     env = {
         "LETHE_DATABASE_URL": settings.database_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
-        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY, "LETHE_AUDIT_CHAIN_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
         "LETHE_LOG_LEVEL": "WARNING",
         "LETHE_BACKUP_SOURCES": settings.backup_sources,
     }

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET
+from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET
 
 __all__ = ()
 
@@ -249,7 +249,8 @@ def built(
     env.update(
         {
             "LETHE_JWT_SECRET": TEST_JWT_SECRET,
-            "LETHE_AUDIT_KEY": TEST_AUDIT_KEY, "LETHE_AUDIT_CHAIN_KEY": TEST_AUDIT_KEY,
+            "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+            "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
             "LETHE_LOG_LEVEL": "WARNING",
         }
     )

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.asgi import create_app
 from app.lib.auth import ALL_SCOPES
-from tests.conftest import make_settings
+from tests.conftest import make_settings, store_engine_for
 from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, create_crm, drain, register_crm
 
 Headers = Callable[..., dict[str, str]]
@@ -60,7 +59,7 @@ async def test_another_client_gets_404_on_every_route_that_takes_an_id(setup: An
         "/v1/requests", json={"kind": "erasure", "identities": {"email": SUBJECT_EMAIL}}, headers=auth("a")
     )
     assert erasure.json()["status"] == "awaiting_approval"
-    engine = create_async_engine(settings.database_url)
+    engine = store_engine_for(settings.database_url)
     try:
         await drain(settings, engine)
     finally:

@@ -25,6 +25,7 @@ from app.db.requests import SubjectRequest
 from app.domain.requests.metrics import refresh_request_gauges
 from app.domain.requests.schemas import RequestIn
 from app.lib.idempotency import body_fingerprint
+from tests.conftest import store_engine_for
 from tests.integration.requests_support import (
     SUBJECT_EMAIL,
     TARGET_ENV,
@@ -402,7 +403,7 @@ async def test_approval_reject_cancel_and_missing_erasure_engine(
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, database_url=store_url, approval_required="erasure")
-    engine = create_async_engine(store_url)
+    engine = store_engine_for(store_url)
 
     def auth(*scopes: str, sub: str = "test-operator") -> dict[str, str]:
         return {"Authorization": f"Bearer {token(*scopes, sub=sub)}"}
