@@ -33,6 +33,7 @@ from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.logging import RequestIdMiddleware, configure_logging
 from app.lib.loops import LoopWatch
+from app.lib.media import MediaTypeMiddleware
 from app.lib.problems import exception_handlers
 
 __all__ = ("create_app",)
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RetentionController,
             BackupController,
         ],
-        middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
+        middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier), MediaTypeMiddleware],
         security=[{"BearerToken": []}],
     )
     prometheus = PrometheusConfig(

@@ -182,7 +182,9 @@ def requires(scope: str) -> Guard:
         raise ValueError(msg)
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal: Principal = connection.user
+        principal = connection.scope.get("user")
+        if not isinstance(principal, Principal):  # OPTIONS/HEAD pass the middleware unauthenticated
+            raise InvalidToken("a bearer token is required", error="missing")
         if scope not in principal.scopes:
             raise InsufficientScope(scope)
 

@@ -21,6 +21,7 @@ __all__ = (
     "TargetUnavailable",
     "TooManyRequests",
     "Unavailable",
+    "UnsupportedMediaType",
     "ValidationFailed",
     "field_error",
     "problem_type",
@@ -181,6 +182,14 @@ class IdempotencyConflict(ValidationFailed):
 
     slug = "idempotency-key-reused"
     title = "Idempotency-Key reused with a different body"
+
+
+class UnsupportedMediaType(LetheError):
+    """The body's ``Content-Type`` is not one the operation reads."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
 
 
 class TooManyRequests(LetheError):

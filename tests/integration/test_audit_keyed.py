@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -91,7 +92,7 @@ async def test_event_inserted_by_the_runtime_role_fails_at_its_seq(
     try:
         async with engine.begin() as connection:
             await connection.execute(text(f"SET LOCAL ROLE {role}"))
-            with pytest.raises(Exception, match="append-only|permission denied"):
+            with pytest.raises(DBAPIError, match=r"append-only|permission denied"):
                 async with connection.begin_nested():
                     await connection.execute(text("UPDATE audit_event SET actor = 'x' WHERE seq = 1"))
             await connection.execute(insert(AuditEvent).values(**_forgery(head, epoch)))

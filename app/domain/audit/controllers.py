@@ -15,7 +15,7 @@ from app.db.audit import AuditEvent
 from app.domain.audit import chain, services
 from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerification, CheckpointOut
 from app.lib.auth import requires
-from app.lib.errors import ValidationFailed
+from app.lib.errors import ValidationFailed, field_error
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
 from app.lib.problems import problem_responses
 
@@ -37,6 +37,16 @@ def _event_out(event: AuditEvent) -> AuditEventOut:
         prev_hash=event.prev_hash,
         hash=event.hash,
     )
+
+
+def _require_zone(**moments: datetime | None) -> None:
+    """A bound without a time zone is ambiguous: 422 naming it rather than a guess."""
+    naive = [name for name, moment in moments.items() if moment is not None and moment.tzinfo is None]
+    if naive:
+        raise ValidationFailed(
+            "datetimes need a time zone",
+            [field_error(f"query.{name}", "add a time zone (Z or +hh:mm)") for name in naive],
+        )
 
 
 def _checkpoint_from_query(
@@ -94,6 +104,7 @@ class AuditController(Controller):
     ) -> AuditEventPage:
         """Filter by action, request, system, time, and subject identity (hashed first)."""
         size = clamp_limit(limit, state.settings.max_page_size)
+        _require_zone(since=since, until=until)
         after = decode_cursor(cursor, 1)
         refs = None
         if subject is not None or subject_type is not None:

@@ -35,6 +35,8 @@ __all__ = (
 
 logger = logging.getLogger("lethe.manifests")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_VERSION = 2**31 - 1
+"""Largest version number the store's integer column holds."""
 
 
 @dataclass
@@ -91,6 +93,8 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
         """
         if version is None:
             found = await self.latest(system)
+        elif not 1 <= version <= MAX_VERSION:  # beyond the column's range: no such version
+            found = None
         else:
             found = await self.repository.session.get(ManifestVersion, (system, version))
         if found is None:
