@@ -35,6 +35,7 @@ from app.lib.logging import RequestIdMiddleware, configure_logging
 from app.lib.loops import LoopWatch
 from app.lib.media import MediaTypeMiddleware
 from app.lib.problems import exception_handlers
+from app.lib.ratelimit import RateLimiter, parse_limits
 
 __all__ = ("create_app",)
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     targets = TargetRegistry(settings)
     retention_runner = RetentionRunner(engine, targets, settings)
     loops = LoopWatch()
+    limiter = RateLimiter(engine, parse_limits(settings.rate_limits))
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -101,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "targets": targets,
                 "retention_runner": retention_runner,
                 "loops": loops,
+                "rate_limiter": limiter,
             }
         ),
         openapi_config=OpenAPIConfig(

@@ -117,6 +117,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Statement timeout on target databases (PostgreSQL, MariaDB)."""
     max_body_bytes: int = 1_048_576
     """Largest accepted request body; larger bodies get 413."""
+    rate_limits: str = "requests:write=120/60 consent:write=1200/60 manifests:write=60/60"
+    """Per-client limits by scope, ``<scope>=<calls>/<seconds>`` separated by spaces; counted in
+    the store, so replicas share them. Scopes not listed are not limited; empty turns limits off."""
     max_page_size: int = 200
     """Upper bound on ``limit`` in list endpoints."""
     log_level: str = "INFO"

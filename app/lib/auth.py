@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -172,21 +172,27 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def requires(scope: str) -> Guard:
-    """A guard that lets a request through only if its token carries ``scope``."""
+    """A guard that lets a request through only if its token carries ``scope``.
+
+    It also counts the call against the client's rate limit for that scope (429 past it).
+    """
     if scope not in ALL_SCOPES:
         msg = f"unknown scope {scope}"
         raise ValueError(msg)
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.scope.get("user")
         if not isinstance(principal, Principal):  # OPTIONS/HEAD pass the middleware unauthenticated
             raise InvalidToken("a bearer token is required", error="missing")
         if scope not in principal.scopes:
             raise InsufficientScope(scope)
+        limiter = connection.app.state.get("rate_limiter")
+        if limiter is not None:
+            await limiter.hit(principal.client_id, scope)
 
     guard.__name__ = f"requires_{scope.replace(':', '_')}"
     return guard

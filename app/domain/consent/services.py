@@ -39,6 +39,7 @@ def consent_subject_reference(settings: Settings, identity_type: str, value: str
 FUTURE_SKEW = timedelta(minutes=5)
 """How far ahead of the service's clock a consent's ``occurred_at`` may be (clock skew)."""
 
+
 @dataclass(frozen=True, kw_only=True)
 class NewConsent:
     """What a caller states about one grant or withdrawal."""
