@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
@@ -23,6 +24,7 @@ from app.manifest.issues import Issue, raise_for_errors
 from app.manifest.lint import lint
 from app.manifest.loading import content_hash, dump_manifest, load_manifest, load_manifest_file
 from app.manifest.model import Manifest
+from app.manifest.schema import SchemaInfo
 from app.manifest.validation import validate
 
 __all__ = (
@@ -45,6 +47,7 @@ class LiveCheck:
 
     graph: SubjectGraph | None
     issues: list[Issue] = field(default_factory=list)
+    identity_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def of(self, severity: str) -> list[Issue]:
         """Issues of one severity (``error``, ``risk``, ``finding``)."""
@@ -59,7 +62,22 @@ async def check_live(manifest: Manifest, targets: TargetRegistry) -> LiveCheck:
     """
     schema = await targets.reflect(manifest.system, manifest.connection)
     graph, issues = validate(manifest, schema)
-    return LiveCheck(graph, issues + lint(manifest, schema))
+    return LiveCheck(graph, issues + lint(manifest, schema), _identity_columns(manifest, schema))
+
+
+def _identity_columns(manifest: Manifest, schema: SchemaInfo) -> dict[str, dict[str, Any]]:
+    """The reflected type of each identity's column, for checking request identities at the API."""
+    table = schema.tables.get(manifest.subject.table)
+    found: dict[str, dict[str, Any]] = {}
+    for name in manifest.subject.identities:
+        column = table.columns.get(manifest.subject.identity(name).column) if table else None
+        if column is not None:
+            found[name] = {
+                "affinity": column.affinity,
+                "type_name": column.type_name,
+                "length": column.length,
+            }
+    return found
 
 
 class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
@@ -131,7 +149,12 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
             statement = statement.where(ManifestVersion.system > after)
         return list((await self.repository.session.execute(statement)).scalars())
 
-    async def store(self, manifest: Manifest, created_by: str) -> tuple[ManifestVersion, bool]:
+    async def store(
+        self,
+        manifest: Manifest,
+        created_by: str,
+        identity_columns: dict[str, dict[str, Any]] | None = None,
+    ) -> tuple[ManifestVersion, bool]:
         """Insert a new version unless the latest one has the same content.
 
         Raises:
@@ -148,6 +171,7 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
             document=dump_manifest(manifest),
             created_at=datetime.now(UTC),
             created_by=created_by,
+            identity_columns=identity_columns or None,
         )
         try:
             await self.repository.add(row)
@@ -202,7 +226,7 @@ async def register_manifest(
     """
     check = await check_live(manifest, targets)
     raise_for_errors(check.issues)
-    row, created = await service.store(manifest, created_by)
+    row, created = await service.store(manifest, created_by, check.identity_columns)
     return row, created, check
 
 

@@ -20,6 +20,7 @@ from app.db.requests import (
 from app.domain.audit import services as audit
 from app.domain.requests.catalog import RegisteredManifest, current_manifests
 from app.domain.requests.deadlines import add_months, check_extension, due_date
+from app.domain.requests.identities import check_identity_values
 from app.domain.requests.queries import load_request
 from app.domain.requests.schemas import ExtensionIn, RequestIn
 from app.lib.auth import Principal
@@ -163,6 +164,7 @@ def _validate(body: RequestIn, registered: Mapping[str, RegisteredManifest]) -> 
     systems = _selected_systems(body, registered)
     selected = {s: registered[s] for s in systems}
     _check_identities(body, list(selected.values()))
+    check_identity_values(body.identities, list(selected.values()))
     _check_changes(body, selected)
     return systems
 
