@@ -27,8 +27,11 @@ demo: $(VENV)/.synced  ## migrate the embedded store, create the demo shop, prin
 test: $(VENV)/.synced  ## the whole suite (PostgreSQL/MariaDB tests need LETHE_TEST_*_URL or Docker)
 	$(RUN)/pytest
 
-test-unit: $(VENV)/.synced
+test-unit: $(VENV)/.synced  ## unit tests only (no server needed)
 	$(RUN)/pytest tests/unit
+
+test-integration: $(VENV)/.synced  ## integration tests only (real databases)
+	$(RUN)/pytest tests/integration
 
 lint: $(VENV)/.synced  ## ruff + mypy (strict on app/)
 	$(RUN)/ruff check app tests bench migrations

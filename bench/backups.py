@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import String
 
 from app.engine.backups import DumpFile
-from app.engine.erasure import subject_key_reference
 from app.engine.restore import RestoreExpectation, find_tombstoned_keys, key_hasher, restore_test
+from app.engine.subjects import subject_key_reference
 
 __all__ = ("run",)
 

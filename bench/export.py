@@ -141,6 +141,9 @@ class _NoProgress:
     async def complete_system(self, *_: object, **__: object) -> None:
         return None
 
+    async def record_plan(self, *_: object, **__: object) -> None:
+        return None
+
 
 def _settings(artifacts: Path) -> Settings:
     return load_settings(

@@ -69,6 +69,8 @@ class SubjectRequest(DefaultBase):
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     artifact_attempt: Mapped[int | None] = mapped_column(Integer)
     artifact_expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    artifact_erased_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    """When the export was deleted because its subject was erased (downloads answer 410)."""
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
     @property
@@ -81,6 +83,7 @@ class SubjectRequestSystem(DefaultBase):
     """Progress of one request in one system: status, counts and a cursor for resumable work."""
 
     __tablename__ = "subject_request_system"
+    __table_args__ = (Index("ix_subject_request_system_key_ref", "system", "subject_key_ref"),)
 
     request_id: Mapped[uuid.UUID] = mapped_column(
         Uuid,
@@ -96,4 +99,6 @@ class SubjectRequestSystem(DefaultBase):
     cursor: Mapped[dict[str, Any] | None] = mapped_column(JsonB)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(String(500))
+    subject_key_ref: Mapped[str | None] = mapped_column(String(64))
+    """HMAC of the subject's key in this system (as on erasure tombstones); None: not resolved."""
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -37,7 +35,6 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    insert,
     not_,
     or_,
     select,
@@ -46,23 +43,18 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db.audit import ErasureTombstone
-from app.db.erasure import ErasurePlanRecord
-from app.db.store import create_store_engine
 from app.engine.erasure_sql import (
-    Binds,
     ColumnChange,
     LinkChanges,
     anonymize_statement,
     count_statement,
     delete_statement,
     display_sql,
-    in_rows,
     keyset_bounds,
-    subject_condition,
 )
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.schema_info import schema_from_metadata
+from app.engine.subjects import Binds, in_rows, path_condition, resolve_subject, subject_key_reference
 from app.engine.surrogates import (
     SurrogateContext,
     SurrogateError,
@@ -71,8 +63,7 @@ from app.engine.surrogates import (
     install_sqlite_functions,
     surrogate_expression,
 )
-from app.lib.crypto import hmac_ref
-from app.lib.errors import Conflict, ValidationFailed
+from app.lib.errors import Conflict
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
 from app.manifest.model import ColumnSpec, Manifest, Surrogate, TableSpec
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo
@@ -88,9 +79,7 @@ __all__ = (
     "execute_erasure",
     "plan_document",
     "plan_erasure",
-    "resolve_subject_key",
     "run_erasure",
-    "subject_key_reference",
 )
 
 Strategy = Literal["delete", "anonymize", "retain"]
@@ -230,75 +219,6 @@ async def _load_target(conn: AsyncConnection, manifest: Manifest, options: Erasu
     return _Target(manifest, metadata, schema, graph, dialect, conn.dialect, options)
 
 
-async def resolve_subject_key(
-    conn: AsyncConnection,
-    manifest: Manifest,
-    identities: Mapping[str, str],
-    tenant: str | None = None,
-    table: Table | None = None,
-) -> tuple[Any, ...] | None:
-    """The subject key matched by the request's identities (None when nobody matches).
-
-    ``table`` is the reflected subject table when the caller has it (saves a reflection).
-
-    Every identity given must match the same row (``email`` and ``user_id`` of two different
-    people never erase either).
-
-    Raises:
-        ValidationFailed: an identity is unknown, a tenant is required but missing, or the
-            identities match several subjects.
-    """
-    subject = manifest.subject
-    if table is None:
-        table = await _reflect_one(conn, subject.table)
-    conditions = []
-    for name, value in identities.items():
-        try:
-            identity = subject.identity(name)
-        except KeyError as exc:
-            raise ValidationFailed(
-                f"system '{manifest.system}' has no identity '{name}'",
-                [{"field": f"identities.{name}", "message": "unknown identity type"}],
-            ) from exc
-        column = table.c[identity.column]
-        conditions.append(column == _coerce(column, value))
-        if identity.tenant_column:
-            if tenant is None:
-                raise ValidationFailed(
-                    f"identity '{name}' of system '{manifest.system}' is scoped by tenant",
-                    [{"field": "tenant", "message": "required for this identity"}],
-                )
-            conditions.append(table.c[identity.tenant_column] == tenant)
-    keys = [table.c[k] for k in subject.key_columns]
-    rows = (await conn.execute(select(*keys).where(and_(*conditions)).limit(2))).all()
-    if len(rows) > 1:
-        raise ValidationFailed(
-            f"the identities match several subjects in system '{manifest.system}'",
-            [{"field": "identities", "message": "ambiguous: give a more specific identity"}],
-        )
-    return tuple(rows[0]) if rows else None
-
-
-def _coerce(column: Any, value: str) -> Any:
-    python_type: Any
-    try:
-        python_type = column.type.python_type
-    except NotImplementedError:
-        return value
-    if python_type is int:
-        try:
-            return int(value)
-        except ValueError:
-            return -1 if str(value).strip() else value
-    return value
-
-
-async def _reflect_one(conn: AsyncConnection, name: str) -> Table:
-    metadata = MetaData()
-    await conn.run_sync(lambda sync: metadata.reflect(sync, only=[name]))
-    return metadata.tables[name]
-
-
 # --- building the per-table work -----------------------------------------------------------
 
 
@@ -398,7 +318,7 @@ def _table_work(target: _Target, table: str, binds: Binds) -> _TableWork:
     sql_table = target.tables[table]
     paths = target.graph.paths_for(table)
     key = target.graph.subject_key
-    conditions = [subject_condition(p, target.tables, key, binds, dialect=target.dialect) for p in paths]
+    conditions = [path_condition(p, target.tables, key, binds, dialect=target.dialect) for p in paths]
     condition = conditions[0] if len(conditions) == 1 else _or(conditions)
     strategy: Strategy = spec.strategy
     links = [
@@ -423,7 +343,7 @@ def _subject_rows(target: _Target, table: str, binds: Binds) -> Select[Any] | No
         return None
     alias = target.tables[table].alias()
     conditions = [
-        subject_condition(
+        path_condition(
             p, target.tables, target.graph.subject_key, binds, target=alias, dialect=target.dialect
         )
         for p in target.graph.paths_for(table)
@@ -443,7 +363,7 @@ def _outside_condition(
     paths = target.graph.paths_for(fk.referred_table)
     chosen_condition = _or(
         [
-            subject_condition(
+            path_condition(
                 p, target.tables, target.graph.subject_key, binds, target=referred, dialect=target.dialect
             )
             for p in paths
@@ -534,7 +454,7 @@ async def plan_erasure(
     """
     target = await _load_target(conn, manifest, options)
     subject_table = target.tables[manifest.subject.table]
-    key = await resolve_subject_key(conn, manifest, identities, options.tenant, subject_table)
+    key = await resolve_subject(conn, manifest, subject_table, identities, options.tenant)
     plan = SystemPlan(manifest.system, found=key is not None)
     display = _all_work(target, Binds(None))
     executable = _all_work(target, Binds(key)) if key is not None else None
@@ -802,7 +722,7 @@ async def execute_erasure(
             await _prepare_connection(conn)
             target = await _load_target(conn, manifest, options)
             subject_table = target.tables[manifest.subject.table]
-            key = await resolve_subject_key(conn, manifest, identities, options.tenant, subject_table)
+            key = await resolve_subject(conn, manifest, subject_table, identities, options.tenant)
             outcome = ErasureOutcome(manifest.system, found=key is not None, subject_key=key)
             if cursor:
                 _restore(outcome, cursor)
@@ -947,16 +867,6 @@ def plan_document(plan: SystemPlan) -> dict[str, Any]:
     return document
 
 
-def subject_key_reference(secret: str, system: str, key: Sequence[Any]) -> str:
-    """The tombstone reference of a subject key: HMAC of system and key under the audit key
-    (the same formula as ``tombstone_reference`` of the audit service)."""
-    value = key[0] if len(key) == 1 else KEY_JOIN.join(str(k) for k in key)
-    return hmac_ref(secret, system, "key", str(value))
-
-
-KEY_JOIN = "."
-
-
 def _options(run: RequestRun) -> ErasureOptions:
     settings = run.settings
     return ErasureOptions(
@@ -968,32 +878,10 @@ def _options(run: RequestRun) -> ErasureOptions:
     )
 
 
-async def _record_plan(store: AsyncEngine, run: RequestRun, plan: SystemPlan) -> None:
-    async with store.begin() as conn:
-        await conn.execute(
-            insert(ErasurePlanRecord).values(
-                id=uuid.uuid4(),
-                request_id=str(run.request_id),
-                system=plan.system,
-                attempt=run.attempt,
-                created_at=datetime.now(UTC),
-                plan=plan_document(plan),
-            )
-        )
-
-
-async def _tombstoned(store: AsyncEngine, system: str, reference: str) -> bool:
-    query = select(ErasureTombstone.id).where(
-        ErasureTombstone.system == system, ErasureTombstone.subject_key_ref == reference
-    )
-    async with store.connect() as conn:
-        return (await conn.execute(query.limit(1))).first() is not None
-
-
-async def _plan_only(store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
+async def _plan_only(run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
     async with target.connect() as conn:
         plan = await plan_erasure(conn, system.manifest, run.identities, _options(run))
-    await _record_plan(store, run, plan)
+    await run.progress.record_plan(system.system, plan_document(plan))
     outcome = SystemOutcome(
         not_found=not plan.found,
         counts={t.table: t.rows for t in plan.tables},
@@ -1002,24 +890,18 @@ async def _plan_only(store: AsyncEngine, run: RequestRun, system: SystemRun, tar
     await run.progress.complete_system(system.system, outcome, action="erasure.planned")
 
 
-async def _erase_system(
-    store: AsyncEngine, run: RequestRun, system: SystemRun, target: AsyncEngine
-) -> dict[str, int]:
+async def _erase_system(run: RequestRun, system: SystemRun, target: AsyncEngine) -> dict[str, int]:
     options = _options(run)
     secret = options.secret or ""
     manifest = system.manifest
     cursor = system.cursor
     reference = str(cursor["subject_key_ref"]) if cursor and "subject_key_ref" in cursor else None
     if cursor is None:
+        # Every erasure executes its plan: a subject erased before (a tombstone exists) whose rows
+        # came back from a backup or a re-import is erased again; one with nothing left is a no-op.
         async with target.connect() as conn:
-            key = await resolve_subject_key(conn, manifest, run.identities, options.tenant)
-            reference = subject_key_reference(secret, system.system, key) if key else None
-            if reference is not None and await _tombstoned(store, system.system, reference):
-                done = SystemOutcome(audit={"already_erased": True})
-                await run.progress.complete_system(system.system, done, action="erasure.system_completed")
-                return {}
             plan = await plan_erasure(conn, manifest, run.identities, options)
-        await _record_plan(store, run, plan)
+        await run.progress.record_plan(system.system, plan_document(plan))
 
     async def save(state: dict[str, Any]) -> None:
         state["subject_key_ref"] = reference
@@ -1038,6 +920,7 @@ async def _erase_system(
         counts=counts,
         audit=outcome.audit_payload(),
         tombstones=[reference] if found and reference is not None else [],
+        subject_key_ref=reference,
     )
     await run.progress.complete_system(system.system, result, action="erasure.system_completed")
     return counts
@@ -1050,21 +933,17 @@ async def run_erasure(run: RequestRun) -> RequestOutcome:
     resumes at its next batch. An outside reference or a refused constraint fails the request
     naming the system (that system's transaction rolled back; earlier systems stay erased).
     """
-    store = create_store_engine(run.settings)
     totals: dict[str, int] = {}
-    try:
-        for system in run.systems:
-            if system.status == "completed":
+    for system in run.systems:
+        if system.status == "completed":
+            continue
+        target = await run.targets(system.system, system.manifest)
+        try:
+            if run.dry_run:
+                await _plan_only(run, system, target)
                 continue
-            target = await run.targets(system.system, system.manifest)
-            try:
-                if run.dry_run:
-                    await _plan_only(store, run, system, target)
-                    continue
-                counts = await _erase_system(store, run, system, target)
-            except ErasureBlocked as exc:
-                raise RequestFailed(exc.detail, system=system.system) from exc
-            totals[system.system] = sum(counts.values())
-    finally:
-        await store.dispose()
+            counts = await _erase_system(run, system, target)
+        except ErasureBlocked as exc:
+            raise RequestFailed(exc.detail, system=system.system) from exc
+        totals[system.system] = sum(counts.values())
     return RequestOutcome(audit={"dry_run": run.dry_run, "rows": sum(totals.values())})

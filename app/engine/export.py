@@ -23,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.artifacts import EncryptedWriter, artifact_path
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
-from app.engine.subjects import ReflectedTarget, reflect_target, subject_condition, subject_keys
+from app.engine.subjects import (
+    ReflectedTarget,
+    reflect_target,
+    resolve_subject,
+    subject_condition,
+    subject_key_reference,
+)
 from app.lib.crypto import aes_key
 from app.manifest.model import Manifest, TableSpec
 
@@ -216,13 +222,14 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
     async with engine.connect() as raw:
         connection = await _begin_snapshot(raw)
         target: ReflectedTarget = await reflect_target(connection, manifest)
-        keys = await subject_keys(connection, target, manifest, run.identities, run.tenant)
-        found = bool(keys)
+        subject_table = target.tables[manifest.subject.table]
+        key = await resolve_subject(connection, manifest, subject_table, run.identities, run.tenant)
+        found = key is not None
         artifacts.json.write(_ENCODER.encode(system_run.system) + b":" + _ENCODER.encode(header)[:-1])
         artifacts.json.write(b',"found":' + (b"true" if found else b"false") + b',"tables":{')
         counts: dict[str, int] = {}
         metadata: dict[str, Any] = {}
-        if found:
+        if key is not None:
             for index, name in enumerate(_table_order(target)):
                 links = [p.describe() for p in target.graph.paths_for(name)]
                 metadata[name] = table_metadata(manifest, name, links)
@@ -230,7 +237,7 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
                 artifacts.json.write(
                     prefix + _ENCODER.encode(name) + b':{"metadata":' + _ENCODER.encode(metadata[name]) + b","
                 )
-                condition = subject_condition(target, name, keys)
+                condition = subject_condition(target, name, key)
                 counts[name] = await _export_table(
                     connection, run, system_run.system, target.tables[name], condition, artifacts
                 )
@@ -240,7 +247,9 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
         f"{system_run.system}/metadata.json",
         _ENCODER.encode({**header, "found": found, "tables": metadata, "row_counts": counts}),
     )
-    return SystemOutcome(not_found=not found, counts=counts)
+    secret = run.settings.audit_key
+    reference = subject_key_reference(secret, system_run.system, key) if key and secret else None
+    return SystemOutcome(not_found=not found, counts=counts, subject_key_ref=reference)
 
 
 def _consent_rows(history: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:

@@ -16,7 +16,7 @@ from sqlalchemy import Column, update
 from sqlalchemy import types as sqltypes
 
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
-from app.engine.subjects import reflect_target, subject_condition, subject_keys
+from app.engine.subjects import reflect_target, resolve_subject, subject_condition, subject_key_reference
 
 __all__ = ("InvalidValue", "check_value", "run_rectification")
 
@@ -119,17 +119,21 @@ async def _rectify_system(run: RequestRun, system_run: SystemRun) -> SystemOutco
     async with engine.begin() as connection:
         target = await reflect_target(connection, system_run.manifest)
         checked = _checked_changes(system_run, target.tables, changes)
-        keys = await subject_keys(connection, target, system_run.manifest, run.identities, run.tenant)
-        if not keys:
+        manifest = system_run.manifest
+        subject_table = target.tables[manifest.subject.table]
+        key = await resolve_subject(connection, manifest, subject_table, run.identities, run.tenant)
+        if key is None:
             return SystemOutcome(not_found=True)
         counts: dict[str, int] = {}
         for table_name, values in checked.items():
             table = target.tables[table_name]
-            statement = update(table).where(subject_condition(target, table_name, keys)).values(values)
+            statement = update(table).where(subject_condition(target, table_name, key)).values(values)
             result = await connection.execute(statement)
             counts[table_name] = int(result.rowcount or 0)
     audit = {"tables": {name: sorted(values) for name, values in checked.items()}, "rows": counts}
-    return SystemOutcome(counts=counts, audit=audit)
+    secret = run.settings.audit_key
+    reference = subject_key_reference(secret, system_run.system, key) if secret else None
+    return SystemOutcome(counts=counts, audit=audit, subject_key_ref=reference)
 
 
 async def run_rectification(run: RequestRun) -> RequestOutcome:

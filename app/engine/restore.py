@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.engine.backups import DumpFile
+from app.engine.subjects import KeyReference, key_hasher
 
 __all__ = (
     "CUSTOM_FORMAT_MAGIC",
@@ -35,11 +34,9 @@ __all__ = (
 CUSTOM_FORMAT_MAGIC = b"PGDMP"
 """First bytes of a ``pg_dump -Fc`` archive."""
 SCRATCH_PREFIX = "lethe_restore_"
-COMPOSITE_KEY_JOIN = "."
 """How the erasure engine joins the values of a composite key before hashing."""
 KEY_BATCH = 5_000
 
-KeyReference = Callable[[tuple[Any, ...]], str]
 """Maps a subject key (the values of its key columns) to its tombstone reference."""
 
 
@@ -86,24 +83,6 @@ class RestoreOutcome:
             and not self.missing_tables
             and not self.empty_tables
         )
-
-
-def key_hasher(secret: str, system: str) -> KeyReference:
-    """The tombstone reference of a key, as the erasure engine writes it, from a prepared state.
-
-    Equal to ``subject_key_reference(secret, system, key)`` (``hmac_ref(secret, system, "key",
-    value)``, composite keys joined by ``.``); the HMAC state after the constant prefix is computed
-    once and copied per key, which matters when a restored copy holds millions of subjects.
-    """
-    prefix = hmac.new(secret.encode("utf-8"), f"{system}\x00key\x00".encode(), hashlib.sha256)
-
-    def reference(key: tuple[Any, ...]) -> str:
-        value = key[0] if len(key) == 1 else COMPOSITE_KEY_JOIN.join(str(part) for part in key)
-        state = prefix.copy()
-        state.update(str(value).encode("utf-8"))
-        return state.hexdigest()
-
-    return reference
 
 
 def is_custom_format(path: Path) -> bool:

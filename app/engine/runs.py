@@ -63,6 +63,9 @@ class SystemOutcome:
     counts: Mapping[str, int] = field(default_factory=dict)
     audit: Mapping[str, Any] = field(default_factory=dict)
     tombstones: Sequence[str] = ()
+    subject_key_ref: str | None = None
+    """HMAC of the subject's key in this system (:func:`app.engine.subjects.subject_key_reference`)
+    when the subject was found: links requests about the same person made with other identities."""
 
 
 @dataclass(kw_only=True)
@@ -91,6 +94,9 @@ class ProgressSink(Protocol):
 
     async def complete_system(self, system: str, outcome: SystemOutcome, *, action: str | None) -> None:
         """Mark ``system`` completed and append the audit event ``action`` (if any) in one transaction."""
+
+    async def record_plan(self, system: str, plan: Mapping[str, Any]) -> None:
+        """Keep the erasure plan of ``system`` (what ``GET /v1/requests/{id}/plan`` returns once it ran)."""
 
 
 class TargetSource(Protocol):

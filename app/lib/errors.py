@@ -7,7 +7,9 @@ from typing import Any, ClassVar
 __all__ = (
     "ConfigurationError",
     "Conflict",
+    "ExportErased",
     "Forbidden",
+    "Gone",
     "IdempotencyConflict",
     "IdempotencyInProgress",
     "InsufficientScope",
@@ -124,6 +126,21 @@ class NotFound(LetheError):
     status = 404
     slug = "not-found"
     title = "Not found"
+
+
+class Gone(LetheError):
+    """The resource existed and was deleted on purpose (an export whose subject was erased)."""
+
+    status = 410
+    slug = "gone"
+    title = "Gone"
+
+
+class ExportErased(Gone):
+    """The export was deleted because its subject was erased afterwards."""
+
+    slug = "export-erased"
+    title = "Export deleted by an erasure"
 
 
 class Conflict(LetheError):

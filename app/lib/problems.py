@@ -40,6 +40,7 @@ _DESCRIPTIONS = {
     403: "The token lacks the required scope",
     404: "No such resource",
     409: "The resource's state does not allow this",
+    410: "Deleted on purpose (an export whose subject was erased afterwards)",
     413: "Body larger than the configured limit",
     422: "Invalid input; `errors` names each field",
     429: "Too many requests",

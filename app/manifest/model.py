@@ -19,6 +19,7 @@ __all__ = (
     "Connection",
     "Hop",
     "Identity",
+    "IdentityMatch",
     "IgnoreRule",
     "Link",
     "Manifest",
@@ -31,6 +32,8 @@ __all__ = (
     "SubjectSpec",
     "Surrogate",
     "TableSpec",
+    "default_match",
+    "normalise_identity",
 )
 
 ColumnStrategy = Literal["delete", "anonymize", "retain"]
@@ -94,15 +97,42 @@ class Connection(Spec, frozen=True):
             raise ValueError("give exactly one of `env` (variable name) or `file` (path)")
 
 
+IdentityMatch = Literal["exact", "casefold", "trimmed"]
+"""How a request's identity value is compared with the stored column.
+
+``exact``: byte for byte. ``trimmed``: surrounding whitespace of the request's value is ignored.
+``casefold``: also case-insensitive (``lower(column) = lower(value)``), the default for e-mail-like
+identities. The pseudonymous reference of the identity is computed from the same normal form, so
+two values that find the same subject always have the same reference.
+"""
+
+
+def default_match(name: str, column: str | None = None) -> IdentityMatch:
+    """The match rule of an identity that does not declare one: ``casefold`` for e-mail-like
+    identities (by identity or column name), ``trimmed`` for everything else."""
+    return "casefold" if "mail" in f"{name} {column or ''}".casefold() else "trimmed"
+
+
+def normalise_identity(match: IdentityMatch, value: str) -> str:
+    """The normal form of an identity value under ``match`` (what SQL compares and what is hashed)."""
+    if match == "exact":
+        return value
+    value = value.strip()
+    return value.lower() if match == "casefold" else value
+
+
 class Identity(Spec, frozen=True):
     """An identity a request may use to find the subject: a column of the subject table.
 
     ``tenant_column`` scopes the lookup: a request must then also give the tenant, and only rows
     of that tenant match (the same e-mail may belong to two tenants' different subjects).
+    ``match`` is the comparison rule (see :data:`IdentityMatch`); omitted, it is
+    :func:`default_match` of the identity's name and column.
     """
 
     column: str
     tenant_column: str | None = None
+    match: IdentityMatch | None = None
 
 
 class SubjectSpec(Spec, frozen=True):
@@ -132,8 +162,15 @@ class SubjectSpec(Spec, frozen=True):
         """
         value = self.identities[name]
         if isinstance(value, str):
-            return Identity(column=value, tenant_column=self.tenant_column)
+            value = Identity(column=value, tenant_column=self.tenant_column)
+        if value.match is None:
+            value = msgspec.structs.replace(value, match=default_match(name, value.column))
         return value
+
+    def match_rule(self, name: str) -> IdentityMatch:
+        """The comparison rule of identity ``name`` (explicit or :func:`default_match`)."""
+        rule = self.identity(name).match
+        return default_match(name) if rule is None else rule
 
 
 class Hop(Spec, frozen=True):

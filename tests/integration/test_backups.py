@@ -29,8 +29,9 @@ from app.domain.audit.services import tombstone_reference
 from app.domain.backups import services
 from app.domain.manifests.services import ManifestService
 from app.engine.backups import DumpFile
-from app.engine.erasure import ErasureOptions, execute_erasure, subject_key_reference
+from app.engine.erasure import ErasureOptions, execute_erasure
 from app.engine.restore import RestoreExpectation, key_hasher, restore_test
+from app.engine.subjects import subject_key_reference
 from app.engine.targets import TargetRegistry
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest

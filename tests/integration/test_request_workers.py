@@ -68,7 +68,7 @@ async def test_a_worker_whose_lease_was_taken_over_cannot_write(
     crm: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(jobs.HANDLERS, "erasure", "tests.integration.test_request_workers:fake_erasure")
+    monkeypatch.setitem(jobs.HANDLERS, "erasure", fake_erasure)
     await register_crm(client, auth())
     created = await client.post(
         "/v1/requests", json={"kind": "erasure", "identities": {"email": SUBJECT_EMAIL}}, headers=auth()

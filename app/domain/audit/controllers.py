@@ -116,11 +116,13 @@ class AuditController(Controller):
             refs = await services.subject_references_for(
                 db_session, state.settings, subject_type, subject, system
             )
+        related = await services.requests_of_subject(db_session, refs) if refs else []
         flt = services.EventFilter(
             action=action,
             request_id=request_id,
             system=system,
             subject_refs=refs,
+            subject_request_ids=related,
             since=since,
             until=until,
         )

@@ -15,13 +15,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Select, distinct, select, text, update
+from sqlalchemy import ColumnElement, Select, distinct, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
+from app.db.requests import SubjectRequest, SubjectRequestSystem
+from app.engine.subjects import subject_key_reference
 from app.lib.crypto import CHAIN_OPTION, ChainKeyring, hmac_ref
 from app.lib.errors import Unavailable, ValidationFailed
+from app.manifest.model import IdentityMatch, default_match, normalise_identity
 
 __all__ = (
     "ADVISORY_LOCK_KEY",
@@ -38,7 +41,7 @@ __all__ = (
     "hash_of",
     "head",
     "list_events",
-    "normalise_identity",
+    "requests_of_subject",
     "subject_reference",
     "subject_references_for",
     "tombstone_reference",
@@ -67,33 +70,26 @@ Payload = Mapping[str, Any]
 # --- pseudonymous references ---------------------------------------------------------------
 
 
-def normalise_identity(identity_type: str, value: str) -> str:
-    """The form of an identity that is hashed, so one person always maps to one reference.
-
-    Every value is stripped of surrounding whitespace; e-mail addresses are also case-folded
-    (``Alice@Example.COM `` and ``alice@example.com`` are the same subject). Other identity
-    types (ids, usernames, phone numbers as given) are compared exactly after stripping.
-    """
-    value = value.strip()
-    if identity_type.strip().casefold() == "email":
-        value = value.casefold()
-    return value
-
-
-def subject_reference(audit_key: str, system: str | None, identity_type: str, value: str) -> str:
+def subject_reference(
+    audit_key: str, system: str | None, identity_type: str, value: str, match: IdentityMatch | None = None
+) -> str:
     """HMAC-SHA256 (under the audit key) of system, identity type and normalised identity.
 
+    The identity is normalised by ``match``, the rule the manifests compare it by (omitted: the
+    default rule of the identity's name, case-folded for e-mail-like identities, trimmed
+    otherwise), so two values that find the same subject always give the same reference.
     ``system`` is None for events that concern the subject across systems (a request as a
     whole, a consent); it is hashed as the empty string. Nobody without the key can reverse a
     reference or test a guess.
     """
     identity_type = identity_type.strip().casefold()
-    return hmac_ref(audit_key, system or "", identity_type, normalise_identity(identity_type, value))
+    rule = match or default_match(identity_type)
+    return hmac_ref(audit_key, system or "", identity_type, normalise_identity(rule, value))
 
 
 def tombstone_reference(audit_key: str, system: str, key_value: object) -> str:
     """The ``subject_key_ref`` of an erasure tombstone: HMAC of the subject's key in ``system``."""
-    return hmac_ref(audit_key, system, "key", str(key_value))
+    return subject_key_reference(audit_key, system, (key_value,))
 
 
 async def add_tombstone(
@@ -424,6 +420,9 @@ class EventFilter:
     request_id: str | None = None
     system: str | None = None
     subject_refs: Sequence[str] | None = None
+    subject_request_ids: Sequence[str] = ()
+    """Requests about the same subject found through its key references (matched with
+    ``subject_refs``: an event matches either)."""
     since: datetime | None = None
     until: datetime | None = None
 
@@ -436,12 +435,40 @@ def _filtered(query: Select[tuple[AuditEvent]], flt: EventFilter) -> Select[tupl
     if flt.system is not None:
         query = query.where(AuditEvent.system == flt.system)
     if flt.subject_refs is not None:
-        query = query.where(AuditEvent.subject_ref.in_(list(flt.subject_refs)))
+        by_ref: ColumnElement[bool] = AuditEvent.subject_ref.in_(list(flt.subject_refs))
+        if flt.subject_request_ids:
+            by_ref = or_(by_ref, AuditEvent.request_id.in_(list(flt.subject_request_ids)))
+        query = query.where(by_ref)
     if flt.since is not None:
         query = query.where(AuditEvent.occurred_at >= flt.since)
     if flt.until is not None:
         query = query.where(AuditEvent.occurred_at < flt.until)
     return query
+
+
+async def requests_of_subject(session: AsyncSession, refs: Sequence[str]) -> list[str]:
+    """Every request about the subject whose identity references are ``refs``: the requests made
+    with those identities, then every request that resolved to the same subject key in a system
+    (``subject_key_ref``), whatever identity it was made with."""
+    direct = select(SubjectRequest.id).where(SubjectRequest.subject_ref.in_(list(refs)))
+    key_refs = (
+        await session.scalars(
+            select(SubjectRequestSystem.subject_key_ref).where(
+                SubjectRequestSystem.request_id.in_(direct), SubjectRequestSystem.subject_key_ref.is_not(None)
+            )
+        )
+    ).all()
+    related = select(SubjectRequestSystem.request_id).where(
+        SubjectRequestSystem.subject_key_ref.in_(sorted({r for r in key_refs if r}))
+    )
+    ids = (
+        await session.scalars(
+            select(SubjectRequest.id).where(
+                or_(SubjectRequest.id.in_(direct), SubjectRequest.id.in_(related))
+            )
+        )
+    ).all()
+    return sorted(str(i) for i in ids)
 
 
 async def list_events(

@@ -312,7 +312,7 @@ def _keyed(manifest: Manifest) -> tuple[Manifest, list[str]]:
     no tenant scope: the key alone names the subject."""
     names = [f"{REPLAY_IDENTITY}{index}" for index in range(len(manifest.subject.key_columns))]
     extra = {
-        name: Identity(column=column)
+        name: Identity(column=column, match="exact")
         for name, column in zip(names, manifest.subject.key_columns, strict=True)
     }
     subject = msgspec.structs.replace(manifest.subject, identities={**manifest.subject.identities, **extra})

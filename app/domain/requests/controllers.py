@@ -255,7 +255,7 @@ class RequestController(Controller):
                 media_type="application/octet-stream",
                 generate_examples=False,
             ),
-            **problem_responses(401, 403, 404, 409, 422),
+            **problem_responses(401, 403, 404, 409, 410, 422),
         },
     )
     async def export(

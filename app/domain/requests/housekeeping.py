@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from app.config import Settings
 from app.db.requests import SubjectRequest
 from app.domain.audit import services as audit
+from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.leases import WORKER_ACTOR
 from app.domain.requests.metrics import refresh_request_gauges
 
-__all__ = ("housekeeping", "purge_expired_artifacts", "refresh_gauges_forever", "remove_artifacts")
+__all__ = ("housekeeping", "purge_expired_artifacts", "refresh_gauges_forever")
 
 logger = logging.getLogger("lethe.workers")
 
@@ -29,16 +29,6 @@ GAUGE_INTERVAL_SECONDS = 15.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def remove_artifacts(directory: Path, request_id: uuid.UUID, keep: int | None) -> None:
-    """Delete a request's artifact files, except those of attempt ``keep``."""
-    if not directory.is_dir():
-        return
-    for path in directory.glob(f"{request_id}.*"):
-        attempt = path.name.split(".")[1]
-        if keep is None or attempt != str(keep):
-            path.unlink(missing_ok=True)
 
 
 async def purge_expired_artifacts(

@@ -8,7 +8,7 @@ transaction (see :mod:`app.domain.requests.leases`): once another worker has tak
 lease, the old worker's writes match no row, it stops, and the newer attempt alone completes the
 request (one completion event).
 
-Engines are dispatched per kind through :data:`HANDLERS`; each is
+Engines are imported directly and dispatched per kind through :data:`HANDLERS`; each is
 ``async def handler(run: app.engine.runs.RequestRun) -> app.engine.runs.RequestOutcome``.
 """
 
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,16 +32,17 @@ from app.config import Settings
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.consent.services import consent_history
+from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.catalog import manifest_at
-from app.domain.requests.housekeeping import (
-    housekeeping,
-    refresh_gauges_forever,
-    remove_artifacts,
-)
+from app.domain.requests.housekeeping import housekeeping, refresh_gauges_forever
 from app.domain.requests.leases import WORKER_ACTOR, Claim, Fence, claim_next
 from app.domain.requests.metrics import observe_completion
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
+from app.domain.requests.wakeup import listen_for_work, wait_for_work
+from app.engine.erasure import run_erasure
+from app.engine.export import run_access
+from app.engine.rectify import run_rectification
 from app.engine.runs import (
     LeaseLost,
     RequestFailed,
@@ -55,30 +55,16 @@ from app.engine.targets import TargetRegistry
 from app.lib.errors import LetheError, TargetUnavailable
 from app.manifest.model import Manifest
 
-__all__ = ("HANDLERS", "RequestWorker", "background_tasks", "handler_for", "run_workers")
+__all__ = ("HANDLERS", "RequestWorker", "background_tasks", "run_workers")
 
 logger = logging.getLogger("lethe.workers")
 
-HANDLERS: dict[str, str] = {
-    "access": "app.engine.export:run_access",
-    "rectification": "app.engine.rectify:run_rectification",
-    "erasure": "app.engine.erasure:run_erasure",
+HANDLERS: dict[str, RequestHandler] = {
+    "access": run_access,
+    "rectification": run_rectification,
+    "erasure": run_erasure,
 }
-"""Request kind -> ``module:function`` of its engine, imported when first needed."""
-
-
-def handler_for(kind: str) -> RequestHandler:
-    """The engine of ``kind``.
-
-    Raises:
-        RequestFailed: the engine is not installed in this build (e.g. erasure before issue 6).
-    """
-    module_name, _, function = HANDLERS[kind].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        return cast("RequestHandler", getattr(module, function))
-    except (ImportError, AttributeError) as exc:
-        raise RequestFailed(f"{kind} engine not available") from exc
+"""Request kind -> its engine (``async def handler(run: RequestRun) -> RequestOutcome``)."""
 
 
 def _now() -> datetime:
@@ -202,10 +188,12 @@ class RequestWorker:
 
     async def process(self, claim: Claim) -> str:
         """Carry out a claimed request; returns ``completed``, ``failed``, ``deferred`` or ``lost``."""
-        fence = Fence(self.sessions, claim, self.settings.worker_lease_seconds)
+        fence = Fence(
+            self.sessions, claim, self.settings.worker_lease_seconds, Path(self.settings.artifacts_dir)
+        )
         try:
             run = await self._build_run(claim, fence)
-            handler = handler_for(claim.kind)
+            handler = HANDLERS[claim.kind]
             outcome = await self._run_with_heartbeat(handler, run, fence)
             await self._complete(claim, fence, outcome)
         except LeaseLost:
@@ -371,7 +359,8 @@ class RequestWorker:
         return True
 
     async def loop(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; idle polls every ``worker_poll_seconds``."""
+        """Work until ``stop`` is set; idle, wait for a queued request's wake-up (or the next poll,
+        every ``worker_poll_seconds``)."""
         while not stop.is_set():
             try:
                 busy = await self.run_one()
@@ -379,8 +368,7 @@ class RequestWorker:
                 logger.warning("worker cannot reach the store", extra={"error_type": type(exc).__name__})
                 busy = False
             if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.settings.worker_poll_seconds)
+                await wait_for_work(stop, self.settings.worker_poll_seconds)
 
 
 async def run_workers(
@@ -392,7 +380,11 @@ async def run_workers(
     count = 1 if settings.is_sqlite else max(settings.worker_concurrency, 1)
     workers = [RequestWorker(settings, store_engine, targets, f"w{i}") for i in range(count)]
     try:
-        await asyncio.gather(*(w.loop(stop) for w in workers), housekeeping(settings, store_engine, stop))
+        await asyncio.gather(
+            *(w.loop(stop) for w in workers),
+            housekeeping(settings, store_engine, stop),
+            listen_for_work(store_engine, stop),
+        )
     finally:
         if owned:
             await targets.dispose()

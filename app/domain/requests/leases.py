@@ -12,14 +12,17 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.audit import ErasureTombstone
+from app.db.erasure import ErasurePlanRecord
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
+from app.domain.requests.artifacts import erase_subject_exports
 from app.engine.runs import LeaseLost, SystemOutcome
 
 __all__ = ("WORKER_ACTOR", "Claim", "Fence", "claim_next", "claimable")
@@ -44,8 +47,15 @@ class Claim:
 class Fence:
     """Progress writes of one claim, each fenced by the claim's attempt (the ``ProgressSink``)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], claim: Claim, lease_seconds: int) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        claim: Claim,
+        lease_seconds: int,
+        artifacts_dir: Path,
+    ) -> None:
         self._sessions = sessions
+        self._artifacts_dir = artifacts_dir
         self.claim = claim
         self._lease = timedelta(seconds=lease_seconds)
         self.lost = False
@@ -90,6 +100,20 @@ class Fence:
                 )
             )
 
+    async def record_plan(self, system: str, plan: Mapping[str, Any]) -> None:
+        async with self._sessions() as session, session.begin():
+            now = await self.fence(session)
+            session.add(
+                ErasurePlanRecord(
+                    id=uuid.uuid4(),
+                    request_id=str(self.claim.request_id),
+                    system=system,
+                    attempt=self.claim.attempt,
+                    created_at=now,
+                    plan=dict(plan),
+                )
+            )
+
     async def complete_system(self, system: str, outcome: SystemOutcome, *, action: str | None) -> None:
         async with self._sessions() as session, session.begin():
             now = await self.fence(session)
@@ -103,6 +127,7 @@ class Fence:
                     status="completed",
                     not_found=outcome.not_found,
                     counts=dict(outcome.counts),
+                    subject_key_ref=outcome.subject_key_ref,
                     cursor=None,
                     attempt=self.claim.attempt,
                     updated_at=now,
@@ -116,6 +141,7 @@ class Fence:
             )
             if action is not None:
                 request = await session.get(SubjectRequest, self.claim.request_id)
+                key_ref = {"subject_key_ref": outcome.subject_key_ref} if outcome.subject_key_ref else {}
                 await audit.append(
                     session,
                     action=action,
@@ -123,7 +149,17 @@ class Fence:
                     request_id=str(self.claim.request_id),
                     system=system,
                     subject_ref=request.subject_ref if request else None,
-                    payload={"not_found": outcome.not_found, **dict(outcome.audit)},
+                    payload={"not_found": outcome.not_found, **dict(outcome.audit), **key_ref},
+                )
+            for ref in outcome.tombstones:
+                await erase_subject_exports(
+                    session,
+                    directory=self._artifacts_dir,
+                    system=system,
+                    subject_key_ref=ref,
+                    erasure_id=self.claim.request_id,
+                    actor=WORKER_ACTOR,
+                    now=now,
                 )
 
 

@@ -23,7 +23,7 @@ from app.db.requests import (
 from app.domain.requests.schemas import RequestOut, SystemProgressOut
 from app.engine.artifacts import artifact_path
 from app.lib.auth import ADMIN_SCOPE, Principal
-from app.lib.errors import Conflict, NotFound, ValidationFailed, field_error
+from app.lib.errors import Conflict, ExportErased, NotFound, ValidationFailed, field_error
 
 __all__ = (
     "ListFilter",
@@ -209,6 +209,7 @@ def export_artifact(settings: Settings, request: SubjectRequest, fmt: str) -> Pa
         ValidationFailed: unknown format.
         Conflict: not an access request, or not completed yet.
         NotFound: the artifact expired and was purged.
+        ExportErased: the subject was erased after the export (410).
     """
     if fmt not in ("json", "zip"):
         raise ValidationFailed("format must be json or zip", [field_error("query.format", "json or zip")])
@@ -216,6 +217,10 @@ def export_artifact(settings: Settings, request: SubjectRequest, fmt: str) -> Pa
         raise Conflict(f"request {request.id} is a {request.kind} request: it has no export")
     if request.status != "completed":
         raise Conflict(f"request {request.id} is {request.status}: the export is not ready")
+    if request.artifact_erased_at is not None:
+        raise ExportErased(
+            f"the export of request {request.id} was deleted because its subject was erased afterwards"
+        )
     expires = request.artifact_expires_at
     if request.artifact_attempt is None or expires is None or _aware(expires) <= _now():
         raise NotFound(f"the export of request {request.id} has expired")

@@ -23,9 +23,11 @@ from app.domain.requests.deadlines import add_months, check_extension, due_date
 from app.domain.requests.identities import check_identity_values
 from app.domain.requests.queries import load_request
 from app.domain.requests.schemas import ExtensionIn, RequestIn
+from app.domain.requests.wakeup import queued_in
 from app.lib.auth import Principal
 from app.lib.crypto import aes_key, decrypt, encrypt
 from app.lib.errors import Conflict, SelfApproval, Unavailable, ValidationFailed, field_error
+from app.manifest.model import IdentityMatch, default_match
 
 __all__ = (
     "DECISIONS",
@@ -112,6 +114,18 @@ def _check_identities(body: RequestIn, manifests: Sequence[RegisteredManifest]) 
                 for name in unknown
             ],
         )
+
+
+def _match_rule(
+    name: str, systems: Sequence[str], registered: Mapping[str, RegisteredManifest]
+) -> IdentityMatch:
+    """The rule identity ``name`` is compared by: that of the first selected system declaring it
+    (so the request's reference equals the one its lookup implies)."""
+    for system in systems:
+        subject = registered[system].manifest.subject
+        if name in subject.identities:
+            return subject.match_rule(name)
+    return default_match(name)
 
 
 def _change_errors(body: RequestIn, selected: Mapping[str, RegisteredManifest]) -> list[dict[str, str]]:
@@ -204,6 +218,8 @@ async def transition(
     previous = request.status
     for name, value in values.items():
         setattr(request, name, value)
+    if to == "queued":
+        await queued_in(session)
     await audit.append(
         session,
         action=action,
@@ -240,7 +256,9 @@ async def create_request(
         dry_run=body.dry_run,
         client_id=principal.client_id,
         actor=principal.sub,
-        subject_ref=audit.subject_reference(settings.audit_key, None, first, body.identities[first]),
+        subject_ref=audit.subject_reference(
+            settings.audit_key, None, first, body.identities[first], _match_rule(first, systems, registered)
+        ),
         identity_types=sorted(body.identities),
         identities_encrypted=_seal(
             settings, request_id, "identities", {"identities": body.identities, "tenant": body.tenant}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.demo import DEMO_MANIFEST, DEMO_PERSON
@@ -25,9 +25,20 @@ async def test_demo_person_erasure(tmp_path: Path) -> None:
         assert plan.found
         assert plan.blocked is None
         assert plan.rows > 0
+        async with engine.connect() as conn:
+            sessions = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM sessions JOIN users ON users.id = sessions.user_id"
+                        " WHERE email = :e"
+                    ),
+                    {"e": DEMO_PERSON},
+                )
+            ).scalar_one()
+        assert sessions > 0
         outcome = await execute_erasure(engine, manifest, {"email": DEMO_PERSON}, options)
         assert outcome.verified
-        assert outcome.deleted["sessions"] >= 0
+        assert outcome.deleted["sessions"] == sessions
         again = await execute_erasure(engine, manifest, {"email": DEMO_PERSON}, options)
         assert not again.found
     finally:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, select
 
-from app.engine.paths import subject_filter
+from app.engine.subjects import Binds, path_condition
 from app.manifest.graph import SubjectPath
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
@@ -32,6 +32,7 @@ async def rows_of(lab: LabTarget, path: SubjectPath, subject_id: int) -> set[tup
     async with lab.engine.connect() as connection:
         await connection.run_sync(metadata.reflect)
         table = metadata.tables[path.table]
-        condition = subject_filter(path, metadata.tables, ("id",), (subject_id,))
+        dialect = connection.dialect.name
+        condition = path_condition(path, metadata.tables, ("id",), Binds((subject_id,)), dialect=dialect)
         result = await connection.execute(select(*table.primary_key.columns).where(condition))
         return {tuple(row) for row in result}

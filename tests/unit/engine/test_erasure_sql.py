@@ -7,8 +7,9 @@ import pytest
 from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, Integer, MetaData, String, Table
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from app.engine.erasure_sql import Binds, delete_statement, display_sql, subject_condition
+from app.engine.erasure_sql import delete_statement, display_sql
 from app.engine.schema_info import schema_from_metadata
+from app.engine.subjects import Binds, path_condition
 from app.manifest.graph import build_graph
 from app.manifest.model import Manifest
 
@@ -66,7 +67,7 @@ def _sql(table: str, dialect: str) -> str:
     graph = build_graph(MANIFEST, schema_from_metadata(metadata))
     tables = dict(metadata.tables)
     (path,) = graph.paths_for(table)
-    condition = subject_condition(path, tables, graph.subject_key, Binds(None), dialect=dialect)
+    condition = path_condition(path, tables, graph.subject_key, Binds(None), dialect=dialect)
     return display_sql(delete_statement(tables[table], condition), DIALECTS[dialect])
 
 
@@ -93,7 +94,9 @@ def test_self_reference_is_wrapped_on_mysql_only() -> None:
 def test_bound_key_values_never_appear_in_display() -> None:
     graph = build_graph(MANIFEST, schema_from_metadata(metadata))
     (path,) = graph.paths_for("orders")
-    condition = subject_condition(path, dict(metadata.tables), graph.subject_key, Binds((7, 4242)))
+    condition = path_condition(
+        path, dict(metadata.tables), graph.subject_key, Binds((7, 4242)), dialect="postgresql"
+    )
     compiled = delete_statement(metadata.tables["orders"], condition).compile(dialect=DIALECTS["postgresql"])
     assert "4242" not in str(compiled)
     assert compiled.params["subject_key_1"] == 4242

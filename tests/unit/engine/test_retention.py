@@ -68,10 +68,9 @@ def test_malformed_policies_are_refused_with_the_field(
     with pytest.raises(ValidationFailed) as caught:
         check_policy_shape(_policy(**overrides))
     assert message in caught.value.detail
-    assert caught.value.extra["errors"] == [
-        {"field": field, "message": caught.value.extra["errors"][0]["message"]}
-    ]
-    assert caught.value.extra["errors"][0]["field"] == field
+    (error,) = caught.value.extra["errors"]
+    assert error["field"] == field
+    assert message in error["message"]
 
 
 def test_every_listed_operator_is_accepted() -> None:

@@ -10,12 +10,12 @@ from app.domain.audit.services import (
     GENESIS_HASH,
     canonical_time,
     event_hash,
-    normalise_identity,
     subject_reference,
     tombstone_reference,
     validate_payload,
 )
 from app.lib.errors import ValidationFailed
+from app.manifest.model import default_match, normalise_identity
 
 KEY = "unit-test-audit-key-of-at-least-32-bytes"
 
@@ -104,5 +104,11 @@ def test_same_person_same_reference() -> None:
         != ref
     )
     assert "alice" not in ref
-    assert normalise_identity("user_id", " AbC ") == "AbC"  # ids stay case-sensitive
+    assert normalise_identity(default_match("user_id"), " AbC ") == "AbC"  # ids stay case-sensitive
+    assert subject_reference(KEY, "shop", "email", " Alice@x ", "exact") != subject_reference(
+        KEY, "shop", "email", "alice@x", "exact"
+    )
+    assert subject_reference(KEY, "shop", "handle", "Bob", "casefold") == subject_reference(
+        KEY, "shop", "handle", "bob", "casefold"
+    )
     assert tombstone_reference(KEY, "shop", 42) == tombstone_reference(KEY, "shop", "42")

@@ -1,14 +1,12 @@
-"""Subject paths compile to nested IN subqueries (the SQL the erasure and export engines run)."""
+"""Subject paths compile to nested IN subqueries (the SQL every engine runs to find the subject's rows)."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, Table, select
 from sqlalchemy.dialects import sqlite
 
-from app.engine.paths import identity_condition, subject_filter
+from app.engine.subjects import Binds, path_condition
 from app.manifest.graph import build_graph
-from app.manifest.model import Identity, SubjectSpec
 from tests.unit.manifest.factories import fk, manifest, schema, table
 
 
@@ -37,14 +35,15 @@ def test_multi_hop_path_compiles_to_nested_subqueries() -> None:
     graph = build_graph(manifest({"orders": {}, "order_items": {}}), s)
     tables = _metadata()
     (path,) = graph.paths_for("order_items")
-    statement = select(tables["order_items"].c.id).where(subject_filter(path, tables, ("id",), (7,)))
+    statement = select(tables["order_items"].c.id).where(
+        path_condition(path, tables, ("id",), Binds((7,)), dialect="sqlite")
+    )
     sql = " ".join(
         str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})).split()
     )
     assert sql == (
         "SELECT order_items.id FROM order_items WHERE order_items.order_id IN "
-        "(SELECT orders_1.id FROM orders AS orders_1 WHERE orders_1.user_id IN "
-        "(SELECT users_1.id FROM users AS users_1 WHERE users_1.id = 7))"
+        "(SELECT orders_1.id FROM orders AS orders_1 WHERE orders_1.user_id = 7)"
     )
 
 
@@ -52,30 +51,5 @@ def test_subject_table_path_is_the_key_condition() -> None:
     s = schema(table("users"))
     tables = _metadata()
     (path,) = build_graph(manifest({"users": {}}), s).paths_for("users")
-    condition = subject_filter(path, tables, ("id",), (3,))
+    condition = path_condition(path, tables, ("id",), Binds((3,)), dialect="sqlite")
     assert str(condition.compile(compile_kwargs={"literal_binds": True})) == "users.id = 3"
-
-
-def test_identity_condition_honours_tenant_scope() -> None:
-    users = Table(
-        "users",
-        MetaData(),
-        Column("id", Integer, primary_key=True),
-        Column("email", String),
-        Column("tenant_id", Integer),
-    )
-    subject = SubjectSpec(
-        table="users",
-        key="id",
-        identities={"email": Identity(column="email", tenant_column="tenant_id"), "user_id": "id"},
-    )
-    scoped = identity_condition(subject, users, "email", "a@example.com", tenant=4)
-    assert str(scoped.compile(compile_kwargs={"literal_binds": True})) == (
-        "users.email = 'a@example.com' AND users.tenant_id = 4"
-    )
-    assert (
-        str(identity_condition(subject, users, "user_id", 3).compile(compile_kwargs={"literal_binds": True}))
-        == "users.id = 3"
-    )
-    with pytest.raises(ValueError, match="scoped by tenant"):
-        identity_condition(subject, users, "email", "a@example.com")

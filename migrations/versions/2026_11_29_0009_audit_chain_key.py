@@ -4,8 +4,8 @@ Events written before this revision keep epoch 0 (plain SHA-256 links). The firs
 afterwards is ``audit.chain_keyed``: an HMAC link under the chain key whose ``prev_hash`` is the
 old head, so the unkeyed history is anchored and any later rewrite of it breaks the chain there.
 
-Revision ID: 0008_audit_chain_key
-Revises: 0007_backups
+Revision ID: 0009_audit_chain_key
+Revises: 0008_subject_key_refs
 Create Date: 2026-11-29
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_audit_chain_key"
-down_revision = "0007_backups"
+revision = "0009_audit_chain_key"
+down_revision = "0008_subject_key_refs"
 branch_labels = None
 depends_on = None
 

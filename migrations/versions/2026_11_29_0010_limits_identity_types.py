@@ -4,8 +4,8 @@
 (affinity, type name, length) when the version was validated against the live target, so a
 request's identities are checked at the API. Versions registered before stay NULL (unchecked).
 
-Revision ID: 0009_limits_identity_types
-Revises: 0008_audit_chain_key
+Revision ID: 0010_limits_identity_types
+Revises: 0009_audit_chain_key
 Create Date: 2026-11-29
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from advanced_alchemy.types import JsonB
 from alembic import op
 
-revision = "0009_limits_identity_types"
-down_revision = "0008_audit_chain_key"
+revision = "0010_limits_identity_types"
+down_revision = "0009_audit_chain_key"
 branch_labels = None
 depends_on = None
 

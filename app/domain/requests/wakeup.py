@@ -1,0 +1,105 @@
+"""Waking workers when a request is queued, instead of waiting for their next poll.
+
+A transition to ``queued`` marks its store session; when that transaction commits, the workers of
+this process are woken at once, and on PostgreSQL a ``NOTIFY`` sent in the same transaction (so it
+is delivered only if the request really was queued) wakes the workers of every other replica,
+which ``LISTEN`` on a connection of their own. Polling stays as the fallback: a lost notification
+(a dropped listener connection) delays a request by at most one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+__all__ = ("CHANNEL", "listen_for_work", "queued_in", "wait_for_work")
+
+CHANNEL = "lethe_requests"
+"""The PostgreSQL notification channel of queued requests."""
+
+_WAKE = "lethe.wake_workers"
+_RECONNECT_SECONDS = 5.0
+
+logger = logging.getLogger("lethe.workers")
+
+_signals: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+
+
+def _signal() -> asyncio.Event:
+    """This event loop's wake-up signal (one per loop: tests run several apps in one process)."""
+    loop = asyncio.get_running_loop()
+    signal = _signals.get(loop)
+    if signal is None:
+        signal = _signals[loop] = asyncio.Event()
+        for other in [key for key in _signals if key.is_closed()]:
+            del _signals[other]
+    return signal
+
+
+def _wake() -> None:
+    with contextlib.suppress(RuntimeError):  # no running loop: nobody to wake here
+        _signal().set()
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_WAKE, False):
+        _wake()
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_WAKE, None)
+
+
+async def queued_in(session: AsyncSession) -> None:
+    """Wake workers once ``session``'s transaction commits (it queued a request)."""
+    session.info[_WAKE] = True
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+
+async def wait_for_work(stop: asyncio.Event, poll_seconds: float) -> None:
+    """Return when work may be waiting: a wake-up, ``stop``, or ``poll_seconds`` (the poll)."""
+    signal = _signal()
+    waiters = [asyncio.ensure_future(signal.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    signal.clear()
+
+
+async def listen_for_work(store_engine: AsyncEngine, stop: asyncio.Event) -> None:
+    """On PostgreSQL, ``LISTEN`` for queued requests of any replica until ``stop``; reconnects."""
+    if store_engine.dialect.name != "postgresql":
+        return
+    while not stop.is_set():
+        try:
+            async with store_engine.connect() as connection:
+                raw: Any = (await connection.get_raw_connection()).driver_connection
+
+                def callback(*_: object) -> None:
+                    _wake()
+
+                await raw.add_listener(CHANNEL, callback)
+                try:
+                    while not stop.is_set() and not raw.is_closed():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), timeout=_RECONNECT_SECONDS)
+                finally:
+                    if not raw.is_closed():
+                        await raw.remove_listener(CHANNEL, callback)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("work listener lost its connection", extra={"error_type": type(exc).__name__})
+        if not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=_RECONNECT_SECONDS)
