@@ -159,8 +159,8 @@ class _Walk:
             return "gap", f"expected seq {self.expected}, found {event.seq}"
         if event.prev_hash != self.prev_hash:
             return "broken_link", "prev_hash does not equal the hash of the previous event"
-        if event.epoch < self.epoch:
-            return "epoch", f"epoch {event.epoch} after epoch {self.epoch}: written without the chain key"
+        if event.epoch == LEGACY_EPOCH and self.epoch != LEGACY_EPOCH:
+            return "epoch", f"an unkeyed event after epoch {self.epoch}: written without the chain key"
         link = hash_of(event, self.keyring)
         if link is None:
             return "epoch", f"no chain key of epoch {event.epoch} is configured"

@@ -345,8 +345,10 @@ async def append(
     keyring = await chain_keyring(session)
     await _take_append_lock(session)
     head_seq, head_hash, head_epoch = await _head_with_epoch(session)
-    if head_epoch is not None and head_epoch != keyring.epoch:
-        # The first event under this key anchors the history written under another (or none).
+    if head_epoch is not None and head_epoch < keyring.epoch:
+        # The first event under a newer key anchors the history written under older ones (or
+        # none). Replicas still on the previous epoch during a rolling update keep appending
+        # under their key, which verification also holds.
         anchor = {"from_epoch": head_epoch, "to_epoch": keyring.epoch, "anchored_seq": head_seq}
         event = _linked_event(keyring, head_seq + 1, head_hash, CHAIN_KEYED_ACTION, "system:audit", anchor)
         session.add(event)
