@@ -13,7 +13,6 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig
 
 from app import __version__
 from app.config import Settings, get_settings
@@ -34,8 +33,10 @@ from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.logging import RequestIdMiddleware, configure_logging
 from app.lib.loops import LoopWatch
 from app.lib.media import MediaTypeMiddleware
+from app.lib.metrics import HttpMetricsMiddleware
 from app.lib.problems import exception_handlers
 from app.lib.ratelimit import RateLimiter, parse_limits
+from app.server import startup_guard
 
 __all__ = ("create_app",)
 
@@ -55,9 +56,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         from app.domain.requests.jobs import background_tasks
 
-        if settings.manifests_dir:
-            await register_directory(engine, Path(settings.manifests_dir))
         try:
+            if settings.manifests_dir:
+                await register_directory(engine, Path(settings.manifests_dir))
             async with background_tasks(settings, engine, targets):
                 yield
         finally:
@@ -77,19 +78,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier), MediaTypeMiddleware],
         security=[{"BearerToken": []}],
     )
-    prometheus = PrometheusConfig(
-        app_name="lethe",
-        prefix="lethe",
-        group_path=True,
-        exclude=["/metrics", "/healthz", "/readyz"],
-    )
     return Litestar(
         route_handlers=[SystemController, MetricsController, v1],
         plugins=[SQLAlchemyPlugin(config=store_config(settings, engine))],
-        middleware=[RequestIdMiddleware, prometheus.middleware],
+        middleware=[RequestIdMiddleware, HttpMetricsMiddleware],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         lifespan=[
+            startup_guard(),
             lifespan,
             retention_lifespan(retention_runner, settings, loops),
             checkpoint_sink_lifespan(settings, engine, loops),

@@ -1,99 +1,137 @@
-"""The ``lethe`` command: Litestar's ``run``, advanced-alchemy's ``database``, and Lethe's own."""
+"""The ``lethe`` command: serve, migrate, and operate Lethe from a shell, a Job or a CronJob.
+
+Command groups are imported when invoked, so ``lethe run`` checks its settings (and fails on a bad
+one) before the rest of the application is loaded.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import os
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import click
-from advanced_alchemy.extensions.litestar.cli import database_group
-from litestar.cli._utils import LitestarEnv, LitestarGroup
-from litestar.cli.commands import core, schema
 
+from app import __version__
 from app.config import get_settings
-from app.domain.audit.cli import audit_group
-from app.domain.backups.cli import backups_group
-from app.domain.manifests.cli import manifest_group
-from app.domain.requests.cli import worker_command
-from app.domain.retention.cli import retention_group
-from app.lib.auth import ALL_SCOPES, mint_token
 
-__all__ = ("lethe_group",)
-
-APP_PATH = "app.asgi:create_app"
-APP_COMMANDS = frozenset({"run", "routes", "schema", "database", "db"})
-"""Litestar and advanced-alchemy commands that expect the loaded app in the click context."""
+__all__ = ("COMMANDS", "lethe_group")
 
 
-@click.group(cls=LitestarGroup, name="lethe", context_settings={"help_option_names": ["-h", "--help"]})
+def _database() -> click.Command:
+    from app.db.cli import database_group
+
+    return database_group
+
+
+def _audit() -> click.Command:
+    from app.domain.audit.cli import audit_group
+
+    return audit_group
+
+
+def _backups() -> click.Command:
+    from app.domain.backups.cli import backups_group
+
+    return backups_group
+
+
+def _manifest() -> click.Command:
+    from app.domain.manifests.cli import manifest_group
+
+    return manifest_group
+
+
+def _retention() -> click.Command:
+    from app.domain.retention.cli import retention_group
+
+    return retention_group
+
+
+def _worker() -> click.Command:
+    from app.domain.requests.cli import worker_command
+
+    return worker_command
+
+
+def _token() -> click.Command:
+    from app.lib.auth_cli import token_command
+
+    return token_command
+
+
+def _demo() -> click.Command:
+    from app.demo.cli import demo_command
+
+    return demo_command
+
+
+class LetheGroup(click.Group):
+    """The top-level group: its subcommands come from :data:`COMMANDS`, imported on use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: ARG002 - click signature
+        """Every command name, sorted."""
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # noqa: ARG002
+        """The command called ``cmd_name`` (its module is imported now)."""
+        factory = COMMANDS.get(cmd_name)
+        return factory() if factory is not None else None
+
+
+@click.group(name="lethe", cls=LetheGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="lethe", message="%(prog)s %(version)s")
 @click.pass_context
 def lethe_group(ctx: click.Context) -> None:
     """Lethe: GDPR data-subject requests, retention, backups and audit.
 
-    Settings come from LETHE_* environment variables (see README).
+    Settings come from LETHE_* environment variables (secrets also from LETHE_<NAME>_FILE);
+    see the README's Configuration section.
     """
-    if ctx.obj is None:
-        # The app (and so the secrets it needs) is built only by commands that use it.
-        asks_help = bool({"--help", "-h"} & set(sys.argv[1:]))
-        if ctx.invoked_subcommand in APP_COMMANDS and not asks_help:
-            ctx.obj = LitestarEnv.from_env(APP_PATH)
-        else:
-            ctx.obj = lambda: LitestarEnv.from_env(APP_PATH)
+    if ctx.invoked_subcommand != "run" and not ctx.resilient_parsing:
+        from app.lib.settings_checks import unknown_variables
+
+        for warning in unknown_variables(os.environ):
+            click.echo(f"lethe: warning: {warning}", err=True)
 
 
-@click.command(name="token")
-@click.option("--sub", required=True, help="Subject (caller identity) of the token.")
+@click.command(name="run")
 @click.option(
-    "--scope",
-    "scope",
-    default=" ".join(ALL_SCOPES),
-    show_default="all scopes",
-    help="Space separated scopes.",
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 in a container)."
 )
-@click.option("--ttl", default=3600, show_default=True, help="Lifetime in seconds.")
-@click.option("--client-id", default=None, help="Calling client id (idempotency keys are scoped to it).")
-def token_command(sub: str, scope: str, ttl: int, client_id: str | None) -> None:
-    """Mint a development token (needs an HS256 secret)."""
-    unknown = sorted(set(scope.split()) - set(ALL_SCOPES))
-    if unknown:
-        raise click.BadParameter(f"unknown scopes: {' '.join(unknown)}", param_hint="--scope")
-    click.echo(
-        mint_token(get_settings(), sub=sub, scopes=scope.split(), ttl_seconds=ttl, client_id=client_id)
-    )
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to serve on."
+)
+def run_command(host: str, port: int) -> None:
+    """Serve the HTTP API, /healthz, /readyz and /metrics until SIGTERM.
 
-
-@click.command(name="demo")
-@click.option("--port", envvar="PORT", default=8000, show_default=True, help="Port to serve on.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--no-serve", is_flag=True, help="Prepare everything and print the curl lines, then exit.")
-def demo_command(port: int, host: str, *, no_serve: bool) -> None:
-    """Prepare the demo (store, shop database, manifest, token) and serve it."""
-    from app.demo import prepare_demo, serve_demo
-
+    \b
+    In the same process, unless LETHE_WORKERS_ENABLED=false:
+      - request workers (exports, rectifications, erasures; leased, resumable),
+      - the retention scheduler and the backup health refresher.
+    Manifests in LETHE_MANIFESTS_DIR are registered at start-up. Every setting
+    is checked first: a bad one (or any start-up failure) exits non-zero at once
+    with one line naming it. The store must be migrated (lethe database upgrade);
+    /readyz answers 503 until it is.
+    """
     settings = get_settings()
-    if not settings.demo:
-        raise click.UsageError("set LETHE_DEMO=1 to run the demo (make demo does)")
-    info = asyncio.run(prepare_demo(settings, Path(".lethe")))
-    click.echo(info.banner(host, port))
-    if not no_serve:
-        serve_demo(settings, host, port)
+    from app.server import serve
+
+    serve(settings, host, port)
 
 
-for _command in (
-    token_command,
-    demo_command,
-    core.run_command,
-    core.routes_command,
-    schema.schema_group,
-    database_group,
-    audit_group,
-    manifest_group,
-    worker_command,
-    retention_group,
-    backups_group,
-):
-    lethe_group.add_command(_command)  # type: ignore[arg-type]
+COMMANDS: dict[str, Callable[[], click.Command]] = {
+    "run": lambda: run_command,
+    "database": _database,
+    "audit": _audit,
+    "backups": _backups,
+    "manifest": _manifest,
+    "retention": _retention,
+    "worker": _worker,
+    "token": _token,
+    "demo": _demo,
+}
+"""Command name -> a function returning the command (importing its module on first use)."""
 
 
 def run() -> None:

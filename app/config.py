@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """AES-256-GCM key (32 bytes, base64) encrypting export artifacts at rest."""
     manifests_dir: str | None = None
     """Directory of manifest files registered at start-up."""
+    manifest_strict: bool = False
+    """Strict manifests: personal-looking columns the manifest leaves uncovered (lint findings no
+    ``ignore:`` entry acknowledges) refuse registration instead of being reported."""
     artifacts_dir: str = ".lethe/artifacts"
     """Where encrypted export artifacts are written."""
     artifact_ttl_days: int = 30
@@ -249,6 +252,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         missing = {k: v for k, v in fallback.items() if getattr(settings, k) is None}
         settings = msgspec.structs.replace(settings, **missing)
     _check_required(settings)
+    from app.lib.settings_checks import check_settings
+
+    check_settings(settings)
     return settings
 
 

@@ -11,9 +11,10 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.lib.kinds import REQUEST_KINDS
+
 __all__ = ("FINAL_STATUSES", "REQUEST_KINDS", "REQUEST_STATUSES", "SubjectRequest", "SubjectRequestSystem")
 
-REQUEST_KINDS = ("access", "erasure", "rectification")
 REQUEST_STATUSES = (
     "received",
     "awaiting_approval",

@@ -22,6 +22,7 @@ __all__ = (
     "create_store_engine",
     "current_revision",
     "head_revision",
+    "migrate_store",
     "store_config",
     "upgrade_store",
 )
@@ -97,12 +98,19 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 async def upgrade_store(engine: AsyncEngine, revision: str = "head") -> None:
     """Run ``alembic upgrade`` on the given engine's database."""
+    await migrate_store(engine, "upgrade", revision)
+
+
+async def migrate_store(engine: AsyncEngine, direction: str, revision: str) -> None:
+    """Run ``alembic upgrade`` or ``alembic downgrade`` to ``revision`` on the engine's database."""
     from alembic import command
 
-    def _upgrade(connection: Connection) -> None:
+    step = {"upgrade": command.upgrade, "downgrade": command.downgrade}[direction]
+
+    def _migrate(connection: Connection) -> None:
         cfg = _alembic_config(str(connection.engine.url))
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+        step(cfg, revision)
 
     async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+        await connection.run_sync(_migrate)

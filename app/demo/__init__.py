@@ -164,9 +164,7 @@ async def register_demo_manifest(settings: Settings) -> int:
 
 
 def serve_demo(settings: Settings, host: str, port: int) -> None:
-    """Serve the app with uvicorn in this process."""
-    import uvicorn
+    """Serve the app in this process, exactly as ``lethe run`` does."""
+    from app.server import serve
 
-    from app.asgi import create_app
-
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    serve(settings, host, port)

@@ -54,6 +54,8 @@ from app.engine.erasure_sql import (
 )
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.schema_info import schema_from_metadata
+from app.engine.scrub import ScrubPlan, identity_values, mentions_left, plan_scrubs, run_scrubs
+from app.engine.scrub import prepare_connection as prepare_scrub_connection
 from app.engine.subjects import Binds, in_rows, path_condition, resolve_subject, subject_key_reference
 from app.engine.surrogates import (
     SurrogateContext,
@@ -63,6 +65,7 @@ from app.engine.surrogates import (
     install_sqlite_functions,
     surrogate_expression,
 )
+from app.engine.verification import CheckedTable, independent_rows_left
 from app.lib.errors import Conflict
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
 from app.manifest.model import ColumnSpec, Manifest, Surrogate, TableSpec
@@ -147,6 +150,8 @@ class SystemPlan:
     found: bool
     tables: list[TablePlan] = field(default_factory=list)
     blocked: str | None = None
+    scrubs: list[ScrubPlan] = field(default_factory=list)
+    """Columns whose rows (anyone's) are scrubbed of the subject's identity values."""
 
     @property
     def rows(self) -> int:
@@ -167,11 +172,26 @@ class ErasureOutcome:
     verified_rows_left: dict[str, int] = field(default_factory=dict)
     verified_values_left: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    scrubbed: dict[str, int] = field(default_factory=dict)
+    """Rows whose mentions of the subject were replaced, per ``table.column``."""
+    mentions_left: dict[str, int] = field(default_factory=dict)
+    """Rows still mentioning the subject after scrubbing, per ``table.column``."""
+    independent_left: dict[str, int] = field(default_factory=dict)
+    """Rows reflected evidence still ties to the subject, per table (independent verification)."""
 
     @property
     def verified(self) -> bool:
-        """True when no subject row and no original value was found after execution."""
-        return not any(self.verified_rows_left.values()) and not any(self.verified_values_left.values())
+        """True when no subject row, no original value and no mention was found after execution,
+        along the manifest's paths and by the independent check."""
+        return not any(
+            any(counts.values())
+            for counts in (
+                self.verified_rows_left,
+                self.verified_values_left,
+                self.mentions_left,
+                self.independent_left,
+            )
+        )
 
     def audit_payload(self) -> dict[str, Any]:
         """Counts, table and column names only (safe for the audit log)."""
@@ -180,9 +200,12 @@ class ErasureOutcome:
             "deleted": dict(self.deleted),
             "anonymized": dict(self.anonymized),
             "outside_references": dict(self.outside_references),
+            "scrubbed": dict(self.scrubbed),
             "verification": {
                 "rows_left": sum(self.verified_rows_left.values()),
                 "values_left": sum(self.verified_values_left.values()),
+                "mentions_left": sum(self.mentions_left.values()),
+                "independent_rows_left": sum(self.independent_left.values()),
                 "verified": self.verified,
             },
             "batches": self.batches,
@@ -201,6 +224,9 @@ class _Target:
     dialect: str
     dialect_obj: Any
     options: ErasureOptions
+    key: tuple[Any, ...] | None = None
+    identity_values: dict[str, Any] = field(default_factory=dict)
+    """The subject's identity values, read before anything changes (scrubbing, verification)."""
 
     @property
     def tables(self) -> dict[str, Table]:
@@ -456,6 +482,8 @@ async def plan_erasure(
     subject_table = target.tables[manifest.subject.table]
     key = await resolve_subject(conn, manifest, subject_table, identities, options.tenant)
     plan = SystemPlan(manifest.system, found=key is not None)
+    values = await identity_values(conn, subject_table, manifest, key) if key is not None else None
+    plan.scrubs = await plan_scrubs(conn, target.tables, manifest, values, target.dialect_obj)
     display = _all_work(target, Binds(None))
     executable = _all_work(target, Binds(key)) if key is not None else None
     for index, shown in enumerate(display):
@@ -558,6 +586,7 @@ async def _prepare_connection(conn: AsyncConnection) -> None:
     if conn.dialect.name == "sqlite":
         await conn.exec_driver_sql("PRAGMA secure_delete=ON")
         await conn.run_sync(lambda sync: install_sqlite_functions(sync.connection.dbapi_connection))
+        await prepare_scrub_connection(conn)
 
 
 def _changed_columns(work: _TableWork) -> list[tuple[ColumnChange, ColumnElement[bool] | None]]:
@@ -689,10 +718,56 @@ async def _run_step(
         bucket[work.table] = bucket.get(work.table, 0) + changed
     if work.strategy == "delete" and last:
         outcome.verified_rows_left[work.table] = await _count(conn, target.tables[work.table], work.gone)
+    if last:
+        await _independent_check(conn, target, work, outcome)
     if capture is not None:
         left = await _values_left(conn, target, work, capture, condition)
         outcome.verified_values_left[work.table] = outcome.verified_values_left.get(work.table, 0) + left
     return changed
+
+
+def _checked(target: _Target, work: _TableWork) -> CheckedTable:
+    paths = target.graph.paths_for(work.table)
+    keeps = work.kept is not None or target.spec(work.table).on_outside_reference == "anonymize"
+    links = tuple((p, link.changes) for p, link in zip(paths, work.links, strict=True))
+    return CheckedTable(work.table, work.strategy, keeps, links)
+
+
+async def _independent_check(
+    conn: AsyncConnection, target: _Target, work: _TableWork, outcome: ErasureOutcome
+) -> None:
+    """Reflected evidence of the subject left in the table (see :mod:`app.engine.verification`)."""
+    if target.key is None:
+        return
+    left = await independent_rows_left(
+        conn,
+        target.schema,
+        target.manifest,
+        target.tables[work.table],
+        _checked(target, work),
+        target.key,
+        target.identity_values,
+    )
+    outcome.independent_left[work.table] = sum(left.values())
+
+
+async def _scrub(conn: AsyncConnection, target: _Target, outcome: ErasureOutcome, *, own: bool) -> None:
+    """Replace the subject's mentions in every scrubbed column, then count what is left."""
+    values = target.identity_values
+    scrubbed = await run_scrubs(
+        conn,
+        target.tables,
+        target.manifest,
+        values,
+        batch_size=target.options.batch_size,
+        own_transactions=own,
+    )
+    for label, rows in scrubbed.items():
+        outcome.scrubbed[label] = outcome.scrubbed.get(label, 0) + rows
+
+
+async def _check_mentions(conn: AsyncConnection, target: _Target, outcome: ErasureOutcome) -> None:
+    outcome.mentions_left = await mentions_left(conn, target.tables, target.manifest, target.identity_values)
 
 
 async def execute_erasure(
@@ -729,6 +804,8 @@ async def execute_erasure(
             if key is None:
                 await conn.rollback()
                 return outcome
+            target.key = key
+            target.identity_values = await identity_values(conn, subject_table, manifest, key)
             works = _all_work(target, Binds(key))
             sizes = await _sizes(conn, target, works)
             await conn.rollback()
@@ -757,8 +834,10 @@ async def _single_transaction(
 ) -> None:
     async with conn.begin():
         outcome.outside_references = await _check_outside(conn, target, works)
+        await _scrub(conn, target, outcome, own=False)
         for work in works:
             await _run_step(conn, target, work, outcome)
+        await _check_mentions(conn, target, outcome)
         _require_verified(target, outcome)
 
 
@@ -766,15 +845,39 @@ def _require_verified(target: _Target, outcome: ErasureOutcome) -> None:
     if not outcome.verified:
         raise ErasureBlocked(
             f"system '{target.manifest.system}': verification found subject data left after "
-            "erasure; the transaction was rolled back",
-            extra={"rows_left": outcome.verified_rows_left, "values_left": outcome.verified_values_left},
+            f"erasure ({_left_summary(outcome)}); the transaction was rolled back",
+            extra={
+                "rows_left": outcome.verified_rows_left,
+                "values_left": outcome.verified_values_left,
+                "mentions_left": outcome.mentions_left,
+                "independent_rows_left": outcome.independent_left,
+            },
         )
+
+
+def _left_summary(outcome: ErasureOutcome) -> str:
+    """Which checks found what, by table (counts and names only)."""
+    parts = []
+    for what, counts in (
+        ("rows along the manifest's paths", outcome.verified_rows_left),
+        ("original values", outcome.verified_values_left),
+        ("mentions", outcome.mentions_left),
+        (
+            "rows found by reflected keys or identity values, independently of the paths",
+            outcome.independent_left,
+        ),
+    ):
+        found = {name: n for name, n in counts.items() if n}
+        if found:
+            parts.append(f"{what}: " + ", ".join(f"{name} {n}" for name, n in sorted(found.items())))
+    return "; ".join(parts)
 
 
 def _restore(outcome: ErasureOutcome, cursor: Mapping[str, Any]) -> None:
     outcome.deleted = dict(cursor.get("deleted", {}))
     outcome.anonymized = dict(cursor.get("anonymized", {}))
     outcome.batches = int(cursor.get("batches", 0))
+    outcome.scrubbed = dict(cursor.get("scrubbed", {}))
 
 
 def _cursor(outcome: ErasureOutcome, step: int, after: Any) -> dict[str, Any]:
@@ -784,6 +887,8 @@ def _cursor(outcome: ErasureOutcome, step: int, after: Any) -> dict[str, Any]:
         "deleted": dict(outcome.deleted),
         "anonymized": dict(outcome.anonymized),
         "batches": outcome.batches,
+        "scrubbed": dict(outcome.scrubbed),
+        "scrub_done": True,
     }
 
 
@@ -801,6 +906,14 @@ async def _stepwise(
     after = cursor.get("after") if cursor else None
     async with conn.begin():
         outcome.outside_references = await _check_outside(conn, target, works[start:])
+    if not (cursor and cursor.get("scrub_done")):
+        # first, while the subject row still holds the identity values a resumed run re-reads
+        await _scrub(conn, target, outcome, own=True)
+        async with conn.begin():
+            await _check_mentions(conn, target, outcome)
+        _require_verified(target, outcome)
+        if save_cursor is not None:
+            await save_cursor(_cursor(outcome, start, after))
     for index in range(start, len(works)):
         work = works[index]
         if sizes[work.table] > target.options.batch_threshold and _batchable(target, work.table):
@@ -837,6 +950,7 @@ async def _batches(
                 outcome.verified_rows_left[work.table] = (
                     await _count(conn, table, work.gone) if work.strategy == "delete" else 0
                 )
+                await _independent_check(conn, target, work, outcome)
                 _require_verified(target, outcome)
                 break
             window = column <= upto if after is None else and_(column > after, column <= upto)

@@ -33,7 +33,14 @@ from app.engine.subjects import (
 from app.lib.crypto import aes_key
 from app.manifest.model import Manifest, TableSpec
 
-__all__ = ("EXPORT_FORMAT", "artifact_context", "run_access", "table_metadata")
+__all__ = (
+    "EXPORT_FORMAT",
+    "WITHHELD_BASIS",
+    "artifact_context",
+    "run_access",
+    "table_metadata",
+    "withheld_columns",
+)
 
 EXPORT_FORMAT = "lethe-access-export/1"
 
@@ -56,17 +63,38 @@ def _jsonable(value: Any) -> Any:
     return msgspec.to_builtins(value, enc_hook=_enc_hook)
 
 
+WITHHELD_BASIS = "Art. 15(4) GDPR: disclosure would adversely affect the security of others"
+"""Why ``export: false`` columns are left out, as the export's metadata states it."""
+
+
+def withheld_columns(manifest: Manifest, table: str) -> dict[str, str]:
+    """Columns of ``table`` the manifest withholds from exports, with each one's reason."""
+    spec = manifest.tables.get(table, TableSpec())
+    return {
+        name: column.export_reason or "" for name, column in sorted(spec.columns.items()) if not column.export
+    }
+
+
 def table_metadata(manifest: Manifest, table: str, links: Sequence[str]) -> dict[str, Any]:
-    """The Art. 15(1) facts about one table: purposes, legal basis, categories, retention, recipients."""
+    """The Art. 15(1) facts about one table: purposes, legal basis, categories, retention, recipients.
+
+    ``withheld`` lists the columns left out of the export for security (Art. 15(4)) with the
+    manifest's reason for each; their values appear in neither the JSON nor the CSV.
+    """
     spec = manifest.tables.get(table, TableSpec())
     columns = {
         name: {
             "category": column.category,
             "rectifiable": column.rectifiable,
             "retention": _jsonable(column.retention) if column.retention else None,
+            "exported": column.export,
         }
         for name, column in sorted(spec.columns.items())
     }
+    withheld = [
+        {"column": name, "reason": reason, "basis": WITHHELD_BASIS}
+        for name, reason in withheld_columns(manifest, table).items()
+    ]
     return {
         "purpose": spec.purpose,
         "legal_basis": spec.legal_basis,
@@ -75,6 +103,7 @@ def table_metadata(manifest: Manifest, table: str, links: Sequence[str]) -> dict
         "retention": _jsonable(spec.retention) if spec.retention else None,
         "columns": columns,
         "links": sorted(links),
+        "withheld": withheld,
     }
 
 
@@ -173,15 +202,21 @@ async def _export_table(
     table: Table,
     condition: Any,
     artifacts: _Artifacts,
+    withheld: Iterable[str] = (),
 ) -> int:
-    """Stream the subject's rows of one table into both artifacts; return how many there were."""
-    names = [c.name for c in table.columns]
+    """Stream the subject's rows of one table into both artifacts; return how many there were.
+
+    Columns in ``withheld`` are never selected: their values do not leave the target.
+    """
+    skipped = set(withheld)
+    exported = [c for c in table.columns if c.name not in skipped]
+    names = [c.name for c in exported]
     order = list(table.primary_key.columns) or list(table.columns)
-    statement = select(table).where(condition).order_by(*order)
+    statement = select(*exported).where(condition).order_by(*order)
     batch_rows = run.settings.export_batch_rows
     delay = run.settings.export_batch_delay_seconds
     row_type = _row_struct(names)
-    booleans = [i for i, c in enumerate(table.columns) if isinstance(c.type, sqltypes.Boolean)]
+    booleans = [i for i, c in enumerate(exported) if isinstance(c.type, sqltypes.Boolean)]
     csv_entry = _CsvEntry(artifacts, f"{system}/{table.name}.csv", names)
     count = 0
     artifacts.json.write(b'"rows":[')
@@ -239,7 +274,13 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
                 )
                 condition = subject_condition(target, name, key)
                 counts[name] = await _export_table(
-                    connection, run, system_run.system, target.tables[name], condition, artifacts
+                    connection,
+                    run,
+                    system_run.system,
+                    target.tables[name],
+                    condition,
+                    artifacts,
+                    withheld_columns(manifest, name),
                 )
         artifacts.json.write(b"}}")
         await connection.rollback()

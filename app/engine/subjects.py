@@ -46,6 +46,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.engine.casts import hop_source
 from app.engine.runs import RequestFailed
 from app.engine.surrogates import placeholder_bind
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph
@@ -337,7 +338,8 @@ def path_condition(
 ) -> ColumnElement[bool]:
     """The rows of ``path.table`` (or of ``target``, an alias of it) that belong to the subject.
 
-    Each hop is ``(from) IN (SELECT to FROM <alias> WHERE <next hop>)``; the last hop into the
+    Each hop is ``(from) IN (SELECT to FROM <alias> WHERE <next hop>)`` (``CAST(from AS <type>)``
+    for a hop with ``cast:``); the last hop into the
     subject table compares with the key directly (``orders.user_id = :subject_key_0``), exactly as
     hand-written SQL would, and also matches rows whose subject row is already gone. Every
     subquery reads an alias, so a self-referencing hop never correlates with the outer statement.
@@ -350,7 +352,7 @@ def path_condition(
         return _key_equals(outer, subject_key, binds)
     levels: list[Any] = [outer] + [tables[s.to_table].alias() for s in steps]
     last = steps[-1]
-    if set(last.to_columns) == set(subject_key):
+    if set(last.to_columns) == set(subject_key) and last.cast is None:
         mapping = dict(zip(last.to_columns, last.from_columns, strict=True))
         condition = _key_equals(levels[-2], [mapping[k] for k in subject_key], binds)
         inner_steps = steps[:-1]
@@ -363,7 +365,7 @@ def path_condition(
         chosen: Select[Any] = select(*(source.c[c] for c in step.to_columns)).where(condition)
         if index == 0 and _reads_itself(dialect) and path.table in path.tables:
             chosen = _derived(chosen)
-        condition = columns_of(levels[index], step.from_columns).in_(chosen)
+        condition = hop_source(levels[index], step).in_(chosen)
     return condition
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -61,20 +62,29 @@ def hmac_ref(key: str, *parts: str) -> str:
     return hmac.new(key.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
-def _decode_key_material(value: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except ValueError:
-        try:
-            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        except ValueError:
-            return value.encode("utf-8")
+ARTIFACT_KEY_BYTES = 32
 
 
 def aes_key(value: str) -> bytes:
-    """Derive the 32-byte AES key from the configured artifact key (base64 or passphrase)."""
-    raw = _decode_key_material(value)
-    return raw if len(raw) == 32 else hashlib.sha256(raw).digest()
+    """The AES-256 key of export artifacts: base64 (standard or URL-safe, padding optional) of 32 bytes.
+
+    Raises:
+        ConfigurationError: not base64, or not 32 bytes once decoded (the value is never echoed).
+    """
+    text = value.strip()
+    padded = (text + "=" * (-len(text) % 4)).replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(
+            "LETHE_ARTIFACT_KEY is not base64 (make one with `openssl rand -base64 32`)"
+        ) from None
+    if len(raw) != ARTIFACT_KEY_BYTES:
+        raise ConfigurationError(
+            f"LETHE_ARTIFACT_KEY must decode to {ARTIFACT_KEY_BYTES} bytes, got {len(raw)} "
+            "(make one with `openssl rand -base64 32`)"
+        )
+    return raw
 
 
 def encrypt(key: bytes, plaintext: bytes, associated_data: bytes = b"") -> bytes:

@@ -14,10 +14,53 @@ from typing import Any
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ("RequestIdMiddleware", "configure_logging", "request_id_var")
+__all__ = ("EventLogger", "RequestIdMiddleware", "configure_logging", "get_logger", "request_id_var")
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_FIELDS = "lethe_fields"
+"""The one ``extra`` key an :class:`EventLogger` sets: every field travels inside it, so no field
+name can collide with a ``LogRecord`` attribute (``created``, ``name``, ``msg``...)."""
+_SKIPPED = frozenset({*_STANDARD, "color_message", _FIELDS})
+"""Record attributes not copied as fields: the record's own, uvicorn's ANSI copy of the message."""
+
+
+class EventLogger:
+    """A logger taking structured fields as keyword arguments: ``log.info("loaded", system="shop")``.
+
+    Fields are nested under one ``extra`` key and flattened by :class:`JsonFormatter`, so any field
+    name is safe; one that equals a key already on the line (``message``, ``time``...) is written
+    with a trailing underscore. Fields must never carry personal data (counts, names of systems,
+    tables and columns, request ids).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+
+    def _log(self, level: int, message: str, fields: dict[str, object]) -> None:
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, message, extra={_FIELDS: fields}, stacklevel=3)
+
+    def debug(self, message: str, /, **fields: object) -> None:
+        """Log at DEBUG."""
+        self._log(logging.DEBUG, message, fields)
+
+    def info(self, message: str, /, **fields: object) -> None:
+        """Log at INFO (the default level)."""
+        self._log(logging.INFO, message, fields)
+
+    def warning(self, message: str, /, **fields: object) -> None:
+        """Log at WARNING."""
+        self._log(logging.WARNING, message, fields)
+
+    def error(self, message: str, /, **fields: object) -> None:
+        """Log at ERROR, without a traceback (its text could quote values of a target)."""
+        self._log(logging.ERROR, message, fields)
+
+
+def get_logger(name: str) -> EventLogger:
+    """The structured logger of ``name`` (every Lethe module logs through one of these)."""
+    return EventLogger(name)
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,9 +75,12 @@ class JsonFormatter(logging.Formatter):
         }
         if (rid := request_id_var.get()) is not None:
             entry["request_id"] = rid
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
+        fields = dict(getattr(record, _FIELDS, None) or {})
+        fields.update((k, v) for k, v in record.__dict__.items() if k not in _SKIPPED)
+        for key, value in fields.items():
+            entry[f"{key}_" if key in entry else key] = value
         return json.dumps(entry, default=str)
 
 
@@ -50,6 +96,13 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).propagate = True
     # uvicorn's access log prints the query string; ours below does not.
     logging.getLogger("uvicorn.access").disabled = True
+    # Alembic announces its dialect every time /readyz reads the revision; keep what it migrates.
+    alembic = logging.getLogger("alembic.runtime.migration")
+    alembic.filters[:] = [_quiet_alembic]
+
+
+def _quiet_alembic(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(("Context impl", "Will assume"))
 
 
 def _status_of(error: BaseException | None, sent: int) -> int:
@@ -68,7 +121,7 @@ class RequestIdMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.logger = logging.getLogger("lethe.access")
+        self.logger = get_logger("lethe.access")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -96,11 +149,9 @@ class RequestIdMiddleware:
             status = _status_of(sys.exc_info()[1], status)
             self.logger.info(
                 "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             request_id_var.reset(token)

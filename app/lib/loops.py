@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from prometheus_client import Counter
 
+from app.lib.logging import get_logger
+
 __all__ = ("LOOP_DEATHS", "LoopWatch")
 
-logger = logging.getLogger("lethe.loops")
+logger = get_logger("lethe.loops")
 
 LOOP_DEATHS = Counter(
     "lethe_background_loop_deaths", "Background loops that ended with an error, by loop", ["loop"]
@@ -44,7 +45,7 @@ class LoopWatch:
         reason = type(error).__name__ if error is not None else "returned"
         self._dead[name] = reason
         LOOP_DEATHS.labels(loop=name).inc()
-        logger.error("background loop died", extra={"loop": name, "error_type": reason})
+        logger.error("background loop died", loop=name, error_type=reason)
 
     def dead(self) -> dict[str, str]:
         """Loops that ended while they should run, and why (error type)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import traceback
 from typing import Any
 
@@ -14,12 +13,13 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
 from app.lib.errors import LetheError, problem_type
+from app.lib.logging import get_logger
 from app.lib.schema import Problem, ProblemFieldError
 
 __all__ = ("PROBLEM_MEDIA_TYPE", "exception_handlers", "problem_responses")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-logger = logging.getLogger("lethe.errors")
+logger = get_logger("lethe.errors")
 
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
@@ -132,7 +132,9 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     where = f"{frame.filename}:{frame.lineno}" if frame else None
     logger.error(
         "unhandled error",
-        extra={"error_type": type(exc).__name__, "where": where, "path": request.url.path},
+        error_type=type(exc).__name__,
+        where=where,
+        path=request.url.path,
     )
     problem = Problem(
         type=problem_type("internal"),

@@ -8,7 +8,7 @@ import msgspec
 
 from app.lib.errors import ManifestInvalid
 
-__all__ = ("Issue", "IssueKind", "Severity", "raise_for_errors")
+__all__ = ("Issue", "IssueKind", "Severity", "raise_for_errors", "strict")
 
 Severity = Literal["error", "risk", "finding"]
 IssueKind = Literal[
@@ -30,6 +30,18 @@ IssueKind = Literal[
     "retention_policy",
     "personal_table",
     "personal_column",
+    "duplicate_key",
+    "ambiguous_surrogate",
+    "subject_key",
+    "ambiguous_identity",
+    "link_ignores_foreign_key",
+    "unbacked_link",
+    "type_mismatch",
+    "retention_conflict",
+    "rectifiable_key",
+    "overlapping_links",
+    "exported_credential",
+    "scrub",
 ]
 
 
@@ -65,3 +77,19 @@ def raise_for_errors(issues: list[Issue], what: str = "manifest") -> None:
             f"invalid {what}: {first.path}: {first.message}{more}",
             errors=[i.as_field_error() for i in errors],
         )
+
+
+def strict(issues: list[Issue]) -> list[Issue]:
+    """Strict mode: every lint finding no ``ignore:`` entry acknowledges becomes an error (an
+    uncovered personal-looking column then refuses registration); other issues are unchanged."""
+    return [
+        msgspec.structs.replace(
+            issue,
+            severity="error",
+            message=f"{issue.message} (strict mode: cover it in the manifest or acknowledge it "
+            "under `ignore:` with a reason)",
+        )
+        if issue.severity == "finding" and not issue.acknowledged
+        else issue
+        for issue in issues
+    ]

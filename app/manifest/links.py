@@ -44,6 +44,8 @@ class Step:
     to_columns: tuple[str, ...]
     kind: StepKind = "foreign_key"
     foreign_key: str | None = None
+    cast: str | None = None
+    """The type ``from_columns`` are cast to before the comparison (the hop's ``cast:``)."""
 
     def __str__(self) -> str:
         return (
@@ -157,7 +159,49 @@ def _resolve_step(
     if not ok:
         return None
     kind, fk_name = _step_kind(schema, from_table, from_columns, hop.to, to_columns)
-    return Step(from_table, from_columns, hop.to, to_columns, kind, fk_name)
+    if kind == "logical" and not hop.logical:
+        unbacked = _unbacked_hop(schema, from_table, from_columns, hop.to, to_columns, path)
+        if unbacked is not None:
+            issues.append(unbacked)
+            return None
+    return Step(from_table, from_columns, hop.to, to_columns, kind, fk_name, hop.cast)
+
+
+def _unbacked_hop(
+    schema: SchemaInfo,
+    from_table: str,
+    from_columns: tuple[str, ...],
+    to_table: str,
+    to_columns: tuple[str, ...],
+    path: str,
+) -> Issue | None:
+    """A hop no foreign key backs, where one most likely should: the two tables have a foreign
+    key the hop does not follow, or the hop joins a primary key to another table's key."""
+    step = f"{from_table}({', '.join(from_columns)}) -> {to_table}({', '.join(to_columns)})"
+    escape = "or mark the hop `logical: true` with a `reason` if the reference is intended"
+    between = [fk for fk in schema.foreign_keys() if {fk.table, fk.referred_table} == {from_table, to_table}]
+    if between:
+        fk = between[0]
+        return Issue(
+            kind="link_ignores_foreign_key",
+            path=f"{path}.from",
+            table=from_table,
+            column=from_columns[0],
+            message=f"hop {step} follows no foreign key, but foreign key {fk.label} joins "
+            f"'{from_table}' and '{to_table}': write the hop along it, {escape}",
+        )
+    source, target = schema.tables[from_table], schema.tables[to_table]
+    if source.primary_key and set(from_columns) == set(source.primary_key) and target.is_unique(to_columns):
+        return Issue(
+            kind="unbacked_link",
+            path=f"{path}.from",
+            table=from_table,
+            column=from_columns[0],
+            message=f"hop {step} joins the primary key of '{from_table}' to the key of "
+            f"'{to_table}' and no foreign key backs it: rows would match by coincidence of "
+            f"numbering; write the hop from the column that references '{to_table}', {escape}",
+        )
+    return None
 
 
 def _check_columns(table: TableInfo | None, columns: tuple[str, ...], path: str, issues: list[Issue]) -> bool:

@@ -5,11 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.manifest.issues import Issue
+from app.manifest.inference import with_inferred_references
+from app.manifest.issues import Issue, IssueKind
 from app.manifest.model import Manifest
-from app.manifest.schema import ColumnInfo, SchemaInfo
+from app.manifest.schema import ColumnInfo, SchemaInfo, TableInfo
 
-__all__ = ("PersonalGuess", "guess_personal", "lint", "reaches_subject")
+__all__ = (
+    "CREDENTIAL_CATEGORY",
+    "PersonalGuess",
+    "guess_personal",
+    "lint",
+    "looks_like_credential",
+    "reaches_subject",
+)
+
+CREDENTIAL_CATEGORY = "user.authorization.credentials"
 
 
 @dataclass(frozen=True)
@@ -46,10 +56,36 @@ _STRONG: tuple[tuple[str, str, str], ...] = (
         "user.government_id",
     ),
     (
+        r"password|password_hash|passwd|pwd|hash|secret|token|mfa|otp|totp|hotp|api_key|apikey|"
+        r"access_key|private_key|recovery_codes?|backup_codes?|salt|credentials?",
+        "looks like a credential or authentication secret",
+        CREDENTIAL_CATEGORY,
+    ),
+    (
         r"first_name|last_name|full_name|surname|given_name|family_name|maiden_name|display_name|"
-        r"username|user_name|nickname",
+        r"firstname|lastname|fullname|displayname",
         "looks like a person's name",
         "user.name",
+    ),
+    (
+        r"username|user_name|nickname|nick|handle|screen_name|login|user_login",
+        "looks like a handle (user name)",
+        "user.account.username",
+    ),
+    (
+        r"external_id|uuid|guid|public_id|ext_id|external_ref|oauth_id|provider_uid|subject_id",
+        "looks like an identifier of the person in another system",
+        "user.unique_id",
+    ),
+    (
+        r"settings|preferences|prefs|user_settings|notification_settings|profile_settings",
+        "looks like a person's settings",
+        "user.account.settings",
+    ),
+    (
+        r"job_title|position|occupation|employer|job|company_role",
+        "looks like a job position",
+        "user.job_title",
     ),
     (
         r"street|postcode|postal_code|zip|zip_code|address|address_line\d?|house_number",
@@ -71,11 +107,6 @@ _STRONG: tuple[tuple[str, str, str], ...] = (
         "looks like a location",
         "user.location",
     ),
-    (
-        r"password|password_hash|secret|token",
-        "looks like a credential",
-        "user.authorization.credentials",
-    ),
 )
 _WEAK: tuple[tuple[str, str, str], ...] = (
     (r"name", "looks like a name", "user.name"),
@@ -90,7 +121,9 @@ _PERSONAL_TYPES = {
     "inet": ("has an IP address type", "user.device.ip_address"),
     "cidr": ("has an IP address type", "user.device.ip_address"),
     "macaddr": ("has a MAC address type", "user.device"),
+    "uuid": ("has a uuid type: an identifier that may follow the person across systems", "user.unique_id"),
 }
+_DOCUMENT_TYPES = ("text", "clob", "mediumtext", "longtext", "json", "jsonb")
 
 
 def _tokens(name: str) -> str:
@@ -119,9 +152,15 @@ def guess_personal(column: ColumnInfo) -> PersonalGuess | None:
         for pattern, reason, category in patterns:
             if re.fullmatch(pattern, name) if whole_only else _matches(pattern, name):
                 return PersonalGuess(reason, category, strong=strong)
-    if column.type_name in ("text", "clob", "mediumtext", "longtext"):
-        return PersonalGuess("is free text that may hold personal data", "user.content", strong=False)
+    if column.type_name in _DOCUMENT_TYPES:
+        return PersonalGuess("is free text or JSON that may hold personal data", "user.content", strong=False)
     return None
+
+
+def looks_like_credential(column: ColumnInfo) -> bool:
+    """Whether the column's name says it holds a credential (password, hash, token, MFA seed...)."""
+    guess = guess_personal(column)
+    return guess is not None and guess.category == CREDENTIAL_CATEGORY
 
 
 def reaches_subject(schema: SchemaInfo, table: str, subject_table: str) -> bool:
@@ -149,10 +188,12 @@ def lint(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
     """
     findings: list[Issue] = []
     subject = manifest.subject.table
-    for name, table in schema.tables.items():
+    augmented, _ = with_inferred_references(schema, subject)
+    for name, table in augmented.tables.items():
         spec = manifest.tables.get(name)
-        linked = reaches_subject(schema, name, subject)
+        linked = reaches_subject(augmented, name, subject)
         if spec is None and name != subject and linked:
+            how = "references" if reaches_subject(schema, name, subject) else "has a column naming"
             findings.append(
                 _finding(
                     manifest,
@@ -160,9 +201,11 @@ def lint(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
                     f"tables.{name}",
                     name,
                     None,
-                    f"table '{name}' references the subject table '{subject}' but is not in the manifest",
+                    f"table '{name}' {how} the subject table '{subject}' (directly or through other "
+                    "tables) but is not in the manifest",
                 )
             )
+        findings += _credential_findings(manifest, name, table)
         covered = set(spec.columns) if spec else set()
         covered |= {c for fk in table.foreign_keys for c in fk.columns}
         for column in table.columns.values():
@@ -178,16 +221,43 @@ def lint(manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
                     f"tables.{name}.columns.{column.name}",
                     name,
                     column.name,
-                    f"column '{name}.{column.name}' {guess.reason} but the manifest does not cover it",
+                    f"column '{name}.{column.name}' {guess.reason} but the manifest does not cover it"
+                    + (" (cover it with `export: false`)" if guess.category == CREDENTIAL_CATEGORY else ""),
                 )
             )
     return sorted(findings, key=lambda f: (f.table or "", f.column is not None, f.column or ""))
 
 
+def _credential_findings(manifest: Manifest, name: str, table: TableInfo) -> list[Issue]:
+    """Columns the manifest covers and exports although they look like credentials."""
+    spec = manifest.tables.get(name)
+    if spec is None:
+        return []
+    return [
+        _finding(
+            manifest,
+            "exported_credential",
+            f"tables.{name}.columns.{column}.export",
+            name,
+            column,
+            f"column '{name}.{column}' looks like a credential but access exports include it: set "
+            "`export: false` with an `export_reason` (withheld for security, Art. 15(4))",
+        )
+        for column, column_spec in spec.columns.items()
+        if column_spec.export and column in table.columns and looks_like_credential(table.columns[column])
+    ]
+
+
+_KINDS: dict[str, IssueKind] = {
+    "personal_table": "personal_table",
+    "exported_credential": "exported_credential",
+}
+
+
 def _finding(manifest: Manifest, kind: str, path: str, table: str, column: str | None, message: str) -> Issue:
     acknowledged = any(rule.covers(table, column) for rule in manifest.ignore)
     return Issue(
-        kind="personal_table" if kind == "personal_table" else "personal_column",
+        kind=_KINDS.get(kind, "personal_column"),
         severity="finding",
         path=path,
         table=table,

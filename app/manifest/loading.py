@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import msgspec
 import yaml
@@ -14,7 +16,8 @@ import yaml
 from app.lib.errors import ManifestInvalid
 from app.manifest.durations import DURATION_PATTERN
 from app.manifest.issues import Issue, raise_for_errors
-from app.manifest.model import Manifest
+from app.manifest.model import Manifest, Spec
+from app.manifest.yaml_nodes import node_issues
 
 __all__ = (
     "content_hash",
@@ -51,14 +54,18 @@ def parse_document(text: str | bytes, fmt: Literal["yaml", "json"] | None = None
     """Parse YAML or JSON text (JSON is YAML, so YAML is the default) into plain Python data.
 
     Raises:
-        ManifestInvalid: the text is not well-formed; the error names line and column.
+        ManifestInvalid: the text is not well-formed (the error names line and column), repeats a
+            key (naming the key path and both lines), or writes ``surrogate:`` as a bare null.
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     try:
         if fmt == "json":
-            return json.loads(text)
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        return _load_yaml(text)
+    except _DuplicateJsonKey as exc:
+        raise_for_errors(_yaml_node_issues(text) or [exc.issue])
+        raise AssertionError("unreachable") from exc  # pragma: no cover - raise_for_errors raised
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         raise ManifestInvalid(
@@ -69,6 +76,8 @@ def parse_document(text: str | bytes, fmt: Literal["yaml", "json"] | None = None
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
         problem = getattr(exc, "problem", None) or str(exc)
+        if "'\\t'" in problem:
+            problem = "a tab character: YAML indents with spaces only"
         raise ManifestInvalid(
             f"manifest is not valid YAML: {where}: {problem}",
             errors=[{"field": where, "message": str(problem)}],
@@ -78,6 +87,73 @@ def parse_document(text: str | bytes, fmt: Literal["yaml", "json"] | None = None
         raise ManifestInvalid(
             f"manifest cannot be read: {reason}", errors=[{"field": "document", "message": reason}]
         ) from exc
+
+
+def _load_yaml(text: str) -> Any:
+    """Compose the node tree, refuse what decoding would hide, then construct the data."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        raise_for_errors(node_issues(root))
+        return None if root is None else loader.construct_document(root)  # type: ignore[no-untyped-call]
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
+def _yaml_node_issues(text: str) -> list[Issue]:
+    """The node issues of a JSON text read as YAML (for line numbers), if YAML can read it."""
+    try:
+        return node_issues(yaml.compose(text, Loader=_Loader))
+    except yaml.YAMLError:
+        return []
+
+
+class _DuplicateJsonKey(ValueError):
+    def __init__(self, issue: Issue) -> None:
+        super().__init__(issue.message)
+        self.issue = issue
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            message = f"key '{key}' appears twice in one object; only the last would count: merge them"
+            raise _DuplicateJsonKey(Issue(kind="duplicate_key", path=key, message=message))
+        result[key] = value
+    return result
+
+
+def _literal_values(annotation: Any) -> tuple[str, ...]:
+    """The strings of every ``Literal`` inside ``annotation`` (through unions)."""
+    if get_origin(annotation) is Literal:
+        return tuple(str(v) for v in get_args(annotation))
+    return tuple(v for arg in get_args(annotation) for v in _literal_values(arg))
+
+
+@cache
+def _enum_fields() -> dict[str, tuple[str, ...]]:
+    """Allowed values of every enumerated manifest key, by key name (``strategy``, ``op``, ...)."""
+    allowed: dict[str, tuple[str, ...]] = {}
+    for struct in Spec.__subclasses__():
+        for info in msgspec.structs.fields(struct):
+            values = _literal_values(info.type)
+            if values:
+                allowed[info.encode_name] = tuple(dict.fromkeys(allowed.get(info.encode_name, ()) + values))
+    return allowed
+
+
+def _enum_hint(message: str, path: str) -> str:
+    """``Invalid enum value 'emial'`` -> the key, the value, the allowed values, the closest one."""
+    found = re.match(r"Invalid enum value '(?P<value>[^']*)'", message)
+    key = path.rsplit(".", 1)[-1] if path else ""
+    allowed = _enum_fields().get(key)
+    if found is None or not allowed:
+        return message
+    value = found.group("value")
+    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"`{key}` cannot be '{value}': allowed values are {', '.join(allowed)}{hint}"
 
 
 def _friendly(message: str) -> str:
@@ -167,6 +243,7 @@ def manifest_issues(data: Any) -> tuple[Manifest | None, list[Issue]]:
     match = _AT.match(error)
     message = _friendly(match.group("message") if match else error)
     message, path = _unknown_key_path(message, _resolve_keys(data, error))
+    message = _enum_hint(message, path)
     return None, [Issue(kind="structure", path=path or "$", message=message)]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 from msgspec import field
@@ -12,8 +12,10 @@ from msgspec.structs import force_setattr
 from app.manifest.durations import IsoDuration
 
 __all__ = (
+    "CAST_TYPES",
     "EMAIL_SURROGATE_MAX_LENGTH",
     "UNIQUE_SURROGATE_MAX_LENGTH",
+    "CastType",
     "ColumnSpec",
     "ColumnStrategy",
     "Connection",
@@ -61,6 +63,10 @@ row of this table and anonymizes its columns instead of deleting it.
 
 SurrogateKind = Literal["null", "constant", "unique", "email", "redacted", "hash", "zero", "epoch"]
 """Named surrogates of :mod:`app.engine.surrogates` (which computes them in SQL per dialect)."""
+
+CastType = Literal["text", "varchar", "integer", "bigint", "numeric", "uuid", "date", "timestamp"]
+"""Types a hop may cast its ``from`` columns to (``cast: uuid`` for a text column holding uuids)."""
+CAST_TYPES: tuple[str, ...] = get_args(CastType)
 
 UNIQUE_SURROGATE_MAX_LENGTH = 13
 """Column length a ``unique`` surrogate needs: its compact form ``'~<key>'`` for keys of up to
@@ -133,6 +139,9 @@ class Identity(Spec, frozen=True):
     column: str
     tenant_column: str | None = None
     match: IdentityMatch | None = None
+    ambiguous: Literal["refuse"] | None = None
+    """``refuse``: the column is not unique and a request matching several subjects fails;
+    without it, an identity on a column the database does not keep unique is refused."""
 
 
 class SubjectSpec(Spec, frozen=True):
@@ -181,13 +190,24 @@ class Hop(Spec, frozen=True):
     ``{from: [tenant_id, order_id], to: orders, to_columns: [tenant_id, id]}``. The direction of
     the foreign key does not matter: a hop from ``groups.id`` to ``group_members.group_id`` (a
     join table) is as valid as one from ``orders.user_id`` to ``users.id``.
+
+    ``logical: true`` (with a ``reason``) declares a reference no foreign key backs where
+    validation would otherwise refuse it (the two tables have a foreign key the hop does not
+    follow, or the hop joins a primary key to another table's key). ``cast`` names the type the
+    ``from`` columns are cast to before the comparison, for columns of different types (a text
+    column holding uuids: ``cast: uuid``).
     """
 
     from_columns: str | tuple[str, ...] = field(name="from")
     to: str
     to_columns: str | tuple[str, ...] | None = None
+    logical: bool = False
+    reason: str | None = None
+    cast: CastType | None = None
 
     def __post_init__(self) -> None:
+        if self.logical and not (self.reason or "").strip():
+            raise ValueError("a hop with `logical: true` needs a `reason`")
         force_setattr(self, "from_columns", _columns(self.from_columns))
         if self.to_columns is not None:
             force_setattr(self, "to_columns", _columns(self.to_columns))
@@ -253,10 +273,23 @@ class ColumnSpec(Spec, frozen=True):
     """None: the type-aware default (see :func:`app.manifest.validation.default_surrogate`)."""
     retention: Retention | None = None
     rectifiable: bool = False
+    export: bool = True
+    """False: the column is withheld from access exports (Art. 15(4): credentials, secrets)."""
+    export_reason: str | None = None
+    """Why the column is withheld (required with ``export: false``; shown in the export)."""
+    scrub: tuple[str, ...] = ()
+    """Identity names of the subject whose values may appear inside this column's free text or
+    JSON in any row (others' posts, audit details); erasure replaces each occurrence."""
 
     def __post_init__(self) -> None:
         if not _CATEGORY.match(self.category):
             raise ValueError("category must be dotted lower-case names, e.g. `user.contact.email`")
+        if not self.export and not (self.export_reason or "").strip():
+            raise ValueError("`export: false` needs an `export_reason` (shown in the export as withheld)")
+        if self.export and self.export_reason is not None:
+            raise ValueError("`export_reason` is only for columns with `export: false`")
+        if len(set(self.scrub)) != len(self.scrub):
+            raise ValueError("`scrub` names an identity twice")
         if isinstance(self.surrogate, str):
             force_setattr(self, "surrogate", Surrogate(kind=self.surrogate))
 
@@ -328,12 +361,17 @@ class RetentionPolicy(Spec, frozen=True):
     batch_size: int = 1000
     schedule: IsoDuration | None = None
     enabled: bool = True
+    retention_override: str | None = None
+    """Why this policy may purge sooner than a retention the manifest declares for its table
+    (the reason is audited at registration); without it such a policy is refused."""
 
     def __post_init__(self) -> None:
         if self.action == "soft_delete" and not self.soft_delete_column:
             raise ValueError("action `soft_delete` needs `soft_delete_column`")
         if not 1 <= self.batch_size <= 100_000:
             raise ValueError("batch_size must be between 1 and 100000")
+        if self.retention_override is not None and not self.retention_override.strip():
+            raise ValueError("`retention_override` needs a non-empty reason")
 
 
 class IgnoreRule(Spec, frozen=True):
@@ -369,6 +407,23 @@ class Manifest(Spec, frozen=True):
             raise ValueError("system must be lower-case letters, digits, '-' or '_' (max 63)")
         if self.version != 1:
             raise ValueError("only manifest format version 1 is supported")
+        for table, spec in self.tables.items():
+            for column, column_spec in spec.columns.items():
+                unknown = [n for n in column_spec.scrub if n not in self.subject.identities]
+                if unknown:
+                    raise ValueError(
+                        f"tables.{table}.columns.{column}.scrub: '{unknown[0]}' is not an identity "
+                        f"of the subject (known: {', '.join(sorted(self.subject.identities))})"
+                    )
+
+    def scrubbed_columns(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """``(table, column, identity names)`` of every column declaring ``scrub``."""
+        return [
+            (table, column, spec.scrub)
+            for table, table_spec in self.tables.items()
+            for column, spec in table_spec.columns.items()
+            if spec.scrub
+        ]
 
     @property
     def subject_table(self) -> TableSpec:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
-from app.manifest.graph import candidate_paths
-from app.manifest.lint import guess_personal, reaches_subject
-from app.manifest.schema import SchemaInfo, TableInfo
+from app.manifest.graph import Step, candidate_paths
+from app.manifest.inference import INFERRED_REASON, reference_stem, snake_case, with_inferred_references
+from app.manifest.lint import CREDENTIAL_CATEGORY, PersonalGuess, guess_personal, reaches_subject
+from app.manifest.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
-__all__ = ("SUBJECT_TABLE_GUESSES", "guess_subject_table", "scaffold")
+__all__ = ("CREDENTIAL_REASON", "SUBJECT_TABLE_GUESSES", "guess_subject_table", "scaffold")
 
 SUBJECT_TABLE_GUESSES = (
     "users",
@@ -28,6 +30,8 @@ SUBJECT_TABLE_GUESSES = (
 )
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")
 _RESERVED = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
+CREDENTIAL_REASON = "a credential: disclosure would endanger the account's security"
+"""The ``export_reason`` the scaffold writes on columns that look like credentials."""
 _RECTIFIABLE = {
     "user.contact.email",
     "user.contact.phone_number",
@@ -65,9 +69,15 @@ def _singular(name: str) -> str:
 def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: str | None = None) -> str:
     """A draft manifest for ``schema`` as YAML text, with comments where a person must decide.
 
-    Every table with a foreign-key path to the subject is included with ``strategy: delete``
-    (the Art. 17 default); links are left to derivation when exactly one path exists and written
-    out (shortest path, flagged) otherwise; columns that look personal get a guessed category.
+    Every table with a path to the subject (declared foreign keys, or references inferred from
+    column names and types: see :mod:`app.manifest.inference`) is included. A table that other
+    tables reference gets ``strategy: anonymize`` (deleting its rows would break the rows kept
+    there, e.g. retained orders pointing at the user); the others ``delete`` (the Art. 17 default).
+    A table referencing the subject from two columns (messages: sender and recipient; follows:
+    follower and followee) gets one named link per column. Links are left to derivation when
+    exactly one declared path exists and written out otherwise; an inferred hop is written with
+    ``logical: true`` and a reason to review. Columns that look personal get a guessed category;
+    credentials are withheld from exports (``export: false``).
 
     Raises:
         ValueError: no subject table can be chosen, or it has no primary key.
@@ -78,24 +88,39 @@ def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: st
     table = schema.tables[subject]
     if not table.primary_key:
         raise ValueError(f"subject table '{subject}' has no primary key")
-    managed = [subject] + [t for t in schema.tables if t != subject and reaches_subject(schema, t, subject)]
-    identities = _identities(table, subject)
-    # a link is derived when exactly one chain reaches the nearest managed table; else written
-    unresolved = {t for t in managed[1:] if len(candidate_paths(schema, t, set(managed) - {t})) != 1}
-    lines = _header(system, env_var, subject, table.primary_key, identities)
+    augmented, inferred = with_inferred_references(schema, subject)
+    managed = [subject] + [
+        t for t in augmented.tables if t != subject and reaches_subject(augmented, t, subject)
+    ]
+    draft = _Draft(
+        schema, augmented, {(fk.table, fk.columns, fk.referred_table) for fk in inferred}, subject, managed
+    )
+    lines = _header(system, env_var, subject, table.primary_key, _identities(table, subject))
     for name in managed:
-        lines += _table_lines(schema, name, subject, name in unresolved)
+        lines += draft.table_lines(name)
     return "\n".join(lines) + "\n"
 
 
 def _identities(table: TableInfo, subject: str) -> dict[str, str]:
+    """Identity name -> YAML value: a bare column when the database keeps it unique, else
+    ``{column: ..., ambiguous: refuse}`` (a request matching several people then fails)."""
     identities: dict[str, str] = {}
     if len(table.primary_key) == 1:
-        identities[f"{_singular(subject)}_id"] = table.primary_key[0]
+        identities[f"{_singular(subject)}_id"] = _q(table.primary_key[0])
     for column in table.columns.values():
         guess = guess_personal(column)
-        if guess is not None and guess.category == "user.contact.email":
-            identities.setdefault("email", column.name)
+        if guess is None or column.primary_key:
+            continue
+        if guess.category == "user.contact.email":
+            name = "email"
+        elif guess.category == "user.account.username" and table.column_is_unique(column.name):
+            name = "username"
+        else:
+            continue
+        if table.column_is_unique(column.name):
+            identities.setdefault(name, _q(column.name))
+        else:
+            identities.setdefault(name, f"{{column: {_q(column.name)}, ambiguous: refuse}}")
     return identities
 
 
@@ -115,52 +140,116 @@ def _header(
         f"  key: {key_text}",
         "  identities:",
     ]
-    lines += [f"    {_q(name)}: {_q(column)}" for name, column in identities.items()]
+    lines += [f"    {_q(name)}: {value}" for name, value in identities.items()]
     return [*lines, "tables:"]
 
 
-def _table_lines(schema: SchemaInfo, name: str, subject: str, unresolved: bool) -> list[str]:
-    table = schema.tables[name]
-    lines = [
-        f"  {_q(name)}:",
-        "    # purpose: ...  legal_basis: ...  (they feed Art. 15 answers)",
-        "    strategy: delete",
-    ]
-    if name != subject:
-        lines += _link_lines(schema, name, subject, unresolved)
-    references = {c for fk in table.foreign_keys for c in fk.columns}
-    columns = []
-    for column in table.columns.values():
-        if column.primary_key or column.name in references:
-            continue
-        guess = guess_personal(column)
-        if guess is None:
-            continue
-        note = f"guessed: {guess.reason}" if guess.strong else f"unsure: {guess.reason}"
-        extra = ", rectifiable: true" if name == subject and guess.category in _RECTIFIABLE else ""
-        columns.append(f"      {_q(column.name)}: {{category: {guess.category}{extra}}}  # {note}")
-    if columns:
-        lines += ["    columns:", *columns]
-    return lines
+@dataclass(frozen=True)
+class _Draft:
+    """What the scaffold knows while writing tables: both schemas, the inferences, the scope."""
 
+    declared: SchemaInfo
+    schema: SchemaInfo
+    """The declared schema plus the inferred references."""
+    inferred: set[tuple[str, tuple[str, ...], str]]
+    subject: str
+    managed: list[str]
 
-def _link_lines(schema: SchemaInfo, name: str, subject: str, unresolved: bool) -> list[str]:
-    if not unresolved:
-        return ["    # link: derived from the foreign keys (one path to the nearest managed table)"]
-    paths = sorted(candidate_paths(schema, name, subject), key=len)
-    if not paths:
+    def is_inferred(self, table: str, columns: tuple[str, ...], to_table: str) -> bool:
+        return (table, columns, to_table) in self.inferred
+
+    def table_lines(self, name: str) -> list[str]:
+        table = self.schema.tables[name]
+        referencing = sorted({fk.table for fk in self.schema.references_to(name) if fk.table != name})
+        lines = [f"  {_q(name)}:", "    # purpose: ...  legal_basis: ...  (they feed Art. 15 answers)"]
+        if referencing:
+            lines += [
+                f"    # anonymize, not delete: {', '.join(referencing)} reference(s) these rows, and rows",
+                "    # kept there (retained, or other people's) need them",
+                "    strategy: anonymize",
+            ]
+        else:
+            lines.append("    strategy: delete")
+        if name != self.subject:
+            lines += self.link_lines(name)
+        references = {c for fk in table.foreign_keys for c in fk.columns}
+        columns = []
+        for column in table.columns.values():
+            if column.primary_key or column.name in references:
+                continue
+            guess = guess_personal(column)
+            if guess is None:
+                continue
+            columns.append(_column_line(name == self.subject, column, guess))
+        if columns:
+            lines += ["    columns:", *columns]
+        return lines
+
+    def link_lines(self, name: str) -> list[str]:
+        direct = [fk for fk in self.schema.tables[name].foreign_keys if fk.referred_table == self.subject]
+        if len(direct) > 1:
+            return self._shared_links(name, direct)
+        others = set(self.managed) - {name}
+        paths = candidate_paths(self.schema, name, others)
+        declared = candidate_paths(self.declared, name, others)
+        if len(paths) == 1 and len(declared) == 1 and not self._has_inferred(paths[0]):
+            return ["    # link: derived from the foreign keys (one path to the nearest managed table)"]
+        shortest = sorted(candidate_paths(self.schema, name, self.subject), key=len)
+        if not shortest:
+            return [
+                "    # link: no path reaches the subject; write it out:",
+                "    # link: {path: [{from: COLUMN, to: TABLE}]}",
+            ]
+        if self._has_inferred(shortest[0]):
+            comment = f"{len(shortest)} path(s) inferred from column names (no foreign key) reach the subject"
+        else:
+            comment = f"{len(shortest)} foreign-key paths reach the subject"
         return [
-            "    # link: no foreign-key path reaches the subject; write it out:",
-            "    # link: {path: [{from: COLUMN, to: TABLE}]}",
+            f"    # {comment}: shortest written, check it",
+            f"    link: {{path: [{', '.join(self._hop(s) for s in shortest[0])}]}}",
         ]
-    hops = ", ".join(
-        f"{{from: {_cols(s.from_columns)}, to: {_q(s.to_table)}, to_columns: {_cols(s.to_columns)}}}"
-        for s in paths[0]
-    )
-    return [
-        f"    # {len(paths)} foreign-key paths reach the subject: shortest written, check it",
-        f"    link: {{path: [{hops}]}}",
-    ]
+
+    def _shared_links(self, name: str, direct: list[ForeignKeyInfo]) -> list[str]:
+        lines = [
+            f"    # {len(direct)} columns reference the subject: rows shared by two people, one link",
+            "    # each; give each link the `columns` it owns (erasing one person leaves the other's)",
+            "    links:",
+        ]
+        used: set[str] = set()
+        for fk in direct:
+            label = _link_name(fk.columns, used)
+            step = Step(name, fk.columns, fk.referred_table, fk.referred_columns)
+            lines.append(f"      {label}: {{path: [{self._hop(step)}]}}")
+        return lines
+
+    def _has_inferred(self, steps: tuple[Step, ...]) -> bool:
+        return any(self.is_inferred(s.from_table, s.from_columns, s.to_table) for s in steps)
+
+    def _hop(self, step: Step) -> str:
+        text = f"{{from: {_cols(step.from_columns)}, to: {_q(step.to_table)}"
+        text += f", to_columns: {_cols(step.to_columns)}"
+        if self.is_inferred(step.from_table, step.from_columns, step.to_table):
+            text += f", logical: true, reason: {json.dumps(INFERRED_REASON)}"
+        return text + "}"
+
+
+def _link_name(columns: tuple[str, ...], used: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9_]", "_", reference_stem(columns[0]) or snake_case(columns[0])) or "link"
+    label, index = base, 2
+    while label in used:
+        label, index = f"{base}_{index}", index + 1
+    used.add(label)
+    return label
+
+
+def _column_line(subject: bool, column: ColumnInfo, guess: PersonalGuess) -> str:
+    note = f"guessed: {guess.reason}" if guess.strong else f"unsure: {guess.reason}"
+    if guess.category == "user.content":
+        note += "; others may name the subject here: add `scrub: [<identity>, ...]`"
+    extra = ", rectifiable: true" if subject and guess.category in _RECTIFIABLE else ""
+    if guess.category == CREDENTIAL_CATEGORY:
+        extra += f", export: false, export_reason: {json.dumps(CREDENTIAL_REASON)}"
+    return f"      {_q(column.name)}: {{category: {guess.category}{extra}}}  # {note}"
 
 
 def _cols(columns: tuple[str, ...]) -> str:

@@ -6,6 +6,8 @@ from app.manifest.graph import SubjectGraph, analyse_graph
 from app.manifest.issues import Issue
 from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy, Surrogate, TableSpec
 from app.manifest.schema import ColumnInfo, SchemaInfo, TableInfo
+from app.manifest.scrub_checks import scrub_issues
+from app.manifest.soundness import soundness_issues
 
 __all__ = ("ERASED_TEXT", "default_surrogate", "resolve_surrogate", "validate")
 
@@ -62,8 +64,10 @@ def validate(manifest: Manifest, schema: SchemaInfo) -> tuple[SubjectGraph | Non
     if graph is not None:
         issues += _survivor_issues(manifest, graph)
     issues += _outside_reference_issues(manifest, schema)
+    issues += scrub_issues(manifest, schema)
     for index, policy in enumerate(manifest.retention_policies):
         issues += _policy_issues(index, policy, manifest, schema)
+    issues += soundness_issues(manifest, schema, graph)
     return graph, issues
 
 

@@ -103,5 +103,5 @@ async def test_access_log_records_401_as_401(client: AsyncTestClient[Litestar]) 
         access.removeHandler(handler)
         access.setLevel(level)
     assert response.status_code == 401
-    statuses = [getattr(r, "status", None) for r in handler.records]
+    statuses = [getattr(r, "lethe_fields", {}).get("status") for r in handler.records]
     assert statuses == [401]

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +17,26 @@ from kubernetes_validate import utils as kubernetes_schemas
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.store import current_revision, head_revision
+from app.lib.crypto import generate_signing_key_pem
+from app.manifest.loading import load_manifest
 from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET
+from tests.integration.chart_support import (
+    CHART,
+    ROOT,
+    by_kind,
+    declared_kube_version,
+    env_of,
+    merged,
+    named,
+    pod_spec,
+    pod_specs,
+    production_values,
+    render,
+)
 from tests.servers import DatabaseServer
 
 __all__ = ()
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "lethe"
-PRODUCTION = CHART / "ci" / "production-values.yaml"
-RELEASE, NAMESPACE = "lethe", "privacy"
 SECRET_SETTINGS = frozenset(
     {
         "LETHE_DATABASE_URL",
@@ -40,7 +49,6 @@ SECRET_SETTINGS = frozenset(
     }
 )
 SECRETS_DIR = "/etc/lethe/secrets"
-POD_KINDS = ("Deployment", "Job", "CronJob")
 
 # kubernetes-validate ships the core API schemas only; the fields of the Prometheus Operator's
 # ServiceMonitor (monitoring.coreos.com/v1) that the chart uses are checked against this one.
@@ -88,78 +96,6 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
         },
     },
 }
-
-
-def declared_kube_version() -> str:
-    """The lowest Kubernetes version the chart declares in ``kubeVersion`` (e.g. ``1.29.0``)."""
-    declared = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))["kubeVersion"]
-    match = re.fullmatch(r">=\s*v?(\d+\.\d+\.\d+)(-0)?", declared)
-    assert match, f"kubeVersion should be a lower bound, got {declared!r}"
-    return match.group(1)
-
-
-def production_values() -> dict[str, Any]:
-    """The production-like values file shipped with the chart."""
-    values: dict[str, Any] = yaml.safe_load(PRODUCTION.read_text(encoding="utf-8"))
-    return values
-
-
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every object the chart renders for an install with ``values`` (NOTES.txt left out)."""
-    with helm.Chart.load(CHART) as chart:
-        chart.validate_schema(values or {})
-        manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    objects = []
-    for path, text in sorted(manifests.items()):
-        if path.endswith(".txt"):
-            continue
-        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return objects
-
-
-def merged(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    """``base`` with nested overrides spelled ``api__workersEnabled=False``."""
-    values = copy.deepcopy(base)
-    for dotted, value in overrides.items():
-        node = values
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return values
-
-
-def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """The rendered objects of one kind."""
-    return [o for o in objects if o["kind"] == kind]
-
-
-def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    """The one rendered object of ``kind`` called ``name``."""
-    found = [o for o in by_kind(objects, kind) if o["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}: {len(found)} rendered"
-    return found[0]
-
-
-def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
-    """The pod spec inside a Deployment, Job or CronJob."""
-    spec = obj["spec"]
-    if obj["kind"] == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
-    result: dict[str, Any] = spec["template"]["spec"]
-    return result
-
-
-def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(kind/name, pod spec)`` of every workload."""
-    for obj in objects:
-        if obj["kind"] in POD_KINDS:
-            yield f"{obj['kind']}/{obj['metadata']['name']}", pod_spec(obj)
-
-
-def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A container's env entries by name."""
-    return {entry["name"]: entry for entry in container.get("env", [])}
 
 
 VALUE_SETS = {"default": {}, "production": production_values()}
@@ -221,6 +157,7 @@ def test_the_expected_objects_are_rendered() -> None:
         ("CronJob", "lethe-retention"),
         ("ServiceMonitor", "lethe"),
         ("PersistentVolumeClaim", "lethe-data"),
+        ("Ingress", "lethe"),
     }
 
 
@@ -373,8 +310,8 @@ async def test_hook_job_command_migrates_a_real_store(tmp_path: Path, empty_stor
         "jwt-secret": TEST_JWT_SECRET,
         "audit-key": TEST_AUDIT_KEY,
         "audit-chain-key": TEST_AUDIT_KEY,
-        "artifact-key": "a" * 44,
-        "audit-signing-key": "unused-by-migrations",
+        "artifact-key": "dGVzdC1hcnRpZmFjdC1rZXktdGhhdC1pcy0zMi1ieXQ=",
+        "audit-signing-key": generate_signing_key_pem(),
     }
     for directory in mounts.values():
         directory.mkdir()
@@ -508,3 +445,148 @@ def test_image_is_pinned_by_digest_when_given() -> None:
     default_images = {c["image"] for _, spec in pod_specs(render()) for c in spec["containers"]}
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
     assert default_images == {f"lethe:{chart['appVersion']}"}
+
+
+# Gateway API's HTTPRoute is not in kubernetes-validate's core schemas: the fields the chart uses.
+HTTP_ROUTE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
+        "kind": {"const": "HTTPRoute"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["parentRefs", "rules"],
+            "properties": {
+                "parentRefs": {"type": "array", "minItems": 1, "items": {"required": ["name"]}},
+                "hostnames": {"type": "array", "items": {"type": "string"}},
+                "rules": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "matches": {"type": "array"},
+                            "backendRefs": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["name", "port"],
+                                    "properties": {"port": {"type": "integer"}},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_the_chart_can_be_a_subchart() -> None:
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema({"global": {"imageRegistry": "registry.example.com", "storageClass": "efs"}})
+
+
+def test_ingress_and_http_route_reach_the_api_service() -> None:
+    version = declared_kube_version()
+    ingress = named(render(production_values()), "Ingress", "lethe")
+    assert kubernetes_schemas.validate(ingress, version, strict=True)
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "lethe.privacy.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "lethe", "port": {"name": "http"}}
+    objects = render(
+        merged(
+            {},
+            httpRoute__enabled=True,
+            httpRoute__parentRefs=[{"name": "public", "namespace": "gateway-system"}],
+            httpRoute__hostnames=["lethe.example.com"],
+        )
+    )
+    route = named(objects, "HTTPRoute", "lethe")
+    jsonschema.validate(route, HTTP_ROUTE_SCHEMA)
+    service = named(objects, "Service", "lethe")
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"name": "lethe", "port": service["spec"]["ports"][0]["port"]}
+    ]
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(merged({}, httpRoute__enabled=True))
+
+
+def test_the_migration_hook_alone_reads_the_migration_role_url() -> None:
+    objects = render(production_values())
+    job = pod_spec(named(objects, "Job", "lethe-migrate"))
+    (secret,) = [v["secret"] for v in job["volumes"] if "secret" in v]
+    items = {item["path"]: item["key"] for item in secret["items"]}
+    assert items["database_url"] == "database-migration-url"
+    for name in ("lethe", "lethe-worker"):
+        spec = pod_spec(named(objects, "Deployment", name))
+        (secret,) = [v["secret"] for v in spec["volumes"] if "secret" in v]
+        assert {item["path"]: item["key"] for item in secret["items"]}["database_url"] == "database-url"
+    default_job = pod_spec(named(render(), "Job", "lethe-migrate"))
+    (secret,) = [v["secret"] for v in default_job["volumes"] if "secret" in v]
+    assert {item["path"]: item["key"] for item in secret["items"]}["database_url"] == "database-url"
+
+
+def test_pods_with_workers_outlive_the_lease_drain(rendered: list[dict[str, Any]]) -> None:
+    for deployment in by_kind(rendered, "Deployment"):
+        spec = pod_spec(deployment)
+        (container,) = spec["containers"]
+        pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+        assert pause > 0
+        if env_of(container)["LETHE_WORKERS_ENABLED"]["value"] == "true":
+            assert spec["terminationGracePeriodSeconds"] >= pause + 60 + 5, deployment["metadata"]["name"]
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds must be at least 70"):
+        render(merged({}, api__terminationGracePeriodSeconds=30))
+    with pytest.raises(helm.HelmRenderError, match="at least 190"):
+        render(merged({}, config__extra={"LETHE_WORKER_LEASE_SECONDS": "180"}))
+
+
+def test_network_policy_admits_named_namespaces() -> None:
+    policy = named(render(production_values()), "NetworkPolicy", "lethe")
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+        for name in ("shop", "monitoring", "ingress-nginx")
+    ]
+    assert named(render(), "NetworkPolicy", "lethe")["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
+    with pytest.raises(helm.HelmRenderError, match="admits nobody"):
+        render(merged({}, networkPolicy__allowSameNamespace=False))
+
+
+def test_pod_hooks_priority_and_no_service_links() -> None:
+    extra = {"name": "proxy", "image": "envoyproxy/envoy:v1.31.0"}
+    init = {"name": "wait", "image": "busybox:1.36", "command": ["true"]}
+    values = merged(production_values(), sidecars=[extra], initContainers=[init])
+    for where, spec in pod_specs(render(values)):
+        assert spec["priorityClassName"] == "business-critical", where
+        assert spec["enableServiceLinks"] is False, where
+        if where.startswith("Deployment/"):
+            assert spec["containers"][1] == extra
+            assert spec["initContainers"] == [init]
+
+
+def test_secret_changes_roll_the_pods() -> None:
+    def annotations(values: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        deployment = named(render(values), "Deployment", "lethe")
+        return deployment["metadata"].get("annotations", {}), deployment["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+
+    deployment, pod = annotations(production_values())
+    assert deployment["secret.reloader.stakater.com/reload"] == "lethe-secrets"
+    _, moved = annotations(merged(production_values(), secrets__keys__auditKey="audit-key-2"))
+    assert pod["checksum/secret-keys"] != moved["checksum/secret-keys"]
+
+
+@pytest.mark.parametrize(
+    "values_file", sorted([CHART / "values.yaml", *(CHART / "ci").glob("*.yaml")]), ids=lambda p: p.name
+)
+def test_every_embedded_manifest_passes_the_parser(values_file: Path) -> None:
+    values = yaml.safe_load(values_file.read_text(encoding="utf-8"))
+    for name, text in (values.get("manifests", {}).get("files") or {}).items():
+        manifest = load_manifest(text.encode("utf-8"), "json" if name.endswith(".json") else "yaml")
+        assert manifest.system, name

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.asgi import create_app
@@ -75,3 +77,31 @@ async def test_unknown_route_is_problem_json(client: AsyncTestClient[Litestar]) 
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["type"] == "urn:lethe:problem:not-found"
+
+
+async def test_metrics_follow_prometheus_conventions(
+    client: AsyncTestClient[Litestar], auth: Callable[..., dict[str, str]]
+) -> None:
+    assert (await client.get("/v1/manifests", headers=auth())).status_code == 200
+    text = (await client.get("/metrics")).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    ours = {name: family for name, family in families.items() if name.startswith("lethe_")}
+    for name, family in ours.items():
+        labels = {label for sample in family.samples for label in sample.labels}
+        assert "app_name" not in labels, name
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), name
+        if family.type == "histogram":
+            assert name.endswith(("_seconds", "_bytes")), f"{name}: a histogram names its unit"
+        if name.endswith("_in_progress"):
+            assert "status" not in labels, name
+    # The registry is the process's: other tests may have answered this route too.
+    assert 'lethe_http_requests_total{method="GET",route="/v1/manifests",status="200"} ' in text
+    assert 'lethe_http_request_duration_seconds_count{method="GET",route="/v1/manifests"} ' in text
+    assert 'lethe_http_requests_in_progress{method="GET",route="/v1/manifests"} 0.0' in text
+    assert 'lethe_build_info{version="' in text
+    for domain in ("lethe_export_duration_seconds", "lethe_erasure_duration_seconds", "lethe_request_jobs"):
+        assert domain in ours
+    for retention in ("lethe_retention_rows", "lethe_retention_runs", "lethe_retention_run_failures"):
+        assert retention in ours
+    assert "lethe_requests_total" not in text, "HTTP metrics are named apart from data-subject requests"

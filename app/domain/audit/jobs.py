@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -12,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
 from app.domain.audit.chain import append_to_sink
+from app.lib.logging import get_logger
 from app.lib.loops import LoopWatch
 
 __all__ = ("checkpoint_sink_lifespan", "write_checkpoints_forever")
 
-logger = logging.getLogger("lethe.audit")
+logger = get_logger("lethe.audit")
 
 
 async def write_checkpoints_forever(settings: Settings, engine: AsyncEngine) -> None:
@@ -31,7 +31,7 @@ async def write_checkpoints_forever(settings: Settings, engine: AsyncEngine) -> 
             async with sessions() as session:
                 await append_to_sink(session, settings)
         except Exception as error:
-            logger.warning("audit checkpoint not written", extra={"error_type": type(error).__name__})
+            logger.warning("audit checkpoint not written", error_type=type(error).__name__)
         await asyncio.sleep(settings.audit_checkpoint_interval_seconds)
 
 

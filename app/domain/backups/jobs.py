@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -14,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from app.config import Settings
 from app.domain.backups import services
 from app.lib.errors import ConfigurationError, LetheError
+from app.lib.logging import get_logger
 
 __all__ = ("backup_gauge_refresher",)
 
-logger = logging.getLogger("lethe.backups")
+logger = get_logger("lethe.backups")
 
 
 async def _refresh_forever(settings: Settings, engine: AsyncEngine) -> None:
@@ -28,7 +28,7 @@ async def _refresh_forever(settings: Settings, engine: AsyncEngine) -> None:
             async with sessions() as session:
                 await services.refresh_restore_gauges(session)
         except (LetheError, ConfigurationError, OSError) as error:
-            logger.warning("backup health refresh failed", extra={"error": type(error).__name__})
+            logger.warning("backup health refresh failed", error=type(error).__name__)
         await asyncio.sleep(settings.backup_check_interval_seconds)
 
 

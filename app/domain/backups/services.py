@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from app.engine.restore import (
 )
 from app.engine.targets import TargetRegistry
 from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound, Unavailable, ValidationFailed
+from app.lib.logging import get_logger
 from app.manifest.model import Identity, Manifest
 
 __all__ = (
@@ -57,7 +57,7 @@ __all__ = (
     "start_restore_test",
 )
 
-logger = logging.getLogger("lethe.backups")
+logger = get_logger("lethe.backups")
 
 SubjectEraser = Callable[[AsyncEngine, Manifest, tuple[Any, ...]], Awaitable[int]]
 """Erases one subject of a target, found by its key: ``(target engine, manifest, key)`` -> rows
@@ -271,7 +271,9 @@ async def finish_restore_test(session: AsyncSession, settings: Settings, row: Ba
         backup_metrics().observe_restore_test(row.system, row.finished_at)
     logger.info(
         "restore test finished",
-        extra={"system": row.system, "restore_test": str(row.id), "status": row.status},
+        system=row.system,
+        restore_test=str(row.id),
+        status=row.status,
     )
 
 
@@ -284,7 +286,7 @@ async def run_restore_test(engine: AsyncEngine, settings: Settings, test_id: uui
             await finish_restore_test(session, settings, row)
     except Exception as error:  # a background task has nobody to raise to: record the failure
         logger.error(  # noqa: TRY400 - a traceback could quote target rows
-            "restore test crashed", extra={"restore_test": str(test_id), "error": type(error).__name__}
+            "restore test crashed", restore_test=str(test_id), error=type(error).__name__
         )
         async with sessions() as session, session.begin():
             row = await RestoreTestService(session=session).one(test_id)

@@ -11,7 +11,7 @@ import rich_click as click
 from app.config import Settings
 from app.engine.targets import TargetRegistry, async_url
 from app.lib.errors import LetheError
-from app.manifest.issues import Issue
+from app.manifest.issues import Issue, strict
 from app.manifest.lint import lint
 from app.manifest.loading import load_manifest_file
 from app.manifest.model import Connection, Manifest
@@ -51,10 +51,20 @@ def _line(issue: Issue) -> str:
     default=None,
     help="Database URL to check against (default: the manifest's connection reference).",
 )
-def lint_command(file: Path, url: str | None) -> None:
+@click.option(
+    "--strict",
+    "strict_mode",
+    is_flag=True,
+    envvar="LETHE_MANIFEST_STRICT",
+    help="Report unacknowledged findings as the errors a strict registration refuses "
+    "(default: LETHE_MANIFEST_STRICT).",
+)
+def lint_command(file: Path, url: str | None, *, strict_mode: bool) -> None:
     """Validate FILE against its live database and list personal-looking data it misses.
 
-    Exits 1 on validation errors or on findings no `ignore:` entry acknowledges.
+    Exits 1 on validation errors or on findings no `ignore:` entry acknowledges. With --strict
+    those findings are listed as errors, as registration under LETHE_MANIFEST_STRICT=true
+    refuses them.
     """
     try:
         manifest = load_manifest_file(file)
@@ -63,6 +73,8 @@ def lint_command(file: Path, url: str | None) -> None:
         raise click.ClickException(error.detail) from error
     _, issues = validate(manifest, schema)
     issues += lint(manifest, schema)
+    if strict_mode:
+        issues = strict(issues)
     for issue in issues:
         click.echo(_line(issue))
     blocking = [

@@ -97,11 +97,16 @@ class ManifestController(Controller):
         manifest = load_manifest(await request.body(), "json" if content_type in _JSON_TYPES else None)
         service = ManifestService(session=db_session)
         row, created, check = await register_manifest(
-            service, manifest, state.targets, created_by=request.user.sub
+            service,
+            manifest,
+            state.targets,
+            created_by=request.user.sub,
+            strict_mode=state.settings.manifest_strict,
         )
         body = Registration(
             created=created,
             version=_version_out(row),
+            notice=check.notice(),
             risks=[IssueOut.of(i) for i in check.of("risk")],
             findings=[IssueOut.of(i) for i in check.of("finding")],
         )
@@ -165,7 +170,9 @@ class ManifestController(Controller):
     ) -> ValidationReport:
         """The target may have changed since registration: errors, risks and lint findings now."""
         row = await ManifestService(session=db_session).get_version(system, version)
-        check = await check_live(load_manifest_document(row), state.targets)
+        check = await check_live(
+            load_manifest_document(row), state.targets, strict_mode=state.settings.manifest_strict
+        )
         errors = check.of("error")
         return ValidationReport(
             system=row.system,

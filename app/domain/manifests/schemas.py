@@ -64,6 +64,9 @@ class Registration(BaseStruct):
 
     created: bool
     version: ManifestVersionOut
+    notice: str | None
+    """One line for people when the manifest leaves personal-looking data uncovered or carries
+    risks: that data survives erasure (null when there is nothing to say)."""
     risks: list[IssueOut]
     findings: list[IssueOut]
 

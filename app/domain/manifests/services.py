@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +18,9 @@ from app.db.manifests import ManifestVersion
 from app.domain.audit.services import append
 from app.engine.targets import TargetRegistry
 from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound
+from app.lib.logging import get_logger
 from app.manifest.graph import SubjectGraph
-from app.manifest.issues import Issue, raise_for_errors
+from app.manifest.issues import Issue, raise_for_errors, strict
 from app.manifest.lint import lint
 from app.manifest.loading import content_hash, dump_manifest, load_manifest, load_manifest_file
 from app.manifest.model import Manifest
@@ -35,7 +35,7 @@ __all__ = (
     "register_manifest",
 )
 
-logger = logging.getLogger("lethe.manifests")
+logger = get_logger("lethe.manifests")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_VERSION = 2**31 - 1
 """Largest version number the store's integer column holds."""
@@ -53,16 +53,39 @@ class LiveCheck:
         """Issues of one severity (``error``, ``risk``, ``finding``)."""
         return [i for i in self.issues if i.severity == severity]
 
+    def notice(self) -> str | None:
+        """One line saying what the manifest leaves uncovered (None when nothing): findings do
+        not block registration, so the answer must not let them pass unread."""
+        open_findings = [i for i in self.of("finding") if not i.acknowledged]
+        parts: list[str] = []
+        if open_findings:
+            named = ", ".join(
+                f"{i.table}.{i.column}" if i.column else str(i.table) for i in open_findings[:5]
+            )
+            more = f" and {len(open_findings) - 5} more" if len(open_findings) > 5 else ""
+            parts.append(
+                f"{len(open_findings)} personal-looking column(s) or table(s) are not covered by the "
+                f"manifest ({named}{more}): their data survives erasure; cover them, acknowledge them "
+                "under `ignore:`, or set LETHE_MANIFEST_STRICT=true to refuse such manifests"
+            )
+        risks = self.of("risk")
+        if risks:
+            parts.append(f"{len(risks)} risk(s) reported, see `risks`")
+        return "; ".join(parts) or None
 
-async def check_live(manifest: Manifest, targets: TargetRegistry) -> LiveCheck:
+
+async def check_live(manifest: Manifest, targets: TargetRegistry, *, strict_mode: bool = False) -> LiveCheck:
     """Reflect the target and run validation and the completeness lint.
+
+    In ``strict_mode`` unacknowledged lint findings are errors (see :func:`strict`).
 
     Raises:
         TargetUnavailable: the target cannot be reached (503 naming the system).
     """
     schema = await targets.reflect(manifest.system, manifest.connection)
     graph, issues = validate(manifest, schema)
-    return LiveCheck(graph, issues + lint(manifest, schema), _identity_columns(manifest, schema))
+    issues += lint(manifest, schema)
+    return LiveCheck(graph, strict(issues) if strict_mode else issues, _identity_columns(manifest, schema))
 
 
 def _identity_columns(manifest: Manifest, schema: SchemaInfo) -> dict[str, dict[str, Any]]:
@@ -204,27 +227,44 @@ async def _audit_registration(session: AsyncSession, *, actor: str, row: Manifes
             "version": row.version,
             "content_hash": row.content_hash,
             "tables": len(row.document.get("tables", {})),
+            **_retention_overrides(row.document),
         },
     )
     logger.info(
         "manifest registered",
-        extra={"system": row.system, "version": row.version, "content_hash": row.content_hash},
+        system=row.system,
+        version=row.version,
+        content_hash=row.content_hash,
     )
 
 
+def _retention_overrides(document: dict[str, Any]) -> dict[str, Any]:
+    """Names of the retention policies allowed to purge sooner than a declared retention, for
+    the registration's audit event (their reasons stay in the immutable version it names by
+    content hash: audit payloads hold identifiers only)."""
+    names = [str(p["name"]) for p in document.get("retention_policies", ()) if p.get("retention_override")]
+    return {"retention_overrides": names} if names else {}
+
+
 async def register_manifest(
-    service: ManifestService, manifest: Manifest, targets: TargetRegistry, created_by: str
+    service: ManifestService,
+    manifest: Manifest,
+    targets: TargetRegistry,
+    created_by: str,
+    *,
+    strict_mode: bool = False,
 ) -> tuple[ManifestVersion, bool, LiveCheck]:
     """Validate ``manifest`` against its live target, then store it as a new version.
 
     Returns the stored (or unchanged latest) version, whether it was created, and the check
-    (risks and lint findings are reported but do not block registration).
+    (risks and lint findings are reported but do not block registration, except that in
+    ``strict_mode`` unacknowledged findings are errors).
 
     Raises:
         ManifestInvalid: validation found errors (422 with each key path).
         TargetUnavailable: the target cannot be reached (503).
     """
-    check = await check_live(manifest, targets)
+    check = await check_live(manifest, targets, strict_mode=strict_mode)
     raise_for_errors(check.issues)
     row, created = await service.store(manifest, created_by, check.identity_columns)
     return row, created, check
@@ -255,11 +295,9 @@ async def register_directory(
             results.append((row.system, row.version, created))
         logger.info(
             "manifest file loaded",
-            extra={
-                "file": path.name,
-                "system": row.system,
-                "version": row.version,
-                "created": created,
-            },
+            file=path.name,
+            system=row.system,
+            version=row.version,
+            created=created,
         )
     return results

@@ -15,8 +15,10 @@ async def _serve(*, once: bool) -> None:
     from app.db.store import create_store_engine
     from app.domain.requests.jobs import RequestWorker, run_workers
     from app.engine.targets import TargetRegistry
+    from app.lib.logging import configure_logging
 
     settings = get_settings()
+    configure_logging(settings.log_level)
     engine = create_store_engine(settings)
     try:
         if once:

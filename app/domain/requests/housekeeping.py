@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,10 +17,11 @@ from app.domain.audit import services as audit
 from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.leases import WORKER_ACTOR
 from app.domain.requests.metrics import refresh_request_gauges
+from app.lib.logging import get_logger
 
 __all__ = ("housekeeping", "purge_expired_artifacts", "refresh_gauges_forever")
 
-logger = logging.getLogger("lethe.workers")
+logger = get_logger("lethe.workers")
 
 PURGE_INTERVAL = timedelta(minutes=1)
 GAUGE_INTERVAL_SECONDS = 15.0
@@ -69,7 +69,7 @@ async def housekeeping(settings: Settings, store_engine: AsyncEngine, stop: asyn
         try:
             await purge_expired_artifacts(settings, store_engine)
         except (SQLAlchemyError, OSError) as exc:
-            logger.warning("artifact purge failed", extra={"error_type": type(exc).__name__})
+            logger.warning("artifact purge failed", error_type=type(exc).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=PURGE_INTERVAL.total_seconds())
 
@@ -80,6 +80,6 @@ async def refresh_gauges_forever(store_engine: AsyncEngine, stop: asyncio.Event)
         try:
             await refresh_request_gauges(store_engine)
         except (SQLAlchemyError, OSError) as exc:
-            logger.warning("request gauges not refreshed", extra={"error_type": type(exc).__name__})
+            logger.warning("request gauges not refreshed", error_type=type(exc).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=GAUGE_INTERVAL_SECONDS)

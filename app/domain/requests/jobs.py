@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.catalog import manifest_at
 from app.domain.requests.housekeeping import housekeeping, refresh_gauges_forever
 from app.domain.requests.leases import WORKER_ACTOR, Claim, Fence, claim_next
-from app.domain.requests.metrics import observe_completion
+from app.domain.requests.metrics import observe_completion, report_job
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
 from app.domain.requests.wakeup import listen_for_work, wait_for_work
@@ -53,11 +53,12 @@ from app.engine.runs import (
 )
 from app.engine.targets import TargetRegistry
 from app.lib.errors import LetheError, TargetUnavailable
+from app.lib.logging import get_logger
 from app.manifest.model import Manifest
 
 __all__ = ("HANDLERS", "RequestWorker", "background_tasks", "run_workers")
 
-logger = logging.getLogger("lethe.workers")
+logger = get_logger("lethe.workers")
 
 HANDLERS: dict[str, RequestHandler] = {
     "access": run_access,
@@ -171,7 +172,7 @@ class RequestWorker:
                         main.cancel()
                     return
                 except (SQLAlchemyError, OSError) as exc:
-                    logger.warning("heartbeat failed", extra={"error_type": type(exc).__name__})
+                    logger.warning("heartbeat failed", error_type=type(exc).__name__)
 
         beating = asyncio.create_task(beat())
         try:
@@ -197,9 +198,7 @@ class RequestWorker:
             outcome = await self._run_with_heartbeat(handler, run, fence)
             await self._complete(claim, fence, outcome)
         except LeaseLost:
-            logger.warning(
-                "lease lost", extra={"request_id": str(claim.request_id), "attempt": claim.attempt}
-            )
+            logger.warning("lease lost", request_id=str(claim.request_id), attempt=claim.attempt)
             return "lost"
         except Exception as exc:  # every failure ends the attempt cleanly (see _settle_error)
             return await self._settle_error(claim, fence, exc)
@@ -219,7 +218,8 @@ class RequestWorker:
         else:
             logger.error(  # the type only: an exception's text may carry values from a target
                 "request failed unexpectedly",
-                extra={"request_id": str(claim.request_id), "error_type": type(exc).__name__},
+                request_id=str(claim.request_id),
+                error_type=type(exc).__name__,
             )
             reason = f"unexpected error ({type(exc).__name__})"
         return await self._fail(claim, fence, reason, system)
@@ -355,7 +355,10 @@ class RequestWorker:
         claim = await self.claim()
         if claim is None:
             return False
-        await self.process(claim)
+        started = time.perf_counter()
+        outcome = await self.process(claim)
+        seconds = time.perf_counter() - started
+        await report_job(self.sessions, claim.request_id, claim.kind, claim.attempt, outcome, seconds)
         return True
 
     async def loop(self, stop: asyncio.Event) -> None:
@@ -365,7 +368,7 @@ class RequestWorker:
             try:
                 busy = await self.run_one()
             except (SQLAlchemyError, OSError) as exc:
-                logger.warning("worker cannot reach the store", extra={"error_type": type(exc).__name__})
+                logger.warning("worker cannot reach the store", error_type=type(exc).__name__)
                 busy = False
             if not busy:
                 await wait_for_work(stop, self.settings.worker_poll_seconds)
@@ -407,6 +410,4 @@ async def background_tasks(
             try:
                 await asyncio.wait_for(task, timeout=settings.worker_lease_seconds)
             except Exception as exc:
-                logger.warning(
-                    "background task ended with an error", extra={"error_type": type(exc).__name__}
-                )
+                logger.warning("background task ended with an error", error_type=type(exc).__name__)

@@ -18,6 +18,7 @@ __all__ = (
     "RequestIn",
     "RequestOut",
     "RequestPage",
+    "ScrubPlanOut",
     "SystemPlanOut",
     "SystemProgressOut",
     "TablePlanOut",
@@ -128,6 +129,20 @@ class TablePlanOut(BaseStruct):
     outside_references: list[OutsideReferenceOut]
 
 
+class ScrubPlanOut(BaseStruct):
+    """A column whose rows (anyone's) erasure scrubs of the subject's identity values.
+
+    ``rows`` counts the rows mentioning the subject now; the SQL shows the patterns as
+    placeholders (``:scrub_pattern_0``), never the values.
+    """
+
+    table: str
+    column: str
+    identities: list[str]
+    rows: int
+    sql: list[str]
+
+
 class SystemPlanOut(BaseStruct):
     """The plan of one system; ``blocked`` says why execution would fail."""
 
@@ -138,6 +153,7 @@ class SystemPlanOut(BaseStruct):
     tables: list[TablePlanOut]
     source: Literal["recorded", "live"]
     recorded_at: datetime | None = None
+    scrubs: list[ScrubPlanOut] = msgspec.field(default_factory=list)
 
 
 class ErasurePlanOut(BaseStruct):

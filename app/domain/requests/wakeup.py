@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
+
+from app.lib.logging import get_logger
 
 __all__ = ("CHANNEL", "listen_for_work", "queued_in", "wait_for_work")
 
@@ -27,7 +28,7 @@ CHANNEL = "lethe_requests"
 _WAKE = "lethe.wake_workers"
 _RECONNECT_SECONDS = 5.0
 
-logger = logging.getLogger("lethe.workers")
+logger = get_logger("lethe.workers")
 
 _signals: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
 
@@ -99,7 +100,7 @@ async def listen_for_work(store_engine: AsyncEngine, stop: asyncio.Event) -> Non
                     if not raw.is_closed():
                         await raw.remove_listener(CHANNEL, callback)
         except (SQLAlchemyError, OSError) as exc:
-            logger.warning("work listener lost its connection", extra={"error_type": type(exc).__name__})
+            logger.warning("work listener lost its connection", error_type=type(exc).__name__)
         if not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=_RECONNECT_SECONDS)

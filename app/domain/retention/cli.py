@@ -15,6 +15,7 @@ from app.domain.retention.controllers import run_out
 from app.domain.retention.jobs import RetentionRunner
 from app.engine.targets import TargetRegistry
 from app.lib.errors import LetheError
+from app.lib.logging import configure_logging
 
 __all__ = ("retention_group", "run_due")
 
@@ -41,8 +42,10 @@ def run_due_command() -> None:
 
     Exits 1 when a run ended incomplete (it is resumed by the next call) so a CronJob shows it.
     """
+    settings = get_settings()
+    configure_logging(settings.log_level)
     try:
-        runs = asyncio.run(run_due(get_settings()))
+        runs = asyncio.run(run_due(settings))
     except LetheError as exc:
         click.echo(f"lethe retention: {exc.detail}", err=True)
         sys.exit(2)

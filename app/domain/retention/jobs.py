@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import uuid
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.retention import RetentionPolicyRecord, RetentionRun
 from app.domain.audit.services import append
+from app.domain.retention.metrics import RETENTION_ROWS, observe_run
 from app.domain.retention.services import (
     get_policy,
     latest_manifest,
@@ -39,12 +39,13 @@ from app.engine.retention import (
 )
 from app.engine.targets import TargetRegistry
 from app.lib.errors import Conflict, LetheError, TargetUnavailable, ValidationFailed
+from app.lib.logging import get_logger
 from app.lib.loops import LoopWatch
 from app.manifest.model import Manifest
 
 __all__ = ("LeaseLost", "RetentionRunner", "RetentionScheduler", "retention_lifespan")
 
-logger = logging.getLogger("lethe.retention")
+logger = get_logger("lethe.retention")
 UNFINISHED = ("running", "incomplete")
 BatchObserver = Callable[[BatchReport], Awaitable[None]]
 
@@ -108,6 +109,7 @@ class RetentionRunner:
             session.add(run)
             await session.flush()
             await _audit_run(session, run)
+        observe_run(run)
         return run
 
     async def run(
@@ -148,9 +150,9 @@ class RetentionRunner:
             except ValidationFailed as refusal:  # the table changed under the policy: make it visible
                 runs.append(await self._record_failure(policy_id, actor, refusal.detail))
             except (TargetUnavailable, OSError) as error:  # transient: the next window retries
-                logger.warning("retention policy could not run", extra={"reason": type(error).__name__})
+                logger.warning("retention policy could not run", reason=type(error).__name__)
             except Exception as error:
-                logger.warning("retention policy failed", extra={"reason": type(error).__name__})
+                logger.warning("retention policy failed", reason=type(error).__name__)
                 runs.append(await self._record_failure(policy_id, actor, _reason(error)))
             finally:
                 await self._release(policy_id)
@@ -269,6 +271,7 @@ class RetentionRunner:
             session.add(run)
             await session.flush()
             await _audit_run(session, run)
+        observe_run(run)
         return run
 
     async def _start_or_resume(self, policy: RetentionPolicyRecord, actor: str, trigger: str) -> RetentionRun:
@@ -324,6 +327,7 @@ class RetentionRunner:
                 await _extend_lease(session, policy_id, self.owner, now + self._lease)
             if written.rowcount != 1:  # type: ignore[attr-defined]
                 raise LeaseLost
+            RETENTION_ROWS.labels(system=run.system, table=run.table_name, action=run.action).inc(report.rows)
             if observer is not None:
                 await observer(report)
 
@@ -342,6 +346,7 @@ class RetentionRunner:
             )
             if written.rowcount == 1:  # type: ignore[attr-defined]
                 await _audit_run(session, run)
+                observe_run(run)
         return run
 
 
@@ -429,7 +434,7 @@ class RetentionScheduler:
             try:
                 await self._runner.run_due()
             except Exception as error:
-                logger.warning("retention tick failed", extra={"reason": type(error).__name__})
+                logger.warning("retention tick failed", reason=type(error).__name__)
             await asyncio.sleep(self._poll)
 
 
@@ -443,9 +448,7 @@ def retention_lifespan(
         try:
             await runner.sync()
         except (SQLAlchemyError, OSError) as error:  # store not migrated or down: /readyz says so
-            logger.warning(
-                "retention policies not synced at start-up", extra={"reason": type(error).__name__}
-            )
+            logger.warning("retention policies not synced at start-up", reason=type(error).__name__)
         watch = loops or LoopWatch()
         if settings.workers_enabled:
             watch.start(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from app.engine.retention import (
 )
 from app.engine.targets import TargetRegistry
 from app.lib.errors import Conflict, NotFound, ValidationFailed, field_error
+from app.lib.logging import get_logger
 from app.manifest.durations import Duration, parse_duration
 from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy
 
@@ -42,7 +42,7 @@ __all__ = (
     "sync_manifest_policies",
 )
 
-logger = logging.getLogger("lethe.retention")
+logger = get_logger("lethe.retention")
 SOURCE_MANIFEST = "manifest"
 SOURCE_API = "api"
 _EDITABLE = (
@@ -210,7 +210,7 @@ def _sync_one(
         )
         return 1
     if record.source != SOURCE_MANIFEST:
-        logger.warning("manifest retention policy shadowed by an API policy", extra={"system": row.system})
+        logger.warning("manifest retention policy shadowed by an API policy", system=row.system)
         return 0
     if record.manifest_version == row.version:
         return 0

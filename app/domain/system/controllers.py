@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db.store import current_revision, head_revision
 from app.domain.system.schemas import Health, Readiness
+from app.lib.settings_checks import missing_keys
 
 __all__ = ("MetricsController", "SystemController")
 
@@ -30,11 +31,14 @@ class SystemController(Controller):
         operation_id="Readyz",
         summary="Readiness: store reachable and migrated",
         responses={
-            503: ResponseSpec(data_container=Readiness, description="Store unreachable or not migrated")
+            503: ResponseSpec(
+                data_container=Readiness, description="Store unreachable or not migrated, or a key missing"
+            )
         },
     )
     async def readyz(self, state: State) -> Response[Readiness]:
-        """503 until the store answers and is at the migration head this build ships."""
+        """503 until the store answers, is at the migration head this build ships, and every key
+        the service needs is configured."""
         head = head_revision()
         try:
             async with state.store_engine.connect() as connection:
@@ -66,6 +70,15 @@ class SystemController(Controller):
                 revision=revision,
                 head=head,
                 detail="service store is not migrated to head; run 'lethe database upgrade'",
+            )
+            return Response(body, status_code=503)
+        if missing := missing_keys(state.settings):
+            body = Readiness(
+                status="unavailable",
+                store="reachable",
+                revision=revision,
+                head=head,
+                detail="; ".join(missing),
             )
             return Response(body, status_code=503)
         return Response(Readiness(status="ok", store="reachable", revision=revision, head=head))

@@ -91,13 +91,15 @@ LETHE_MANIFESTS_DIR: {{ .Values.manifests.mountPath | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Environment of every Lethe container; "workers" is the LETHE_WORKERS_ENABLED value. */}}
+{{/* Environment of every Lethe container; "workers" is the LETHE_WORKERS_ENABLED value, "keys"
+     the Secret keys to mount (secrets.keys, or the hook's with the migration role's URL). */}}
 {{- define "lethe.env" -}}
 {{- $root := .root -}}
+{{- $keys := .keys | default $root.Values.secrets.keys -}}
 - name: LETHE_WORKERS_ENABLED
   value: {{ .workers | quote }}
 {{- range $key, $env := include "lethe.secretFiles" $root | fromYaml }}
-{{- if index $root.Values.secrets.keys $key }}
+{{- if index $keys $key }}
 - name: {{ $env }}_FILE
   value: {{ printf "/etc/lethe/secrets/%s" (trimPrefix "LETHE_" $env | lower) | quote }}
 {{- end }}
@@ -114,23 +116,43 @@ LETHE_MANIFESTS_DIR: {{ .Values.manifests.mountPath | quote }}
 {{- end }}
 {{- end }}
 
-{{/* The read-only secret files, only the keys the values name (a missing key stops the pod). */}}
+{{/* The read-only secret files, only the keys the values name (a missing key stops the pod).
+     Takes the root context, or a dict of root and keys (the hook's keys). */}}
 {{- define "lethe.secretVolume" -}}
+{{- $root := .root | default . -}}
+{{- $keys := .keys | default $root.Values.secrets.keys -}}
 - name: secrets
   secret:
-    secretName: {{ include "lethe.secretName" . }}
+    secretName: {{ include "lethe.secretName" $root }}
     defaultMode: 288 # 0440: readable by the pod's fsGroup, nobody else
     items:
-    {{- $root := . }}
-    {{- range $key, $env := include "lethe.secretFiles" . | fromYaml }}
-    {{- with index $root.Values.secrets.keys $key }}
+    {{- range $key, $env := include "lethe.secretFiles" $root | fromYaml }}
+    {{- with index $keys $key }}
       - key: {{ . }}
         path: {{ trimPrefix "LETHE_" $env | lower }}
     {{- end }}
     {{- end }}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .Values.tmpSizeLimit }}
+    sizeLimit: {{ $root.Values.tmpSizeLimit }}
+{{- end }}
+
+{{/* Secret keys of the migration hook: the migration role's database URL when one is named. */}}
+{{- define "lethe.migrationKeys" -}}
+{{- $keys := deepCopy .Values.secrets.keys }}
+{{- with .Values.secrets.keys.migrationDatabaseUrl }}
+{{- $_ := set $keys "databaseUrl" . }}
+{{- end }}
+{{- toYaml $keys }}
+{{- end }}
+
+{{/* Pod-level settings every Lethe pod shares: no service links (they would inject LETHE_* env
+     vars for a Service called "lethe"), priority class. */}}
+{{- define "lethe.podCommon" -}}
+enableServiceLinks: false
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
 {{- end }}
 
 {{/* Export artifacts (and the embedded store when no database URL is set). */}}
@@ -165,12 +187,14 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+    checksum/secret-keys: {{ toYaml $root.Values.secrets | sha256sum }}
     {{- with $spec.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
   serviceAccountName: {{ include "lethe.serviceAccountName" $root }}
   automountServiceAccountToken: false
+  {{- include "lethe.podCommon" $root | nindent 2 }}
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
@@ -178,6 +202,10 @@ spec:
   securityContext:
     {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
   terminationGracePeriodSeconds: {{ $spec.terminationGracePeriodSeconds }}
+  {{- with $root.Values.initContainers }}
+  initContainers:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   containers:
     - name: lethe
       image: {{ include "lethe.image" $root }}
@@ -211,6 +239,11 @@ spec:
           path: /readyz
           port: http
         {{- toYaml $root.Values.probes.readiness | nindent 8 }}
+      lifecycle:
+        preStop:
+          # Endpoints drop the pod while it still serves; then SIGTERM starts the drain.
+          exec:
+            command: ["sleep", {{ $root.Values.preStopSeconds | quote }}]
       resources:
         {{- toYaml $spec.resources | nindent 8 }}
       securityContext:
@@ -227,6 +260,9 @@ spec:
         {{- with $root.Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+    {{- with $root.Values.sidecars }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   volumes:
     {{- include "lethe.secretVolume" $root | nindent 4 }}
     {{- include "lethe.dataVolume" $root | nindent 4 }}
@@ -264,6 +300,17 @@ spec:
 {{- $pods := or .Values.worker.enabled .Values.api.autoscaling.enabled (gt (int .Values.api.replicaCount) 1) }}
 {{- if and $pods (not .Values.persistence.enabled) }}
 {{- fail "more than one pod needs persistence.enabled=true (a ReadWriteMany volume): exports written by one pod are served by another" }}
+{{- end }}
+{{- $lease := int (index .Values.config.extra "LETHE_WORKER_LEASE_SECONDS" | default 60) }}
+{{- $drain := add $lease .Values.preStopSeconds 5 }}
+{{- range $name, $spec := dict "api" (and .Values.api.workersEnabled .Values.api) "worker" (and .Values.worker.enabled .Values.worker) }}
+{{- if and $spec (lt (int $spec.terminationGracePeriodSeconds) (int $drain)) }}
+{{- fail (printf "%s.terminationGracePeriodSeconds must be at least %d: preStopSeconds, then up to LETHE_WORKER_LEASE_SECONDS (%d) for running requests to drain" $name $drain $lease) }}
+{{- end }}
+{{- end }}
+{{- $policy := .Values.networkPolicy }}
+{{- if and $policy.enabled (not (or $policy.allowSameNamespace $policy.ingressNamespaces $policy.ingressFrom)) }}
+{{- fail "networkPolicy admits nobody: set allowSameNamespace, ingressNamespaces or ingressFrom (an empty rule would admit everyone)" }}
 {{- end }}
 {{- if not (or .Values.secrets.keys.jwtSecret .Values.secrets.keys.jwtPublicKey .Values.config.jwksUrl) }}
 {{- fail "set secrets.keys.jwtSecret, secrets.keys.jwtPublicKey or config.jwksUrl: tokens cannot be verified otherwise" }}

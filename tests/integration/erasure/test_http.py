@@ -110,7 +110,13 @@ async def test_erasure_end_to_end_then_no_op(
     actions = await _actions(store_engine, body["id"])
     completed = [p for a, p in actions if a == "erasure.system_completed"]
     assert len(completed) == 1
-    assert completed[0]["verification"] == {"rows_left": 0, "values_left": 0, "verified": True}
+    assert completed[0]["verification"] == {
+        "rows_left": 0,
+        "values_left": 0,
+        "mentions_left": 0,
+        "independent_rows_left": 0,
+        "verified": True,
+    }
     assert completed[0]["deleted"]["addresses"] == 1
     assert [a for a, _ in actions].count("request.completed") == 1
     async with store_engine.connect() as conn:

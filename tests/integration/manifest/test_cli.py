@@ -77,8 +77,18 @@ async def test_scaffold_of_the_demo_validates_and_lints_clean(scaffolded: str, s
     graph, issues = validate(manifest, schema)
     assert issues == []
     assert graph is not None
-    assert graph.deletion_order.index("order_items") < graph.deletion_order.index("orders")
-    assert graph.deletion_order[-1] == "users"
+    # tables other tables reference are kept (anonymized): orders may be retained by law and
+    # point at the user and the address; leaves are deleted
+    strategies = {name: spec.strategy for name, spec in manifest.tables.items()}
+    assert strategies == {
+        "users": "anonymize",
+        "addresses": "anonymize",
+        "orders": "anonymize",
+        "order_items": "delete",
+        "comments": "delete",
+        "sessions": "delete",
+    }
+    assert set(graph.deletion_order) == {"order_items", "comments", "sessions"}
     assert lint(manifest, schema) == []
 
 
@@ -115,3 +125,19 @@ def test_lint_reports_validation_errors_and_unreachable_targets(shop: Path, tmp_
     down = _lethe("lint", str(path), cwd=tmp_path)
     assert down.returncode == 1
     assert "LETHE_TARGET_SHOP_URL is not set" in down.stderr
+
+
+def test_lint_strict_lists_uncovered_personal_columns_as_errors(shop: Path, tmp_path: Path) -> None:
+    demo = (ROOT / "app/demo/manifest.yaml").read_text()
+    path = tmp_path / "shop.yaml"
+    path.write_text(demo.replace("      phone: {category: user.contact.phone_number", "      # phone: {"))
+    env = {"LETHE_TARGET_SHOP_URL": f"sqlite:///{shop}"}
+    relaxed = _lethe("lint", str(path), cwd=tmp_path, env=env)
+    assert relaxed.stdout.startswith("finding ")
+    strict = _lethe("lint", "--strict", str(path), cwd=tmp_path, env=env)
+    assert strict.returncode == 1
+    assert strict.stdout.startswith("error ")
+    assert "tables.users.columns.phone: column 'users.phone' looks like a phone number" in strict.stdout
+    assert "strict mode" in strict.stdout
+    from_env = _lethe("lint", str(path), cwd=tmp_path, env={**env, "LETHE_MANIFEST_STRICT": "true"})
+    assert from_env.stdout == strict.stdout

@@ -26,7 +26,7 @@ def table(
     for spec in ("id", *columns) if "id" in pk and "id" not in columns else columns:
         column, _, type_name = spec.partition(":")
         type_name = type_name or ("integer" if column == "id" or column.endswith("_id") else "varchar")
-        affinity = "integer" if type_name == "integer" else "text"
+        affinity = {"integer": "integer", "uuid": "other"}.get(type_name, "text")
         infos[column] = ColumnInfo(
             column,
             type_name,

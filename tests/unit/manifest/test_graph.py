@@ -286,7 +286,8 @@ def test_graph_deletion_order_follows_reflected_foreign_keys(
             for t in tables
         ),
     )
-    links = {t: {"strategy": "delete", "link": {"path": [{"from": "id", "to": "users"}]}} for t in tables}
+    hop = {"from": "id", "to": "users", "logical": True, "reason": "ordering only"}
+    links = {t: {"strategy": "delete", "link": {"path": [hop]}} for t in tables}
     order = build_graph(manifest(links), s).deletion_order
     position = {t: i for i, t in enumerate(order)}
     for child, parent in set(edges):

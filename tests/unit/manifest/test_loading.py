@@ -118,3 +118,26 @@ def test_duration_before_is_calendar_aware() -> None:
     assert parse_duration("P10Y").before(moment) == datetime(2016, 3, 31, 12, tzinfo=UTC)
     assert parse_duration("PT12H").before(moment) == datetime(2026, 3, 31, tzinfo=UTC)
     assert parse_duration("P0D").before(moment) == moment
+
+
+def test_a_duplicate_key_inside_a_list_item_is_named_with_both_lines() -> None:
+    item = (
+        "  - {name: old-orders, table: orders, age_column: placed_at, older_than: P10Y, action: anonymize}\n"
+    )
+    block = (
+        "  - name: old-orders\n    table: orders\n    age_column: placed_at\n"
+        "    older_than: P10Y\n    older_than: P0D\n"
+    )
+    document = VALID.replace(item, block)
+    lines = [i + 1 for i, line in enumerate(document.splitlines()) if "older_than:" in line]
+    error = _error(document)
+    assert error["field"] == "retention_policies[0].older_than"
+    assert f"lines {lines[0]} and {lines[1]}" in error["message"]
+
+
+def test_a_quoted_null_surrogate_is_the_null_surrogate_and_a_bare_one_is_refused() -> None:
+    columns = load_manifest(VALID).tables["orders"].columns
+    assert columns["delivery_note"].surrogate_spec == Surrogate(kind="null")
+    error = _error(VALID.replace('surrogate: "null"}', "surrogate: null}"))
+    assert error["field"] == "tables.orders.columns.delivery_note.surrogate"
+    assert 'write `surrogate: "null"`' in error["message"]

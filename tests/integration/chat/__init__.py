@@ -1,0 +1,1 @@
+"""A chat application without foreign-key constraints: scaffold, export, scrubbing."""
