@@ -5,8 +5,10 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := .venv
 RUN := $(VENV)/bin
+SPECTRAL_VERSION := 6.16.3
+SPECTRAL := .tools/spectral/node_modules/.bin/spectral
 
-.PHONY: help demo test test-unit test-integration lint format openapi migrate bench clean
+.PHONY: help demo test test-unit test-integration lint format openapi spec-tools docs-screenshot migrate bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,10 +23,16 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 venv: $(VENV)/.synced
 
+$(SPECTRAL):
+	@command -v npm >/dev/null || { echo "npm is needed to install the spec linter (apt-get install npm)" >&2; exit 1; }
+	npm install --prefix .tools/spectral --no-audit --no-fund --loglevel=error "@stoplight/spectral-cli@$(SPECTRAL_VERSION)"
+
+spec-tools: $(SPECTRAL)  ## install the OpenAPI linter (spectral, pinned) into .tools/
+
 demo: $(VENV)/.synced  ## migrate the embedded store, create the demo shop, print a token, serve on :8000
 	LETHE_DEMO=1 $(RUN)/lethe demo
 
-test: $(VENV)/.synced  ## the whole suite (PostgreSQL/MariaDB tests need LETHE_TEST_*_URL or Docker)
+test: $(VENV)/.synced $(SPECTRAL)  ## the whole suite (PostgreSQL/MariaDB tests need LETHE_TEST_*_URL or Docker)
 	$(RUN)/pytest
 
 test-unit: $(VENV)/.synced  ## unit tests only (no server needed)
@@ -44,6 +52,9 @@ format: $(VENV)/.synced
 
 openapi: $(VENV)/.synced  ## regenerate openapi/openapi.json from the app
 	$(RUN)/python -m app.openapi openapi/openapi.json
+
+docs-screenshot: $(VENV)/.synced  ## headless-Chromium screenshot of the docs page, offline, to .lethe/docs.png
+	$(RUN)/python -m tests.integration.contract.screenshot .lethe/docs.png
 
 migrate: $(VENV)/.synced  ## upgrade the service store to the newest migration
 	$(RUN)/lethe database upgrade --no-prompt

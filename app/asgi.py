@@ -10,11 +10,7 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 
-from app import __version__
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
@@ -22,6 +18,7 @@ from app.domain.audit.jobs import checkpoint_sink_lifespan
 from app.domain.backups.controllers import BackupController
 from app.domain.backups.jobs import backup_gauge_refresher
 from app.domain.consent.controllers import ConsentController
+from app.domain.examples import EXAMPLES
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
 from app.domain.requests.controllers import RequestController
@@ -30,12 +27,14 @@ from app.domain.retention.jobs import RetentionRunner, retention_lifespan
 from app.domain.system.controllers import MetricsController, SystemController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
+from app.lib.http_fixes import allow_header_fixer, enforce_contract
 from app.lib.logging import RequestIdMiddleware, configure_logging
 from app.lib.loops import LoopWatch
 from app.lib.media import MediaTypeMiddleware
 from app.lib.metrics import HttpMetricsMiddleware
 from app.lib.problems import exception_handlers
 from app.lib.ratelimit import RateLimiter, parse_limits
+from app.openapi import complete_openapi, docs_assets_router, openapi_config
 from app.server import startup_guard
 
 __all__ = ("create_app",)
@@ -76,13 +75,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             BackupController,
         ],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier), MediaTypeMiddleware],
-        security=[{"BearerToken": []}],
     )
-    return Litestar(
-        route_handlers=[SystemController, MetricsController, v1],
+    fix_allow_header, arm_allow_header = allow_header_fixer()
+    app = Litestar(
+        route_handlers=[SystemController, MetricsController, v1, docs_assets_router()],
         plugins=[SQLAlchemyPlugin(config=store_config(settings, engine))],
         middleware=[RequestIdMiddleware, HttpMetricsMiddleware],
         exception_handlers=exception_handlers,
+        before_request=enforce_contract,
+        before_send=[fix_allow_header],
         request_max_body_size=settings.max_body_bytes,
         lifespan=[
             startup_guard(),
@@ -102,24 +103,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "rate_limiter": limiter,
             }
         ),
-        openapi_config=OpenAPIConfig(
-            title="Lethe",
-            version=__version__,
-            description="GDPR data-subject requests: access, rectification, erasure, retention, audit.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
-            components=Components(
-                security_schemes={
-                    "BearerToken": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        bearer_format="JWT",
-                        description="JWT with the scopes each operation names",
-                    ),
-                }
-            ),
-            use_handler_docstrings=True,
-        ),
+        openapi_config=openapi_config(),
         logging_config=None,
         debug=False,
     )
+    arm_allow_header(app)
+    complete_openapi(app, settings, EXAMPLES)
+    return app

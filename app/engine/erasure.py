@@ -20,7 +20,6 @@ into a row erasure would delete stops the system before anything changes, unless
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -29,18 +28,16 @@ from sqlalchemy import (
     ColumnElement,
     MetaData,
     Select,
-    String,
     Table,
     and_,
     case,
-    cast,
     func,
     not_,
     or_,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.engine.erasure_sql import (
@@ -51,7 +48,10 @@ from app.engine.erasure_sql import (
     delete_statement,
     display_sql,
     keyset_bounds,
+    value_differs,
 )
+from app.engine.integrity import IntegrityDetail, constraint_refusal, integrity_detail
+from app.engine.reflection import reflect_schema
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.schema_info import schema_from_metadata
 from app.engine.scrub import ScrubPlan, identity_values, mentions_left, plan_scrubs, run_scrubs
@@ -60,15 +60,16 @@ from app.engine.subjects import Binds, in_rows, path_condition, resolve_subject,
 from app.engine.surrogates import (
     SurrogateContext,
     SurrogateError,
-    default_surrogate_name,
     hash_key_from_secret,
     install_sqlite_functions,
+    resolved_surrogate,
     surrogate_expression,
+    surrogate_label,
 )
 from app.engine.verification import CheckedTable, independent_rows_left
 from app.lib.errors import Conflict
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
-from app.manifest.model import ColumnSpec, Manifest, Surrogate, TableSpec
+from app.manifest.model import Manifest, Surrogate, TableSpec
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo
 
 __all__ = (
@@ -239,7 +240,10 @@ class _Target:
 async def _load_target(conn: AsyncConnection, manifest: Manifest, options: ErasureOptions) -> _Target:
     metadata = MetaData()
     await conn.run_sync(lambda sync: metadata.reflect(sync))
-    schema = schema_from_metadata(metadata)
+    # SQLite shows inline UNIQUE constraints, MariaDB column-level CHECKs (its JSON columns) only
+    # to the inspector: reflect them the way validation does, so both see the same constraints
+    inspected = conn.dialect.name == "sqlite" or getattr(conn.dialect, "is_mariadb", False)
+    schema = await reflect_schema(conn) if inspected else schema_from_metadata(metadata)
     graph = build_graph(manifest, schema)
     dialect = conn.dialect.name
     return _Target(manifest, metadata, schema, graph, dialect, conn.dialect, options)
@@ -286,25 +290,14 @@ def _execution_order(target: _Target) -> list[str]:
     return topological_order(tables, edges)
 
 
-def _surrogate_spec(column: ColumnSpec) -> str | None:
-    surrogate = column.surrogate_spec
-    if surrogate is None:
-        return None
-    return _spec_of(surrogate)
-
-
-def _spec_of(surrogate: Surrogate) -> str:
-    if surrogate.kind == "constant":
-        value = surrogate.value
-        return f"constant:{str(value).lower() if isinstance(value, bool) else value}"
-    return str(surrogate.kind)
-
-
 def _changes(target: _Target, table: str, columns: Sequence[str], binds: Binds) -> tuple[ColumnChange, ...]:
+    """The columns erasure writes and their surrogates (none for a table whose rows are deleted,
+    unless rows referenced from outside are kept and anonymized instead)."""
     spec = target.spec(table)
+    if spec.strategy == "delete" and spec.on_outside_reference != "anonymize":
+        return ()
     sql_table = target.tables[table]
     info = target.schema.tables[table]
-    key = info.primary_key or target.graph.subject_key
     hash_key = hash_key_from_secret(target.options.secret) if target.options.secret else None
     changes: list[ColumnChange] = []
     for name in columns:
@@ -314,19 +307,20 @@ def _changes(target: _Target, table: str, columns: Sequence[str], binds: Binds) 
         ctx = SurrogateContext(
             sql_table,
             name,
-            tuple(key),
+            tuple(info.primary_key),
             target.dialect,
             unique=info.column_is_unique(name),
             hash_key=hash_key,
             secret_bind=binds.secret,
+            table_info=info,
         )
-        surrogate_name = "null" if column_spec.strategy == "delete" else _surrogate_spec(column_spec)
+        wanted = Surrogate(kind="null") if column_spec.strategy == "delete" else column_spec.surrogate_spec
         try:
-            value = surrogate_expression(ctx, surrogate_name)
-            resolved = surrogate_name or default_surrogate_name(ctx)
+            surrogate = resolved_surrogate(ctx, wanted)
+            value = surrogate_expression(ctx, surrogate)
         except SurrogateError as exc:
             raise ErasureBlocked(f"system '{target.manifest.system}': {exc}") from exc
-        changes.append(ColumnChange(name, value, resolved, keyed=_keyed_kind(resolved, ctx.unique)))
+        changes.append(ColumnChange(name, value, surrogate_label(surrogate)))
     return tuple(changes)
 
 
@@ -561,26 +555,6 @@ def _batchable(target: _Target, table: str) -> bool:
 
 # --- execution -----------------------------------------------------------------------------
 
-_CONSTANT_KINDS = frozenset({"redacted", "constant", "zero", "epoch", "false", "json", "binary"})
-
-
-def _keyed_kind(name: str, unique: bool) -> bool:
-    base = name.partition(":")[0]
-    return (base not in _CONSTANT_KINDS and base != "null") or (unique and base in ("redacted", "zero"))
-
-
-def _fingerprint(value: Any) -> bytes:
-    """An in-memory digest of a value (never stored): compares before and after."""
-    return hashlib.blake2b(repr(value).encode("utf-8"), digest_size=16).digest()
-
-
-@dataclass
-class _Capture:
-    """Per anonymized column, digests of its distinct original values (``hash`` columns only)."""
-
-    columns: list[tuple[ColumnChange, ColumnElement[bool] | None]]
-    digests: list[set[bytes]]
-
 
 async def _prepare_connection(conn: AsyncConnection) -> None:
     if conn.dialect.name == "sqlite":
@@ -599,71 +573,31 @@ def _changed_columns(work: _TableWork) -> list[tuple[ColumnChange, ColumnElement
     return [(change, None if single else _or(conds)) for change, conds in owners.values()]
 
 
-def _digest(target: _Target, column: Any) -> ColumnElement[Any]:
-    """The value as the database digests it (md5 of its text; SQLite: the text itself)."""
-    as_text = cast(column, String)
-    return as_text if target.dialect == "sqlite" else func.md5(as_text)
-
-
-def _digests(values: Sequence[Any]) -> set[bytes]:
-    return {_fingerprint(v) for v in values if v is not None}
-
-
 def _owned(condition: ColumnElement[bool], owned: ColumnElement[bool] | None) -> ColumnElement[bool]:
     return condition if owned is None else and_(condition, owned)
 
 
-async def _capture(
-    conn: AsyncConnection, target: _Target, work: _TableWork, condition: ColumnElement[bool]
-) -> _Capture | None:
-    """Before the statement: digests of the distinct original values of every ``hash`` column
-    (computed and deduplicated by the database, held in memory only, never stored)."""
-    if work.strategy == "delete":
-        return None
-    columns = _changed_columns(work)
-    if not columns:
-        return None
-    table = target.tables[work.table]
-    digests: list[set[bytes]] = []
-    for change, owned in columns:
-        if change.kind != "hash":
-            digests.append(set())
-            continue
-        query = select(_digest(target, table.c[change.column])).where(_owned(condition, owned))
-        digests.append(_digests((await conn.execute(query.distinct())).scalars().all()))
-    return _Capture(columns, digests)
-
-
 async def _values_left(
-    conn: AsyncConnection,
-    target: _Target,
-    work: _TableWork,
-    capture: _Capture,
-    condition: ColumnElement[bool],
+    conn: AsyncConnection, target: _Target, work: _TableWork, condition: ColumnElement[bool]
 ) -> int:
     """After the statement: subject rows whose anonymized column may still hold personal data.
 
-    A column with a NULL surrogate must be NULL; a column with a surrogate computed from the row
-    key or a constant must hold exactly its surrogate (``IS DISTINCT FROM`` counts the rows that
-    do not, in the database, without fetching them); a ``hash`` column, whose surrogate depends
-    on the original, must hold none of the original values captured before the statement.
+    Every surrogate is a function of the row key (and the secret) or a constant, so each column
+    must hold exactly its surrogate: ``IS DISTINCT FROM`` counts the rows that do not, in the
+    database, without fetching them (a NULL surrogate: the rows that are not NULL).
     """
+    if work.strategy == "delete":
+        return 0
+    columns = _changed_columns(work)
+    if not columns:
+        return 0
     table = target.tables[work.table]
-    left = 0
     checks: list[ColumnElement[Any]] = []
-    for (change, owned), originals in zip(capture.columns, capture.digests, strict=True):
-        column = table.c[change.column]
-        where = _owned(condition, owned)
-        if change.kind == "hash":
-            query = select(_digest(target, column)).where(where, column.is_not(None)).distinct()
-            left += len(_digests((await conn.execute(query)).scalars().all()) & originals)
-            continue
-        wrong = column.is_not(None) if change.kind == "null" else column.is_distinct_from(change.value)
-        checks.append(func.sum(case((and_(where, wrong) if owned is not None else wrong, 1), else_=0)))
-    if checks:
-        counts = (await conn.execute(select(*checks).select_from(table).where(condition))).one()
-        left += sum(int(c or 0) for c in counts)
-    return left
+    for change, owned in columns:
+        wrong = value_differs(table.c[change.column], change)
+        checks.append(func.sum(case((_owned(wrong, owned), 1), else_=0)))
+    counts = (await conn.execute(select(*checks).select_from(table).where(condition))).one()
+    return sum(int(c or 0) for c in counts)
 
 
 async def _check_outside(
@@ -702,17 +636,21 @@ async def _run_step(
     """Run one table's statement (or one keyset batch of it) and verify it, in ``conn``'s
     transaction; returns the rows changed."""
     condition = work.condition if window is None else and_(work.condition, window)
-    if first:
-        for statement in work.before:
-            await conn.execute(statement)
-    capture = await _capture(conn, target, work, condition)
-    changed = 0
+    statements = list(work.before) if first else []
     statement = work.main
-    if statement is not None:
-        if window is not None:
-            statement = statement.where(window)
-        result = await conn.execute(statement)
-        changed = max(result.rowcount, 0)
+    if statement is not None and window is not None:
+        statement = statement.where(window)
+    changed = 0
+    try:
+        for before in statements:
+            await conn.execute(before)
+        if statement is not None:
+            changed = max((await conn.execute(statement)).rowcount, 0)
+    except DBAPIError as exc:
+        refusal = constraint_refusal(exc)
+        if refusal is None:
+            raise
+        raise _refused(target.manifest.system, work.table, refusal) from exc
     bucket = outcome.deleted if work.strategy == "delete" else outcome.anonymized
     if statement is not None:
         bucket[work.table] = bucket.get(work.table, 0) + changed
@@ -720,8 +658,8 @@ async def _run_step(
         outcome.verified_rows_left[work.table] = await _count(conn, target.tables[work.table], work.gone)
     if last:
         await _independent_check(conn, target, work, outcome)
-    if capture is not None:
-        left = await _values_left(conn, target, work, capture, condition)
+    left = await _values_left(conn, target, work, condition)
+    if left or work.strategy != "delete":
         outcome.verified_values_left[work.table] = outcome.verified_values_left.get(work.table, 0) + left
     return changed
 
@@ -815,11 +753,22 @@ async def execute_erasure(
             else:
                 await _stepwise(conn, target, works, sizes, outcome, cursor, save_cursor)
     except IntegrityError as exc:
-        raise ErasureBlocked(
-            f"system '{manifest.system}': the target refused the erasure "
-            f"({type(exc.orig).__name__}); nothing was changed in the failing transaction"
-        ) from exc
+        raise _refused(manifest.system, manifest.subject.table, integrity_detail(exc)) from exc
     return outcome
+
+
+def _refused(system: str, table: str, detail: IntegrityDetail) -> ErasureBlocked:
+    """The target refused a statement: name the constraint and the table (never a value)."""
+    return ErasureBlocked(
+        f"system '{system}': the target refused the erasure of table '{table}': "
+        f"{detail.describe(table)} does not hold; the transaction was rolled back",
+        extra={
+            "system": system,
+            "table": detail.table or table,
+            "constraint": detail.constraint,
+            "constraint_kind": detail.kind,
+        },
+    )
 
 
 async def _sizes(conn: AsyncConnection, target: _Target, works: Sequence[_TableWork]) -> dict[str, int]:

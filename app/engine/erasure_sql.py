@@ -12,7 +12,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Delete, Select, Table, Update, case, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    String,
+    Table,
+    Update,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import CompileError
 
 __all__ = (
@@ -23,6 +39,7 @@ __all__ = (
     "delete_statement",
     "display_sql",
     "keyset_bounds",
+    "value_differs",
 )
 
 
@@ -34,8 +51,25 @@ class ColumnChange:
     value: ColumnElement[Any]
     kind: str
     """``null`` or the surrogate name."""
-    keyed: bool = False
-    """Whether the value differs per row (derived from the key or the original value)."""
+
+
+def value_differs(column: Any, change: ColumnChange) -> ColumnElement[bool]:
+    """Whether ``column`` does not hold ``change``'s value yet (NULL-safe; JSON compared as text,
+    PostgreSQL's ``json`` having no equality)."""
+    differs: ColumnElement[bool]
+    if change.kind == "null":
+        differs = column.is_not(None)
+    elif isinstance(column.type, sqltypes.JSON):
+        differs = cast(column, String).is_distinct_from(cast(change.value, String))
+    else:
+        differs = column.is_distinct_from(change.value)
+    return differs
+
+
+def _pending(table: Table, link: LinkChanges) -> ColumnElement[bool]:
+    """The link's rows where some column still differs from its surrogate: re-applying an
+    erasure (a replay, a second request) matches and rewrites nothing."""
+    return and_(link.condition, or_(*(value_differs(table.c[c.column], c) for c in link.changes)))
 
 
 @dataclass(frozen=True)
@@ -70,7 +104,7 @@ def anonymize_statement(table: Table, links: Sequence[LinkChanges]) -> Update | 
     if len(links) == 1:
         only = links[0]
         values = {c.column: c.value for c in only.changes}
-        return update(table).where(only.condition).values(values)
+        return update(table).where(_pending(table, only)).values(values)
     owners: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]] = {}
     for link in links:
         for change in link.changes:
@@ -79,7 +113,7 @@ def anonymize_statement(table: Table, links: Sequence[LinkChanges]) -> Update | 
         column: case(*whens, else_=table.c[column]) if whens else table.c[column]
         for column, whens in owners.items()
     }
-    return update(table).where(or_(*(link.condition for link in links))).values(values)
+    return update(table).where(or_(*(_pending(table, link) for link in links))).values(values)
 
 
 def keyset_bounds(

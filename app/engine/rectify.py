@@ -12,9 +12,11 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Column, update
+from sqlalchemy import Column, Table, update
 from sqlalchemy import types as sqltypes
+from sqlalchemy.exc import DBAPIError
 
+from app.engine.integrity import IntegrityDetail, constraint_refusal
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.subjects import reflect_target, resolve_subject, subject_condition, subject_key_reference
 
@@ -128,12 +130,38 @@ async def _rectify_system(run: RequestRun, system_run: SystemRun) -> SystemOutco
         for table_name, values in checked.items():
             table = target.tables[table_name]
             statement = update(table).where(subject_condition(target, table_name, key)).values(values)
-            result = await connection.execute(statement)
+            try:
+                result = await connection.execute(statement)
+            except DBAPIError as exc:
+                refusal = constraint_refusal(exc)
+                if refusal is None:
+                    raise
+                raise _refused(system_run.system, table, sorted(values), refusal) from exc
             counts[table_name] = int(result.rowcount or 0)
     audit = {"tables": {name: sorted(values) for name, values in checked.items()}, "rows": counts}
     secret = run.settings.audit_key
     reference = subject_key_reference(secret, system_run.system, key) if secret else None
     return SystemOutcome(counts=counts, audit=audit, subject_key_ref=reference)
+
+
+def _refused(system: str, table: Table, columns: list[str], detail: IntegrityDetail) -> RequestFailed:
+    """A rectified value broke a constraint: name table, columns and constraint, never the value
+    (the system's transaction rolled back, the request fails)."""
+    culprits = [c for c in columns if c == detail.column or c in _constrained(table, detail.constraint)]
+    names = ", ".join(f"'{table.name}.{c}'" for c in culprits or columns)
+    return RequestFailed(
+        f"the new value of {names} violates {detail.describe(table.name)}; nothing was changed in "
+        f"system '{system}'",
+        system=system,
+    )
+
+
+def _constrained(table: Table, constraint: str | None) -> set[str]:
+    """Columns of the named constraint or unique index of ``table`` (empty when unknown)."""
+    for candidate in [*table.constraints, *table.indexes]:
+        if constraint is not None and getattr(candidate, "name", None) == constraint:
+            return {c.name for c in getattr(candidate, "columns", ())}
+    return set()
 
 
 async def run_rectification(run: RequestRun) -> RequestOutcome:

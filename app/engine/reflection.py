@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection, Inspector
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.manifest.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
+from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
-__all__ = ("affinity_of", "reflect_schema", "reflect_schema_sync")
+__all__ = (
+    "affinity_of",
+    "check_infos",
+    "column_info",
+    "json_check_kind",
+    "reflect_schema",
+    "reflect_schema_sync",
+)
 
 _AFFINITIES: tuple[tuple[type[Any], str], ...] = (
     (sqltypes.Boolean, "boolean"),
@@ -47,18 +55,63 @@ def _length(column_type: Any) -> int | None:
     return None
 
 
+def column_info(name: str, column_type: Any, *, nullable: bool, primary_key: bool) -> ColumnInfo:
+    """One reflected column as the manifest sees it (both reflection paths build it here).
+
+    MariaDB/MySQL ``BOOLEAN`` is ``TINYINT(1)``: it reads as a boolean."""
+    enums = column_type.enums if isinstance(column_type, sqltypes.Enum) else ()
+    boolean = getattr(column_type, "display_width", None) == 1 and _type_name(column_type) == "tinyint"
+    return ColumnInfo(
+        name=name,
+        type_name="boolean" if boolean else _type_name(column_type),
+        affinity="boolean" if boolean else affinity_of(column_type),
+        nullable=nullable and not primary_key,
+        length=_length(column_type),
+        primary_key=primary_key,
+        timezone=bool(getattr(column_type, "timezone", False)),
+        enum_values=tuple(str(v) for v in enums),
+    )
+
+
+def check_infos(checks: Any) -> tuple[CheckInfo, ...]:
+    """CHECK constraints as ``(name, sqltext)`` pairs; MariaDB's own ``json_valid`` checks of JSON
+    columns stay (they are real constraints on what may be written)."""
+    found = []
+    for check in checks:
+        name, sqltext = (check.get("name"), check.get("sqltext")) if isinstance(check, dict) else check
+        if sqltext is not None:
+            found.append(CheckInfo(str(name) if name else None, str(sqltext)))
+    return tuple(sorted(found, key=lambda c: (c.name or "", c.sqltext)))
+
+
+_MARIADB_CHECKS = text(
+    "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = :table"
+)
+
+
+def _check_constraints(inspector: Inspector, name: str) -> list[Any]:
+    """CHECK constraints of a table; on MariaDB from ``information_schema``, which also lists the
+    column-level ones (``json_valid`` of JSON columns) SQLAlchemy's parser misses."""
+    if getattr(inspector.dialect, "is_mariadb", False) and isinstance(inspector.bind, Connection):
+        rows = inspector.bind.execute(_MARIADB_CHECKS, {"table": name}).all()
+        return [{"name": row[0], "sqltext": row[1]} for row in rows]
+    return list(inspector.get_check_constraints(name))
+
+
 def _table(inspector: Inspector, name: str) -> TableInfo:
     pk = tuple(inspector.get_pk_constraint(name).get("constrained_columns") or ())
+    checks = check_infos(_check_constraints(inspector, name))
     columns: dict[str, ColumnInfo] = {}
     for column in inspector.get_columns(name):
-        column_type = column["type"]
-        columns[column["name"]] = ColumnInfo(
-            name=column["name"],
-            type_name=_type_name(column_type),
-            affinity=affinity_of(column_type),
-            nullable=bool(column.get("nullable", True)) and column["name"] not in pk,
-            length=_length(column_type),
-            primary_key=column["name"] in pk,
+        columns[column["name"]] = json_check_kind(
+            column_info(
+                column["name"],
+                column["type"],
+                nullable=bool(column.get("nullable", True)),
+                primary_key=column["name"] in pk,
+            ),
+            checks,
         )
     unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)}
     # SQLite reports inline UNIQUE column constraints only as automatic indexes
@@ -75,7 +128,18 @@ def _table(inspector: Inspector, name: str) -> TableInfo:
         )
         for fk in inspector.get_foreign_keys(name)
     )
-    return TableInfo(name, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys)
+    return TableInfo(name, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
+
+
+def json_check_kind(column: ColumnInfo, checks: tuple[CheckInfo, ...]) -> ColumnInfo:
+    """MariaDB stores JSON as LONGTEXT guarded by ``CHECK (json_valid(col))``: a JSON column."""
+    if column.affinity != "text" or column.kind != "text":
+        return column
+    for check in checks:
+        text = check.sqltext.replace("`", "").replace(" ", "").lower()
+        if check.name == column.name and text == f"json_valid({column.name.lower()})":
+            return replace(column, type_name="json", length=None)
+    return column
 
 
 def reflect_schema_sync(connection: Connection) -> SchemaInfo:

@@ -43,9 +43,10 @@ from sqlalchemy.exc import CompileError, DBAPIError, NoSuchTableError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import UserDefinedType
 
-from app.engine.surrogates import SurrogateContext, SurrogateError, surrogate_expression
+from app.engine.surrogates import SurrogateContext, SurrogateError, hash_key_from_secret, surrogate_expression
 from app.lib.errors import ValidationFailed
 from app.manifest.durations import parse_duration
+from app.manifest.model import Surrogate
 
 __all__ = (
     "ACTIONS",
@@ -110,13 +111,13 @@ class PolicyFilter:
 
 @dataclass(frozen=True)
 class SurrogateRule:
-    """What ``anonymize`` writes into one column: a surrogate name of
-    :mod:`app.engine.surrogates` (``email``, ``unique``, ``null``, ``constant:n/a`` ...).
+    """What ``anonymize`` writes into one column: a manifest surrogate or its short form
+    (``email``, ``unique``, ``null``, ``constant:n/a`` ...).
 
     ``spec=None`` asks for the type-aware default.
     """
 
-    spec: str | None = None
+    spec: str | Surrogate | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ class PurgePolicy:
     batch_size: int = 1000
     surrogates: Mapping[str, SurrogateRule] = field(default_factory=dict)
     """Columns ``anonymize`` rewrites (from the manifest's table spec), with their surrogates."""
+    secret: str | None = None
+    """Service secret keying the ``hash`` surrogate (the audit key), as in erasure."""
 
 
 @dataclass(frozen=True)
@@ -461,6 +464,7 @@ def _assignments(
         )
     protected = {c.name for c in key} | {policy.age_column}
     unique = _unique_columns(table)
+    hash_key = hash_key_from_secret(policy.secret) if policy.secret else None
     values: dict[str, ColumnElement[Any]] = {}
     for name, rule in policy.surrogates.items():
         if name in protected:
@@ -471,6 +475,7 @@ def _assignments(
             key_columns=tuple(c.name for c in key),
             dialect=dialect,
             unique=name in unique,
+            hash_key=hash_key,
         )
         try:
             values[name] = surrogate_expression(context, rule.spec)

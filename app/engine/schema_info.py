@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData, Table, UniqueConstraint
+from sqlalchemy import CheckConstraint, MetaData, Table, UniqueConstraint
 
-from app.engine.reflection import affinity_of
-from app.manifest.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
+from app.engine.reflection import check_infos, column_info, json_check_kind
+from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
-__all__ = ("schema_from_metadata",)
+__all__ = ("column_info_of", "schema_from_metadata")
+
+
+def _checks(table: Table) -> tuple[CheckInfo, ...]:
+    return check_infos(
+        (c.name if isinstance(c.name, str) else None, str(c.sqltext))
+        for c in table.constraints
+        if isinstance(c, CheckConstraint)
+    )
+
+
+def column_info_of(table: Table, name: str) -> ColumnInfo:
+    """One column of a reflected table as validation sees it (what surrogates are chosen by)."""
+    column = table.c[name]
+    pk = {c.name for c in table.primary_key.columns}
+    info = column_info(name, column.type, nullable=bool(column.nullable), primary_key=name in pk)
+    return json_check_kind(info, _checks(table))
 
 
 def _table_info(table: Table) -> TableInfo:
     pk = tuple(c.name for c in table.primary_key.columns)
+    checks = _checks(table)
     columns = {
-        c.name: ColumnInfo(
-            name=c.name,
-            type_name=str(getattr(c.type, "__visit_name__", type(c.type).__name__)).lower(),
-            affinity=affinity_of(c.type),
-            nullable=bool(c.nullable) and c.name not in pk,
-            length=getattr(c.type, "length", None) if affinity_of(c.type) == "text" else None,
-            primary_key=c.name in pk,
+        c.name: json_check_kind(
+            column_info(c.name, c.type, nullable=bool(c.nullable), primary_key=c.name in pk), checks
         )
         for c in table.columns
     }
@@ -40,7 +52,7 @@ def _table_info(table: Table) -> TableInfo:
         )
         for fk in sorted(table.foreign_key_constraints, key=lambda f: str(f.name or ""))
     )
-    return TableInfo(table.name, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys)
+    return TableInfo(table.name, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
 
 
 def schema_from_metadata(metadata: MetaData) -> SchemaInfo:

@@ -2,75 +2,79 @@
 
 A surrogate is a SQLAlchemy Core expression evaluated by the target for every anonymized row,
 so a table is anonymized by one ``UPDATE ... SET col = <surrogate>`` statement, never row by row.
-Every surrogate keeps the column's constraints holding:
+Which surrogate a column takes by default, and whether a named one fits its type and constraints,
+is decided by :mod:`app.manifest.surrogate_rules` (validation asks the same functions); this
+module only builds the expressions.
 
-* NOT NULL: only ``null`` writes NULL, and it is refused on a NOT NULL column.
-* UNIQUE: values of unique columns are derived from the row's primary key
-  (``'erased-' || id || '@invalid.example'``), so two anonymized rows never collide, and the
-  reserved ``.invalid``/``.example`` domains never collide with a real address.
-* length: the value fits the declared length; when the long form might not (short columns), a
-  ``CASE`` falls back to a shorter form of the same key (``id || '@x.invalid'``).
-* CHECK: numbers become 0, dates a fixed epoch; a column whose CHECK refuses those takes
-  ``constant:<value>`` in the manifest.
-
-Named surrogates a manifest may pick per column: ``default`` (type-aware), ``null``,
-``redacted``, ``email``, ``unique``, ``hash``, ``constant:<value>``, ``zero``, ``epoch``.
-
-``hash`` is a real HMAC-SHA256 of the original value, computed in SQL without extensions: the
-inner and outer pads of the key are bound as parameters, and the database only needs SHA-256
-(PostgreSQL ``sha256()``, MariaDB/MySQL ``SHA2()``, SQLite a function registered on the
-connection by :func:`install_sqlite_functions`). pgcrypto's ``hmac()`` is therefore never
-required. The key is derived from the service's audit key, so equal values hash equally
-within a deployment and nobody without the key can test a guess.
+Every surrogate is a function of the row key (and, for ``hash``, the service secret) or a
+constant, never of the value it replaces: re-applying an erasure (a replay after a restore, a
+second request) writes exactly what the first wrote. ``hash`` is HMAC-SHA256 under a key derived
+from the service's audit key, over ``<table>.<column>:<row key>``, computed in SQL without
+extensions (the HMAC pads are bound as parameters; PostgreSQL ``sha256()``, MariaDB ``SHA2()``,
+SQLite a function registered by :func:`install_sqlite_functions`). ``uuid`` is an RFC 9562
+version 3 UUID: the MD5 of ``'erased:' || key`` with the version and variant bits set.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import UTC, datetime, time
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    Date,
-    DateTime,
-    Enum,
     Integer,
     LargeBinary,
-    Numeric,
     String,
-    Time,
-    Uuid,
     case,
     cast,
     func,
     literal,
-    literal_column,
     null,
 )
 from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
+
+from app.engine.schema_info import column_info_of
+from app.engine.surrogate_digests import (
+    UUID_SEED,
+    BindFactory,
+    HashKey,
+    ascii_sql,
+    hash_key_from_secret,
+    hmac_sql,
+    install_sqlite_functions,
+    md5_sql,
+    placeholder_bind,
+    plain_bind,
+    uuid_for_key,
+)
+from app.manifest.model import Surrogate
+from app.manifest.schema import ColumnInfo, TableInfo
+from app.manifest.surrogate_rules import constant_value, default_surrogate, surrogate_problem
 
 __all__ = (
     "EMAIL_LONG",
     "EMAIL_SHORT",
     "EPOCH",
     "SURROGATES",
+    "UNSPECIFIED_ADDRESS",
+    "UNSPECIFIED_NETWORK",
     "HashKey",
     "SurrogateContext",
     "SurrogateError",
-    "default_surrogate_name",
     "hash_key_from_secret",
+    "hash_message_prefix",
     "install_sqlite_functions",
     "key_text_for",
     "parse_surrogate",
     "placeholder_bind",
+    "resolved_surrogate",
     "surrogate_expression",
+    "surrogate_label",
+    "uuid_for_key",
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -84,58 +88,15 @@ EMAIL_SHORT = ("", "@x.invalid")
 UNIQUE_LONG = ("erased-", "")
 UNIQUE_SHORT = ("~", "")
 REDACTED = "redacted"
-HASH_KEY_LABEL = "lethe-erasure-surrogate-hash-v1"
-SQLITE_HMAC_FUNCTION = "lethe_hmac_sha256"
+UNSPECIFIED_ADDRESS = "0.0.0.0"  # noqa: S104 - a value written into rows, not an address bound
+UNSPECIFIED_NETWORK = f"{UNSPECIFIED_ADDRESS}/32"
 KEY_SEPARATOR = "."
 WIDE_KEY_TEXT = 40
 """Keys are assumed to read as at most this many characters (a BIGINT needs 20)."""
-_EMAILISH = ("email", "e_mail", "mail")
 
 
 class SurrogateError(ValueError):
     """A surrogate cannot honour a column's type or constraints; the message names the column."""
-
-
-@dataclass(frozen=True)
-class HashKey:
-    """The key of the ``hash`` surrogate, as HMAC inner/outer pads bound into SQL."""
-
-    key: bytes
-
-    @property
-    def inner_pad(self) -> bytes:
-        """``K xor ipad`` (the key padded to the SHA-256 block of 64 bytes)."""
-        return bytes(b ^ 0x36 for b in self.key.ljust(64, b"\x00"))
-
-    @property
-    def outer_pad(self) -> bytes:
-        """``K xor opad``."""
-        return bytes(b ^ 0x5C for b in self.key.ljust(64, b"\x00"))
-
-    def digest(self, value: str) -> str:
-        """What the SQL computes for ``value`` (hex HMAC-SHA256), for tests and verification."""
-        return hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def hash_key_from_secret(secret: str) -> HashKey:
-    """Derive the ``hash`` surrogate key from the service secret (the audit key).
-
-    A separate derivation keeps surrogate hashes in targets unrelated to audit references.
-    """
-    derived = hmac.new(secret.encode("utf-8"), HASH_KEY_LABEL.encode(), hashlib.sha256).digest()
-    return HashKey(derived)
-
-
-BindFactory = Callable[[str, Any, Any], ColumnElement[Any]]
-
-
-def placeholder_bind(name: str, _value: Any, _type: Any) -> ColumnElement[Any]:
-    """A bind shown by name (``:surrogate_hash_inner_pad``): how plans display secrets."""
-    return literal_column(f":{name}")
-
-
-def _plain_bind(_name: str, value: Any, type_: Any) -> ColumnElement[Any]:
-    return literal(value, type_)
 
 
 @dataclass(frozen=True)
@@ -150,6 +111,7 @@ class SurrogateContext:
         unique: whether the column alone must be unique.
         hash_key: key of the ``hash`` surrogate (None: ``hash`` is unavailable).
         secret_bind: builds the bind of a secret (the hash pads); the plan renders it as a name.
+        table_info: the table as validation reflected it (None: derived from ``table``).
     """
 
     table: Any
@@ -158,7 +120,8 @@ class SurrogateContext:
     dialect: str
     unique: bool = False
     hash_key: HashKey | None = None
-    secret_bind: BindFactory = field(default=_plain_bind)
+    secret_bind: BindFactory = field(default=plain_bind)
+    table_info: TableInfo | None = None
 
     @property
     def sql_column(self) -> Any:
@@ -171,9 +134,18 @@ class SurrogateContext:
         return self.sql_column.type
 
     @property
-    def nullable(self) -> bool:
-        """Whether NULL is allowed."""
-        return bool(self.sql_column.nullable) and not self.sql_column.primary_key
+    def info(self) -> ColumnInfo:
+        """The column as validation sees it (kind, length, NOT NULL, enum labels)."""
+        if self.table_info is not None:
+            return self.table_info.columns[self.column]
+        return column_info_of(self.table, self.column)
+
+    @property
+    def key_infos(self) -> tuple[ColumnInfo, ...]:
+        """The row key's columns as validation sees them."""
+        if self.table_info is not None:
+            return tuple(self.table_info.columns[name] for name in self.key_columns)
+        return tuple(column_info_of(self.table, name) for name in self.key_columns)
 
     @property
     def length(self) -> int | None:
@@ -186,7 +158,7 @@ class SurrogateContext:
         return SurrogateError(f"column '{self.table.name}.{self.column}': {why}")
 
 
-SurrogateFactory = Callable[[SurrogateContext, str | None], ColumnElement[Any]]
+SurrogateFactory = Callable[[SurrogateContext, Surrogate], ColumnElement[Any]]
 
 
 # --- building blocks -----------------------------------------------------------------------
@@ -199,8 +171,6 @@ def _text(expression: Any) -> ColumnElement[str]:
 def _key_text(ctx: SurrogateContext) -> ColumnElement[str]:
     """The row key as text; composite keys joined by ``.``."""
     parts = [_text(ctx.table.c[name]) for name in ctx.key_columns]
-    if not parts:
-        raise ctx.fail("a unique surrogate needs a primary key on the table")
     joined = parts[0]
     for part in parts[1:]:
         joined = joined + literal(KEY_SEPARATOR, String) + part
@@ -245,190 +215,183 @@ def _keyed(ctx: SurrogateContext, long: tuple[str, str], short: tuple[str, str])
     )
 
 
-def _is_text(ctx: SurrogateContext) -> bool:
-    return isinstance(ctx.type, sqltypes.String) and not isinstance(ctx.type, Enum)
-
-
-def _looks_like_email(ctx: SurrogateContext) -> bool:
-    name = ctx.column.lower()
-    return any(part in name for part in _EMAILISH)
+def _typed(ctx: SurrogateContext, text: str) -> ColumnElement[Any]:
+    """A literal in the column's own type, written as text the database casts (inet, arrays)."""
+    if ctx.dialect == "postgresql":
+        return cast(literal(text, String), ctx.type)
+    return literal(text, String)
 
 
 # --- named surrogates ----------------------------------------------------------------------
 
 
-def _null(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if not ctx.nullable:
-        raise ctx.fail("NOT NULL column cannot take the `null` surrogate")
+def _null(_ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     return null()
 
 
-def _email(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if not _is_text(ctx):
-        raise ctx.fail("`email` needs a text column")
+def _email(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     return _keyed(ctx, EMAIL_LONG, EMAIL_SHORT)
 
 
-def _unique(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if not _is_text(ctx):
-        raise ctx.fail("`unique` needs a text column")
+def _unique(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
+    """A per-row value in the column's own type: text ``erased-<key>``, numbers ``-id``, uuid,
+    ip and binary their key-derived forms."""
+    other = _UNIQUE_BY_KIND.get(ctx.info.kind)
+    if other is not None:
+        return other(ctx)
     return _keyed(ctx, UNIQUE_LONG, UNIQUE_SHORT)
 
 
-def _redacted(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if not _is_text(ctx):
-        raise ctx.fail("`redacted` needs a text column")
+def _redacted(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     if ctx.unique:
         return _keyed(ctx, ("redacted-", ""), UNIQUE_SHORT)
     text = REDACTED[: ctx.length] if ctx.length else REDACTED
     return literal(text, String)
 
 
-def _hash(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if not _is_text(ctx):
-        raise ctx.fail("`hash` needs a text column")
+def _hash(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
+    """HMAC of ``<table>.<column>:<row key>``: stable per row, unlinkable without the secret."""
     if ctx.hash_key is None:
         raise ctx.fail("`hash` needs the service secret (LETHE_AUDIT_KEY)")
-    value = _text(ctx.sql_column)
-    digest = _hmac_sql(ctx, ctx.hash_key, value)
+    message = literal(hash_message_prefix(ctx.table.name, ctx.column), String) + _key_text(ctx)
+    try:
+        digest = hmac_sql(ctx.dialect, ctx.hash_key, message, ctx.secret_bind)
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from exc
     if ctx.length is not None and ctx.length < 64:
-        if ctx.unique and ctx.length < 16:
-            raise ctx.fail(f"VARCHAR({ctx.length}) is too short for a unique hash")
         return func.substr(digest, 1, ctx.length)
     return digest
 
 
-def _hmac_sql(ctx: SurrogateContext, key: HashKey, value: ColumnElement[str]) -> ColumnElement[str]:
-    """HMAC-SHA256(key, value) as lower-case hex, computed by the target database."""
-    inner = ctx.secret_bind("surrogate_hash_inner_pad", key.inner_pad, LargeBinary)
-    outer = ctx.secret_bind("surrogate_hash_outer_pad", key.outer_pad, LargeBinary)
-    if ctx.dialect == "postgresql":
-        message = func.convert_to(value, literal("UTF8", String))
-        inner_hash = func.sha256(inner.op("||", return_type=LargeBinary)(message))
-        outer_hash = func.sha256(outer.op("||", return_type=LargeBinary)(inner_hash))
-        return func.encode(outer_hash, literal("hex", String), type_=String)
-    if ctx.dialect == "mysql":  # asyncmy sends bytes as text: bind hex, decode in SQL
-        inner = func.unhex(ctx.secret_bind("surrogate_hash_inner_pad", key.inner_pad.hex(), String))
-        outer = func.unhex(ctx.secret_bind("surrogate_hash_outer_pad", key.outer_pad.hex(), String))
-        inner_hash = func.unhex(func.sha2(func.concat(inner, value), 256))
-        return func.lower(func.sha2(func.concat(outer, inner_hash), 256), type_=String)
-    if ctx.dialect == "sqlite":
-        hmac_function: ColumnElement[str] = getattr(func, SQLITE_HMAC_FUNCTION)(
-            inner, outer, value, type_=String
-        )
-        return hmac_function
-    raise ctx.fail(f"`hash` is not supported on {ctx.dialect}")
+def hash_message_prefix(table: str, column: str) -> str:
+    """What ``hash`` puts before the row key in its HMAC message (tests recompute digests)."""
+    return f"{table}.{column}:"
 
 
-def _constant(ctx: SurrogateContext, arg: str | None) -> ColumnElement[Any]:
-    if arg is None:
-        raise ctx.fail("`constant` needs a value: `constant:<value>`")
-    if ctx.unique:
-        raise ctx.fail("a UNIQUE column cannot take a constant surrogate")
-    value = _coerce_constant(ctx, arg)
-    if _is_text(ctx) and ctx.length is not None and len(arg) > ctx.length:
-        raise ctx.fail(f"constant is longer than VARCHAR({ctx.length})")
+def _constant(ctx: SurrogateContext, surrogate: Surrogate) -> ColumnElement[Any]:
+    value = constant_value(ctx.info, surrogate.value)
+    if ctx.info.kind == "json":
+        return _json_text(ctx, json.dumps(value))
+    if ctx.info.kind in ("inet", "cidr"):
+        return _typed(ctx, str(value))
     return literal(value, ctx.type)
 
 
-def _coerce_constant(ctx: SurrogateContext, arg: str) -> Any:
-    kind = ctx.type
-    try:
-        if isinstance(kind, Boolean):
-            return arg.strip().lower() in ("1", "true", "yes")
-        if isinstance(kind, Integer):
-            return int(arg)
-        if isinstance(kind, Numeric):
-            return float(arg) if kind.asdecimal is False else Decimal(arg)
-        if isinstance(kind, DateTime):
-            return datetime.fromisoformat(arg)
-        if isinstance(kind, Date):
-            return date.fromisoformat(arg)
-    except ValueError as exc:
-        raise ctx.fail("constant does not parse as the column's type") from exc
-    return arg
+def _json_text(ctx: SurrogateContext, document: str) -> ColumnElement[Any]:
+    """A JSON document written as JSON (``jsonb_typeof`` of ``{}`` is ``object``, not string);
+    MariaDB/MySQL and SQLite parse the text they are given."""
+    if ctx.dialect == "postgresql":
+        return cast(literal(document, String), ctx.type)
+    return literal(document, String)
 
 
-def _zero(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if not isinstance(ctx.type, Integer | Numeric):
-        raise ctx.fail("`zero` needs a numeric column")
+def _zero(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     if ctx.unique:
         return _negated_key(ctx)
     return literal(0, ctx.type)
 
 
 def _negated_key(ctx: SurrogateContext) -> ColumnElement[Any]:
-    """``-id``: unique numbers for a unique numeric column (single integer key only)."""
-    key = ctx.table.c[ctx.key_columns[0]] if len(ctx.key_columns) == 1 else None
-    if key is None or not isinstance(key.type, Integer):
-        raise ctx.fail("a unique numeric surrogate needs a single integer primary key")
-    negated: ColumnElement[Any] = literal(0, Integer) - key
+    """``-id``: unique numbers for a unique numeric column (single integer key)."""
+    negated: ColumnElement[Any] = literal(0, Integer) - ctx.table.c[ctx.key_columns[0]]
     return negated
 
 
-def _epoch(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if ctx.unique:
-        raise ctx.fail("a UNIQUE date column cannot take the epoch surrogate")
+def _epoch(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     kind = ctx.type
-    if isinstance(kind, DateTime):
+    if isinstance(kind, sqltypes.DateTime):
         if ctx.dialect == "mysql" and isinstance(kind, sqltypes.TIMESTAMP):
             return literal(MYSQL_TIMESTAMP_EPOCH, kind)
         moment = EPOCH if kind.timezone else EPOCH.replace(tzinfo=None)
         return literal(moment, kind)
-    if isinstance(kind, Date):
+    if isinstance(kind, sqltypes.Date):
         return literal(EPOCH.date(), kind)
-    if isinstance(kind, Time):
-        return literal(time(0, 0), kind)
-    raise ctx.fail("`epoch` needs a date, time or timestamp column")
+    return literal(time(0, 0), kind)
 
 
-def _uuid(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    """A deterministic UUID derived from the row key (md5 of ``'erased:' || key``)."""
-    seed = literal("erased:", String) + _key_text(ctx)
-    if ctx.dialect == "postgresql":
-        return cast(func.md5(seed), ctx.type)
-    if ctx.dialect == "mysql":
-        digest = func.md5(seed)
-        parts = [func.substr(digest, start, size) for start, size in _UUID_PARTS]
-        return func.concat_ws(literal("-", String), *parts, type_=String)
-    raise ctx.fail(f"no UUID surrogate on {ctx.dialect}; use `unique` on a text column")
+def _uuid(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
+    """An RFC 9562 version 3 UUID from the MD5 of ``'erased:' || key`` (version nibble 3,
+    variant bits 10): MariaDB's UUID type and every validator accept it."""
+    digest = md5_sql(ctx.dialect, literal(UUID_SEED, String) + _key_text(ctx))
+    variant = func.substr(
+        literal("89ab", String), (ascii_sql(ctx.dialect, func.substr(digest, 17, 1)) % 4) + 1, 1
+    )
+    parts = [
+        func.substr(digest, 1, 8),
+        literal("-", String),
+        func.substr(digest, 9, 4),
+        literal("-3", String),
+        func.substr(digest, 14, 3),
+        literal("-", String),
+        variant,
+        func.substr(digest, 18, 3),
+        literal("-", String),
+        func.substr(digest, 21, 12),
+    ]
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + part
+    if ctx.dialect == "postgresql" and ctx.info.kind == "uuid":
+        return cast(text, postgresql.UUID)
+    return text
 
 
-_UUID_PARTS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
-
-
-def _json(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if ctx.nullable:
-        return null()
-    if ctx.dialect == "mysql":
-        return func.json_object(type_=ctx.type)
-    if ctx.dialect == "sqlite":
-        return literal("{}", String)
-    return cast(literal("{}", String), ctx.type)
-
-
-def _binary(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
+def _ip(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
+    """The unspecified address (``0.0.0.0``, ``0.0.0.0/32``); on a UNIQUE column ``'::' + id``."""
     if ctx.unique:
-        raise ctx.fail("no surrogate for a UNIQUE binary column; choose `null` or delete the row")
-    if ctx.nullable:
-        return null()
+        return _unique_ip(ctx)
+    return _typed(ctx, UNSPECIFIED_NETWORK if ctx.info.kind == "cidr" else UNSPECIFIED_ADDRESS)
+
+
+def _unique_ip(ctx: SurrogateContext) -> ColumnElement[Any]:
+    if ctx.dialect != "postgresql":
+        raise ctx.fail(f"no unique address surrogate on {ctx.dialect}")
+    base = cast(literal("::", String), postgresql.INET)
+    moved = base.op("+", return_type=postgresql.INET)(ctx.table.c[ctx.key_columns[0]])
+    return cast(moved, ctx.type)
+
+
+def _json(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
+    return _json_text(ctx, "{}")
+
+
+def _array(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
+    return _typed(ctx, "{}")
+
+
+def _first(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
+    labels = ctx.info.enum_values
+    if not labels:
+        raise ctx.fail("the enum's labels could not be reflected; name a `constant`")
+    return literal(labels[0], ctx.type)
+
+
+def _binary(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
+    if ctx.unique:
+        return _unique_binary(ctx)
     return literal(b"", ctx.type)
 
 
-def _false(ctx: SurrogateContext, _arg: str | None) -> ColumnElement[Any]:
-    if not isinstance(ctx.type, Boolean):
-        raise ctx.fail("`false` needs a boolean column")
-    if ctx.unique:
-        raise ctx.fail("no surrogate keeps a UNIQUE boolean unique")
+def _unique_binary(ctx: SurrogateContext) -> ColumnElement[Any]:
+    if ctx.dialect == "postgresql":
+        return func.convert_to(_key_text(ctx), literal("UTF8", String), type_=ctx.type)
+    return cast(_key_text(ctx), LargeBinary)
+
+
+def _false(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     return literal(False, ctx.type)
 
 
-def _default(ctx: SurrogateContext, arg: str | None) -> ColumnElement[Any]:
-    return SURROGATES[default_surrogate_name(ctx)](ctx, arg)
-
+_UNIQUE_BY_KIND: dict[str, Callable[[SurrogateContext], ColumnElement[Any]]] = {
+    "integer": _negated_key,
+    "number": _negated_key,
+    "uuid": lambda ctx: _uuid(ctx, Surrogate(kind="uuid")),
+    "inet": _unique_ip,
+    "cidr": _unique_ip,
+    "binary": _unique_binary,
+}
 
 SURROGATES: dict[str, SurrogateFactory] = {
-    "default": _default,
     "null": _null,
     "redacted": _redacted,
     "email": _email,
@@ -440,84 +403,67 @@ SURROGATES: dict[str, SurrogateFactory] = {
     "false": _false,
     "uuid": _uuid,
     "json": _json,
+    "array": _array,
+    "ip": _ip,
+    "first": _first,
     "binary": _binary,
 }
-"""Every named surrogate; ``constant`` takes its value after a colon (``constant:unknown``)."""
+"""Every named surrogate (the manifest's ``SurrogateKind``); ``constant`` takes a ``value``."""
 
 
-def default_surrogate_name(ctx: SurrogateContext) -> str:
-    """The type-aware default: what an anonymized column gets when the manifest names nothing.
-
-    Text: an e-mail-shaped unique value for columns named like e-mail, a key-derived value for
-    other unique columns, ``redacted`` otherwise; numbers ``zero`` (``-id`` when unique);
-    booleans false; dates and timestamps the epoch; UUIDs a key-derived UUID; JSON ``{}`` (NULL
-    when nullable); binary empty (NULL when nullable).
-    """
-    kind = ctx.type
-    if isinstance(kind, sqltypes.String) and not isinstance(kind, Enum):
-        if _looks_like_email(ctx):
-            return "email"
-        return "unique" if ctx.unique else "redacted"
-    type_name = type(kind).__name__.upper()
-    for types, name in _DEFAULTS:
-        if isinstance(kind, types) or type_name in _NAMED_DEFAULTS.get(name, ()):
-            return name
-    return "null"
-
-
-_DEFAULTS: tuple[tuple[Any, str], ...] = (
-    (Enum, "null"),
-    (Boolean, "false"),
-    (Integer | Numeric, "zero"),
-    (DateTime | Date | Time, "epoch"),
-    (Uuid, "uuid"),
-    (JSON, "json"),
-    (LargeBinary | sqltypes._Binary, "binary"),
-)
-_NAMED_DEFAULTS = {"uuid": ("UUID",), "json": ("JSON", "JSONB")}
-
-
-def parse_surrogate(spec: str | None) -> tuple[str, str | None]:
-    """Split a manifest surrogate name into name and argument (``constant:n/a``).
+def parse_surrogate(spec: str | Surrogate | None) -> Surrogate | None:
+    """A manifest surrogate from its short form (``unique``, ``constant:n/a``); None: the default.
 
     Raises:
-        SurrogateError: the name is not in :data:`SURROGATES`.
+        SurrogateError: the name is not a known surrogate.
     """
-    if spec is None:
-        return "default", None
-    name, _, arg = spec.partition(":")
+    if spec is None or isinstance(spec, Surrogate):
+        return spec
+    name, colon, arg = spec.partition(":")
     name = name.strip().lower()
+    if name == "default":
+        return None
     if name not in SURROGATES:
         raise SurrogateError(f"unknown surrogate '{name}' (known: {', '.join(sorted(SURROGATES))})")
-    return name, (arg if _ else None)
+    return Surrogate(kind=name, value=arg if colon else None)  # type: ignore[arg-type]
 
 
-def surrogate_expression(ctx: SurrogateContext, spec: str | None) -> ColumnElement[Any]:
+def resolved_surrogate(ctx: SurrogateContext, spec: str | Surrogate | None) -> Surrogate:
+    """The surrogate written into ``ctx.column``: the manifest's, else the type-aware default.
+
+    Raises:
+        SurrogateError: unknown, or it does not fit the column's type and constraints (the same
+            rules validation applies, so a manifest that validated never fails here).
+    """
+    try:
+        surrogate = parse_surrogate(spec)
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from exc
+    if surrogate is None:
+        surrogate = default_surrogate(ctx.info, unique=ctx.unique)
+    problem = surrogate_problem(surrogate, ctx.info, unique=ctx.unique, key=ctx.key_infos)
+    if problem is not None:
+        raise SurrogateError(f"column '{ctx.table.name}.{ctx.column}' {problem.message}")
+    return surrogate
+
+
+def surrogate_expression(ctx: SurrogateContext, spec: str | Surrogate | None) -> ColumnElement[Any]:
     """The SQL expression replacing ``ctx.column`` for the surrogate ``spec`` (None: default).
 
     Raises:
         SurrogateError: the surrogate cannot honour the column's type or constraints.
     """
-    name, arg = parse_surrogate(spec)
-    factory = SURROGATES[name]
-    return factory(ctx, arg)
+    surrogate = resolved_surrogate(ctx, spec)
+    return SURROGATES[surrogate.kind](ctx, surrogate)
 
 
-def _sqlite_hmac(inner_pad: bytes, outer_pad: bytes, value: str | None) -> str | None:
-    if value is None:
-        return None
-    message = str(value).encode("utf-8")
-    inner = hashlib.sha256(bytes(inner_pad) + message).digest()
-    return hashlib.sha256(bytes(outer_pad) + inner).hexdigest()
-
-
-def install_sqlite_functions(dbapi_connection: Any) -> None:
-    """Register the SQL functions surrogates use on a SQLite connection (HMAC for ``hash``).
-
-    Takes a ``sqlite3`` connection or SQLAlchemy's aiosqlite adapter (call it inside
-    ``run_sync`` or a ``connect`` event, where the adapter can wait on the driver).
-    """
-    dbapi_connection.create_function(SQLITE_HMAC_FUNCTION, 3, _sqlite_hmac, deterministic=True)
+def surrogate_label(surrogate: Surrogate) -> str:
+    """How plans and messages name a surrogate (``unique``, ``constant:n/a``)."""
+    if surrogate.kind != "constant":
+        return surrogate.kind
+    value = surrogate.value
+    shown = json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
+    return f"constant:{shown}"
 
 
 def key_text_for(values: Sequence[Any]) -> str:

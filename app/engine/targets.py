@@ -16,9 +16,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.config import Settings
+from app.engine.check_proof import prove_checks
 from app.engine.reflection import reflect_schema
+from app.engine.surrogates import install_sqlite_functions
 from app.lib.errors import TargetRefused, TargetUnavailable
-from app.manifest.model import Connection
+from app.manifest.issues import Issue
+from app.manifest.model import Connection, Manifest
 from app.manifest.schema import SchemaInfo
 
 __all__ = ("ASYNC_DRIVERS", "TARGET_VARIABLE", "TargetRegistry", "TargetSources", "async_url", "resolve_url")
@@ -194,9 +197,11 @@ def _mysql_statement_timeout(seconds: float) -> Any:
 
 
 def _sqlite_foreign_keys(dbapi_connection: Any, _: Any) -> None:
+    """Foreign keys enforced, and the SQL functions surrogates use (``hash``, ``uuid``)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    install_sqlite_functions(dbapi_connection)
 
 
 class TargetRegistry:
@@ -215,6 +220,11 @@ class TargetRegistry:
         self._sources = _sources(settings, environ)
         self._engines: dict[str, tuple[URL, AsyncEngine]] = {}
         self._lock = asyncio.Lock()
+
+    @property
+    def surrogate_secret(self) -> str | None:
+        """The service secret keying the ``hash`` surrogate (the audit key)."""
+        return self._settings.audit_key
 
     async def engine(self, system: str, connection: Connection) -> AsyncEngine:
         """The pooled engine of ``system`` (created lazily, replaced if its URL changed).
@@ -276,6 +286,19 @@ class TargetRegistry:
                 return await reflect_schema(conn)
             except _UNAVAILABLE as error:
                 raise TargetUnavailable(system, _reason(error)) from error
+
+    async def prove_checks(self, manifest: Manifest, schema: SchemaInfo) -> list[Issue]:
+        """Prove in the target that erasure's surrogates satisfy every CHECK (see
+        :func:`app.engine.check_proof.prove_checks`); nothing is written.
+
+        Raises:
+            TargetUnavailable: the target cannot be reached.
+        """
+        async with self.connect(manifest.system, manifest.connection) as conn:
+            try:
+                return await prove_checks(conn, manifest, schema, self._settings.audit_key)
+            except _UNAVAILABLE as error:
+                raise TargetUnavailable(manifest.system, _reason(error)) from error
 
     async def dispose(self) -> None:
         """Close every pooled connection (called on application shutdown)."""

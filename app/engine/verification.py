@@ -17,8 +17,8 @@ deletes or anonymizes, for rows that still point at the subject by *reflected* e
 
 In a row-deleted table no such row may remain. In a kept table (anonymized, retained with changed
 columns, or deleted rows kept for outside references) such a row must hold the surrogate in every
-column the manifest changes for it (``hash`` columns excepted: their surrogate depends on the
-original). A row found is a mismatch: the erasure fails and the system's transaction rolls back.
+column the manifest changes for it (every surrogate, ``hash`` too, is derived from the row key or
+constant). A row found is a mismatch: the erasure fails and the system's transaction rolls back.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, false, func, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.engine.erasure_sql import ColumnChange, count_statement
+from app.engine.erasure_sql import ColumnChange, count_statement, value_differs
 from app.engine.scrub import casefolds
 from app.manifest.graph import SubjectPath
 from app.manifest.model import Manifest, TableSpec
@@ -154,12 +154,7 @@ def _identity_evidence(
 
 def _wrong(table: Table, changes: Sequence[ColumnChange]) -> ColumnElement[bool]:
     """Rows where a changed column does not hold its surrogate."""
-    wrong: list[ColumnElement[bool]] = []
-    for change in changes:
-        column = table.c[change.column]
-        if change.kind == "hash":
-            continue
-        wrong.append(column.is_not(None) if change.kind == "null" else column.is_distinct_from(change.value))
+    wrong = [value_differs(table.c[change.column], change) for change in changes]
     return or_(*wrong) if wrong else false()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -22,6 +22,7 @@ __all__ = (
     "ALL_SCOPES",
     "AuthMiddleware",
     "Principal",
+    "ScopeGuard",
     "TokenVerifier",
     "mint_token",
     "requires",
@@ -172,30 +173,33 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
-
-
-def requires(scope: str) -> Guard:
+@dataclass(frozen=True)
+class ScopeGuard:
     """A guard that lets a request through only if its token carries ``scope``.
 
-    It also counts the call against the client's rate limit for that scope (429 past it).
+    A value, not a closure, so the OpenAPI document can name the scope of every operation. It
+    also counts the call against the client's rate limit for that scope (429 past it).
     """
-    if scope not in ALL_SCOPES:
-        msg = f"unknown scope {scope}"
-        raise ValueError(msg)
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    scope: str
+
+    async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.scope.get("user")
         if not isinstance(principal, Principal):  # OPTIONS/HEAD pass the middleware unauthenticated
             raise InvalidToken("a bearer token is required", error="missing")
-        if scope not in principal.scopes:
-            raise InsufficientScope(scope)
+        if self.scope not in principal.scopes:
+            raise InsufficientScope(self.scope)
         limiter = connection.app.state.get("rate_limiter")
         if limiter is not None:
-            await limiter.hit(principal.client_id, scope)
+            await limiter.hit(principal.client_id, self.scope)
 
-    guard.__name__ = f"requires_{scope.replace(':', '_')}"
-    return guard
+
+def requires(scope: str) -> ScopeGuard:
+    """The guard of an operation that needs ``scope``."""
+    if scope not in ALL_SCOPES:
+        msg = f"unknown scope {scope}"
+        raise ValueError(msg)
+    return ScopeGuard(scope)
 
 
 def mint_token(

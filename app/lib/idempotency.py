@@ -28,7 +28,17 @@ __all__ = ("IdempotencyKeyHeader", "body_fingerprint", "run_idempotent")
 
 IdempotencyKeyHeader = Annotated[
     str | None,
-    HeaderParameter(name="Idempotency-Key", description="Replays the first response for a retry."),
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description=(
+            "Makes a retry safe: the same key with the same body replays the first response "
+            "(`Idempotent-Replayed: true`) and creates nothing again; with another body it is a 422. "
+            "1 to 255 visible ASCII characters, scoped to the calling client."
+        ),
+    ),
 ]
 """The ``Idempotency-Key`` header parameter of every creating POST."""
 

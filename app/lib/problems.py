@@ -28,6 +28,7 @@ _HTTP_SLUGS = {
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
+    410: ("gone", "Gone"),
     413: ("payload-too-large", "Payload too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation", "Validation failed"),
@@ -78,6 +79,7 @@ def _field_errors(exc: ValidationException) -> list[ProblemFieldError]:
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             source = item.get("source") or "body"
+            source = getattr(source, "value", source)  # Litestar's ParamType enum -> "query"
             key = item.get("key") or ""
             field = f"{source}.{key}" if key else str(source)
             errors.append(ProblemFieldError(field=field, message=str(item.get("message", "invalid"))))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-__all__ = ("BaseStruct", "InputStruct", "Problem", "ProblemFieldError")
+__all__ = ("BaseStruct", "BodyExample", "InputStruct", "Problem", "ProblemFieldError")
 
 
 class BaseStruct(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -34,3 +35,15 @@ class Problem(BaseStruct):
     instance: str | None = None
     errors: list[ProblemFieldError] | None = None
     extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BodyExample:
+    """A realistic body, shown in the OpenAPI document wherever its struct is a request or answer.
+
+    Built from the struct itself so that a renamed or retyped field breaks the example at once.
+    """
+
+    name: str
+    summary: str
+    value: msgspec.Struct

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
 from msgspec import field
@@ -19,6 +19,7 @@ __all__ = (
     "ColumnSpec",
     "ColumnStrategy",
     "Connection",
+    "ConstantValue",
     "Hop",
     "Identity",
     "IdentityMatch",
@@ -61,8 +62,28 @@ nulls the referencing columns; ``delete`` deletes the referencing rows; ``anonym
 row of this table and anonymizes its columns instead of deleting it.
 """
 
-SurrogateKind = Literal["null", "constant", "unique", "email", "redacted", "hash", "zero", "epoch"]
-"""Named surrogates of :mod:`app.engine.surrogates` (which computes them in SQL per dialect)."""
+SurrogateKind = Literal[
+    "null",
+    "constant",
+    "unique",
+    "email",
+    "redacted",
+    "hash",
+    "zero",
+    "epoch",
+    "false",
+    "uuid",
+    "json",
+    "array",
+    "ip",
+    "first",
+    "binary",
+]
+"""Named surrogates of :mod:`app.engine.surrogates` (which computes them in SQL per dialect);
+which column types each fits is decided by :mod:`app.manifest.surrogate_rules`."""
+
+ConstantValue = str | int | float | bool | dict[str, Any] | list[Any] | None
+"""A constant surrogate's value: any JSON value (structured values only for JSON and arrays)."""
 
 CastType = Literal["text", "varchar", "integer", "bigint", "numeric", "uuid", "date", "timestamp"]
 """Types a hop may cast its ``from`` columns to (``cast: uuid`` for a text column holding uuids)."""
@@ -74,6 +95,9 @@ UNIQUE_SURROGATE_MAX_LENGTH = 13
 EMAIL_SURROGATE_MAX_LENGTH = 22
 """Column length an ``email`` surrogate needs: its compact form ``'<key>@x.invalid'`` for keys of
 up to 12 characters (``'erased-<key>@invalid.example'`` when it fits, per row)."""
+
+_TEXT_LENGTHS = {"unique": UNIQUE_SURROGATE_MAX_LENGTH, "email": EMAIL_SURROGATE_MAX_LENGTH, "uuid": 36}
+"""Text a keyed surrogate needs; the others write nothing, or are cut to the column."""
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
@@ -241,14 +265,15 @@ class Retention(Spec, frozen=True):
 class Surrogate(Spec, frozen=True):
     """The value an anonymized column gets, computed in SQL by the erasure engine.
 
-    ``null``: NULL. ``constant``: ``value`` for every row (breaks UNIQUE). ``unique``: a value
-    unique per row derived from the row's key, at most ``UNIQUE_SURROGATE_MAX_LENGTH`` characters.
-    ``email``: like ``unique`` but shaped like an address on a reserved domain, at most
-    ``EMAIL_SURROGATE_MAX_LENGTH`` characters. In YAML a bare kind works: ``surrogate: unique``.
+    ``null``: NULL. ``constant``: ``value`` for every row (breaks UNIQUE; any JSON value on a
+    JSON column). ``unique``: a value unique per row derived from the row's key, at most
+    ``UNIQUE_SURROGATE_MAX_LENGTH`` characters. ``email``: like ``unique`` but shaped like an
+    address on a reserved domain, at most ``EMAIL_SURROGATE_MAX_LENGTH`` characters. The README
+    lists every kind. In YAML a bare kind works: ``surrogate: unique``.
     """
 
     kind: SurrogateKind
-    value: str | int | float | bool | None = None
+    value: ConstantValue = None
 
     def __post_init__(self) -> None:
         if self.kind == "constant" and self.value is None:
@@ -257,11 +282,9 @@ class Surrogate(Spec, frozen=True):
     @property
     def max_length(self) -> int | None:
         """Longest text this surrogate writes (None for NULL)."""
-        if self.kind in ("null", "redacted", "hash", "zero", "epoch"):
-            return None  # nothing, or cut to the column by the engine
         if self.kind == "constant":
-            return len(str(self.value))
-        return UNIQUE_SURROGATE_MAX_LENGTH if self.kind == "unique" else EMAIL_SURROGATE_MAX_LENGTH
+            return len(self.value) if isinstance(self.value, str) else len(str(self.value))
+        return _TEXT_LENGTHS.get(self.kind)
 
 
 class ColumnSpec(Spec, frozen=True):

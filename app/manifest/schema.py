@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ("ColumnInfo", "ForeignKeyInfo", "SchemaInfo", "TableInfo")
+__all__ = ("CheckInfo", "ColumnInfo", "ForeignKeyInfo", "SchemaInfo", "TableInfo", "column_kind")
 
 
 @dataclass(frozen=True)
@@ -13,7 +13,8 @@ class ColumnInfo:
 
     ``type_name`` is the lower-cased SQL type without arguments (``varchar``, ``integer``,
     ``timestamp``); ``affinity`` is one of ``text``, ``integer``, ``number``, ``boolean``,
-    ``date``, ``datetime``, ``binary``, ``other``; ``length`` is the declared character length.
+    ``date``, ``datetime``, ``binary``, ``other``; ``length`` is the declared character length;
+    ``timezone`` whether a timestamp keeps its time zone; ``enum_values`` the labels of an enum.
     """
 
     name: str
@@ -22,6 +23,56 @@ class ColumnInfo:
     nullable: bool = True
     length: int | None = None
     primary_key: bool = False
+    timezone: bool = False
+    enum_values: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """The type family surrogates and constants are chosen by (see :func:`column_kind`)."""
+        return column_kind(self.type_name, self.affinity)
+
+
+_KIND_BY_TYPE_NAME = {
+    "uuid": "uuid",
+    "inet": "inet",
+    "inet4": "inet",
+    "inet6": "inet",
+    "cidr": "cidr",
+    "json": "json",
+    "jsonb": "json",
+    "array": "array",
+    "enum": "enum",
+    "time": "time",
+}
+_KIND_BY_AFFINITY = {
+    "text": "text",
+    "integer": "integer",
+    "number": "number",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+    "binary": "binary",
+}
+
+
+def column_kind(type_name: str, affinity: str) -> str:
+    """The type family of a column: ``text``, ``integer``, ``number``, ``boolean``, ``date``,
+    ``time``, ``datetime``, ``uuid``, ``inet``, ``cidr``, ``json``, ``array``, ``enum``,
+    ``binary`` or ``other`` (intervals, geometry, money ... have no blank value of their own)."""
+    return _KIND_BY_TYPE_NAME.get(type_name) or _KIND_BY_AFFINITY.get(affinity, "other")
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """A CHECK constraint: its name (None when the database gave it none) and its SQL text."""
+
+    name: str | None
+    sqltext: str
+
+    @property
+    def label(self) -> str:
+        """How messages name the constraint."""
+        return self.name or f"CHECK ({self.sqltext})"
 
 
 @dataclass(frozen=True)
@@ -46,13 +97,15 @@ class ForeignKeyInfo:
 
 @dataclass(frozen=True)
 class TableInfo:
-    """A table: columns in declaration order, primary key, unique column sets, foreign keys."""
+    """A table: columns in declaration order, primary key, unique column sets, foreign keys and
+    CHECK constraints."""
 
     name: str
     columns: dict[str, ColumnInfo]
     primary_key: tuple[str, ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
     foreign_keys: tuple[ForeignKeyInfo, ...] = ()
+    checks: tuple[CheckInfo, ...] = ()
 
     def is_unique(self, columns: tuple[str, ...]) -> bool:
         """Whether ``columns`` (as a set) is the primary key or a declared unique set."""

@@ -8,42 +8,16 @@ from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy, Surrogate,
 from app.manifest.schema import ColumnInfo, SchemaInfo, TableInfo
 from app.manifest.scrub_checks import scrub_issues
 from app.manifest.soundness import soundness_issues
+from app.manifest.surrogate_rules import default_surrogate, surrogate_problem
 
-__all__ = ("ERASED_TEXT", "default_surrogate", "resolve_surrogate", "validate")
-
-ERASED_TEXT = "erased"
-"""The constant written into anonymized, non-unique text columns by default."""
-
-_CONSTANTS: dict[str, str | int | bool] = {
-    "integer": 0,
-    "number": 0,
-    "boolean": False,
-    "date": "1900-01-01",
-    "datetime": "1900-01-01 00:00:00",
-}
-
-
-def default_surrogate(column: ColumnInfo, *, unique: bool) -> Surrogate:
-    """The type-aware surrogate of a column whose manifest entry names none.
-
-    Unique text gets ``email`` (when the name says e-mail) or ``unique``; other text the constant
-    ``"erased"`` (cut to the column length); numbers 0, booleans false, dates 1900-01-01; unique
-    non-text columns ``unique`` (derived from the row key); anything else NULL.
-    """
-    if column.affinity == "text":
-        if unique:
-            return Surrogate(kind="email" if "mail" in column.name.lower() else "unique")
-        limit = column.length or len(ERASED_TEXT)
-        return Surrogate(kind="constant", value=ERASED_TEXT[: max(1, limit)])
-    if unique and column.affinity in ("integer", "number"):
-        return Surrogate(kind="unique")
-    if column.affinity in _CONSTANTS:
-        return Surrogate(kind="constant", value=_CONSTANTS[column.affinity])
-    return Surrogate(kind="null")
+__all__ = ("resolve_surrogate", "validate")
 
 
 def resolve_surrogate(spec: ColumnSpec, column: ColumnInfo, table: TableInfo) -> Surrogate:
-    """The surrogate erasure writes into ``column``: the manifest's, else the type-aware default."""
+    """The surrogate erasure writes into ``column``: NULL for strategy ``delete``, else the
+    manifest's, else the type-aware default (the one function erasure calls too)."""
+    if spec.strategy == "delete":
+        return Surrogate(kind="null")
     return spec.surrogate_spec or default_surrogate(column, unique=table.column_is_unique(column.name))
 
 
@@ -143,12 +117,9 @@ def _column_issues(
                 )
             ]
         return []
-    if spec.strategy == "delete":
+    if spec.strategy == "delete" and spec.on_outside_reference != "anonymize":
         return []  # the rows go; column strategies never run
-    if column_spec.strategy == "delete":
-        surrogate = Surrogate(kind="null")
-    else:
-        surrogate = resolve_surrogate(column_spec, column, table)
+    surrogate = resolve_surrogate(column_spec, column, table)
     key_issue = _key_column_issue(surrogate, column, table, path)
     if key_issue is not None:
         return [key_issue]
@@ -183,43 +154,24 @@ def _key_column_issue(surrogate: Surrogate, column: ColumnInfo, table: TableInfo
 def _surrogate_issues(
     surrogate: Surrogate, column: ColumnInfo, table: TableInfo, path: str, strategy: str
 ) -> list[Issue]:
+    key = tuple(table.columns[c] for c in table.primary_key if c in table.columns)
+    problem = surrogate_problem(surrogate, column, unique=table.column_is_unique(column.name), key=key)
+    if problem is None:
+        return []
     name = f"{table.name}.{column.name}"
-    if surrogate.kind == "null" and not column.nullable:
+    message = problem.message
+    if problem.kind == "not_null_delete":
         what = "deleting its value (NULL)" if strategy == "delete" else "the NULL surrogate"
-        return [
-            Issue(
-                kind="not_null_delete",
-                path=f"{path}.strategy",
-                table=table.name,
-                column=column.name,
-                message=f"column '{name}' is NOT NULL, so {what} cannot be written; "
-                "anonymize it with a non-null surrogate",
-            )
-        ]
-    if surrogate.kind == "constant" and table.column_is_unique(column.name):
-        return [
-            Issue(
-                kind="unique_constant",
-                path=f"{path}.surrogate",
-                table=table.name,
-                column=column.name,
-                message=f"column '{name}' is UNIQUE, so one constant surrogate cannot be "
-                "written to several rows; use surrogate `unique` or `email`",
-            )
-        ]
-    longest = surrogate.max_length
-    if column.affinity == "text" and column.length and longest and longest > column.length:
-        return [
-            Issue(
-                kind="surrogate_too_long",
-                path=f"{path}.surrogate",
-                table=table.name,
-                column=column.name,
-                message=f"column '{name}' holds at most {column.length} characters but the "
-                f"`{surrogate.kind}` surrogate needs up to {longest}",
-            )
-        ]
-    return []
+        message = f"is NOT NULL, so {what} cannot be written; anonymize it with a non-null surrogate"
+    return [
+        Issue(
+            kind=problem.kind,  # type: ignore[arg-type]
+            path=f"{path}.strategy" if problem.kind == "not_null_delete" else f"{path}.surrogate",
+            table=table.name,
+            column=column.name,
+            message=f"column '{name}' {message}",
+        )
+    ]
 
 
 def _survivor_issues(manifest: Manifest, graph: SubjectGraph) -> list[Issue]:

@@ -176,7 +176,7 @@ SHOP_ENV = "LETHE_TARGET_RETENTIONSHOP_URL"
 """The variable the test manifest names for its connection."""
 
 
-def shop_manifest() -> Manifest:
+def shop_manifest(contact_surrogate: str = "email") -> Manifest:
     """The test target's manifest: two scheduled/on-demand policies like the demo's, plus a soft one."""
     document = {
         "system": "shop",
@@ -190,7 +190,7 @@ def shop_manifest() -> Manifest:
             },
             "orders": {
                 "columns": {
-                    "contact_email": {"category": "user.contact.email", "surrogate": "email"},
+                    "contact_email": {"category": "user.contact.email", "surrogate": contact_surrogate},
                     "delivery_note": {"category": "user.contact.note", "strategy": "delete"},
                 }
             },
@@ -227,12 +227,12 @@ def shop_manifest() -> Manifest:
     return load_manifest(json.dumps(document), "json")
 
 
-async def register_shop(store_url: str) -> None:
+async def register_shop(store_url: str, manifest: Manifest | None = None) -> None:
     """Store the test manifest as the latest version of ``shop`` (no live validation)."""
     engine = store_engine_for(store_url)
     try:
         async with AsyncSession(engine) as session:
-            await ManifestService(session=session).store(shop_manifest(), "test")
+            await ManifestService(session=session).store(manifest or shop_manifest(), "test")
             await session.commit()
     finally:
         await engine.dispose()

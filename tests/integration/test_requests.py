@@ -257,6 +257,31 @@ async def test_rectification_refuses_values_that_do_not_fit(
     assert await _table(crm_sqlite, "users") == before
 
 
+async def test_rectification_breaking_a_unique_constraint_fails_naming_it(
+    client: AsyncTestClient[Litestar],
+    auth: Headers,
+    settings: Settings,
+    store_engine: AsyncEngine,
+    crm_url: str,
+) -> None:
+    await register_crm(client, auth())
+    before = await _table(crm_url, "users")
+    taken = {"crm": {"users": {"email": "person2@example.com", "full_name": "Ada King"}}}
+    created = await _create(
+        client, auth, {"kind": "rectification", "identities": {"email": SUBJECT_EMAIL}, "changes": taken}
+    )
+    await drain(settings, store_engine)
+    body = (await client.get(created.headers["location"], headers=auth())).json()
+    assert body["status"] == "failed"
+    assert body["systems"][0]["status"] == "failed"
+    reason = body["failure_reason"]
+    assert "'users.email'" in reason
+    assert "UNIQUE constraint" in reason
+    assert "of table 'users'" in reason
+    assert "person2@example.com" not in reason
+    assert await _table(crm_url, "users") == before
+
+
 async def test_malformed_requests_are_422_naming_the_culprit(
     client: AsyncTestClient[Litestar], auth: Headers, crm_sqlite: str
 ) -> None:

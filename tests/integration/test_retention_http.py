@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.asgi import create_app
 from app.config import Settings
 from app.db.audit import AuditEvent
+from app.engine.surrogates import hash_key_from_secret, hash_message_prefix
 from tests.conftest import make_settings
 from tests.integration.retention_support import (
     SHOP_ENV,
@@ -23,7 +24,9 @@ from tests.integration.retention_support import (
     engine_for,
     make_target,
     register_shop,
+    shop_manifest,
     snapshot,
+    target_rows,
 )
 
 Client = AsyncTestClient[Litestar]
@@ -232,3 +235,32 @@ async def test_the_in_service_scheduler_runs_due_policies(
     assert [(r["policy_name"], r["trigger"], r["status"]) for r in runs] == [
         ("expired-sessions", "schedule", "completed")
     ]
+
+
+async def test_anonymize_with_a_hash_column_uses_the_service_secret(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    client: Client,
+    auth: Auth,
+) -> None:
+    url = await make_target(request, tmp_path, "sqlite")
+    monkeypatch.setenv(SHOP_ENV, url)
+    await register_shop(settings.database_url, shop_manifest(contact_surrogate="hash"))
+    policy = (await _policies(client, auth))["old-orders"]
+    run_url = f"/v1/retention/policies/{policy['id']}/run"
+    first = await client.post(run_url, params={"dry_run": "false"}, headers=auth("retention:run"))
+    assert first.status_code == 200, first.text
+    assert first.json()["rows"] > 0
+    again = await client.post(run_url, params={"dry_run": "false"}, headers=auth("retention:run"))
+    assert again.json()["rows"] == 0  # key-derived: a second run rewrites nothing
+    assert settings.audit_key is not None
+    key = hash_key_from_secret(settings.audit_key)
+    originals = {r["id"]: r["contact_email"] for r in target_rows()["orders"]}
+    async with engine_for(url) as target:
+        rows = await snapshot(target, "orders")
+    hashed = [r for r in rows if r[3] != originals[r[0]]]
+    assert len(hashed) == first.json()["rows"]
+    for row in hashed:
+        assert row[3] == key.digest(f"{hash_message_prefix('orders', 'contact_email')}{row[0]}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, get
@@ -15,12 +14,15 @@ from app.db.audit import AuditEvent
 from app.domain.audit import chain, services
 from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerification, CheckpointOut
 from app.lib.auth import requires
-from app.lib.errors import ValidationFailed, field_error
+from app.lib.errors import ValidationFailed
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
 
 __all__ = ("AuditController",)
 
+MAX_SEQ = 2**63 - 1
+"""The largest audit sequence number the store can hold (BIGINT)."""
 CHECKPOINT_DOC = "With checkpoint_hash, _time and _signature: a checkpoint to verify against."
 
 
@@ -37,16 +39,6 @@ def _event_out(event: AuditEvent) -> AuditEventOut:
         prev_hash=event.prev_hash,
         hash=event.hash,
     )
-
-
-def _require_zone(**moments: datetime | None) -> None:
-    """A bound without a time zone is ambiguous: 422 naming it rather than a guess."""
-    naive = [name for name, moment in moments.items() if moment is not None and moment.tzinfo is None]
-    if naive:
-        raise ValidationFailed(
-            "datetimes need a time zone",
-            [field_error(f"query.{name}", "add a time zone (Z or +hh:mm)") for name in naive],
-        )
 
 
 def _checkpoint_from_query(
@@ -75,11 +67,11 @@ class AuditController(Controller):
 
     path = "/audit"
     tags = ["audit"]
-    guards = [requires("audit:read")]
 
     @get(
         "/events",
         operation_id="ListAuditEvents",
+        guards=[requires("audit:read")],
         summary="Audit events, filtered, in seq order",
         responses=problem_responses(401, 403, 422),
     )
@@ -97,14 +89,17 @@ class AuditController(Controller):
                 description="Identity value; its reference is computed, the value is never stored."
             ),
         ] = None,
-        since: Annotated[datetime | None, QueryParameter(description="Inclusive lower bound.")] = None,
-        until: Annotated[datetime | None, QueryParameter(description="Exclusive upper bound.")] = None,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        since: Annotated[
+            str | None, QueryParameter(description="Inclusive lower bound.", schema_extra=DATE_TIME)
+        ] = None,
+        until: Annotated[
+            str | None, QueryParameter(description="Exclusive upper bound.", schema_extra=DATE_TIME)
+        ] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> AuditEventPage:
         """Filter by action, request, system, time, and subject identity (hashed first)."""
         size = clamp_limit(limit, state.settings.max_page_size)
-        _require_zone(since=since, until=until)
         after = decode_cursor(cursor, 1)
         refs = None
         if subject is not None or subject_type is not None:
@@ -123,8 +118,8 @@ class AuditController(Controller):
             system=system,
             subject_refs=refs,
             subject_request_ids=related,
-            since=since,
-            until=until,
+            since=parse_instant(since, "query.since"),
+            until=parse_instant(until, "query.until"),
         )
         events, last = await services.list_events(
             db_session, flt, after_seq=int(after[0]) if after else None, limit=size
@@ -137,6 +132,7 @@ class AuditController(Controller):
     @get(
         "/verify",
         operation_id="VerifyAuditChain",
+        guards=[requires("audit:read")],
         summary="Recompute the hash chain",
         responses=problem_responses(401, 403, 422, 503),
     )
@@ -144,7 +140,9 @@ class AuditController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         state: State,
-        checkpoint_seq: Annotated[int | None, QueryParameter(ge=0, description=CHECKPOINT_DOC)] = None,
+        checkpoint_seq: Annotated[
+            int | None, QueryParameter(ge=0, le=MAX_SEQ, description=CHECKPOINT_DOC)
+        ] = None,
         checkpoint_hash: FromQuery[str | None] = None,
         checkpoint_time: FromQuery[str | None] = None,
         checkpoint_signature: FromQuery[str | None] = None,
@@ -171,7 +169,8 @@ class AuditController(Controller):
 
     @get(
         "/checkpoints",
-        operation_id="CreateAuditCheckpoint",
+        operation_id="GetAuditCheckpoint",
+        guards=[requires("audit:read")],
         summary="A signed checkpoint of the head",
         responses=problem_responses(401, 403, 503),
     )

@@ -24,6 +24,7 @@ from app.domain.backups.schemas import (
 )
 from app.engine.backups import BackupHealth
 from app.lib.auth import Principal, requires
+from app.lib.params import location
 from app.lib.problems import problem_responses
 
 __all__ = ("BackupController", "health_out", "restore_test_out")
@@ -110,6 +111,7 @@ class BackupController(Controller):
         summary="Restore the newest dump into a scratch database",
         guards=[requires("backups:run")],
         status_code=HTTP_202_ACCEPTED,
+        response_headers=[location("/v1/backups/restore-tests/{id}")],
         responses=problem_responses(401, 403, 404, 409, 422, 503),
     )
     async def start(

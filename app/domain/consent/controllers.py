@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromQuery, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import ConsentEvent
@@ -23,12 +23,14 @@ from app.domain.consent.schemas import (
     ConsentEventIn,
     ConsentEventOut,
     ConsentEventPage,
+    ConsentState,
     ConsentStatusOut,
 )
 from app.lib.auth import Principal, requires
 from app.lib.errors import ValidationFailed
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
 
 __all__ = ("ConsentController",)
@@ -144,20 +146,20 @@ class ConsentController(Controller):
         subject: Subject,
         purpose: Purpose,
         subject_type: SubjectType = "email",
-        as_of: Annotated[datetime | None, QueryParameter(description="Default: now.")] = None,
+        as_of: Annotated[
+            str | None, QueryParameter(description="Default: now.", schema_extra=DATE_TIME)
+        ] = None,
     ) -> ConsentStatusOut:
         """Derived from the events; at the same instant a withdrawal beats a grant."""
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
-        moment = as_of or datetime.now(UTC)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+        moment = parse_instant(as_of, "query.as_of") or datetime.now(UTC)
         found = await services.consent_status(db_session, subject_ref, purpose, moment)
         decided = found.decided_by
         return ConsentStatusOut(
             subject_ref=subject_ref,
             purpose=purpose,
             as_of=moment,
-            status=found.status,
+            status=cast("ConsentState", found.status),
             granted=found.granted,
             decided_by=decided.id if decided else None,
             policy_version=decided.policy_version if decided else None,
@@ -177,8 +179,8 @@ class ConsentController(Controller):
         subject: Subject,
         subject_type: SubjectType = "email",
         purpose: Annotated[str | None, QueryParameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> ConsentEventPage:
         """Oldest first, paginated by cursor."""
         size = clamp_limit(limit, state.settings.max_page_size)

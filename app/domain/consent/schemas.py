@@ -7,14 +7,14 @@ stores and returns only its pseudonymous reference (``subject_ref``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
 
 from app.lib.schema import BaseStruct, InputStruct
 
-__all__ = ("ConsentEventIn", "ConsentEventOut", "ConsentEventPage", "ConsentStatusOut")
+__all__ = ("ConsentEventIn", "ConsentEventOut", "ConsentEventPage", "ConsentState", "ConsentStatusOut")
 
 Identifier = Annotated[
     str,
@@ -30,6 +30,8 @@ Sha256Hex = Annotated[
     msgspec.Meta(pattern=r"^[0-9a-f]{64}$", description="SHA-256 (hex) of the consent text shown"),
 ]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+ConsentState = Literal["granted", "withdrawn", "unknown"]
+"""``unknown``: no event for the purpose at that time."""
 
 
 class ConsentEventIn(InputStruct):
@@ -74,7 +76,7 @@ class ConsentStatusOut(BaseStruct):
     subject_ref: str
     purpose: str
     as_of: datetime
-    status: str
+    status: ConsentState
     """``granted``, ``withdrawn`` or ``unknown`` (no event yet)."""
     granted: bool
     decided_by: UUID | None

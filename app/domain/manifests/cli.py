@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+import msgspec
 import rich_click as click
 
 from app.config import Settings
@@ -35,6 +36,17 @@ async def _reflect(manifest: Manifest | None, url: str | None) -> SchemaInfo:
     connection = Connection(env=_URL_VARIABLE) if url or manifest is None else manifest.connection
     try:
         return await targets.reflect(manifest.system if manifest else "scaffold", connection)
+    finally:
+        await targets.dispose()
+
+
+async def _prove(manifest: Manifest, url: str | None, schema: SchemaInfo) -> list[Issue]:
+    """The CHECK proof of :func:`app.engine.check_proof.prove_checks` against the same database."""
+    targets = TargetRegistry(Settings(), {_URL_VARIABLE: url} if url else None)
+    if url:
+        manifest = msgspec.structs.replace(manifest, connection=Connection(env=_URL_VARIABLE))
+    try:
+        return await targets.prove_checks(manifest, schema)
     finally:
         await targets.dispose()
 
@@ -72,6 +84,10 @@ def lint_command(file: Path, url: str | None, *, strict_mode: bool) -> None:
     except LetheError as error:
         raise click.ClickException(error.detail) from error
     _, issues = validate(manifest, schema)
+    try:
+        issues += asyncio.run(_prove(manifest, url, schema))
+    except LetheError as error:
+        raise click.ClickException(error.detail) from error
     issues += lint(manifest, schema)
     if strict_mode:
         issues = strict(issues)

@@ -8,11 +8,21 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.manifests import ManifestVersion
+from app.domain.examples import MANIFEST_JSON, MANIFEST_YAML
 from app.domain.manifests.schemas import (
     IssueOut,
     ManifestPage,
@@ -29,11 +39,16 @@ from app.domain.manifests.services import (
 )
 from app.lib.auth import Principal, requires
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.params import PageCursor, PageLimit
 from app.lib.problems import problem_responses
 from app.manifest.loading import load_manifest
 
 __all__ = ("ManifestController",)
 
+ManifestVersionNumber = Annotated[
+    int | None,
+    QueryParameter(ge=1, le=2**31 - 1, description="A version number; the latest when omitted."),
+]
 _JSON_TYPES = ("application/json", "application/manifest+json")
 
 
@@ -46,8 +61,14 @@ class _ManifestBody(Operation):
             description="The manifest, as YAML (application/yaml) or JSON (application/json).",
             required=True,
             content={
-                "application/yaml": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
-                "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+                "application/yaml": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
+                    examples={"shop": Example(summary="The demo shop, as YAML", value=MANIFEST_YAML)},
+                ),
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.OBJECT),
+                    examples={"shop": Example(summary="The demo shop, as JSON", value=MANIFEST_JSON)},
+                ),
             },
         )
 
@@ -86,7 +107,14 @@ class ManifestController(Controller):
         guards=[requires("manifests:write")],
         operation_class=_ManifestBody,
         status_code=201,
-        responses=problem_responses(401, 403, 409, 413, 422, 503),
+        responses={
+            200: ResponseSpec(
+                data_container=Registration,
+                description="The content equals the latest version: nothing new was stored.",
+                generate_examples=False,
+            ),
+            **problem_responses(401, 403, 409, 413, 422, 503),
+        },
     )
     async def register(
         self, request: Request[Principal, Any, Any], db_session: NamedDependency[AsyncSession], state: State
@@ -123,8 +151,8 @@ class ManifestController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         state: State,
-        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int | None, QueryParameter(description="page size")] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> ManifestPage:
         """Systems in name order, one summary each (the latest version)."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -148,7 +176,7 @@ class ManifestController(Controller):
         self,
         db_session: NamedDependency[AsyncSession],
         system: FromPath[str],
-        version: Annotated[int | None, QueryParameter(ge=1, description="a version number")] = None,
+        version: ManifestVersionNumber = None,
     ) -> ManifestVersionOut:
         """Versions never change once registered, so a version number identifies content."""
         return _version_out(await ManifestService(session=db_session).get_version(system, version))
@@ -166,7 +194,7 @@ class ManifestController(Controller):
         db_session: NamedDependency[AsyncSession],
         state: State,
         system: FromPath[str],
-        version: Annotated[int | None, QueryParameter(ge=1, description="a version number")] = None,
+        version: ManifestVersionNumber = None,
     ) -> ValidationReport:
         """The target may have changed since registration: errors, risks and lint findings now."""
         row = await ManifestService(session=db_session).get_version(system, version)

@@ -84,6 +84,7 @@ async def check_live(manifest: Manifest, targets: TargetRegistry, *, strict_mode
     """
     schema = await targets.reflect(manifest.system, manifest.connection)
     graph, issues = validate(manifest, schema)
+    issues += await targets.prove_checks(manifest, schema)
     issues += lint(manifest, schema)
     return LiveCheck(graph, strict(issues) if strict_mode else issues, _identity_columns(manifest, schema))
 

@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+)
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.requests import queries, services
 from app.domain.requests.plans import request_plan
-from app.domain.requests.schemas import ErasurePlanOut, ExtensionIn, RequestIn, RequestOut, RequestPage
+from app.domain.requests.schemas import (
+    ErasurePlanOut,
+    ExportFormat,
+    ExtensionIn,
+    RequestIn,
+    RequestKind,
+    RequestOut,
+    RequestPage,
+    RequestStatus,
+)
 from app.engine.artifacts import read_frames
 from app.engine.export import artifact_context
 from app.lib.auth import Principal, requires
@@ -25,9 +42,38 @@ from app.lib.crypto import aes_key
 from app.lib.errors import Unavailable, ValidationFailed
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.params import PageCursor, PageLimit, location
 from app.lib.problems import problem_responses
 
 __all__ = ("RequestController",)
+
+
+@dataclass
+class ExportDownload(Operation):
+    """The export is a JSON document or a ZIP archive, chosen by ``format``."""
+
+    def __post_init__(self) -> None:
+        json_document = Schema(
+            type=OpenAPIType.OBJECT,
+            description="Per system and table, the subject's rows (`format=json`).",
+        )
+        archive = Schema(
+            type=OpenAPIType.STRING,
+            format=OpenAPIFormat.BINARY,
+            content_media_type="application/zip",
+            description="One CSV file per system and table (`format=zip`).",
+        )
+        self.responses = {
+            **(self.responses or {}),
+            "200": OpenAPIResponse(
+                description="The export, decrypted on the fly; sent as an attachment.",
+                content={
+                    "application/zip": OpenAPIMediaType(schema=archive),
+                    "application/json": OpenAPIMediaType(schema=json_document),
+                },
+            ),
+        }
+
 
 RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 
@@ -61,12 +107,8 @@ class RequestController(Controller):
         summary="Submit a data-subject request",
         guards=[requires("requests:write")],
         status_code=202,
-        responses={
-            202: ResponseSpec(
-                data_container=RequestOut, description="Accepted; follow `Location`", generate_examples=False
-            ),
-            **problem_responses(401, 403, 409, 413, 422, 503),
-        },
+        response_headers=[location("/v1/requests/{id}")],
+        responses=problem_responses(401, 403, 409, 413, 422, 503),
     )
     async def create(
         self,
@@ -107,13 +149,15 @@ class RequestController(Controller):
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
         state: State,
-        status: Annotated[str | None, QueryParameter(description="Only requests in this state.")] = None,
-        kind: Annotated[str | None, QueryParameter(description="access, erasure or rectification.")] = None,
+        status: Annotated[
+            RequestStatus | None, QueryParameter(description="Only requests in this state.")
+        ] = None,
+        kind: Annotated[RequestKind | None, QueryParameter(description="Only requests of this kind.")] = None,
         overdue: Annotated[
             bool | None, QueryParameter(description="true: past the deadline and not final.")
         ] = None,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int | None] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> RequestPage:
         """Overdue means not final and past the deadline in force (the extended one if extended)."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -248,15 +292,8 @@ class RequestController(Controller):
         operation_id="DownloadExport",
         summary="Download the access export (JSON document or ZIP of CSVs)",
         guards=[requires("requests:read")],
-        responses={
-            200: ResponseSpec(
-                data_container=bytes,
-                description="The export",
-                media_type="application/octet-stream",
-                generate_examples=False,
-            ),
-            **problem_responses(401, 403, 404, 409, 410, 422),
-        },
+        operation_class=ExportDownload,
+        responses=problem_responses(401, 403, 404, 409, 410, 422),
     )
     async def export(
         self,
@@ -264,7 +301,9 @@ class RequestController(Controller):
         db_session: NamedDependency[AsyncSession],
         state: State,
         request_id: RequestId,
-        format: Annotated[Literal["json", "zip"], QueryParameter(description="json or zip.")] = "json",
+        format: Annotated[
+            ExportFormat, QueryParameter(description="`json`: one document; `zip`: one CSV per table.")
+        ] = "json",
     ) -> Stream:
         """Decrypted on the fly, frame by frame; the artifact stays encrypted at rest."""
         subject_request, _ = await queries.get_request(db_session, request_id, request.user)

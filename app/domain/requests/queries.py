@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +20,13 @@ from app.db.requests import (
     SubjectRequest,
     SubjectRequestSystem,
 )
-from app.domain.requests.schemas import RequestOut, SystemProgressOut
+from app.domain.requests.schemas import (
+    RequestKind,
+    RequestOut,
+    RequestStatus,
+    SystemProgressOut,
+    SystemStatus,
+)
 from app.engine.artifacts import artifact_path
 from app.lib.auth import ADMIN_SCOPE, Principal
 from app.lib.errors import Conflict, ExportErased, NotFound, ValidationFailed, field_error
@@ -172,8 +178,8 @@ def request_out(
     available = request.artifact_attempt is not None and request.artifact_expires_at is not None
     return RequestOut(
         id=request.id,
-        kind=request.kind,
-        status=request.status,
+        kind=cast("RequestKind", request.kind),
+        status=cast("RequestStatus", request.status),
         received_at=request.received_at,
         due_at=request.due_at,
         extended_due_at=request.extended_due_at,
@@ -192,7 +198,7 @@ def request_out(
             SystemProgressOut(
                 system=p.system,
                 manifest_version=p.manifest_version,
-                status=p.status,
+                status=cast("SystemStatus", p.status),
                 not_found=p.not_found,
                 counts=dict(p.counts),
                 error=p.error,

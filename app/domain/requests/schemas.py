@@ -13,18 +13,29 @@ from app.lib.schema import BaseStruct, InputStruct
 __all__ = (
     "ChangeValue",
     "ErasurePlanOut",
+    "ExportFormat",
     "ExtensionIn",
     "OutsideReferenceOut",
     "RequestIn",
+    "RequestKind",
     "RequestOut",
     "RequestPage",
+    "RequestStatus",
     "ScrubPlanOut",
     "SystemPlanOut",
     "SystemProgressOut",
+    "SystemStatus",
     "TablePlanOut",
 )
 
 RequestKind = Literal["access", "erasure", "rectification"]
+RequestStatus = Literal[
+    "received", "awaiting_approval", "queued", "running", "completed", "failed", "rejected", "cancelled"
+]
+"""Where a request is; ``completed``, ``failed``, ``rejected`` and ``cancelled`` are final."""
+SystemStatus = Literal["pending", "running", "completed", "failed"]
+"""Where a request is in one system."""
+ExportFormat = Literal["json", "zip"]
 ChangeValue = str | int | float | bool | None
 """A rectified value: text, number, boolean or null (dates as ISO 8601 text)."""
 
@@ -55,7 +66,8 @@ class ExtensionIn(InputStruct):
 
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     months: Annotated[int, msgspec.Meta(ge=1, le=2)] | None = None
-    until: datetime | None = None
+    until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    """With a time zone (RFC 3339), like every timestamp Lethe reads."""
 
 
 class SystemProgressOut(BaseStruct):
@@ -63,7 +75,7 @@ class SystemProgressOut(BaseStruct):
 
     system: str
     manifest_version: int
-    status: str
+    status: SystemStatus
     not_found: bool
     counts: dict[str, Any]
     error: str | None
@@ -73,8 +85,8 @@ class RequestOut(BaseStruct):
     """A request, its deadlines and its per-system progress."""
 
     id: uuid.UUID
-    kind: str
-    status: str
+    kind: RequestKind
+    status: RequestStatus
     received_at: datetime
     due_at: datetime
     extended_due_at: datetime | None

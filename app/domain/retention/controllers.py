@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
@@ -15,22 +15,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.retention import RetentionPolicyRecord, RetentionRun
 from app.domain.retention import services
 from app.domain.retention.schemas import (
+    Action,
     FilterIn,
     FilterOut,
     PolicyIn,
     PolicyOut,
     PolicyPage,
     PolicyPatch,
+    PolicySource,
     RunOut,
     RunPage,
+    RunStatus,
+    RunTrigger,
 )
 from app.lib.auth import Principal, requires
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.params import PageCursor, PageLimit
 from app.lib.problems import problem_responses
 
 __all__ = ("RetentionController", "policy_out", "run_out")
-
-RUN_STATUSES = ("running", "incomplete", "completed", "failed")
 
 
 def policy_out(record: RetentionPolicyRecord) -> PolicyOut:
@@ -39,12 +42,12 @@ def policy_out(record: RetentionPolicyRecord) -> PolicyOut:
         id=record.id,
         system=record.system,
         name=record.name,
-        source=record.source,
+        source=cast("PolicySource", record.source),
         manifest_version=record.manifest_version,
         table=record.table_name,
         age_column=record.age_column,
         older_than=record.older_than,
-        action=record.action,
+        action=cast("Action", record.action),
         soft_delete_column=record.soft_delete_column,
         filters=[FilterOut(column=f["column"], op=f["op"], value=f.get("value")) for f in record.filters],
         batch_size=record.batch_size,
@@ -64,11 +67,11 @@ def run_out(run: RetentionRun) -> RunOut:
         policy_name=run.policy_name,
         system=run.system,
         table=run.table_name,
-        action=run.action,
+        action=cast("Action", run.action),
         dry_run=run.dry_run,
-        trigger=run.trigger,
+        trigger=cast("RunTrigger", run.trigger),
         actor=run.actor,
-        status=run.status,
+        status=cast("RunStatus", run.status),
         cutoff=run.cutoff,
         rows=run.rows_affected,
         batches=run.batches,
@@ -130,8 +133,8 @@ class RetentionController(Controller):
         db_session: NamedDependency[AsyncSession],
         state: State,
         system: Annotated[str | None, QueryParameter(description="only this system's policies")] = None,
-        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int | None, QueryParameter(description="page size")] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> PolicyPage:
         """Manifest policies are brought in step with the latest manifests first."""
         size = clamp_limit(limit, state.settings.max_page_size)
@@ -242,11 +245,9 @@ class RetentionController(Controller):
         db_session: NamedDependency[AsyncSession],
         state: State,
         policy_id: Annotated[uuid.UUID | None, QueryParameter(description="only runs of this policy")] = None,
-        status: Annotated[
-            str | None, QueryParameter(description="running, incomplete, completed, failed")
-        ] = None,
-        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
-        limit: Annotated[int | None, QueryParameter(description="page size")] = None,
+        status: Annotated[RunStatus | None, QueryParameter(description="Only runs in this state.")] = None,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
     ) -> RunPage:
         """Each run shows its status, rows, batches and longest batch."""
         size = clamp_limit(limit, state.settings.max_page_size)

@@ -29,6 +29,7 @@ from app.domain.retention.services import (
 from app.engine.retention import (
     BatchLimits,
     BatchReport,
+    PurgePolicy,
     PurgeStalled,
     compute_cutoff,
     dry_run,
@@ -101,7 +102,7 @@ class RetentionRunner:
         policy, manifest, now = *(await self._load(policy_id)), _now()
         cutoff = compute_cutoff(policy.older_than, now)
         async with self._targets.connect(manifest.system, manifest.connection) as connection:
-            prepared = await prepare_purge(connection, purge_policy(policy, manifest))
+            prepared = await prepare_purge(connection, self._policy(policy, manifest))
             result = await dry_run(connection, prepared, cutoff)
         run = _new_run(policy, actor=actor, trigger="api", now=now, cutoff=cutoff, dry=True, owner=self.owner)
         run.rows_affected, run.sql, run.status, run.finished_at = result.count, result.sql, "completed", now
@@ -225,6 +226,9 @@ class RetentionRunner:
 
     # --- one run ---------------------------------------------------------------------------
 
+    def _policy(self, record: RetentionPolicyRecord, manifest: Manifest) -> PurgePolicy:
+        return purge_policy(record, manifest, secret=self._settings.audit_key)
+
     async def _load(self, policy_id: uuid.UUID) -> tuple[RetentionPolicyRecord, Manifest]:
         async with self._sessions() as session:
             policy = await get_policy(session, policy_id)
@@ -241,7 +245,7 @@ class RetentionRunner:
     ) -> RetentionRun:
         policy, manifest = await self._load(policy_id)
         async with self._targets.connect(manifest.system, manifest.connection) as connection:
-            prepared = await prepare_purge(connection, purge_policy(policy, manifest))
+            prepared = await prepare_purge(connection, self._policy(policy, manifest))
         run = await self._start_or_resume(policy, actor, trigger)
         budget = max_runtime if max_runtime is not None else self._settings.retention_max_runtime_seconds
         try:

@@ -12,18 +12,28 @@ from msgspec import UNSET, Meta, UnsetType
 from app.lib.schema import BaseStruct, InputStruct
 
 __all__ = (
+    "Action",
     "FilterIn",
     "FilterOut",
+    "Operator",
     "PolicyIn",
     "PolicyOut",
     "PolicyPage",
     "PolicyPatch",
+    "PolicySource",
     "RunOut",
     "RunPage",
+    "RunStatus",
+    "RunTrigger",
 )
 
 Operator = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "is_null", "not_null"]
 Action = Literal["delete", "anonymize", "soft_delete"]
+RunStatus = Literal["running", "incomplete", "completed", "failed"]
+"""``incomplete``: the run stopped at its time limit and the scheduler resumes it."""
+RunTrigger = Literal["api", "schedule"]
+PolicySource = Literal["manifest", "api"]
+"""``manifest`` policies follow the latest manifest and are read-only here."""
 Scalar = str | int | float | bool
 PolicyName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Letters, digits, _.:-")]
 Duration = Annotated[str, Meta(max_length=64, description="ISO 8601 duration, e.g. P30D, P1M, P7Y, PT12H")]
@@ -42,7 +52,7 @@ class FilterOut(BaseStruct):
     """A stored filter."""
 
     column: str
-    op: str
+    op: Operator
     value: Scalar | list[Scalar] | None = None
 
 
@@ -82,12 +92,12 @@ class PolicyOut(BaseStruct):
     id: uuid.UUID
     system: str
     name: str
-    source: str
+    source: PolicySource
     manifest_version: int | None
     table: str
     age_column: str
     older_than: str
-    action: str
+    action: Action
     soft_delete_column: str | None
     filters: list[FilterOut]
     batch_size: int
@@ -114,11 +124,11 @@ class RunOut(BaseStruct):
     policy_name: str
     system: str
     table: str
-    action: str
+    action: Action
     dry_run: bool
-    trigger: str
+    trigger: RunTrigger
     actor: str
-    status: str
+    status: RunStatus
     cutoff: datetime
     rows: int
     batches: int

@@ -26,7 +26,7 @@ from app.engine.targets import TargetRegistry
 from app.lib.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.lib.logging import get_logger
 from app.manifest.durations import Duration, parse_duration
-from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy
+from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy, Surrogate
 
 __all__ = (
     "apply_patch",
@@ -67,18 +67,18 @@ def next_window(schedule: str, moment: datetime) -> datetime:
 # --- manifest side -------------------------------------------------------------------------
 
 
-def _surrogate_spec(column: ColumnSpec) -> str | None:
-    """The erasure surrogate name of a manifest column (``delete`` columns become NULL)."""
+def _surrogate_spec(column: ColumnSpec) -> Surrogate | None:
+    """The erasure surrogate of a manifest column (``delete`` columns become NULL)."""
     if column.strategy == "delete":
-        return "null"
-    spec = column.surrogate_spec
-    if spec is None:
-        return None
-    return f"constant:{spec.value}" if spec.kind == "constant" else spec.kind
+        return Surrogate(kind="null")
+    return column.surrogate_spec
 
 
-def purge_policy(record: RetentionPolicyRecord, manifest: Manifest) -> PurgePolicy:
-    """The engine's view of a stored policy; anonymize takes the manifest's personal columns."""
+def purge_policy(
+    record: RetentionPolicyRecord, manifest: Manifest, *, secret: str | None = None
+) -> PurgePolicy:
+    """The engine's view of a stored policy; anonymize takes the manifest's personal columns
+    with the surrogates erasure writes (``secret`` keys ``hash``, as in erasure)."""
     table = manifest.tables.get(record.table_name)
     surrogates = {}
     if table is not None:
@@ -100,6 +100,7 @@ def purge_policy(record: RetentionPolicyRecord, manifest: Manifest) -> PurgePoli
         ),
         batch_size=record.batch_size,
         surrogates=surrogates,
+        secret=secret,
     )
 
 
@@ -258,7 +259,7 @@ async def create_policy(
         **fields,
     )
     _, manifest = await latest_manifest(session, record.system)
-    await check_on_target(targets, manifest, purge_policy(record, manifest))
+    await check_on_target(targets, manifest, purge_policy(record, manifest, secret=targets.surrogate_secret))
     taken = await session.scalar(
         select(RetentionPolicyRecord.id).where(
             RetentionPolicyRecord.system == record.system, RetentionPolicyRecord.name == record.name
@@ -315,7 +316,7 @@ async def apply_patch(
         setattr(record, name, value)
     record.updated_at = datetime.now(UTC)
     _, manifest = await latest_manifest(session, record.system)
-    await check_on_target(targets, manifest, purge_policy(record, manifest))
+    await check_on_target(targets, manifest, purge_policy(record, manifest, secret=targets.surrogate_secret))
     await session.flush()
     await _audit_change(session, "retention.policy_updated", record, actor)
     return record

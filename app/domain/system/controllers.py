@@ -5,7 +5,8 @@ from __future__ import annotations
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.plugins.prometheus import PrometheusController
+from litestar.openapi.spec import Example
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -14,6 +15,12 @@ from app.domain.system.schemas import Health, Readiness
 from app.lib.settings_checks import missing_keys
 
 __all__ = ("MetricsController", "SystemController")
+
+METRICS_EXAMPLE = """\
+# HELP lethe_subject_requests Data-subject requests in the store, by kind and status
+# TYPE lethe_subject_requests gauge
+lethe_subject_requests{kind="access",status="completed"} 12.0
+"""
 
 
 class SystemController(Controller):
@@ -84,8 +91,27 @@ class SystemController(Controller):
         return Response(Readiness(status="ok", store="reachable", revision=revision, head=head))
 
 
-class MetricsController(PrometheusController):
+class MetricsController(Controller):
     """Prometheus exposition at ``/metrics``."""
 
     path = "/metrics"
     tags = ["system"]
+
+    @get(
+        "/",
+        operation_id="GetMetrics",
+        summary="Prometheus metrics (text exposition format)",
+        media_type=CONTENT_TYPE_LATEST,
+        responses={
+            200: ResponseSpec(
+                data_container=str,
+                media_type=CONTENT_TYPE_LATEST.split(";")[0],
+                description="Metrics in the Prometheus text format 0.0.4.",
+                generate_examples=False,
+                examples=[Example(summary="One sample", value=METRICS_EXAMPLE)],
+            )
+        },
+    )
+    async def metrics(self) -> Response[bytes]:
+        """Request counts and latencies, request and retention gauges, backup health."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

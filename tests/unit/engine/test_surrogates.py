@@ -23,12 +23,13 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from app.engine.surrogates import (
     SurrogateContext,
     SurrogateError,
-    default_surrogate_name,
     hash_key_from_secret,
     parse_surrogate,
     placeholder_bind,
+    resolved_surrogate,
     surrogate_expression,
 )
+from app.manifest.model import Surrogate
 
 DIALECTS = {"postgresql": postgresql.dialect(), "mysql": mysql.dialect(), "sqlite": sqlite.dialect()}
 KEY = hash_key_from_secret("unit-test-secret-unit-test-secret")
@@ -92,11 +93,12 @@ def test_hash_is_computed_by_the_database(dialect: str, marker: str) -> None:
 def test_uuid_is_derived_from_the_key_on_postgresql() -> None:
     sql = _sql("ref", None, "postgresql")
     assert "md5(" in sql
+    assert "'-3'" in sql  # the version nibble
     assert "AS UUID" in sql
 
 
 def test_json_default_is_an_empty_object_per_dialect() -> None:
-    assert "json_object()" in _sql("prefs", None, "mysql")
+    assert "'{}'" in _sql("prefs", None, "mysql")
     assert "CAST('{}' AS JSON)" in _sql("prefs", None, "postgresql")
     assert "'{}'" in _sql("prefs", None, "sqlite")
 
@@ -115,7 +117,7 @@ def test_json_default_is_an_empty_object_per_dialect() -> None:
     ],
 )
 def test_type_aware_defaults(column: str, expected: str) -> None:
-    assert default_surrogate_name(_ctx(column)) == expected
+    assert resolved_surrogate(_ctx(column), None).kind == expected
 
 
 def test_redacted_fits_the_column_length() -> None:
@@ -126,11 +128,11 @@ def test_redacted_fits_the_column_length() -> None:
     ("column", "spec", "message"),
     [
         ("age", "null", "NOT NULL"),
-        ("email", "constant:x", "UNIQUE"),
-        ("name", "constant:toolong", "longer than"),
-        ("age", "constant:abc", "does not parse"),
-        ("age", "email", "text column"),
-        ("bio", "zero", "numeric"),
+        ("email", "constant:x", "is UNIQUE"),
+        ("name", "constant:toolong", "holds at most 5 characters"),
+        ("age", "constant:abc", "constant 'abc': type integer expects an integer"),
+        ("age", "email", r"\(integer\) cannot take the `email` surrogate"),
+        ("bio", "zero", r"\(string\) cannot take the `zero` surrogate"),
     ],
 )
 def test_refusals_name_the_column(column: str, spec: str, message: str) -> None:
@@ -143,13 +145,13 @@ def test_a_unique_column_too_short_for_any_form_is_refused() -> None:
     table: Any = Table(
         "t", MetaData(), Column("id", Integer, primary_key=True), Column("e", String(8), unique=True)
     )
-    with pytest.raises(SurrogateError, match="too short"):
+    with pytest.raises(SurrogateError, match="holds at most 8 characters"):
         surrogate_expression(SurrogateContext(table, "e", ("id",), "sqlite", unique=True), "email")
 
 
 def test_parse_surrogate() -> None:
-    assert parse_surrogate(None) == ("default", None)
-    assert parse_surrogate("constant:n/a:b") == ("constant", "n/a:b")
+    assert parse_surrogate(None) is None
+    assert parse_surrogate("constant:n/a:b") == Surrogate(kind="constant", value="n/a:b")
     with pytest.raises(SurrogateError, match="unknown surrogate"):
         parse_surrogate("shuffle")
 

@@ -1,13 +1,11 @@
-"""Personal-looking names and types, type-aware surrogates, and ignore rules."""
+"""Personal-looking names and types, and ignore rules."""
 
 from __future__ import annotations
 
 import pytest
 
 from app.manifest.lint import guess_personal, lint
-from app.manifest.model import Surrogate
 from app.manifest.schema import ColumnInfo
-from app.manifest.validation import default_surrogate
 from tests.unit.manifest.factories import fk, manifest, schema, table
 
 
@@ -68,16 +66,3 @@ def test_weak_guesses_only_count_in_tables_linked_to_the_subject() -> None:
     acknowledged = {(f.table, f.column): f.acknowledged for f in lint(ignored, s)}
     assert acknowledged[("newsletter", "email")] is True
     assert acknowledged[("users", "email")] is False
-
-
-def test_default_surrogates_are_type_aware() -> None:
-    assert default_surrogate(ColumnInfo("email", "varchar", length=120), unique=True) == Surrogate(
-        kind="email"
-    )
-    assert default_surrogate(ColumnInfo("code", "varchar"), unique=True) == Surrogate(kind="unique")
-    assert default_surrogate(ColumnInfo("nick", "varchar", length=3), unique=False) == Surrogate(
-        kind="constant", value="era"
-    )
-    assert default_surrogate(ColumnInfo("born", "date", "date"), unique=False).value == "1900-01-01"
-    assert default_surrogate(ColumnInfo("score", "integer", "integer"), unique=False).value == 0
-    assert default_surrogate(ColumnInfo("photo", "blob", "binary"), unique=False) == Surrogate(kind="null")
