@@ -56,6 +56,8 @@ class DatabaseServer:
         engine = create_async_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         try:
             async with engine.connect() as connection:
+                if self.kind == "mysql":  # databases may reference each other (named schemas)
+                    await connection.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
                 for name in self.created:
                     if self.kind == "postgresql":
                         await connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

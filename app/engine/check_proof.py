@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, MetaData, Table, case, func, literal_column, not_, select
+from sqlalchemy import Boolean, ColumnElement, Table, case, func, literal_column, not_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.engine.reflection import reflect_tables
 from app.engine.surrogates import (
     SurrogateContext,
     SurrogateError,
@@ -21,6 +22,7 @@ from app.engine.surrogates import (
 )
 from app.manifest.issues import Issue
 from app.manifest.model import Manifest, Surrogate, TableSpec
+from app.manifest.names import manifest_schemas
 from app.manifest.schema import CheckInfo, SchemaInfo, TableInfo
 
 __all__ = ("prove_checks",)
@@ -51,12 +53,11 @@ async def prove_checks(
         return []
     if conn.dialect.name == "sqlite":
         await conn.run_sync(lambda sync: install_sqlite_functions(sync.connection.dbapi_connection))
-    metadata = MetaData()
-    await conn.run_sync(lambda sync: metadata.reflect(sync, only=sorted(tables)))
+    reflected, _ = await conn.run_sync(reflect_tables, manifest_schemas(manifest), sorted(tables))
     issues: list[Issue] = []
     for name, info in tables.items():
-        written = _written(manifest.tables[name], metadata.tables[name], info, conn.dialect.name, secret)
-        issues += await _prove_table(conn, metadata.tables[name], info, written)
+        written = _written(manifest.tables[name], reflected[name], info, conn.dialect.name, secret)
+        issues += await _prove_table(conn, reflected[name], info, written)
     return issues
 
 

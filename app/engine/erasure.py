@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
-    MetaData,
     Select,
     Table,
     and_,
@@ -51,9 +50,9 @@ from app.engine.erasure_sql import (
     value_differs,
 )
 from app.engine.integrity import IntegrityDetail, constraint_refusal, integrity_detail
-from app.engine.reflection import reflect_schema
+from app.engine.reflection import reflect_schema, reflect_tables
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
-from app.engine.schema_info import schema_from_metadata
+from app.engine.schema_info import schema_from_tables
 from app.engine.scrub import ScrubPlan, identity_values, mentions_left, plan_scrubs, run_scrubs
 from app.engine.scrub import prepare_connection as prepare_scrub_connection
 from app.engine.subjects import Binds, in_rows, path_condition, resolve_subject, subject_key_reference
@@ -70,6 +69,7 @@ from app.engine.verification import CheckedTable, independent_rows_left
 from app.lib.errors import Conflict
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
 from app.manifest.model import Manifest, Surrogate, TableSpec
+from app.manifest.names import manifest_schemas
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo
 
 __all__ = (
@@ -219,7 +219,7 @@ class ErasureOutcome:
 @dataclass
 class _Target:
     manifest: Manifest
-    metadata: MetaData
+    tables: dict[str, Table]
     schema: SchemaInfo
     graph: SubjectGraph
     dialect: str
@@ -229,24 +229,20 @@ class _Target:
     identity_values: dict[str, Any] = field(default_factory=dict)
     """The subject's identity values, read before anything changes (scrubbing, verification)."""
 
-    @property
-    def tables(self) -> dict[str, Table]:
-        return dict(self.metadata.tables)
-
     def spec(self, table: str) -> TableSpec:
         return self.manifest.tables.get(table, TableSpec())
 
 
 async def _load_target(conn: AsyncConnection, manifest: Manifest, options: ErasureOptions) -> _Target:
-    metadata = MetaData()
-    await conn.run_sync(lambda sync: metadata.reflect(sync))
+    named = manifest_schemas(manifest)
+    tables, _ = await conn.run_sync(reflect_tables, named)
     # SQLite shows inline UNIQUE constraints, MariaDB column-level CHECKs (its JSON columns) only
     # to the inspector: reflect them the way validation does, so both see the same constraints
     inspected = conn.dialect.name == "sqlite" or getattr(conn.dialect, "is_mariadb", False)
-    schema = await reflect_schema(conn) if inspected else schema_from_metadata(metadata)
+    schema = await reflect_schema(conn, named) if inspected else schema_from_tables(tables)
     graph = build_graph(manifest, schema)
     dialect = conn.dialect.name
-    return _Target(manifest, metadata, schema, graph, dialect, conn.dialect, options)
+    return _Target(manifest, tables, schema, graph, dialect, conn.dialect, options)
 
 
 # --- building the per-table work -----------------------------------------------------------

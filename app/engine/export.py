@@ -202,11 +202,14 @@ async def _export_table(
     table: Table,
     condition: Any,
     artifacts: _Artifacts,
+    name: str,
     withheld: Iterable[str] = (),
 ) -> int:
     """Stream the subject's rows of one table into both artifacts; return how many there were.
 
-    Columns in ``withheld`` are never selected: their values do not leave the target.
+    ``name`` is the manifest's (``billing.invoices``): the CSV entry is named after it, so tables
+    of the same name in two schemas stay two files. Columns in ``withheld`` are never selected:
+    their values do not leave the target.
     """
     skipped = set(withheld)
     exported = [c for c in table.columns if c.name not in skipped]
@@ -217,7 +220,7 @@ async def _export_table(
     delay = run.settings.export_batch_delay_seconds
     row_type = _row_struct(names)
     booleans = [i for i, c in enumerate(exported) if isinstance(c.type, sqltypes.Boolean)]
-    csv_entry = _CsvEntry(artifacts, f"{system}/{table.name}.csv", names)
+    csv_entry = _CsvEntry(artifacts, f"{system}/{name}.csv", names)
     count = 0
     artifacts.json.write(b'"rows":[')
     result = await connection.stream(statement.execution_options(yield_per=batch_rows))
@@ -280,6 +283,7 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
                     target.tables[name],
                     condition,
                     artifacts,
+                    name,
                     withheld_columns(manifest, name),
                 )
         artifacts.json.write(b"}}")

@@ -1,25 +1,192 @@
-"""Reflect a target database (SQLAlchemy inspector) into the manifest's pure ``SchemaInfo``."""
+"""Reflect a target database (every schema the manifest names) into the manifest's ``SchemaInfo``.
+
+Table names are the manifest's: bare for the connection's default schema, ``schema.table`` for
+the others (:mod:`app.manifest.names`). Every reflection of a target goes through
+:func:`target_schemas` (which schemas, and the key of each table) and, for SQLAlchemy tables,
+:func:`reflect_tables`; statements built on those tables name the schema of every table outside
+the default one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import inspect, text
+from sqlalchemy import BLANK_SCHEMA, MetaData, Table, inspect, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection, Inspector
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.lib.errors import ManifestInvalid
+from app.manifest.names import split_table, table_key
 from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
 __all__ = (
+    "TargetSchemas",
     "affinity_of",
     "check_infos",
     "column_info",
+    "foreign_keys_into",
     "json_check_kind",
     "reflect_schema",
     "reflect_schema_sync",
+    "reflect_tables",
+    "target_schemas",
 )
+
+_SYSTEM_SCHEMAS = frozenset(
+    {"information_schema", "pg_catalog", "pg_toast", "mysql", "performance_schema", "sys"}
+)
+
+
+@dataclass(frozen=True)
+class TargetSchemas:
+    """The schemas reflected on one connection, and how their tables are named.
+
+    ``default`` is the connection's default schema (None on SQLite, or on PostgreSQL when no
+    schema of the search_path exists); ``reflected`` the schema arguments given to reflection:
+    explicit names on PostgreSQL and MariaDB (the server then names the schema of every foreign
+    key's table), ``None`` (``main``) on SQLite.
+    """
+
+    default: str | None
+    reflected: tuple[str | None, ...]
+
+    def key(self, schema: str | None, name: str) -> str:
+        """The manifest's name of a reflected table."""
+        return table_key(schema, name, self.default)
+
+    def locate(self, key: str) -> tuple[str | None, str]:
+        """The schema argument and table name behind a manifest table name."""
+        schema, name = split_table(key)
+        return (schema or self.default), name
+
+    @property
+    def names(self) -> list[str]:
+        """The schemas by name, for messages."""
+        return [s or "main" for s in self.reflected]
+
+
+def _refuse_schemas(message: str, detail: str) -> ManifestInvalid:
+    return ManifestInvalid(detail, errors=[{"field": "connection.schemas", "message": message}])
+
+
+def _search_path(connection: Connection) -> list[str]:
+    """The existing schemas of a PostgreSQL connection's search_path, in order."""
+    return list(connection.execute(text("SELECT current_schemas(false)")).scalar_one() or [])
+
+
+def _non_system(names: Sequence[str]) -> list[str]:
+    return [n for n in names if n not in _SYSTEM_SCHEMAS and not n.startswith("pg_")]
+
+
+def target_schemas(
+    connection: Connection, named: Sequence[str] = (), *, every: bool = False
+) -> TargetSchemas:
+    """The schemas to reflect: the default one, the rest of a PostgreSQL search_path, ``named``
+    (``connection.schemas`` and the schemas of qualified table names), and with ``every`` all
+    non-system schemas.
+
+    Raises:
+        ManifestInvalid: a named schema does not exist, or the target is SQLite (no named schemas).
+    """
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        if named:
+            raise _refuse_schemas(
+                "SQLite has no named schemas: use unqualified table names and no `connection.schemas`",
+                f"SQLite has no named schemas (asked for: {', '.join(named)})",
+            )
+        return TargetSchemas(None, (None,))
+    default = connection.dialect.default_schema_name
+    existing = inspect(connection).get_schema_names()
+    missing = [s for s in named if s not in existing]
+    if missing:
+        raise _refuse_schemas(
+            f"schema(s) {', '.join(missing)} do not exist in the target "
+            f"(it has: {', '.join(_non_system(existing)) or 'none'})",
+            f"schema(s) {', '.join(missing)} named by the manifest do not exist in the target",
+        )
+    found: list[str] = [default] if default else []
+    if dialect == "postgresql":
+        found += _search_path(connection)
+    found += named
+    if every:
+        found += _non_system(existing)
+    return TargetSchemas(default, tuple(dict.fromkeys(found)))
+
+
+@contextmanager
+def _qualified_names(connection: Connection) -> Iterator[None]:
+    """On PostgreSQL, reflect with an empty search_path so the server names the schema of every
+    referenced table (a foreign key into another schema of the search_path would otherwise come
+    back unqualified, and be taken for the default schema); the old search_path is restored."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    old = connection.execute(text("SELECT current_setting('search_path')")).scalar_one()
+    connection.execute(text("SELECT set_config('search_path', 'pg_catalog', false)"))
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            connection.execute(text("SELECT set_config('search_path', :path, false)"), {"path": old})
+        except DBAPIError:  # an aborted transaction: its rollback restores the search_path too
+            if not failed:
+                raise
+
+
+def reflect_tables(
+    connection: Connection, named: Sequence[str] = (), only: Collection[str] | None = None
+) -> tuple[dict[str, Table], TargetSchemas]:
+    """SQLAlchemy tables of the target keyed by manifest table name (with those they reference).
+
+    ``only`` limits reflection to those manifest table names (missing ones are left out).
+
+    Raises:
+        ManifestInvalid: see :func:`target_schemas`.
+    """
+    schemas = target_schemas(connection, named)
+    metadata = MetaData()
+    wanted = None if only is None else [schemas.locate(key) for key in only]
+    with _qualified_names(connection):
+        inspector = inspect(connection)
+        for schema in schemas.reflected:
+            existing = set(inspector.get_table_names(schema=schema))
+            names = (
+                sorted(existing)
+                if wanted is None
+                else [n for s, n in wanted if s == schema and n in existing]
+            )
+            if names:
+                metadata.reflect(connection, schema=schema, only=names, resolve_fks=True)
+    unqualified = _default_unqualified(metadata, schemas.default)
+    tables = {schemas.key(t.schema, t.name): t for t in unqualified.tables.values()}
+    return tables, schemas
+
+
+def _default_unqualified(metadata: MetaData, default: str | None) -> MetaData:
+    """A copy of ``metadata`` whose default-schema tables carry no schema, so statements and plans
+    name them as the application does (``addresses``, ``billing.invoices``)."""
+    if default is None:
+        return metadata
+
+    def referred(_: Table, __: Any, ___: Any, referred_schema: str | None) -> Any:
+        return BLANK_SCHEMA if referred_schema == default else referred_schema
+
+    plain = MetaData()
+    for table in metadata.tables.values():
+        schema: Any = None if table.schema == default else table.schema  # None: no schema (documented)
+        table.to_metadata(plain, schema=schema, referred_schema_fn=referred)
+    return plain
+
 
 _AFFINITIES: tuple[tuple[type[Any], str], ...] = (
     (sqltypes.Boolean, "boolean"),
@@ -84,26 +251,44 @@ def check_infos(checks: Any) -> tuple[CheckInfo, ...]:
     return tuple(sorted(found, key=lambda c: (c.name or "", c.sqltext)))
 
 
+def foreign_keys_into(
+    connection: Connection, schemas: TargetSchemas, key: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every foreign key of the reflected schemas that references table ``key``:
+    ``(referencing table's name, the inspector's foreign key record)``."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    with _qualified_names(connection):
+        inspector = inspect(connection)
+        for schema in schemas.reflected:
+            for (_, referring), keys in inspector.get_multi_foreign_keys(schema=schema).items():
+                found += [
+                    (schemas.key(schema, referring), dict(fk))
+                    for fk in keys
+                    if schemas.key(fk.get("referred_schema") or schema, fk["referred_table"]) == key
+                ]
+    return found
+
+
 _MARIADB_CHECKS = text(
     "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-    "WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = :table"
+    "WHERE CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :table"
 )
 
 
-def _check_constraints(inspector: Inspector, name: str) -> list[Any]:
+def _check_constraints(inspector: Inspector, name: str, schema: str | None) -> list[Any]:
     """CHECK constraints of a table; on MariaDB from ``information_schema``, which also lists the
     column-level ones (``json_valid`` of JSON columns) SQLAlchemy's parser misses."""
     if getattr(inspector.dialect, "is_mariadb", False) and isinstance(inspector.bind, Connection):
-        rows = inspector.bind.execute(_MARIADB_CHECKS, {"table": name}).all()
+        rows = inspector.bind.execute(_MARIADB_CHECKS, {"table": name, "schema": schema}).all()
         return [{"name": row[0], "sqltext": row[1]} for row in rows]
-    return list(inspector.get_check_constraints(name))
+    return list(inspector.get_check_constraints(name, schema=schema))
 
 
-def _table(inspector: Inspector, name: str) -> TableInfo:
-    pk = tuple(inspector.get_pk_constraint(name).get("constrained_columns") or ())
-    checks = check_infos(_check_constraints(inspector, name))
+def _table(inspector: Inspector, name: str, schema: str | None, schemas: TargetSchemas) -> TableInfo:
+    pk = tuple(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
+    checks = check_infos(_check_constraints(inspector, name, schema))
     columns: dict[str, ColumnInfo] = {}
-    for column in inspector.get_columns(name):
+    for column in inspector.get_columns(name, schema=schema):
         columns[column["name"]] = json_check_kind(
             column_info(
                 column["name"],
@@ -113,22 +298,23 @@ def _table(inspector: Inspector, name: str) -> TableInfo:
             ),
             checks,
         )
-    unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)}
+    unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)}
     # SQLite reports inline UNIQUE column constraints only as automatic indexes
     extra: dict[str, Any] = {"include_auto_indexes": True} if inspector.dialect.name == "sqlite" else {}
-    indexes = inspector.get_indexes(name, **extra)
+    indexes = inspector.get_indexes(name, schema=schema, **extra)
     unique |= {tuple(c for c in i["column_names"] if c) for i in indexes if i.get("unique")}
+    key = schemas.key(schema, name)
     foreign_keys = tuple(
         ForeignKeyInfo(
             name=fk.get("name") or None,
-            table=name,
+            table=key,
             columns=tuple(fk["constrained_columns"]),
-            referred_table=fk["referred_table"],
+            referred_table=schemas.key(fk.get("referred_schema") or schema, fk["referred_table"]),
             referred_columns=tuple(fk["referred_columns"]),
         )
-        for fk in inspector.get_foreign_keys(name)
+        for fk in inspector.get_foreign_keys(name, schema=schema)
     )
-    return TableInfo(name, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
+    return TableInfo(key, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
 
 
 def json_check_kind(column: ColumnInfo, checks: tuple[CheckInfo, ...]) -> ColumnInfo:
@@ -142,13 +328,23 @@ def json_check_kind(column: ColumnInfo, checks: tuple[CheckInfo, ...]) -> Column
     return column
 
 
-def reflect_schema_sync(connection: Connection) -> SchemaInfo:
-    """Reflect every table of the connection's default schema (run through ``run_sync``)."""
-    inspector = inspect(connection)
-    names = sorted(inspector.get_table_names())
-    return SchemaInfo({name: _table(inspector, name) for name in names})
+def reflect_schema_sync(
+    connection: Connection, named: Sequence[str] = (), *, every: bool = False
+) -> SchemaInfo:
+    """Reflect every table of the target's schemas (see :func:`target_schemas`; ``run_sync``)."""
+    schemas = target_schemas(connection, named, every=every)
+    tables: dict[str, TableInfo] = {}
+    with _qualified_names(connection):
+        inspector = inspect(connection)
+        for schema in schemas.reflected:
+            for name in sorted(inspector.get_table_names(schema=schema)):
+                info = _table(inspector, name, schema, schemas)
+                tables[info.name] = info
+    return SchemaInfo(dict(sorted(tables.items())), schemas=tuple(schemas.names))
 
 
-async def reflect_schema(connection: AsyncConnection) -> SchemaInfo:
+async def reflect_schema(
+    connection: AsyncConnection, named: Sequence[str] = (), *, every: bool = False
+) -> SchemaInfo:
     """Reflect the target behind an async connection (PostgreSQL, MariaDB/MySQL, SQLite)."""
-    return await connection.run_sync(reflect_schema_sync)
+    return await connection.run_sync(lambda sync: reflect_schema_sync(sync, named, every=every))

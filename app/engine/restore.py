@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import column, func, inspect, select, table, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from app.engine.backups import DumpFile
 from app.engine.subjects import KeyReference, key_hasher
+from app.engine.targets import asyncpg_server_settings
+from app.manifest.names import split_table
 
 __all__ = (
     "CUSTOM_FORMAT_MAGIC",
@@ -42,11 +45,22 @@ KEY_BATCH = 5_000
 
 @dataclass(frozen=True, kw_only=True)
 class RestoreExpectation:
-    """What a restored copy of a system must contain: the manifest's tables and its subject key."""
+    """What a restored copy of a system must contain: the manifest's tables and its subject key.
+
+    ``schemas`` is the manifest's ``connection.schemas``: the restored copy is read with them
+    first on its search_path (then ``public``), because a dump does not carry the database's own
+    ``search_path`` setting, so unqualified names find the same tables as in production.
+    """
 
     tables: Sequence[str]
     subject_table: str
     key_columns: Sequence[str]
+    schemas: Sequence[str] = ()
+
+    def search_path(self) -> str:
+        """The scratch session's search_path: the manifest's schemas, then ``public``."""
+        quote = postgresql.dialect().identifier_preparer.quote_identifier  # type: ignore[no-untyped-call]
+        return ", ".join(quote(s) for s in dict.fromkeys([*self.schemas, "public"]))
 
 
 @dataclass(kw_only=True)
@@ -91,16 +105,12 @@ def is_custom_format(path: Path) -> bool:
         return handle.read(len(CUSTOM_FORMAT_MAGIC)) == CUSTOM_FORMAT_MAGIC
 
 
-def _split(name: str) -> tuple[str | None, str]:
-    schema, _, bare = name.rpartition(".")
-    return (schema or None), bare
-
-
 def _admin_url(server_url: str) -> URL:
     url = make_url(server_url)
     if not url.drivername.startswith("postgresql"):
         raise ValueError("restore tests need a PostgreSQL scratch server")
-    return url.set(drivername="postgresql+asyncpg")
+    admin, _ = asyncpg_server_settings(url.set(drivername="postgresql+asyncpg"))  # libpq options
+    return admin
 
 
 @asynccontextmanager
@@ -170,7 +180,7 @@ def _has_table(sync: Connection, name: str, schema: str | None) -> bool:
 async def _count_rows(connection: AsyncConnection, names: Sequence[str]) -> dict[str, int | None]:
     counts: dict[str, int | None] = {}
     for name in names:
-        schema, bare = _split(name)
+        schema, bare = split_table(name)
         exists = await connection.run_sync(_has_table, bare, schema)
         if not exists:
             counts[name] = None
@@ -196,7 +206,7 @@ async def find_tombstoned_keys(
     if not refs:
         return []
     wanted = set(refs)
-    schema, bare = _split(subject_table)
+    schema, bare = split_table(subject_table)
     query = select(*(column(c) for c in key_columns)).select_from(table(bare, schema=schema))
     found: dict[str, tuple[Any, ...]] = {}
     result = await connection.stream(query.execution_options(yield_per=KEY_BATCH))
@@ -216,7 +226,8 @@ async def _inspect_copy(
     refs: Collection[str],
     reference: KeyReference,
 ) -> None:
-    engine = create_async_engine(url)
+    settings = {"server_settings": {"search_path": expectation.search_path()}}
+    engine = create_async_engine(url, connect_args=settings)
     try:
         async with engine.connect() as connection:
             outcome.tables = await _count_rows(connection, expectation.tables)

@@ -19,7 +19,6 @@ from sqlalchemy import (
     Delete,
     Index,
     Integer,
-    MetaData,
     Table,
     UniqueConstraint,
     Update,
@@ -28,7 +27,6 @@ from sqlalchemy import (
     column,
     delete,
     func,
-    inspect,
     literal,
     or_,
     select,
@@ -43,10 +41,12 @@ from sqlalchemy.exc import CompileError, DBAPIError, NoSuchTableError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import UserDefinedType
 
+from app.engine.reflection import foreign_keys_into, reflect_tables
 from app.engine.surrogates import SurrogateContext, SurrogateError, hash_key_from_secret, surrogate_expression
 from app.lib.errors import ValidationFailed
 from app.manifest.durations import parse_duration
 from app.manifest.model import Surrogate
+from app.manifest.names import split_table
 
 __all__ = (
     "ACTIONS",
@@ -136,6 +136,8 @@ class PurgePolicy:
     """Columns ``anonymize`` rewrites (from the manifest's table spec), with their surrogates."""
     secret: str | None = None
     """Service secret keying the ``hash`` surrogate (the audit key), as in erasure."""
+    schemas: tuple[str, ...] = ()
+    """Named schemas of the manifest (``manifest_schemas``): where referencing tables are sought."""
 
 
 @dataclass(frozen=True)
@@ -301,21 +303,25 @@ def _filter_clause(column: ColumnElement[Any], condition: PolicyFilter) -> Colum
     return clauses[condition.op]()
 
 
-def _reflect(sync_connection: Connection, name: str) -> tuple[Table, list[tuple[str, dict[str, Any]]]]:
-    """The table, and every foreign key (of any table) that points at it."""
-    table = Table(name, MetaData(), autoload_with=sync_connection)
-    inspector = inspect(sync_connection)
-    incoming: list[tuple[str, dict[str, Any]]] = [
-        (referring, dict(fk))
-        for (_, referring), keys in inspector.get_multi_foreign_keys().items()
-        for fk in keys
-        if fk["referred_table"] == name
-    ]
+def _reflect(
+    sync_connection: Connection, name: str, schemas: Sequence[str]
+) -> tuple[Table, list[tuple[str, dict[str, Any]]]]:
+    """The table, and every foreign key (of any table of the target's schemas) that points at it."""
+    tables, located = reflect_tables(sync_connection, [*schemas, *_schema_of(name)], [name])
+    if name not in tables:
+        raise NoSuchTableError(name)
+    table = tables[name]
+    incoming = foreign_keys_into(sync_connection, located, name)
     if sync_connection.dialect.name == "sqlite":
         incoming = [
             (referring, _sqlite_on_delete(sync_connection, referring, fk)) for referring, fk in incoming
         ]
     return table, incoming
+
+
+def _schema_of(name: str) -> list[str]:
+    schema, _ = split_table(name)
+    return [] if schema is None else [schema]
 
 
 def _sqlite_on_delete(sync_connection: Connection, referring: str, fk: dict[str, Any]) -> dict[str, Any]:
@@ -337,7 +343,7 @@ async def prepare_purge(connection: AsyncConnection, policy: PurgePolicy) -> Pre
     """
     check_policy_shape(policy)
     try:
-        table, incoming = await connection.run_sync(_reflect, policy.table)
+        table, incoming = await connection.run_sync(_reflect, policy.table, policy.schemas)
     except NoSuchTableError as exc:
         raise _refuse(policy, "table", f"table '{policy.table}' does not exist in the target") from exc
     _check_columns(policy, table)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import CheckConstraint, MetaData, Table, UniqueConstraint
 
 from app.engine.reflection import check_infos, column_info, json_check_kind
+from app.manifest.names import table_key
 from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
-__all__ = ("column_info_of", "schema_from_metadata")
+__all__ = ("column_info_of", "schema_from_metadata", "schema_from_tables")
 
 
 def _checks(table: Table) -> tuple[CheckInfo, ...]:
@@ -26,7 +29,7 @@ def column_info_of(table: Table, name: str) -> ColumnInfo:
     return json_check_kind(info, _checks(table))
 
 
-def _table_info(table: Table) -> TableInfo:
+def _table_info(key: str, table: Table, keys: Mapping[Table, str]) -> TableInfo:
     pk = tuple(c.name for c in table.primary_key.columns)
     checks = _checks(table)
     columns = {
@@ -45,16 +48,24 @@ def _table_info(table: Table) -> TableInfo:
     foreign_keys = tuple(
         ForeignKeyInfo(
             name=fk.name if isinstance(fk.name, str) and fk.name else None,
-            table=table.name,
+            table=key,
             columns=tuple(e.parent.name for e in fk.elements),
-            referred_table=fk.referred_table.name,
+            referred_table=keys.get(fk.referred_table, fk.referred_table.name),
             referred_columns=tuple(e.column.name for e in fk.elements),
         )
         for fk in sorted(table.foreign_key_constraints, key=lambda f: str(f.name or ""))
     )
-    return TableInfo(table.name, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
+    return TableInfo(key, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
 
 
-def schema_from_metadata(metadata: MetaData) -> SchemaInfo:
-    """The ``SchemaInfo`` of every reflected table (same content as ``reflect_schema``)."""
-    return SchemaInfo({name: _table_info(t) for name, t in sorted(metadata.tables.items())})
+def schema_from_tables(tables: Mapping[str, Table]) -> SchemaInfo:
+    """The ``SchemaInfo`` of reflected tables keyed by manifest table name (``reflect_tables``)."""
+    keys = {table: key for key, table in tables.items()}
+    return SchemaInfo({key: _table_info(key, t, keys) for key, t in sorted(tables.items())})
+
+
+def schema_from_metadata(metadata: MetaData, default_schema: str | None = None) -> SchemaInfo:
+    """The ``SchemaInfo`` of every table of ``metadata`` (same content as ``reflect_schema``)."""
+    return schema_from_tables(
+        {table_key(t.schema, t.name, default_schema): t for t in metadata.tables.values()}
+    )

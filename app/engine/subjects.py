@@ -28,10 +28,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     LargeBinary,
-    MetaData,
     Select,
     Table,
-    UniqueConstraint,
     and_,
     bindparam,
     cast,
@@ -43,15 +41,16 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy import types as sqltypes
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.casts import hop_source
+from app.engine.reflection import reflect_tables
 from app.engine.runs import RequestFailed
+from app.engine.schema_info import schema_from_tables
 from app.engine.surrogates import placeholder_bind
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph
 from app.manifest.model import Identity, Manifest, normalise_identity
-from app.manifest.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
+from app.manifest.names import manifest_schemas
 
 __all__ = (
     "AmbiguousSubject",
@@ -121,50 +120,16 @@ class ReflectedTarget:
     dialect: str
 
 
-def _table_info(table: Table) -> TableInfo:
-    pk = tuple(c.name for c in table.primary_key.columns)
-    columns = {
-        c.name: ColumnInfo(
-            name=c.name,
-            type_name=str(c.type.__visit_name__).lower(),
-            nullable=c.nullable is True,
-            primary_key=c.primary_key,
-        )
-        for c in table.columns
-    }
-    unique = tuple(
-        tuple(c.name for c in constraint.columns)
-        for constraint in table.constraints
-        if isinstance(constraint, UniqueConstraint)
-    ) + tuple(tuple(c.name for c in index.columns) for index in table.indexes if index.unique)
-    foreign_keys = tuple(
-        ForeignKeyInfo(
-            name=fk.name if isinstance(fk.name, str) else None,
-            table=table.name,
-            columns=tuple(e.parent.name for e in fk.elements),
-            referred_table=fk.elements[0].column.table.name,
-            referred_columns=tuple(e.column.name for e in fk.elements),
-        )
-        for fk in table.foreign_key_constraints
-    )
-    return TableInfo(table.name, columns, pk, unique, foreign_keys)
-
-
-def _reflect(connection: Connection, names: Sequence[str]) -> dict[str, Table]:
-    metadata = MetaData()
-    existing = set(connection.dialect.get_table_names(connection))
-    metadata.reflect(connection, only=[n for n in names if n in existing], resolve_fks=True)
-    return {t.name: t for t in metadata.tables.values()}
-
-
 async def reflect_target(connection: AsyncConnection, manifest: Manifest) -> ReflectedTarget:
     """Reflect the tables the manifest covers (and those they reference) and build the graph.
 
     Raises:
         ManifestInvalid: the manifest does not fit the live schema (unknown table, broken link).
     """
-    tables = await connection.run_sync(_reflect, manifest.managed_tables())
-    schema = SchemaInfo({name: _table_info(table) for name, table in tables.items()})
+    tables, _ = await connection.run_sync(
+        reflect_tables, manifest_schemas(manifest), manifest.managed_tables()
+    )
+    schema = schema_from_tables(tables)
     graph = build_graph(manifest, schema)
     return ReflectedTarget(tables=tables, graph=graph, dialect=connection.dialect.name)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,15 @@ from app.manifest.issues import Issue
 from app.manifest.model import Connection, Manifest
 from app.manifest.schema import SchemaInfo
 
-__all__ = ("ASYNC_DRIVERS", "TARGET_VARIABLE", "TargetRegistry", "TargetSources", "async_url", "resolve_url")
+__all__ = (
+    "ASYNC_DRIVERS",
+    "TARGET_VARIABLE",
+    "TargetRegistry",
+    "TargetSources",
+    "async_url",
+    "asyncpg_server_settings",
+    "resolve_url",
+)
 
 ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
@@ -56,6 +64,41 @@ def async_url(url: str) -> URL:
     if "+" in parsed.drivername:
         return parsed
     return parsed.set(drivername=ASYNC_DRIVERS[backend])
+
+
+def asyncpg_server_settings(url: URL) -> tuple[URL, dict[str, str]]:
+    """libpq's ``options`` query parameter as asyncpg ``server_settings``.
+
+    ``postgresql://.../db?options=-csearch_path%3Dapp,public`` is how libpq tools set session
+    settings; asyncpg has no ``options`` argument, only ``server_settings``. Every ``-c name=value``
+    (or ``--name=value``) of ``options`` becomes a server setting and ``options`` leaves the URL.
+
+    Raises:
+        ValueError: ``options`` holds something other than ``-c name=value`` settings.
+    """
+    raw = url.query.get("options")
+    if raw is None or url.get_backend_name() != "postgresql":
+        return url, {}
+    parts = " ".join(raw if isinstance(raw, tuple) else (raw,)).split()
+    settings: dict[str, str] = {}
+    pending = False
+    for part in parts:
+        if part == "-c" and not pending:
+            pending = True
+            continue
+        setting = part if pending else part.removeprefix("-c") if part.startswith("-c") else None
+        if setting is None and part.startswith("--"):
+            setting = part[2:]
+        name, equals, value = (setting or "").partition("=")
+        if not equals or not name:
+            raise ValueError(
+                "the URL's `options` may only hold `-c name=value` settings (e.g. -csearch_path=app)"
+            )
+        settings[name.replace("-", "_")] = value
+        pending = False
+    if pending:
+        raise ValueError("the URL's `options` ends with `-c` and no setting (give `-c name=value`)")
+    return url.difference_update_query(["options"]), settings
 
 
 class TargetSources(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,17 +191,21 @@ def resolve_url(
             raw = Path(connection.file).read_text(encoding="utf-8").strip()
         except OSError as error:
             raise TargetUnavailable(system, f"cannot read {connection.file}: {error.strerror}") from error
+    source = connection.env or connection.file
     try:
         url = async_url(raw)
     except (ValueError, exc.ArgumentError) as error:
-        source = connection.env or connection.file
         raise TargetUnavailable(system, f"the URL in {source} is not a valid database URL") from error
+    try:
+        asyncpg_server_settings(url)
+    except ValueError as error:
+        raise TargetUnavailable(system, f"{error} (in {source})") from error
     if sources is not None:
         sources.check_url(system, url)
     return url
 
 
-def _engine_options(url: URL, settings: Settings) -> dict[str, Any]:
+def _engine_options(url: URL, settings: Settings, server_settings: dict[str, str]) -> dict[str, Any]:
     connect = settings.target_connect_timeout_seconds
     statement_ms = int(settings.target_statement_timeout_seconds * 1000)
     backend = url.get_backend_name()
@@ -171,6 +218,7 @@ def _engine_options(url: URL, settings: Settings) -> dict[str, Any]:
                 "server_settings": {
                     "statement_timeout": str(statement_ms),
                     "application_name": "lethe",
+                    **server_settings,
                 },
             },
         }
@@ -248,7 +296,8 @@ class TargetRegistry:
             database = url.database or ""
             if database and database != ":memory:" and not Path(database).exists():
                 raise TargetUnavailable(system, "the SQLite database file does not exist")
-        engine = create_async_engine(url, **_engine_options(url, self._settings))
+        url, server_settings = asyncpg_server_settings(url)
+        engine = create_async_engine(url, **_engine_options(url, self._settings, server_settings))
         if url.get_backend_name() == "mysql":
             hook = _mysql_statement_timeout(self._settings.target_statement_timeout_seconds)
             event.listen(engine.sync_engine, "connect", hook)
@@ -275,15 +324,21 @@ class TargetRegistry:
         finally:
             await conn.close()
 
-    async def reflect(self, system: str, connection: Connection) -> SchemaInfo:
+    async def reflect(
+        self, system: str, connection: Connection, schemas: Sequence[str] = (), *, every: bool = False
+    ) -> SchemaInfo:
         """Reflect the target's schema (tables, columns, keys, foreign keys).
+
+        ``schemas`` are the named schemas to reflect besides the default one and the search_path
+        (``manifest_schemas``); ``every`` adds every non-system schema (scaffold).
 
         Raises:
             TargetUnavailable: the target cannot be reached or reflection failed on the wire.
+            ManifestInvalid: a named schema does not exist (or the target is SQLite).
         """
         async with self.connect(system, connection) as conn:
             try:
-                return await reflect_schema(conn)
+                return await reflect_schema(conn, schemas, every=every)
             except _UNAVAILABLE as error:
                 raise TargetUnavailable(system, _reason(error)) from error
 

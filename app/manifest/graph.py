@@ -112,7 +112,7 @@ def analyse_graph(manifest: Manifest, schema: SchemaInfo) -> tuple[SubjectGraph 
                 kind="unknown_table",
                 path="subject.table",
                 table=subject,
-                message=f"subject table '{subject}' does not exist",
+                message=f"subject {schema.missing_table(subject)}",
             )
         )
         return None, issues
@@ -124,7 +124,7 @@ def analyse_graph(manifest: Manifest, schema: SchemaInfo) -> tuple[SubjectGraph 
                     kind="unknown_table",
                     path=f"tables.{table}",
                     table=table,
-                    message=f"table '{table}' does not exist",
+                    message=schema.missing_table(table),
                 )
             )
             continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from app.manifest.names import split_table
 from app.manifest.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
 __all__ = (
@@ -97,10 +98,11 @@ def _same_type(column: ColumnInfo, key: ColumnInfo) -> bool:
 
 def _target(schema: SchemaInfo, table: str, stem: str, subject_table: str) -> str | None:
     last = stem.split("_")[-1]
-    for name in sorted(schema.tables):
-        if name != table and _singular(name.lower()) in (_singular(stem), _singular(last)):
+    for name in sorted(schema.tables):  # named schemas: ``billing.users`` is ``users`` here
+        bare = split_table(name)[1]
+        if name != table and _singular(bare.lower()) in (_singular(stem), _singular(last)):
             return name
-    if last in PERSON_ROLES or _singular(last) == _singular(subject_table.lower()):
+    if last in PERSON_ROLES or _singular(last) == _singular(split_table(subject_table)[1].lower()):
         return subject_table
     return None
 

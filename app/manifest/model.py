@@ -10,6 +10,7 @@ from msgspec import field
 from msgspec.structs import force_setattr
 
 from app.manifest.durations import IsoDuration
+from app.manifest.names import check_schema_name, check_table_name
 
 __all__ = (
     "CAST_TYPES",
@@ -116,15 +117,22 @@ class Connection(Spec, frozen=True):
     """Where the target's SQLAlchemy URL is read from: never the URL itself.
 
     Exactly one of ``env`` (an environment variable name) or ``file`` (a path, e.g. a mounted
-    Kubernetes secret) is given.
+    Kubernetes secret) is given. ``schemas`` names further schemas to reflect (PostgreSQL
+    schemas, MariaDB databases) besides the connection's default one; their tables are written
+    schema-qualified (``billing.invoices``), unqualified names stay in the default schema.
     """
 
     env: str | None = None
     file: str | None = None
+    schemas: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.env is None) == (self.file is None):
             raise ValueError("give exactly one of `env` (variable name) or `file` (path)")
+        for schema in self.schemas:
+            check_schema_name(schema)
+        if len(set(self.schemas)) != len(self.schemas):
+            raise ValueError("`schemas` names a schema twice")
 
 
 IdentityMatch = Literal["exact", "casefold", "trimmed"]
@@ -178,6 +186,7 @@ class SubjectSpec(Spec, frozen=True):
     """Default tenant scope for every identity written as a bare column name."""
 
     def __post_init__(self) -> None:
+        check_table_name(self.table)
         force_setattr(self, "key", _columns(self.key))
         if not self.identities:
             raise ValueError("at least one identity is required")
@@ -230,6 +239,7 @@ class Hop(Spec, frozen=True):
     cast: CastType | None = None
 
     def __post_init__(self) -> None:
+        check_table_name(self.to)
         if self.logical and not (self.reason or "").strip():
             raise ValueError("a hop with `logical: true` needs a `reason`")
         force_setattr(self, "from_columns", _columns(self.from_columns))
@@ -389,6 +399,7 @@ class RetentionPolicy(Spec, frozen=True):
     (the reason is audited at registration); without it such a policy is refused."""
 
     def __post_init__(self) -> None:
+        check_table_name(self.table)
         if self.action == "soft_delete" and not self.soft_delete_column:
             raise ValueError("action `soft_delete` needs `soft_delete_column`")
         if not 1 <= self.batch_size <= 100_000:
@@ -431,6 +442,7 @@ class Manifest(Spec, frozen=True):
         if self.version != 1:
             raise ValueError("only manifest format version 1 is supported")
         for table, spec in self.tables.items():
+            check_table_name(table)
             for column, column_spec in spec.columns.items():
                 unknown = [n for n in column_spec.scrub if n not in self.subject.identities]
                 if unknown:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from app.manifest.graph import Step, candidate_paths
 from app.manifest.inference import INFERRED_REASON, reference_stem, snake_case, with_inferred_references
 from app.manifest.lint import CREDENTIAL_CATEGORY, PersonalGuess, guess_personal, reaches_subject
+from app.manifest.names import split_table
 from app.manifest.schema import ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
 __all__ = ("CREDENTIAL_REASON", "SUBJECT_TABLE_GUESSES", "guess_subject_table", "scaffold")
@@ -53,11 +54,13 @@ def guess_subject_table(schema: SchemaInfo) -> str:
     Raises:
         ValueError: the schema has no tables.
     """
-    for name in SUBJECT_TABLE_GUESSES:
-        if name in schema.tables:
-            return name
+    for guess in SUBJECT_TABLE_GUESSES:
+        for name in schema.tables:
+            if split_table(name)[1] == guess:
+                return name
     if not schema.tables:
-        raise ValueError("the database has no tables")
+        where = f" in schema(s) {', '.join(schema.schemas)}" if schema.schemas else ""
+        raise ValueError(f"the database has no tables{where}")
     counts = {t: len(schema.references_to(t)) for t in schema.tables}
     return max(counts, key=lambda t: (counts[t], t))
 
@@ -66,7 +69,14 @@ def _singular(name: str) -> str:
     return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
 
 
-def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: str | None = None) -> str:
+def scaffold(
+    schema: SchemaInfo,
+    *,
+    system: str,
+    env_var: str,
+    subject_table: str | None = None,
+    schemas: tuple[str, ...] = (),
+) -> str:
     """A draft manifest for ``schema`` as YAML text, with comments where a person must decide.
 
     Every table with a path to the subject (declared foreign keys, or references inferred from
@@ -78,6 +88,7 @@ def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: st
     exactly one declared path exists and written out otherwise; an inferred hop is written with
     ``logical: true`` and a reason to review. Columns that look personal get a guessed category;
     credentials are withheld from exports (``export: false``).
+    ``schemas`` becomes ``connection.schemas`` (tables outside the default schema are qualified).
 
     Raises:
         ValueError: no subject table can be chosen, or it has no primary key.
@@ -96,6 +107,11 @@ def scaffold(schema: SchemaInfo, *, system: str, env_var: str, subject_table: st
         schema, augmented, {(fk.table, fk.columns, fk.referred_table) for fk in inferred}, subject, managed
     )
     lines = _header(system, env_var, subject, table.primary_key, _identities(table, subject))
+    if schema.schemas:
+        lines.insert(3, f"# reflected schema(s): {', '.join(schema.schemas)}")
+    if schemas:
+        at = lines.index("subject:")
+        lines.insert(at, f"  schemas: [{', '.join(_q(s) for s in schemas)}]  # reflected besides the default")
     for name in managed:
         lines += draft.table_lines(name)
     return "\n".join(lines) + "\n"
@@ -106,7 +122,7 @@ def _identities(table: TableInfo, subject: str) -> dict[str, str]:
     ``{column: ..., ambiguous: refuse}`` (a request matching several people then fails)."""
     identities: dict[str, str] = {}
     if len(table.primary_key) == 1:
-        identities[f"{_singular(subject)}_id"] = _q(table.primary_key[0])
+        identities[f"{_singular(split_table(subject)[1])}_id"] = _q(table.primary_key[0])
     for column in table.columns.values():
         guess = guess_personal(column)
         if guess is None or column.primary_key:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.manifest.names import split_table
+
 __all__ = ("CheckInfo", "ColumnInfo", "ForeignKeyInfo", "SchemaInfo", "TableInfo", "column_kind")
 
 
@@ -119,9 +121,20 @@ class TableInfo:
 
 @dataclass(frozen=True)
 class SchemaInfo:
-    """Every table of a target, by name."""
+    """Every table of a target, by manifest name (``invoices``, ``billing.invoices``).
+
+    ``schemas`` lists the schemas reflection looked at (the default one first), for messages.
+    """
 
     tables: dict[str, TableInfo] = field(default_factory=dict)
+    schemas: tuple[str, ...] = ()
+
+    def missing_table(self, name: str) -> str:
+        """Why ``name`` finds no table, with a hint when it qualifies the default schema."""
+        schema, bare = split_table(name)
+        if schema is not None and self.schemas and schema == self.schemas[0] and bare in self.tables:
+            return f"table '{name}' does not exist: '{schema}' is the default schema, write '{bare}'"
+        return f"table '{name}' does not exist"
 
     def foreign_keys(self) -> list[ForeignKeyInfo]:
         """Every foreign key of the schema."""

@@ -97,7 +97,9 @@ def restore_test_command(system: str, actor: str | None) -> None:
     async def _test(session: AsyncSession, settings: Settings) -> RestoreTestOut:
         row = await services.start_restore_test(session, settings, system, _actor(actor))
         await services.finish_restore_test(session, settings, row)
-        return restore_test_out(row)
+        return restore_test_out(
+            row, await services.resurrected_subjects(session, system, row.resurrected_refs)
+        )
 
     result = _run(_test)
     _echo_json(result)

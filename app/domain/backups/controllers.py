@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -20,6 +21,7 @@ from app.domain.backups.schemas import (
     BackupHealthOut,
     RestoreTestIn,
     RestoreTestOut,
+    ResurrectedSubjectOut,
     SystemHealthOut,
 )
 from app.engine.backups import BackupHealth
@@ -56,8 +58,10 @@ def health_out(health: BackupHealth, restore_passed: dict[str, Any]) -> BackupHe
     return BackupHealthOut(status=health.status, checked_at=health.checked_at, systems=systems)
 
 
-def restore_test_out(row: BackupRestoreTest) -> RestoreTestOut:
-    """The API shape of a stored restore test."""
+def restore_test_out(
+    row: BackupRestoreTest, resurrected: Sequence[services.ResurrectedSubject] = ()
+) -> RestoreTestOut:
+    """The API shape of a stored restore test (``resurrected``: see ``services.resurrected_subjects``)."""
     tables = dict(row.tables or {})
     return RestoreTestOut(
         id=row.id,
@@ -79,6 +83,12 @@ def restore_test_out(row: BackupRestoreTest) -> RestoreTestOut:
         resurrected_refs=list(row.resurrected_refs or []),
         reason=row.reason,
         duration_seconds=row.duration_seconds,
+        resurrected=[
+            ResurrectedSubjectOut(
+                subject_key_ref=r.subject_key_ref, request_id=r.request_id, subject_ref=r.subject_ref
+            )
+            for r in resurrected
+        ],
     )
 
 
@@ -143,5 +153,9 @@ class BackupController(Controller):
     async def get_restore_test(
         self, db_session: NamedDependency[AsyncSession], test_id: FromPath[uuid.UUID]
     ) -> RestoreTestOut:
-        """What was restored, row counts per manifest table, and the erased subjects it holds."""
-        return restore_test_out(await services.RestoreTestService(session=db_session).one(test_id))
+        """What was restored, row counts per manifest table, and the erased subjects it holds
+        (with the erasure request and the pseudonymous reference requests and audit show)."""
+        row = await services.RestoreTestService(session=db_session).one(test_id)
+        return restore_test_out(
+            row, await services.resurrected_subjects(db_session, row.system, row.resurrected_refs)
+        )

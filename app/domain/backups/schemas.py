@@ -6,9 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
+import msgspec
+
 from app.lib.schema import BaseStruct, InputStruct
 
-__all__ = ("BackupCheck", "BackupHealthOut", "RestoreTestIn", "RestoreTestOut", "SystemHealthOut")
+__all__ = (
+    "BackupCheck",
+    "BackupHealthOut",
+    "RestoreTestIn",
+    "RestoreTestOut",
+    "ResurrectedSubjectOut",
+    "SystemHealthOut",
+)
 
 Status = Literal["ok", "degraded", "critical"]
 
@@ -49,6 +58,20 @@ class RestoreTestIn(InputStruct):
     system: str
 
 
+class ResurrectedSubjectOut(BaseStruct):
+    """An erased subject the backup would bring back, under the references requests and audit use.
+
+    ``subject_key_ref``: the tombstone's reference of the subject key (also in ``resurrected_refs``
+    and on ``backup.erasure_replayed`` events); ``request_id`` and ``subject_ref``: the erasure
+    request that tombstoned it and its pseudonymous reference (``GET /v1/requests/{id}``, audit
+    events of that request); null when no request recorded the tombstone.
+    """
+
+    subject_key_ref: str
+    request_id: uuid.UUID | None
+    subject_ref: str | None
+
+
 class RestoreTestOut(BaseStruct):
     """A restore test: ``running``, then ``passed`` or ``failed`` with a reason.
 
@@ -75,3 +98,4 @@ class RestoreTestOut(BaseStruct):
     resurrected_refs: list[str]
     reason: str | None
     duration_seconds: float | None
+    resurrected: list[ResurrectedSubjectOut] = msgspec.field(default_factory=list)

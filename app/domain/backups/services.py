@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.audit import ErasureTombstone
 from app.db.backups import BackupRestoreTest
+from app.db.requests import SubjectRequest
 from app.domain.audit.services import append, canonical_time
 from app.domain.backups.metrics import backup_metrics
 from app.domain.manifests.services import ManifestService
@@ -44,6 +45,7 @@ from app.manifest.model import Identity, Manifest
 __all__ = (
     "ReplayReport",
     "RestoreTestService",
+    "ResurrectedSubject",
     "SubjectEraser",
     "backup_config",
     "backup_metrics",
@@ -53,6 +55,7 @@ __all__ = (
     "finish_restore_test",
     "refresh_restore_gauges",
     "replay_erasures",
+    "resurrected_subjects",
     "run_restore_test",
     "start_restore_test",
 )
@@ -140,12 +143,64 @@ class RestoreTestService(SQLAlchemyAsyncRepositoryService[BackupRestoreTest]):
         return found
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResurrectedSubject:
+    """An erased subject a backup still holds, as requests and the audit log name it.
+
+    ``subject_key_ref`` is the tombstone's reference of the subject key (carried by replay
+    events); ``request_id`` and ``subject_ref`` are the erasure request that tombstoned it and that
+    request's pseudonymous reference (what ``GET /v1/requests`` and audit events show). Both are
+    None for a tombstone no request recorded.
+    """
+
+    subject_key_ref: str
+    request_id: uuid.UUID | None
+    subject_ref: str | None
+
+
+def _request_id(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
+
+
+async def resurrected_subjects(
+    session: AsyncSession, system: str, refs: list[str]
+) -> list[ResurrectedSubject]:
+    """The erasure requests behind the tombstone references a restore test found, in ``refs`` order
+    (the most recent erasure of a subject erased more than once)."""
+    if not refs:
+        return []
+    tombstones = await session.execute(
+        select(ErasureTombstone.subject_key_ref, ErasureTombstone.request_id)
+        .where(ErasureTombstone.system == system, ErasureTombstone.subject_key_ref.in_(refs))
+        .order_by(ErasureTombstone.erased_at)
+    )
+    by_ref = {ref: _request_id(request) for ref, request in tombstones.all()}
+    ids = [i for i in by_ref.values() if i is not None]
+    rows = await session.execute(
+        select(SubjectRequest.id, SubjectRequest.subject_ref).where(SubjectRequest.id.in_(ids))
+    )
+    subject_refs = dict(rows.tuples().all())
+    found = [(ref, by_ref.get(ref)) for ref in refs]
+    return [
+        ResurrectedSubject(
+            subject_key_ref=ref,
+            request_id=request,
+            subject_ref=subject_refs.get(request) if request else None,
+        )
+        for ref, request in found
+    ]
+
+
 def expectation_of(manifest: Manifest) -> RestoreExpectation:
     """Every table of the manifest must be restored with rows; the subject key finds tombstones."""
     return RestoreExpectation(
         tables=manifest.managed_tables(),
         subject_table=manifest.subject.table,
         key_columns=manifest.subject.key_columns,
+        schemas=manifest.connection.schemas,
     )
 
 

@@ -16,6 +16,7 @@ from app.manifest.issues import Issue, strict
 from app.manifest.lint import lint
 from app.manifest.loading import load_manifest_file
 from app.manifest.model import Connection, Manifest
+from app.manifest.names import manifest_schemas, split_table
 from app.manifest.scaffold import scaffold
 from app.manifest.schema import SchemaInfo
 from app.manifest.validation import validate
@@ -30,12 +31,18 @@ def manifest_group() -> None:
     """Check manifests against their databases and draft new ones."""
 
 
-async def _reflect(manifest: Manifest | None, url: str | None) -> SchemaInfo:
-    """Reflect the database named by ``url`` or by the manifest's connection reference."""
+async def _reflect(
+    manifest: Manifest | None, url: str | None, schemas: tuple[str, ...] = (), *, every: bool = False
+) -> SchemaInfo:
+    """Reflect the database named by ``url`` or by the manifest's connection reference, in the
+    manifest's schemas (or ``schemas``; ``every``: all non-system schemas)."""
     targets = TargetRegistry(Settings(), {_URL_VARIABLE: url} if url else None)
     connection = Connection(env=_URL_VARIABLE) if url or manifest is None else manifest.connection
+    named = manifest_schemas(manifest) if manifest is not None else schemas
     try:
-        return await targets.reflect(manifest.system if manifest else "scaffold", connection)
+        return await targets.reflect(
+            manifest.system if manifest else "scaffold", connection, named, every=every
+        )
     finally:
         await targets.dispose()
 
@@ -114,24 +121,53 @@ def lint_command(file: Path, url: str | None, *, strict_mode: bool) -> None:
     default=None,
     help="Variable the manifest will read the URL from (default: LETHE_TARGET_<SYSTEM>_URL).",
 )
-def scaffold_command(database_url: str, system: str | None, subject: str | None, env_var: str | None) -> None:
-    """Reflect DATABASE_URL and print a draft manifest (YAML) with guesses to review."""
+@click.option(
+    "--schema",
+    "schemas",
+    multiple=True,
+    help="Schema (MariaDB: database) to reflect besides the default one; repeatable. "
+    "Default on PostgreSQL: every non-system schema.",
+)
+def scaffold_command(
+    database_url: str, system: str | None, subject: str | None, env_var: str | None, schemas: tuple[str, ...]
+) -> None:
+    """Reflect DATABASE_URL and print a draft manifest (YAML) with guesses to review.
+
+    The schemas reflected are named on standard error and in the draft's first lines.
+    """
     try:
         parsed = async_url(database_url)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="DATABASE_URL") from error
     name = system or _system_name(parsed.database)
+    every = not schemas and parsed.get_backend_name() == "postgresql"
     try:
-        schema = asyncio.run(_reflect(None, parsed.render_as_string(hide_password=False)))
+        schema = asyncio.run(
+            _reflect(None, parsed.render_as_string(hide_password=False), schemas, every=every)
+        )
+        click.echo(f"reflected schema(s): {', '.join(schema.schemas)}", err=True)
         text = scaffold(
             schema,
             system=name,
             env_var=env_var or f"LETHE_TARGET_{name.upper()}_URL".replace("-", "_"),
             subject_table=subject,
+            schemas=_listed_schemas(schema, parsed.get_backend_name()),
         )
     except (LetheError, ValueError) as error:
         raise click.ClickException(getattr(error, "detail", str(error))) from error
     click.echo(text, nl=False)
+
+
+def _listed_schemas(schema: SchemaInfo, backend: str) -> tuple[str, ...]:
+    """``connection.schemas`` of a draft: the schemas holding tables besides the default one, and
+    on PostgreSQL a default other than ``public`` first (a dump restored for a restore test does
+    not carry the database's search_path)."""
+    holding = {split_table(name)[0] for name in schema.tables}
+    named = [s for s in schema.schemas[1:] if s in holding]
+    default = schema.schemas[0] if schema.schemas else None
+    if backend == "postgresql" and default is not None and default != "public" and None in holding:
+        named.insert(0, default)
+    return tuple(named)
 
 
 def _system_name(database: str | None) -> str:

@@ -24,6 +24,7 @@ from app.manifest.issues import Issue, raise_for_errors, strict
 from app.manifest.lint import lint
 from app.manifest.loading import content_hash, dump_manifest, load_manifest, load_manifest_file
 from app.manifest.model import Manifest
+from app.manifest.names import manifest_schemas
 from app.manifest.schema import SchemaInfo
 from app.manifest.validation import validate
 
@@ -82,7 +83,7 @@ async def check_live(manifest: Manifest, targets: TargetRegistry, *, strict_mode
     Raises:
         TargetUnavailable: the target cannot be reached (503 naming the system).
     """
-    schema = await targets.reflect(manifest.system, manifest.connection)
+    schema = await targets.reflect(manifest.system, manifest.connection, manifest_schemas(manifest))
     graph, issues = validate(manifest, schema)
     issues += await targets.prove_checks(manifest, schema)
     issues += lint(manifest, schema)

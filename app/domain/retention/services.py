@@ -27,6 +27,7 @@ from app.lib.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.lib.logging import get_logger
 from app.manifest.durations import Duration, parse_duration
 from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy, Surrogate
+from app.manifest.names import manifest_schemas
 
 __all__ = (
     "apply_patch",
@@ -101,6 +102,7 @@ def purge_policy(
         batch_size=record.batch_size,
         surrogates=surrogates,
         secret=secret,
+        schemas=manifest_schemas(manifest),
     )
 
 
