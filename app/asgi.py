@@ -14,6 +14,7 @@ from litestar.middleware import DefineMiddleware
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
+from app.domain.audit.jobs import checkpoint_sink_lifespan
 from app.domain.backups.controllers import BackupController
 from app.domain.backups.jobs import backup_gauge_refresher
 from app.domain.consent.controllers import ConsentController
@@ -28,8 +29,11 @@ from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.http_fixes import allow_header_fixer, enforce_contract
 from app.lib.logging import RequestIdMiddleware, configure_logging
+from app.lib.loops import LoopWatch
+from app.lib.media import MediaTypeMiddleware
 from app.lib.metrics import HttpMetricsMiddleware
 from app.lib.problems import exception_handlers
+from app.lib.ratelimit import RateLimiter, parse_limits
 from app.openapi import complete_openapi, docs_assets_router, openapi_config
 from app.server import startup_guard
 
@@ -44,6 +48,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     verifier = TokenVerifier(settings)
     targets = TargetRegistry(settings)
     retention_runner = RetentionRunner(engine, targets, settings)
+    loops = LoopWatch()
+    limiter = RateLimiter(engine, parse_limits(settings.rate_limits))
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -68,7 +74,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RetentionController,
             BackupController,
         ],
-        middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier)],
+        middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier), MediaTypeMiddleware],
     )
     fix_allow_header, arm_allow_header = allow_header_fixer()
     app = Litestar(
@@ -82,7 +88,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[
             startup_guard(),
             lifespan,
-            retention_lifespan(retention_runner, settings),
+            retention_lifespan(retention_runner, settings, loops),
+            checkpoint_sink_lifespan(settings, engine, loops),
             backup_gauge_refresher(settings, engine),
         ],
         state=State(
@@ -92,6 +99,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "verifier": verifier,
                 "targets": targets,
                 "retention_runner": retention_runner,
+                "loops": loops,
+                "rate_limiter": limiter,
             }
         ),
         openapi_config=openapi_config(),

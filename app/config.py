@@ -16,7 +16,15 @@ from app.lib.errors import ConfigurationError
 __all__ = ("SECRET_FIELDS", "Settings", "get_settings", "load_settings")
 
 ENV_PREFIX = "LETHE_"
-SECRET_FIELDS = ("jwt_secret", "audit_key", "artifact_key", "audit_signing_key", "database_url")
+SECRET_FIELDS = (
+    "jwt_secret",
+    "audit_key",
+    "artifact_key",
+    "audit_signing_key",
+    "database_url",
+    "audit_chain_key",
+    "audit_chain_previous_keys",
+)
 """Fields that may also be read from the file named by ``LETHE_<NAME>_FILE``."""
 
 
@@ -47,6 +55,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Clock skew tolerated on ``exp``/``iat``/``nbf``."""
     audit_key: str | None = None
     """HMAC key for pseudonymous subject references in the audit log, consent ledger, tombstones."""
+    audit_chain_key: str | None = None
+    """HMAC key (at least 32 bytes) linking the audit chain; the database never holds it."""
+    audit_chain_epoch: int = 1
+    """Epoch of ``audit_chain_key``: raise it when rotating the key (each event records its epoch)."""
+    audit_chain_previous_keys: str | None = None
+    """Keys of earlier epochs, ``<epoch>:<key>`` separated by spaces: old events still verify."""
+    audit_checkpoint_path: str | None = None
+    """File outside the store where signed checkpoints are appended (JSON lines) by the workers."""
+    audit_checkpoint_interval_seconds: float = 60.0
+    """How often a new checkpoint is written when the chain has grown."""
     audit_signing_key: str | None = None
     """Ed25519 private key (PEM, or 32 raw bytes base64) for signed audit checkpoints."""
     artifact_key: str | None = None
@@ -72,6 +90,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Claims of one request before a target that stays unreachable fails it (retried per lease)."""
     approval_required: str = ""
     """Request kinds that wait for approval before running (e.g. ``erasure``)."""
+    approval_four_eyes: bool = True
+    """The principal (token ``sub`` or client) that created a request may not approve it."""
     erasure_batch_threshold: int = 50_000
     """Above this many rows in one table, erasure switches to resumable keyset batches."""
     erasure_batch_size: int = 5_000
@@ -90,12 +110,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """The in-service retention scheduler looks for due policies this often."""
     erasure_batch_delay_seconds: float = 0.0
     """Test-only: pause after every committed erasure batch so a crash test can kill a worker."""
+    target_url_variables: str = ""
+    """Further environment variables (besides ``LETHE_TARGET_<SYSTEM>_URL``) manifests may name."""
+    target_url_files: str = ""
+    """Files (or directories of files) holding target URLs that manifests may name."""
     target_connect_timeout_seconds: float = 5.0
     """Connect timeout to target databases."""
     target_statement_timeout_seconds: float = 60.0
     """Statement timeout on target databases (PostgreSQL, MariaDB)."""
     max_body_bytes: int = 1_048_576
     """Largest accepted request body; larger bodies get 413."""
+    rate_limits: str = "requests:write=120/60 consent:write=1200/60 manifests:write=60/60"
+    """Per-client limits by scope, ``<scope>=<calls>/<seconds>`` separated by spaces; counted in
+    the store, so replicas share them. Scopes not listed are not limited; empty turns limits off."""
     max_page_size: int = 200
     """Upper bound on ``limit`` in list endpoints."""
     log_level: str = "INFO"
@@ -129,6 +156,38 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return frozenset(k for k in self.approval_required.replace(",", " ").split() if k)
 
     @property
+    def target_variable_names(self) -> frozenset[str]:
+        """Variables the operator named for target URLs besides the default pattern."""
+        return frozenset(v for v in self.target_url_variables.replace(",", " ").split() if v)
+
+    @property
+    def target_url_file_paths(self) -> tuple[str, ...]:
+        """Files or directories the operator named for target URLs."""
+        return tuple(p for p in self.target_url_files.replace(",", " ").split() if p)
+
+    @property
+    def own_variable_names(self) -> frozenset[str]:
+        """Every variable the service reads for itself: never a target's URL."""
+        names = {ENV_PREFIX + name.upper() for name in Settings.__struct_fields__}
+        return frozenset(names | {f"{name}_FILE" for name in names})
+
+    def chain_keys(self) -> dict[int, bytes]:
+        """Every audit chain key by epoch: the previous ones and the current one.
+
+        Raises:
+            ConfigurationError: an entry of ``LETHE_AUDIT_CHAIN_PREVIOUS_KEYS`` is not ``<epoch>:<key>``.
+        """
+        keys: dict[int, bytes] = {}
+        for entry in (self.audit_chain_previous_keys or "").split():
+            epoch, _, key = entry.partition(":")
+            if not epoch.isdigit() or not key:
+                raise ConfigurationError("LETHE_AUDIT_CHAIN_PREVIOUS_KEYS: entries are <epoch>:<key>")
+            keys[int(epoch)] = key.encode()
+        if self.audit_chain_key:
+            keys[self.audit_chain_epoch] = self.audit_chain_key.encode()
+        return keys
+
+    @property
     def is_sqlite(self) -> bool:
         """Whether the service store is an embedded SQLite file."""
         return self.database_url.startswith("sqlite")
@@ -154,6 +213,9 @@ def _demo_secrets(home: Path) -> dict[str, str]:
     path = home / "demo-secrets.json"
     if path.exists():
         loaded: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+        if "audit_chain_key" not in loaded:  # written by an older version: add the chain key once
+            loaded["audit_chain_key"] = secrets.token_urlsafe(48)
+            path.write_text(json.dumps(loaded), encoding="utf-8")
         return loaded
     from app.lib.crypto import generate_signing_key_pem
 
@@ -163,6 +225,7 @@ def _demo_secrets(home: Path) -> dict[str, str]:
         "audit_key": secrets.token_urlsafe(48),
         "artifact_key": secrets.token_urlsafe(32),
         "audit_signing_key": generate_signing_key_pem(),
+        "audit_chain_key": secrets.token_urlsafe(48),
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -206,9 +269,20 @@ def _check_required(settings: Settings) -> None:
         raise ConfigurationError("LETHE_AUDIT_KEY is not set (or LETHE_AUDIT_KEY_FILE)")
     if len(settings.audit_key.encode()) < 32:
         raise ConfigurationError("LETHE_AUDIT_KEY must be at least 32 bytes")
+    _check_chain_keys(settings)
     unknown = set(settings.algorithms) - {"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
     if unknown or not settings.algorithms:
         raise ConfigurationError(f"LETHE_JWT_ALGORITHMS: unsupported {sorted(unknown) or 'empty'}")
+
+
+def _check_chain_keys(settings: Settings) -> None:
+    if not settings.audit_chain_key:
+        raise ConfigurationError("LETHE_AUDIT_CHAIN_KEY is not set (or LETHE_AUDIT_CHAIN_KEY_FILE)")
+    if len(settings.audit_chain_key.encode()) < 32:
+        raise ConfigurationError("LETHE_AUDIT_CHAIN_KEY must be at least 32 bytes")
+    if settings.audit_chain_epoch < 1:
+        raise ConfigurationError("LETHE_AUDIT_CHAIN_EPOCH must be 1 or more")
+    settings.chain_keys()  # entries of LETHE_AUDIT_CHAIN_PREVIOUS_KEYS parse
 
 
 @lru_cache(maxsize=1)

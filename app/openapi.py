@@ -301,6 +301,7 @@ def _add_struct_constraints(components: dict[str, Any]) -> None:
 _SPEC_ENV = {
     "LETHE_JWT_SECRET": "openapi-generation-placeholder-secret-000",
     "LETHE_AUDIT_KEY": "openapi-generation-placeholder-audit-key-0",
+    "LETHE_AUDIT_CHAIN_KEY": "openapi-generation-placeholder-chain-key-0",
     "LETHE_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
     "LETHE_WORKERS_ENABLED": "false",
 }

@@ -12,12 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.asgi import create_app
 from app.config import Settings, load_settings
-from app.db.store import upgrade_store
+from app.db.store import create_store_engine, upgrade_store
 from app.lib.auth import ALL_SCOPES, mint_token
+from app.lib.crypto import CHAIN_OPTION, ChainKeyring
 from tests.servers import DatabaseServer, server_for
 
 TEST_JWT_SECRET = "test-jwt-secret-that-is-at-least-32-bytes-long"
 TEST_AUDIT_KEY = "test-audit-key-that-is-at-least-32-bytes-long"
+TEST_CHAIN_KEY = "test-audit-chain-key-that-is-at-least-32-bytes"
 
 
 def make_settings(tmp_path: Path, **overrides: str) -> Settings:
@@ -25,6 +27,7 @@ def make_settings(tmp_path: Path, **overrides: str) -> Settings:
     env = {
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
         "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
         "LETHE_ARTIFACT_KEY": "dGVzdC1hcnRpZmFjdC1rZXktdGhhdC1pcy0zMi1ieXQ=",
         "LETHE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'store.db'}",
         "LETHE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
@@ -33,6 +36,12 @@ def make_settings(tmp_path: Path, **overrides: str) -> Settings:
     }
     env.update({f"LETHE_{k.upper()}": v for k, v in overrides.items()})
     return load_settings(env)
+
+
+def store_engine_for(url: str) -> AsyncEngine:
+    """An engine on a service store that appends audit events under the test chain key."""
+    keyring = ChainKeyring(1, {1: TEST_CHAIN_KEY.encode()})
+    return create_async_engine(url, execution_options={CHAIN_OPTION: keyring})
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +82,8 @@ def settings(tmp_path: Path, store_url: str) -> Settings:
 
 @pytest.fixture
 async def store_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """A direct engine on the service store, for assertions a client cannot make."""
-    engine = create_async_engine(settings.database_url)
+    """A direct engine on the service store (with the chain key), for what a client cannot do."""
+    engine = create_store_engine(settings)
     yield engine
     await engine.dispose()
 

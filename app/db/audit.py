@@ -8,7 +8,7 @@ from typing import Any
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import BigInteger, Boolean, Index, String, Uuid
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = ("APPEND_ONLY_TABLES", "AuditEvent", "ConsentEvent", "ErasureTombstone")
@@ -23,6 +23,8 @@ class AuditEvent(DefaultBase):
     ``seq`` is assigned by :func:`app.domain.audit.services.append` under a lock (never by a
     sequence, which would leave gaps on rollback); ``hash`` covers every other column and
     ``prev_hash``, so altering, removing or reordering a row breaks the chain at that ``seq``.
+    ``hash`` is an HMAC under the chain key of ``epoch`` (a key the database never holds);
+    epoch 0 marks links written before the chain was keyed (plain SHA-256).
     """
 
     __tablename__ = "audit_event"
@@ -44,6 +46,7 @@ class AuditEvent(DefaultBase):
     payload: Mapped[dict[str, Any]] = mapped_column(JsonB)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class ConsentEvent(DefaultBase):

@@ -30,3 +30,6 @@ class ManifestVersion(DefaultBase):
     document: Mapped[dict[str, Any]] = mapped_column(JsonB)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     created_by: Mapped[str] = mapped_column(String(255))
+    identity_columns: Mapped[dict[str, Any] | None] = mapped_column(JsonB, nullable=True)
+    """Per identity, its column's reflected type (``affinity``, ``type_name``, ``length``), taken
+    when the version was validated live; None when it was not (``LETHE_MANIFESTS_DIR``)."""

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import Settings
+from app.lib.crypto import CHAIN_OPTION, ChainKeyring
 
 __all__ = (
     "MIGRATIONS_DIR",
@@ -38,16 +39,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 
 def create_store_engine(settings: Settings) -> AsyncEngine:
-    """One pooled async engine for the service store (WAL and a busy timeout on SQLite)."""
+    """One pooled async engine for the service store (WAL and a busy timeout on SQLite).
+
+    The engine carries the audit chain keyring as an execution option, so every session on it
+    appends keyed links (:func:`app.domain.audit.services.append`) without a global.
+    """
     url = settings.database_url
+    options = {CHAIN_OPTION: ChainKeyring(settings.audit_chain_epoch, settings.chain_keys())}
     if settings.is_sqlite:
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, execution_options=options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=settings.database_pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=settings.database_pool_size, pool_pre_ping=True, execution_options=options
+    )
 
 
 def store_config(settings: Settings, engine: AsyncEngine | None = None) -> SQLAlchemyAsyncConfig:

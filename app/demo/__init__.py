@@ -30,15 +30,21 @@ DEMO_MANIFEST = Path(__file__).with_name("manifest.yaml")
 SHOP_URL_VARIABLE = "LETHE_TARGET_SHOP_URL"
 """The variable the shop manifest's connection names."""
 
+SERVICE_SCOPES = ("requests:read", "requests:write", "consent:read", "consent:write")
+"""What an ordinary calling service holds: its own requests and consents, nothing else."""
+OPERATOR_SCOPES = tuple(s for s in ALL_SCOPES if s not in ("requests:write", "consent:write"))
+"""The operator's scopes: manifests, retention, backups, audit, every client's requests."""
+
 DEMO_PERSON = "radia.hamilton.1@example.com"
 """Person 1 of the generated shop (seed 7): the subject of the demo requests."""
 
 
 @dataclass
 class DemoInfo:
-    """What the demo prints: a token valid for every scope and the target it created."""
+    """What the demo prints: a calling service's token, an operator's token, the target created."""
 
     token: str
+    operator_token: str
     shop_path: Path
     people: int
     manifest_version: int = 0
@@ -52,14 +58,17 @@ class DemoInfo:
                 f"Lethe demo: store migrated, shop target with {self.people} people at {self.shop_path}",
                 f"Manifest of system 'shop' registered (version {self.manifest_version})",
                 "",
-                "Development token (all scopes, valid 12 hours):",
+                "Development tokens (valid 12 hours):",
                 f"  export TOKEN={self.token}",
+                f"    # a calling service: {' '.join(SERVICE_SCOPES)}",
+                f"  export OPERATOR_TOKEN={self.operator_token}",
+                "    # the operator: manifests, audit, retention, backups, approvals, all requests",
                 "",
                 "Try:",
                 f"  curl -s {base}/healthz",
                 f"  curl -s -i {base}/v1/audit/events            # 401 without a token",
-                f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/readyz',
-                f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/v1/manifests/shop',
+                f'  curl -s -H "Authorization: Bearer $OPERATOR_TOKEN" {base}/v1/audit/events',
+                f'  curl -s -H "Authorization: Bearer $OPERATOR_TOKEN" {base}/v1/manifests/shop',
                 f"  open {base}/schema for the API documentation",
                 "",
                 *_export_lines(base),
@@ -118,12 +127,21 @@ async def prepare_demo(settings: Settings, home: Path) -> DemoInfo:
     version = await register_demo_manifest(settings)
     token = mint_token(
         settings,
-        sub="demo-operator",
-        scopes=list(ALL_SCOPES),
+        sub="demo-service",
+        scopes=list(SERVICE_SCOPES),
         ttl_seconds=12 * 3600,
-        client_id="demo",
+        client_id="demo-service",
     )
-    return DemoInfo(token=token, shop_path=shop_path, people=people, manifest_version=version)
+    operator = mint_token(
+        settings,
+        sub="demo-operator",
+        scopes=list(OPERATOR_SCOPES),
+        ttl_seconds=12 * 3600,
+        client_id="demo-operator",
+    )
+    return DemoInfo(
+        token=token, operator_token=operator, shop_path=shop_path, people=people, manifest_version=version
+    )
 
 
 async def register_demo_manifest(settings: Settings) -> int:

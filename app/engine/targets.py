@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -17,12 +19,20 @@ from app.config import Settings
 from app.engine.check_proof import prove_checks
 from app.engine.reflection import reflect_schema
 from app.engine.surrogates import install_sqlite_functions
-from app.lib.errors import TargetUnavailable
+from app.lib.errors import TargetRefused, TargetUnavailable
 from app.manifest.issues import Issue
 from app.manifest.model import Connection, Manifest
 from app.manifest.schema import SchemaInfo
 
-__all__ = ("ASYNC_DRIVERS", "TargetRegistry", "async_url", "asyncpg_server_settings", "resolve_url")
+__all__ = (
+    "ASYNC_DRIVERS",
+    "TARGET_VARIABLE",
+    "TargetRegistry",
+    "TargetSources",
+    "async_url",
+    "asyncpg_server_settings",
+    "resolve_url",
+)
 
 ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
@@ -32,6 +42,11 @@ ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
 }
 """Plain URL schemes and the async driver Lethe uses for each."""
+
+TARGET_VARIABLE = re.compile(r"LETHE_TARGET_[A-Z0-9_]+_URL")
+"""Variables the operator sets up for targets by default: ``LETHE_TARGET_<SYSTEM>_URL``."""
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", ""})
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 _UNAVAILABLE = (OSError, TimeoutError, exc.OperationalError, exc.InterfaceError, exc.DBAPIError)
 
@@ -86,13 +101,85 @@ def asyncpg_server_settings(url: URL) -> tuple[URL, dict[str, str]]:
     return url.difference_update_query(["options"]), settings
 
 
-def resolve_url(system: str, connection: Connection, environ: dict[str, str] | None = None) -> URL:
+class TargetSources(msgspec.Struct, frozen=True, kw_only=True):
+    """Where target URLs may come from, decided by the operator, never by a manifest author.
+
+    A manifest names a variable or a file; it is honoured only when the variable matches
+    :data:`TARGET_VARIABLE` or is in ``variables``, or the file is (or lies under a directory)
+    in ``files``. ``refused_variables`` (the service's own settings: the store URL, keys) are
+    refused whatever the lists say, and a URL that points at the service store itself
+    (``store_url``: same host, port and database, or the same SQLite file) is refused too: an
+    erasure through it would delete Lethe's own rows.
+    """
+
+    variables: frozenset[str] = frozenset()
+    files: tuple[str, ...] = ()
+    refused_variables: frozenset[str] = frozenset()
+    store_url: str | None = None
+
+    def check_reference(self, system: str, connection: Connection) -> None:
+        """Refuse a variable or file the operator did not name for targets.
+
+        Raises:
+            TargetRefused: the reference is not allowed (422 naming ``connection.env``/``file``).
+        """
+        if connection.env is not None:
+            name = connection.env
+            if name in self.refused_variables or not (
+                TARGET_VARIABLE.fullmatch(name) or name in self.variables
+            ):
+                raise TargetRefused(
+                    system,
+                    "connection.env",
+                    f"{name} is not a target variable (LETHE_TARGET_<SYSTEM>_URL or "
+                    "LETHE_TARGET_URL_VARIABLES); the service's own settings are never targets",
+                )
+            return
+        path = os.path.realpath(connection.file or "")
+        allowed = [os.path.realpath(entry) for entry in self.files]
+        if not any(path == entry or path.startswith(entry.rstrip(os.sep) + os.sep) for entry in allowed):
+            raise TargetRefused(system, "connection.file", "the file is not listed in LETHE_TARGET_URL_FILES")
+
+    def check_url(self, system: str, url: URL) -> None:
+        """Refuse a target URL that reaches the service store's own database.
+
+        Raises:
+            TargetRefused: same database as the store.
+        """
+        if self.store_url is not None and _same_database(url, async_url(self.store_url)):
+            raise TargetRefused(system, "connection", "the target is the service's own store database")
+
+
+def _same_database(left: URL, right: URL) -> bool:
+    backend = left.get_backend_name()
+    if backend != right.get_backend_name():
+        return False
+    if backend == "sqlite":
+        paths = [os.path.realpath(u.database or ":memory:") for u in (left, right)]
+        return ":memory:" not in (left.database, right.database) and paths[0] == paths[1]
+    hosts = [(u.host or "").lower() for u in (left, right)]
+    same_host = hosts[0] == hosts[1] or (hosts[0] in _LOCAL_HOSTS and hosts[1] in _LOCAL_HOSTS)
+    ports = [u.port or _DEFAULT_PORTS.get(backend) for u in (left, right)]
+    return same_host and ports[0] == ports[1] and left.database == right.database
+
+
+def resolve_url(
+    system: str,
+    connection: Connection,
+    environ: dict[str, str] | None = None,
+    sources: TargetSources | None = None,
+) -> URL:
     """Read the target URL from the variable or file the manifest names.
 
+    With ``sources``, the reference and the URL are checked against what the operator allows.
+
     Raises:
+        TargetRefused: the reference or the URL is not allowed as a target.
         TargetUnavailable: the variable is unset, the file unreadable, or the URL invalid; the
             message names the variable or file, never the URL (it may hold a password).
     """
+    if sources is not None:
+        sources.check_reference(system, connection)
     env = os.environ if environ is None else environ
     if connection.env is not None:
         raw = env.get(connection.env)
@@ -113,6 +200,8 @@ def resolve_url(system: str, connection: Connection, environ: dict[str, str] | N
         asyncpg_server_settings(url)
     except ValueError as error:
         raise TargetUnavailable(system, f"{error} (in {source})") from error
+    if sources is not None:
+        sources.check_url(system, url)
     return url
 
 
@@ -176,6 +265,7 @@ class TargetRegistry:
     def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
         self._settings = settings
         self._environ = environ
+        self._sources = _sources(settings, environ)
         self._engines: dict[str, tuple[URL, AsyncEngine]] = {}
         self._lock = asyncio.Lock()
 
@@ -190,7 +280,7 @@ class TargetRegistry:
         Raises:
             TargetUnavailable: the URL cannot be resolved, or a SQLite file does not exist.
         """
-        url = resolve_url(system, connection, self._environ)
+        url = resolve_url(system, connection, self._environ, self._sources)
         async with self._lock:
             current = self._engines.get(system)
             if current is not None and current[0] == url:
@@ -272,6 +362,17 @@ class TargetRegistry:
             self._engines.clear()
         for engine in engines:
             await engine.dispose()
+
+
+def _sources(settings: Settings, environ: dict[str, str] | None) -> TargetSources:
+    """The operator's target sources; variables of an explicit ``environ`` are named by its caller."""
+    named = settings.target_variable_names | frozenset(environ or ())
+    return TargetSources(
+        variables=named - settings.own_variable_names,
+        files=settings.target_url_file_paths,
+        refused_variables=settings.own_variable_names,
+        store_url=settings.database_url,
+    )
 
 
 def _reason(error: BaseException) -> str:

@@ -18,6 +18,7 @@ from app.config import Settings
 from app.lib.errors import ConfigurationError, InsufficientScope, InvalidToken
 
 __all__ = (
+    "ADMIN_SCOPE",
     "ALL_SCOPES",
     "AuthMiddleware",
     "Principal",
@@ -41,8 +42,15 @@ ALL_SCOPES = (
     "retention:run",
     "backups:read",
     "backups:run",
+    "requests:admin",
 )
+ADMIN_SCOPE = "requests:admin"
+"""Sees and decides every client's requests (operators, the DPO's tool); others see their own."""
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
+MAX_PRINCIPAL_CHARS = 255
+"""Longest ``sub``/``client_id``: what the store's actor and client columns hold."""
+MAX_TOKEN_BYTES = 8192
+"""A bearer token longer than this is refused before it is decoded."""
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -67,7 +75,7 @@ class TokenVerifier:
 
     async def _key_for(self, token: str, header: dict[str, Any]) -> Any:
         alg = header.get("alg")
-        if alg not in self._algorithms:
+        if not isinstance(alg, str) or alg not in self._algorithms:
             raise InvalidToken(f"algorithm '{alg}' is not accepted")
         if alg.startswith("HS"):
             if not self._settings.jwt_secret:
@@ -86,10 +94,14 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """Decode and check a token; every failure is an :class:`InvalidToken`."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken(f"token longer than {MAX_TOKEN_BYTES} bytes")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
+        except jwt.PyJWTError as exc:  # malformed, a non-string kid, an unknown crit extension
             raise InvalidToken("malformed token") from exc
+        if header.get("crit") is not None:
+            raise InvalidToken("token header names critical extensions this service does not support")
         key = await self._key_for(token, header)
         try:
             claims = jwt.decode(
@@ -114,12 +126,31 @@ class TokenVerifier:
         return _principal(claims)
 
 
-def _principal(claims: dict[str, Any]) -> Principal:
+def _scopes(claims: dict[str, Any]) -> list[str]:
+    """``scope`` as a space-separated string, or ``scp`` as a string or a list of strings."""
     raw = claims.get("scope", claims.get("scp", ""))
-    scopes = raw.split() if isinstance(raw, str) else [str(s) for s in raw]
-    sub = str(claims["sub"])
-    client_id = str(claims.get("client_id") or claims.get("azp") or sub)
-    return Principal(sub=sub, client_id=client_id, scopes=frozenset(scopes))
+    if isinstance(raw, str):
+        return raw.split()
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return list(raw)
+    raise InvalidToken("the scope claim must be a string or a list of strings")
+
+
+def _text_claim(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_PRINCIPAL_CHARS:
+        raise InvalidToken(f"the {name} claim must be a non-empty string")
+    return value
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    sub = _text_claim(claims, "sub")
+    if sub is None:
+        raise InvalidToken("token lacks the 'sub' claim")
+    client_id = _text_claim(claims, "client_id") or _text_claim(claims, "azp") or sub
+    return Principal(sub=sub, client_id=client_id, scopes=frozenset(_scopes(claims)))
 
 
 class AuthMiddleware(AbstractAuthenticationMiddleware):
@@ -146,15 +177,21 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
 class ScopeGuard:
     """A guard that lets a request through only if its token carries ``scope``.
 
-    A value, not a closure, so the OpenAPI document can name the scope of every operation.
+    A value, not a closure, so the OpenAPI document can name the scope of every operation. It
+    also counts the call against the client's rate limit for that scope (429 past it).
     """
 
     scope: str
 
-    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal: Principal = connection.user
+    async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = connection.scope.get("user")
+        if not isinstance(principal, Principal):  # OPTIONS/HEAD pass the middleware unauthenticated
+            raise InvalidToken("a bearer token is required", error="missing")
         if self.scope not in principal.scopes:
             raise InsufficientScope(self.scope)
+        limiter = connection.app.state.get("rate_limiter")
+        if limiter is not None:
+            await limiter.hit(principal.client_id, self.scope)
 
 
 def requires(scope: str) -> ScopeGuard:

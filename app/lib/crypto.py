@@ -7,6 +7,8 @@ import binascii
 import hashlib
 import hmac
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -15,6 +17,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from app.lib.errors import ConfigurationError
 
 __all__ = (
+    "CHAIN_OPTION",
+    "ChainKeyring",
     "aes_key",
     "decrypt",
     "encrypt",
@@ -25,6 +29,27 @@ __all__ = (
 )
 
 NONCE_BYTES = 12
+CHAIN_OPTION = "lethe_audit_chain"
+"""Execution option of the store engine that carries the :class:`ChainKeyring`."""
+
+
+@dataclass(frozen=True)
+class ChainKeyring:
+    """The audit chain keys: the current epoch's key links new events; older epochs verify.
+
+    The keys live in the process (``LETHE_AUDIT_CHAIN_KEY``), never in the database, so a role
+    that may INSERT into the audit table cannot write an event that verifies.
+    """
+
+    epoch: int
+    keys: Mapping[int, bytes] = field(repr=False)
+
+    def link(self, epoch: int, message: bytes) -> str | None:
+        """HMAC-SHA256 of ``message`` under the key of ``epoch`` (None when that key is unknown)."""
+        key = self.keys.get(epoch)
+        if key is None:
+            return None
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def hmac_ref(key: str, *parts: str) -> str:

@@ -18,9 +18,12 @@ __all__ = (
     "ManifestInvalid",
     "NotFound",
     "PayloadTooLarge",
+    "SelfApproval",
+    "TargetRefused",
     "TargetUnavailable",
     "TooManyRequests",
     "Unavailable",
+    "UnsupportedMediaType",
     "ValidationFailed",
     "field_error",
     "problem_type",
@@ -110,6 +113,13 @@ class InsufficientScope(Forbidden):
         )
 
 
+class SelfApproval(Forbidden):
+    """Four eyes: the principal that created a request may not approve it."""
+
+    slug = "approval-by-creator"
+    title = "The creator of a request cannot approve it"
+
+
 class NotFound(LetheError):
     """The named resource does not exist."""
 
@@ -174,11 +184,29 @@ class ManifestInvalid(ValidationFailed):
     title = "Invalid manifest"
 
 
+class TargetRefused(ValidationFailed):
+    """A manifest's connection names something the operator did not set up as a target."""
+
+    slug = "target-connection-refused"
+    title = "Target connection refused"
+
+    def __init__(self, system: str, field: str, reason: str) -> None:
+        super().__init__(f"system '{system}': {field}: {reason}", [field_error(f"body.{field}", reason)])
+
+
 class IdempotencyConflict(ValidationFailed):
     """The Idempotency-Key was already used with a different body."""
 
     slug = "idempotency-key-reused"
     title = "Idempotency-Key reused with a different body"
+
+
+class UnsupportedMediaType(LetheError):
+    """The body's ``Content-Type`` is not one the operation reads."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
 
 
 class TooManyRequests(LetheError):

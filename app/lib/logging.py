@@ -105,6 +105,17 @@ def _quiet_alembic(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(("Context impl", "Will assume"))
 
 
+def _status_of(error: BaseException | None, sent: int) -> int:
+    """The status the problem handlers give ``error`` (LetheError.status, HTTPException.status_code)."""
+    if error is None:
+        return sent
+    for attribute in ("status", "status_code"):
+        value = getattr(error, attribute, None)
+        if isinstance(value, int) and 400 <= value <= 599:
+            return value
+    return 500
+
+
 class RequestIdMiddleware:
     """Assigns ``X-Request-ID`` (or keeps a sane one from the caller) and logs one access line."""
 
@@ -134,6 +145,8 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            # An exception is answered by the handlers outside this middleware: log their status.
+            status = _status_of(sys.exc_info()[1], status)
             self.logger.info(
                 "request",
                 method=scope["method"],

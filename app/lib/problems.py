@@ -115,6 +115,19 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return _response(problem, headers)
 
 
+def _unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """A body that cannot be decoded at all: nested past the parser's depth, or not UTF-8."""
+    reason = "nested too deeply" if isinstance(exc, RecursionError) else "not valid UTF-8"
+    problem = Problem(
+        type=problem_type("bad-request"),
+        title="Bad request",
+        status=400,
+        detail=f"the request body cannot be decoded: {reason}",
+        instance=request.url.path,
+    )
+    return _response(problem)
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     # The exception text may contain values from a target database: log only its type.
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
@@ -139,6 +152,8 @@ exception_handlers: ExceptionHandlersMap = {
     LetheError: _lethe_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,
+    RecursionError: _unreadable_body,
+    UnicodeDecodeError: _unreadable_body,
     Exception: _unexpected,
 }
 

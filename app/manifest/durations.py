@@ -10,13 +10,16 @@ from typing import Annotated
 
 from msgspec import Meta
 
-__all__ = ("DURATION_PATTERN", "Duration", "IsoDuration", "parse_duration")
+__all__ = ("DURATION_PATTERN", "MAX_YEARS", "Duration", "IsoDuration", "parse_duration")
 
 DURATION_PATTERN = (
     r"^P(?!$)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?"
     r"(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$"
 )
 _DURATION = re.compile(DURATION_PATTERN)
+MAX_YEARS = 1000
+"""Longest duration accepted: anything longer cannot be subtracted from today's date."""
+_MAX_DAYS = MAX_YEARS * 366
 
 IsoDuration = Annotated[
     str, Meta(pattern=DURATION_PATTERN, description="ISO 8601 duration, e.g. P10Y, P30D, PT12H")
@@ -53,6 +56,13 @@ def parse_duration(text: str) -> Duration:
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"not an ISO 8601 duration: {text!r}")
+    if any(len(g) > 12 for g in match.groups() if g):
+        raise ValueError(f"longer than {MAX_YEARS} years")
     years, months, weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    span_days = (
+        years * 366 + months * 31 + weeks * 7 + days + (hours * 3600 + minutes * 60 + seconds) // 86_400
+    )
+    if span_days > _MAX_DAYS:
+        raise ValueError(f"longer than {MAX_YEARS} years")
     exact = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
     return Duration(years=years, months=months, exact=exact)

@@ -82,6 +82,11 @@ def parse_document(text: str | bytes, fmt: Literal["yaml", "json"] | None = None
             f"manifest is not valid YAML: {where}: {problem}",
             errors=[{"field": where, "message": str(problem)}],
         ) from exc
+    except (RecursionError, ValueError) as exc:  # nested too deeply; an integer of 5,000 digits
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "a value is out of range"
+        raise ManifestInvalid(
+            f"manifest cannot be read: {reason}", errors=[{"field": "document", "message": reason}]
+        ) from exc
 
 
 def _load_yaml(text: str) -> Any:

@@ -40,7 +40,7 @@ __all__ = (
     "target_url",
 )
 
-TARGET_ENV = "LETHE_TEST_TARGET_CRM_URL"
+TARGET_ENV = "LETHE_TARGET_CRM_URL"
 SUBJECT_ID = 1
 SUBJECT_EMAIL = "ada@example.com"
 

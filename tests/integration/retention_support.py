@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from app.domain.manifests.services import ManifestService
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
+from tests.conftest import store_engine_for
 
 __all__ = (
     "NOW",
@@ -171,7 +172,7 @@ async def engine_for(url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-SHOP_ENV = "LETHE_TEST_RETENTION_SHOP_URL"
+SHOP_ENV = "LETHE_TARGET_RETENTIONSHOP_URL"
 """The variable the test manifest names for its connection."""
 
 
@@ -228,7 +229,7 @@ def shop_manifest(contact_surrogate: str = "email") -> Manifest:
 
 async def register_shop(store_url: str, manifest: Manifest | None = None) -> None:
     """Store the test manifest as the latest version of ``shop`` (no live validation)."""
-    engine = create_async_engine(store_url)
+    engine = store_engine_for(store_url)
     try:
         async with AsyncSession(engine) as session:
             await ManifestService(session=session).store(manifest or shop_manifest(), "test")

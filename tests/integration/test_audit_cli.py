@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.cli import lethe_group
 from app.config import get_settings
+from app.db.store import create_store_engine
 from app.lib.crypto import generate_signing_key_pem
-from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET
+from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings
 from tests.integration.audit_support import append_events, as_owner
 
 
@@ -21,6 +21,7 @@ def _run(store_url: str, args: list[str], signing_key: str | None) -> Result:
         "LETHE_DATABASE_URL": store_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
         "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
         "LETHE_LOG_LEVEL": "WARNING",
         "LETHE_AUDIT_SIGNING_KEY": signing_key,
     }
@@ -38,7 +39,7 @@ async def _lethe(store_url: str, *args: str, signing_key: str | None = None) -> 
 
 async def test_cli_checkpoint_and_verify(store_url: str, tmp_path: Path) -> None:
     key = generate_signing_key_pem()
-    engine = create_async_engine(store_url)
+    engine = create_store_engine(make_settings(tmp_path, database_url=store_url))
     try:
         await append_events(engine, 5)
         taken = await _lethe(store_url, "audit", "checkpoint", signing_key=key)

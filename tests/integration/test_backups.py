@@ -35,11 +35,11 @@ from app.engine.subjects import subject_key_reference
 from app.engine.targets import TargetRegistry
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
-from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
+from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings
 from tests.servers import DatabaseServer
 
 SYSTEM = "shop"
-TARGET_VARIABLE = "LETHE_TEST_BACKUP_SHOP_URL"
+TARGET_VARIABLE = "LETHE_TARGET_BACKUPSHOP_URL"
 SCRATCH_VARIABLE = "LETHE_TEST_BACKUP_SCRATCH_URL"
 ERASED = (2, 4)
 """Users erased after the dump was taken."""
@@ -482,6 +482,7 @@ def run_cli(settings: Settings, *args: str) -> Result:
         "LETHE_DATABASE_URL": settings.database_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
         "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
         "LETHE_LOG_LEVEL": "WARNING",
         "LETHE_BACKUP_SOURCES": settings.backup_sources,
     }

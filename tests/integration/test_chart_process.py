@@ -228,6 +228,7 @@ async def cluster(
         "jwt-secret": TEST_JWT_SECRET,
         "jwt-public-key": RSA_PUBLIC_PEM,
         "audit-key": TEST_AUDIT_KEY,
+        "audit-chain-key": TEST_AUDIT_KEY,
         "audit-signing-key": generate_signing_key_pem(),
         "artifact-key": base64.b64encode(os.urandom(32)).decode(),
     }

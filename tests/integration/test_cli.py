@@ -36,6 +36,7 @@ def test_token_is_minted_with_the_requested_scopes(tmp_path: Path) -> None:
         env={
             "LETHE_JWT_SECRET": SECRET,
             "LETHE_AUDIT_KEY": AUDIT,
+            "LETHE_AUDIT_CHAIN_KEY": AUDIT,
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         },
         cwd=tmp_path,
@@ -56,6 +57,7 @@ def test_unknown_scope_is_refused(tmp_path: Path) -> None:
         env={
             "LETHE_JWT_SECRET": SECRET,
             "LETHE_AUDIT_KEY": AUDIT,
+            "LETHE_AUDIT_CHAIN_KEY": AUDIT,
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         },
         cwd=tmp_path,
@@ -69,7 +71,11 @@ def test_missing_secret_stops_start_up_with_one_line(tmp_path: Path) -> None:
         "run",
         "--port",
         "1",
-        env={"LETHE_AUDIT_KEY": AUDIT, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        env={
+            "LETHE_AUDIT_KEY": AUDIT,
+            "LETHE_AUDIT_CHAIN_KEY": AUDIT,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        },
         cwd=tmp_path,
     )
     assert result.returncode == 2

@@ -14,7 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.audit import ErasureTombstone
-from app.domain.audit.services import append, subject_reference, tombstone_reference, verify_chain
+from app.domain.audit.chain import verify_chain
+from app.domain.audit.services import append, subject_reference, tombstone_reference
 from app.domain.consent.services import consent_history
 from tests.conftest import TEST_AUDIT_KEY
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET
+from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET
 
 __all__ = ()
 
@@ -250,6 +250,7 @@ def built(
         {
             "LETHE_JWT_SECRET": TEST_JWT_SECRET,
             "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+            "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
             "LETHE_ARTIFACT_KEY": "dGVzdC1hcnRpZmFjdC1rZXktdGhhdC1pcy0zMi1ieXQ=",  # /readyz needs it
             "LETHE_LOG_LEVEL": "WARNING",
         }

@@ -44,6 +44,7 @@ SECRET_SETTINGS = frozenset(
         "LETHE_JWT_PUBLIC_KEY",
         "LETHE_AUDIT_KEY",
         "LETHE_AUDIT_SIGNING_KEY",
+        "LETHE_AUDIT_CHAIN_KEY",
         "LETHE_ARTIFACT_KEY",
     }
 )
@@ -308,6 +309,7 @@ async def test_hook_job_command_migrates_a_real_store(tmp_path: Path, empty_stor
         "database-url": empty_store_url,
         "jwt-secret": TEST_JWT_SECRET,
         "audit-key": TEST_AUDIT_KEY,
+        "audit-chain-key": TEST_AUDIT_KEY,
         "artifact-key": "dGVzdC1hcnRpZmFjdC1rZXktdGhhdC1pcy0zMi1ieXQ=",
         "audit-signing-key": generate_signing_key_pem(),
     }

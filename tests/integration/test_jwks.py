@@ -67,7 +67,12 @@ def _claims() -> dict[str, Any]:
 async def test_jwks_keys_verify_and_are_cached(jwks_server: tuple[str, _JWKS]) -> None:
     url, state = jwks_server
     settings = load_settings(
-        {"LETHE_JWKS_URL": url, "LETHE_AUDIT_KEY": AUDIT, "LETHE_JWT_ALGORITHMS": "ES256"}
+        {
+            "LETHE_JWKS_URL": url,
+            "LETHE_AUDIT_KEY": AUDIT,
+            "LETHE_AUDIT_CHAIN_KEY": AUDIT,
+            "LETHE_JWT_ALGORITHMS": "ES256",
+        }
     )
     verifier = TokenVerifier(settings)
     token = jwt.encode(_claims(), state.key, algorithm="ES256", headers={"kid": "k1"})

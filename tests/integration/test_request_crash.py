@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
 from app.db.audit import AuditEvent
 from app.db.requests import SubjectRequest
 from app.db.store import upgrade_store
 from app.lib.auth import ALL_SCOPES, mint_token
-from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
+from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings, store_engine_for
 from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, create_crm, drain, register_crm
 from tests.servers import DatabaseServer
 
@@ -64,7 +64,7 @@ async def test_killed_worker_is_resumed_with_one_completion(
     postgres_server: DatabaseServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store_url = await postgres_server.create_database("lethe_store")
-    store = create_async_engine(store_url)
+    store = store_engine_for(store_url)
     try:
         await _scenario(store, store_url, postgres_server, tmp_path, monkeypatch)
     finally:
@@ -88,6 +88,7 @@ async def _scenario(
         "LETHE_DATABASE_URL": store_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
         "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
         "LETHE_ARTIFACT_KEY": ARTIFACT_KEY,
         "LETHE_ARTIFACTS_DIR": settings.artifacts_dir,
         "LETHE_WORKER_LEASE_SECONDS": "2",

@@ -25,6 +25,7 @@ from app.db.requests import SubjectRequest
 from app.domain.requests.metrics import refresh_request_gauges
 from app.domain.requests.schemas import RequestIn
 from app.lib.idempotency import body_fingerprint
+from tests.conftest import store_engine_for
 from tests.integration.requests_support import (
     SUBJECT_EMAIL,
     TARGET_ENV,
@@ -427,10 +428,10 @@ async def test_approval_reject_and_cancel(
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, database_url=store_url, approval_required="erasure")
-    engine = create_async_engine(store_url)
+    engine = store_engine_for(store_url)
 
-    def auth(*scopes: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token(*scopes)}"}
+    def auth(*scopes: str, sub: str = "test-operator") -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(*scopes, sub=sub)}"}
 
     async with AsyncTestClient(app=create_app(settings)) as client:
         await register_crm(client, auth())
@@ -440,9 +441,11 @@ async def test_approval_reject_and_cancel(
         assert held["dry_run"] is True
         url = f"/v1/requests/{held['id']}"
         assert (await client.post(url + "/approve", headers=auth("requests:write"))).status_code == 403
-        approved = await client.post(url + "/approve", headers=auth("requests:approve"))
+        approved = await client.post(
+            url + "/approve", headers=auth("requests:approve", "requests:admin", sub="dpo")
+        )
         assert approved.json()["status"] == "queued"
-        assert (await client.post(url + "/approve", headers=auth())).status_code == 409
+        assert (await client.post(url + "/approve", headers=auth(sub="dpo"))).status_code == 409
         await drain(settings, engine)
         planned = (await client.get(url, headers=auth())).json()
         assert planned["status"] == "completed", planned

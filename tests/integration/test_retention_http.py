@@ -87,6 +87,13 @@ async def test_manifest_policies_are_listed_and_changed_only_in_the_manifest(
         ),
         ({"table": "nope", "age_column": "x"}, "table", "table 'nope' does not exist"),
         ({"age_column": "expires_at", "older_than": "P1X"}, "older_than", "not an ISO 8601 duration"),
+        ({"age_column": "expires_at", "older_than": "P99999999Y"}, "older_than", "longer than 1000 years"),
+        ({"age_column": "expires_at", "older_than": "P" + "9" * 40 + "D"}, "older_than", "longer than 1000"),
+        (
+            {"age_column": "expires_at", "schedule": "P99999999Y"},
+            "body.schedule",
+            "longer than 1000 years",
+        ),
     ],
 )
 async def test_policies_the_target_cannot_honour_are_refused(

@@ -190,6 +190,7 @@ async def test_run_due_command_runs_what_is_due_once(tmp_path: Path, shop: str, 
     env |= {
         "LETHE_JWT_SECRET": "cli-test-secret-that-is-at-least-32-bytes",
         "LETHE_AUDIT_KEY": "cli-test-audit-key-that-is-at-least-32-bytes",
+        "LETHE_AUDIT_CHAIN_KEY": "cli-test-audit-key-that-is-at-least-32-bytes",
         "LETHE_DATABASE_URL": settings.database_url,
         SHOP_ENV: shop,
     }

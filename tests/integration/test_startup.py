@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
 from app.config import Settings
-from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
+from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings
 
 LETHE = Path(sys.executable).with_name("lethe")
 MANIFEST = """\
@@ -46,6 +46,7 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
         "LETHE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'store.db'}",
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
         "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
         "LETHE_ARTIFACT_KEY": base64.b64encode(os.urandom(32)).decode(),
         "LETHE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
         **settings,

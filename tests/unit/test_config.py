@@ -15,7 +15,7 @@ AUDIT = "a" * 40
 
 def test_missing_jwt_key_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match="LETHE_JWT_SECRET"):
-        load_settings({"LETHE_AUDIT_KEY": AUDIT})
+        load_settings({"LETHE_AUDIT_KEY": AUDIT, "LETHE_AUDIT_CHAIN_KEY": AUDIT})
 
 
 def test_missing_audit_key_names_the_variable() -> None:
@@ -25,13 +25,15 @@ def test_missing_audit_key_names_the_variable() -> None:
 
 def test_short_hs256_secret_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="at least 32 bytes"):
-        load_settings({"LETHE_JWT_SECRET": "short", "LETHE_AUDIT_KEY": AUDIT})
+        load_settings({"LETHE_JWT_SECRET": "short", "LETHE_AUDIT_KEY": AUDIT, "LETHE_AUDIT_CHAIN_KEY": AUDIT})
 
 
 def test_secrets_are_read_from_file(tmp_path: Path) -> None:
     secret_file = tmp_path / "jwt"
     secret_file.write_text(SECRET + "\n")
-    settings = load_settings({"LETHE_JWT_SECRET_FILE": str(secret_file), "LETHE_AUDIT_KEY": AUDIT})
+    settings = load_settings(
+        {"LETHE_JWT_SECRET_FILE": str(secret_file), "LETHE_AUDIT_KEY": AUDIT, "LETHE_AUDIT_CHAIN_KEY": AUDIT}
+    )
     assert settings.jwt_secret == SECRET
 
 
@@ -45,6 +47,7 @@ def test_values_are_typed_and_defaults_hold() -> None:
         {
             "LETHE_JWT_SECRET": SECRET,
             "LETHE_AUDIT_KEY": AUDIT,
+            "LETHE_AUDIT_CHAIN_KEY": AUDIT,
             "LETHE_WORKERS_ENABLED": "false",
             "LETHE_MAX_BODY_BYTES": "2048",
             "LETHE_JWT_ALGORITHMS": "HS256, RS256",
@@ -58,12 +61,26 @@ def test_values_are_typed_and_defaults_hold() -> None:
 
 def test_malformed_value_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match="LETHE_MAX_BODY_BYTES"):
-        load_settings({"LETHE_JWT_SECRET": SECRET, "LETHE_AUDIT_KEY": AUDIT, "LETHE_MAX_BODY_BYTES": "lots"})
+        load_settings(
+            {
+                "LETHE_JWT_SECRET": SECRET,
+                "LETHE_AUDIT_KEY": AUDIT,
+                "LETHE_AUDIT_CHAIN_KEY": AUDIT,
+                "LETHE_MAX_BODY_BYTES": "lots",
+            }
+        )
 
 
 def test_unsupported_algorithm_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="LETHE_JWT_ALGORITHMS"):
-        load_settings({"LETHE_JWT_SECRET": SECRET, "LETHE_AUDIT_KEY": AUDIT, "LETHE_JWT_ALGORITHMS": "none"})
+        load_settings(
+            {
+                "LETHE_JWT_SECRET": SECRET,
+                "LETHE_AUDIT_KEY": AUDIT,
+                "LETHE_AUDIT_CHAIN_KEY": AUDIT,
+                "LETHE_JWT_ALGORITHMS": "none",
+            }
+        )
 
 
 def test_demo_mode_persists_its_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

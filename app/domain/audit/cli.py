@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine
-from app.domain.audit import services
+from app.domain.audit import chain
 from app.lib.errors import LetheError
 
 __all__ = ("audit_group",)
@@ -57,14 +57,16 @@ def verify_command(checkpoint_file: Path | None) -> None:
     checkpoint = None
     if checkpoint_file is not None:
         try:
-            checkpoint = msgspec.json.decode(checkpoint_file.read_bytes(), type=services.Checkpoint)
+            checkpoint = msgspec.json.decode(checkpoint_file.read_bytes(), type=chain.Checkpoint)
         except msgspec.DecodeError as exc:
             raise click.BadParameter(f"not a checkpoint: {exc}", param_hint="--checkpoint") from exc
 
-    async def _verify(session: AsyncSession, settings: Settings) -> services.ChainReport:
+    async def _verify(session: AsyncSession, settings: Settings) -> chain.ChainReport:
+        checkpoints = chain.sink_checkpoints(settings)
         if checkpoint is not None:
-            services.verify_checkpoint_signature(settings, checkpoint)
-        return await services.verify_chain(session, checkpoint)
+            chain.verify_checkpoint_signature(settings, checkpoint)
+            checkpoints.append(checkpoint)
+        return await chain.verify_chain(session, checkpoints)
 
     report = _run(_verify)
     if not report.ok:
@@ -80,5 +82,5 @@ def verify_command(checkpoint_file: Path | None) -> None:
 @audit_group.command(name="checkpoint")
 def checkpoint_command() -> None:
     """Print a signed checkpoint of the current head as JSON (needs LETHE_AUDIT_SIGNING_KEY)."""
-    checkpoint = _run(services.make_checkpoint)
+    checkpoint = _run(chain.make_checkpoint)
     click.echo(msgspec.json.format(msgspec.json.encode(checkpoint), indent=2).decode())

@@ -11,7 +11,7 @@ from litestar.params import FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import AuditEvent
-from app.domain.audit import services
+from app.domain.audit import chain, services
 from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerification, CheckpointOut
 from app.lib.auth import requires
 from app.lib.errors import ValidationFailed
@@ -43,7 +43,7 @@ def _event_out(event: AuditEvent) -> AuditEventOut:
 
 def _checkpoint_from_query(
     seq: int | None, head_hash: str | None, time: str | None, signature: str | None
-) -> services.Checkpoint | None:
+) -> chain.Checkpoint | None:
     given = [v is not None for v in (seq, head_hash, time, signature)]
     if not any(given):
         return None
@@ -57,7 +57,7 @@ def _checkpoint_from_query(
                 }
             ],
         )
-    return services.Checkpoint(
+    return chain.Checkpoint(
         seq=seq or 0, head_hash=head_hash or "", time=time or "", signature=signature or ""
     )
 
@@ -151,9 +151,11 @@ class AuditController(Controller):
         checkpoint = _checkpoint_from_query(
             checkpoint_seq, checkpoint_hash, checkpoint_time, checkpoint_signature
         )
+        checkpoints = chain.sink_checkpoints(state.settings)
         if checkpoint is not None:
-            services.verify_checkpoint_signature(state.settings, checkpoint)
-        report = await services.verify_chain(db_session, checkpoint)
+            chain.verify_checkpoint_signature(state.settings, checkpoint)
+            checkpoints.append(checkpoint)
+        report = await chain.verify_chain(db_session, checkpoints)
         return ChainVerification(
             ok=report.ok,
             checked=report.checked,
@@ -174,7 +176,7 @@ class AuditController(Controller):
     )
     async def checkpoint(self, db_session: NamedDependency[AsyncSession], state: State) -> CheckpointOut:
         """Keep the result outside the database; verifying against it later detects truncation."""
-        cp = await services.make_checkpoint(db_session, state.settings)
+        cp = await chain.make_checkpoint(db_session, state.settings)
         return CheckpointOut(
             seq=cp.seq,
             head_hash=cp.head_hash,

@@ -6,7 +6,6 @@ the action and its audit event commit or roll back together.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import uuid
@@ -16,8 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import ColumnElement, Select, distinct, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,31 +22,31 @@ from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.engine.subjects import subject_key_reference
-from app.lib.crypto import hmac_ref, load_signing_key, public_key_pem
+from app.lib.crypto import CHAIN_OPTION, ChainKeyring, hmac_ref
 from app.lib.errors import Unavailable, ValidationFailed
 from app.manifest.model import IdentityMatch, default_match, normalise_identity
 
 __all__ = (
     "ADVISORY_LOCK_KEY",
+    "CHAIN_KEYED_ACTION",
     "GENESIS_HASH",
     "IDENTIFIER",
-    "ChainReport",
-    "Checkpoint",
+    "LEGACY_EPOCH",
     "EventFilter",
     "add_tombstone",
     "append",
     "canonical_time",
+    "chain_keyring",
     "event_hash",
+    "hash_of",
+    "head",
     "list_events",
-    "make_checkpoint",
     "requests_of_subject",
     "subject_reference",
     "subject_references_for",
     "tombstone_reference",
     "tombstones_since",
     "validate_payload",
-    "verify_chain",
-    "verify_checkpoint_signature",
 )
 
 ADVISORY_LOCK_KEY = 0x4C455448_41554454  # "LETH" "AUDT": serialises appends on PostgreSQL
@@ -58,10 +55,13 @@ GENESIS_HASH = "0" * 64
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 """What a payload string may look like: a table, column, system, purpose or request id."""
 MAX_PAYLOAD_DEPTH = 4
-VERIFY_BATCH = 1000
 EVENT_DOMAIN = b"lethe-audit-event-v1\n"
-CHECKPOINT_DOMAIN = b"lethe-audit-checkpoint-v1\n"
-SIGNING_KEY_VARIABLE = "LETHE_AUDIT_SIGNING_KEY"
+KEYED_EVENT_DOMAIN = b"lethe-audit-event-v2\n"
+LEGACY_EPOCH = 0
+"""Links written before the chain was keyed: plain SHA-256, accepted only before the first keyed one."""
+CHAIN_KEYED_ACTION = "audit.chain_keyed"
+"""The event that starts a key epoch (first keyed event, or a rotation): it anchors what came before."""
+CHAIN_KEY_VARIABLE = "LETHE_AUDIT_CHAIN_KEY"
 AUDIT_KEY_VARIABLE = "LETHE_AUDIT_KEY"
 
 Payload = Mapping[str, Any]
@@ -212,9 +212,15 @@ def event_hash(
     subject_ref: str | None,
     payload: Payload,
     prev_hash: str,
-) -> str:
-    """SHA-256 of the canonical encoding of an event (fixed field order, sorted payload keys)."""
-    fields = [
+    epoch: int = LEGACY_EPOCH,
+    keyring: ChainKeyring | None = None,
+) -> str | None:
+    """The link of an event over its canonical encoding (fixed field order, sorted payload keys).
+
+    Epoch 0 (events from before the chain was keyed) is plain SHA-256; any other epoch is an
+    HMAC-SHA256 under that epoch's chain key, None when the keyring lacks it.
+    """
+    fields: list[Any] = [
         seq,
         canonical_time(occurred_at),
         actor,
@@ -225,11 +231,17 @@ def event_hash(
         payload,
         prev_hash,
     ]
-    encoded = msgspec.json.encode(fields, order="sorted")
-    return hashlib.sha256(EVENT_DOMAIN + encoded).hexdigest()
+    if epoch == LEGACY_EPOCH:
+        encoded = msgspec.json.encode(fields, order="sorted")
+        return hashlib.sha256(EVENT_DOMAIN + encoded).hexdigest()
+    if keyring is None:
+        return None
+    encoded = msgspec.json.encode([*fields, epoch], order="sorted")
+    return keyring.link(epoch, KEYED_EVENT_DOMAIN + encoded)
 
 
-def _hash_of(event: AuditEvent) -> str:
+def hash_of(event: AuditEvent, keyring: ChainKeyring) -> str | None:
+    """The link ``event`` should carry (None when its epoch's key is not in ``keyring``)."""
     return event_hash(
         seq=event.seq,
         occurred_at=event.occurred_at,
@@ -240,7 +252,22 @@ def _hash_of(event: AuditEvent) -> str:
         subject_ref=event.subject_ref,
         payload=event.payload,
         prev_hash=event.prev_hash,
+        epoch=event.epoch,
+        keyring=keyring,
     )
+
+
+async def chain_keyring(session: AsyncSession) -> ChainKeyring:
+    """The chain keys carried by the store engine (see :func:`app.db.store.create_store_engine`).
+
+    Raises:
+        Unavailable: the engine was built without a chain key.
+    """
+    connection = (await session.connection()).sync_connection
+    keyring = connection.get_execution_options().get(CHAIN_OPTION) if connection is not None else None
+    if not isinstance(keyring, ChainKeyring) or keyring.epoch not in keyring.keys:
+        raise Unavailable(f"{CHAIN_KEY_VARIABLE} is not configured")
+    return keyring
 
 
 # --- appends --------------------------------------------------------------------------------
@@ -267,13 +294,19 @@ async def _take_append_lock(session: AsyncSession) -> None:
         await session.execute(update(AuditEvent).where(AuditEvent.seq < 0).values(seq=AuditEvent.seq))
 
 
-async def _head(session: AsyncSession) -> tuple[int, str]:
+async def head(session: AsyncSession) -> tuple[int, str]:
+    """``(seq, hash)`` of the newest event, ``(0, GENESIS_HASH)`` on an empty chain."""
+    seq, head_hash, _ = await _head_with_epoch(session)
+    return seq, head_hash
+
+
+async def _head_with_epoch(session: AsyncSession) -> tuple[int, str, int | None]:
     row = (
         await session.execute(
-            select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+            select(AuditEvent.seq, AuditEvent.hash, AuditEvent.epoch).order_by(AuditEvent.seq.desc()).limit(1)
         )
     ).first()
-    return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+    return (0, GENESIS_HASH, None) if row is None else (int(row[0]), str(row[1]), int(row[2]))
 
 
 async def append(
@@ -309,10 +342,46 @@ async def append(
             [{"field": "subject_ref", "message": "64 lowercase hex"}],
         )
     body = validate_payload(payload or {})
+    keyring = await chain_keyring(session)
     await _take_append_lock(session)
-    head_seq, head_hash = await _head(session)
+    head_seq, head_hash, head_epoch = await _head_with_epoch(session)
+    if head_epoch is not None and head_epoch < keyring.epoch:
+        # The first event under a newer key anchors the history written under older ones (or
+        # none). Replicas still on the previous epoch during a rolling update keep appending
+        # under their key, which verification also holds.
+        anchor = {"from_epoch": head_epoch, "to_epoch": keyring.epoch, "anchored_seq": head_seq}
+        event = _linked_event(keyring, head_seq + 1, head_hash, CHAIN_KEYED_ACTION, "system:audit", anchor)
+        session.add(event)
+        head_seq, head_hash = event.seq, event.hash
+    event = _linked_event(
+        keyring,
+        head_seq + 1,
+        head_hash,
+        action,
+        actor,
+        body,
+        request_id=request_id,
+        system=system,
+        subject_ref=subject_ref,
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+def _linked_event(
+    keyring: ChainKeyring,
+    seq: int,
+    prev_hash: str,
+    action: str,
+    actor: str,
+    payload: dict[str, Any],
+    *,
+    request_id: str | None = None,
+    system: str | None = None,
+    subject_ref: str | None = None,
+) -> AuditEvent:
     occurred_at = datetime.now(UTC)
-    seq = head_seq + 1
     digest = event_hash(
         seq=seq,
         occurred_at=occurred_at,
@@ -321,10 +390,13 @@ async def append(
         request_id=request_id,
         system=system,
         subject_ref=subject_ref,
-        payload=body,
-        prev_hash=head_hash,
+        payload=payload,
+        prev_hash=prev_hash,
+        epoch=keyring.epoch,
+        keyring=keyring,
     )
-    event = AuditEvent(
+    assert digest is not None  # noqa: S101 - chain_keyring() checked the current epoch's key
+    return AuditEvent(
         seq=seq,
         occurred_at=occurred_at,
         actor=actor,
@@ -332,13 +404,11 @@ async def append(
         request_id=request_id,
         system=system,
         subject_ref=subject_ref,
-        payload=body,
-        prev_hash=head_hash,
+        payload=payload,
+        prev_hash=prev_hash,
         hash=digest,
+        epoch=keyring.epoch,
     )
-    session.add(event)
-    await session.flush()
-    return event
 
 
 # --- queries --------------------------------------------------------------------------------
@@ -414,158 +484,3 @@ async def list_events(
     if len(events) > limit:
         return events[:limit], events[limit - 1].seq
     return events, None
-
-
-# --- checkpoints ----------------------------------------------------------------------------
-
-
-class Checkpoint(msgspec.Struct, kw_only=True, frozen=True):
-    """A signed statement of the head: the operator keeps it outside the database."""
-
-    seq: int
-    head_hash: str
-    time: str
-    signature: str
-    algorithm: str = "Ed25519"
-    public_key: str | None = None
-
-
-def _signed_message(seq: int, head_hash: str, time: str) -> bytes:
-    return CHECKPOINT_DOMAIN + msgspec.json.encode(
-        {"head_hash": head_hash, "seq": seq, "time": time}, order="sorted"
-    )
-
-
-def _signing_key(settings: Settings) -> Ed25519PrivateKey:
-    if not settings.audit_signing_key:
-        raise Unavailable(
-            f"signed audit checkpoints need {SIGNING_KEY_VARIABLE} (or "
-            f"{SIGNING_KEY_VARIABLE}_FILE); it is not configured"
-        )
-    return load_signing_key(settings.audit_signing_key)
-
-
-async def make_checkpoint(session: AsyncSession, settings: Settings) -> Checkpoint:
-    """Sign (seq, head hash, time) of the current head with the audit signing key.
-
-    Checkpoints are computed on demand and not stored: their value is that they live outside
-    the database, where someone who can rewrite the tables cannot reach them.
-    """
-    key = _signing_key(settings)
-    seq, head_hash = await _head(session)
-    time = canonical_time(datetime.now(UTC))
-    signature = key.sign(_signed_message(seq, head_hash, time))
-    return Checkpoint(
-        seq=seq,
-        head_hash=head_hash,
-        time=time,
-        signature=base64.b64encode(signature).decode("ascii"),
-        public_key=public_key_pem(key),
-    )
-
-
-def verify_checkpoint_signature(settings: Settings, checkpoint: Checkpoint) -> None:
-    """Refuse (422) a checkpoint whose signature the configured key did not make."""
-    public = _signing_key(settings).public_key()
-    try:
-        signature = base64.b64decode(checkpoint.signature, validate=True)
-        public.verify(signature, _signed_message(checkpoint.seq, checkpoint.head_hash, checkpoint.time))
-    except (InvalidSignature, ValueError) as exc:
-        raise ValidationFailed(
-            "the checkpoint's signature does not verify with the audit signing key",
-            [{"field": "checkpoint.signature", "message": "invalid"}],
-        ) from exc
-
-
-# --- verification ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChainReport:
-    """Outcome of :func:`verify_chain`: ok, or the first broken ``seq`` and why."""
-
-    ok: bool
-    checked: int
-    head_seq: int
-    head_hash: str
-    broken_seq: int | None = None
-    reason: str | None = None
-    """``hash_mismatch``, ``gap``, ``broken_link``, ``truncated`` or ``rewritten``."""
-    detail: str | None = None
-
-
-def _check_event(event: AuditEvent, expected_seq: int, prev_hash: str) -> tuple[str, str] | None:
-    if event.seq != expected_seq:
-        return "gap", f"expected seq {expected_seq}, found {event.seq}"
-    if event.prev_hash != prev_hash:
-        return "broken_link", "prev_hash does not equal the hash of the previous event"
-    if _hash_of(event) != event.hash:
-        return "hash_mismatch", "the stored hash does not match the event's contents"
-    return None
-
-
-def _against_checkpoint(
-    checkpoint: Checkpoint, seen: dict[int, str], head_seq: int
-) -> tuple[int, str, str] | None:
-    if checkpoint.seq > head_seq:
-        return (
-            head_seq + 1,
-            "truncated",
-            f"the checkpoint covers seq {checkpoint.seq} but the chain ends at {head_seq}",
-        )
-    if checkpoint.seq > 0 and seen.get(checkpoint.seq) != checkpoint.head_hash:
-        return (
-            checkpoint.seq,
-            "rewritten",
-            f"the hash at seq {checkpoint.seq} differs from the checkpoint's",
-        )
-    return None
-
-
-async def verify_chain(session: AsyncSession, checkpoint: Checkpoint | None = None) -> ChainReport:
-    """Recompute the chain from seq 1 in batches and stop at the first broken event.
-
-    With a checkpoint (already signature-checked by :func:`verify_checkpoint_signature`), also
-    detect a tail removed after it was taken (``truncated``) or a chain rebuilt since
-    (``rewritten``).
-    """
-    expected, prev_hash, checked = 1, GENESIS_HASH, 0
-    seen: dict[int, str] = {}
-    while True:
-        batch = (
-            await session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.seq >= expected)
-                .order_by(AuditEvent.seq)
-                .limit(VERIFY_BATCH)
-            )
-        ).all()
-        for event in batch:
-            problem = _check_event(event, expected, prev_hash)
-            if problem is not None:
-                return ChainReport(
-                    ok=False,
-                    checked=checked,
-                    head_seq=expected - 1,
-                    head_hash=prev_hash,
-                    broken_seq=expected if problem[0] == "gap" else event.seq,
-                    reason=problem[0],
-                    detail=problem[1],
-                )
-            if checkpoint is not None and event.seq == checkpoint.seq:
-                seen[event.seq] = event.hash
-            expected, prev_hash, checked = event.seq + 1, event.hash, checked + 1
-        if len(batch) < VERIFY_BATCH:
-            break
-    head_seq = expected - 1
-    if checkpoint is not None and (found := _against_checkpoint(checkpoint, seen, head_seq)):
-        return ChainReport(
-            ok=False,
-            checked=checked,
-            head_seq=head_seq,
-            head_hash=prev_hash,
-            broken_seq=found[0],
-            reason=found[1],
-            detail=found[2],
-        )
-    return ChainReport(ok=True, checked=checked, head_seq=head_seq, head_hash=prev_hash)

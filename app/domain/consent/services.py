@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.audit import ConsentEvent
 from app.domain.audit import services as audit
-from app.lib.errors import Unavailable
+from app.lib.errors import Unavailable, ValidationFailed, field_error
 
 __all__ = (
     "ConsentStatus",
@@ -34,6 +34,10 @@ def consent_subject_reference(settings: Settings, identity_type: str, value: str
     if not settings.audit_key:
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
     return audit.subject_reference(settings.audit_key, None, identity_type, value)
+
+
+FUTURE_SKEW = timedelta(minutes=5)
+"""How far ahead of the service's clock a consent's ``occurred_at`` may be (clock skew)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +62,11 @@ async def record_consent(
         The event and the ``seq`` of the audit event that mirrors it.
     """
     now = datetime.now(UTC)
+    if consent.occurred_at is not None and consent.occurred_at.astimezone(UTC) > now + FUTURE_SKEW:
+        raise ValidationFailed(
+            "occurred_at is in the future",
+            [field_error("body.occurred_at", f"at most {FUTURE_SKEW.seconds // 60} minutes ahead of now")],
+        )
     event = ConsentEvent(
         id=uuid.uuid4(),
         subject_ref=consent.subject_ref,

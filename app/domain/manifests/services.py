@@ -25,6 +25,7 @@ from app.manifest.lint import lint
 from app.manifest.loading import content_hash, dump_manifest, load_manifest, load_manifest_file
 from app.manifest.model import Manifest
 from app.manifest.names import manifest_schemas
+from app.manifest.schema import SchemaInfo
 from app.manifest.validation import validate
 
 __all__ = (
@@ -37,6 +38,8 @@ __all__ = (
 
 logger = get_logger("lethe.manifests")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_VERSION = 2**31 - 1
+"""Largest version number the store's integer column holds."""
 
 
 @dataclass
@@ -45,6 +48,7 @@ class LiveCheck:
 
     graph: SubjectGraph | None
     issues: list[Issue] = field(default_factory=list)
+    identity_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def of(self, severity: str) -> list[Issue]:
         """Issues of one severity (``error``, ``risk``, ``finding``)."""
@@ -83,7 +87,22 @@ async def check_live(manifest: Manifest, targets: TargetRegistry, *, strict_mode
     graph, issues = validate(manifest, schema)
     issues += await targets.prove_checks(manifest, schema)
     issues += lint(manifest, schema)
-    return LiveCheck(graph, strict(issues) if strict_mode else issues)
+    return LiveCheck(graph, strict(issues) if strict_mode else issues, _identity_columns(manifest, schema))
+
+
+def _identity_columns(manifest: Manifest, schema: SchemaInfo) -> dict[str, dict[str, Any]]:
+    """The reflected type of each identity's column, for checking request identities at the API."""
+    table = schema.tables.get(manifest.subject.table)
+    found: dict[str, dict[str, Any]] = {}
+    for name in manifest.subject.identities:
+        column = table.columns.get(manifest.subject.identity(name).column) if table else None
+        if column is not None:
+            found[name] = {
+                "affinity": column.affinity,
+                "type_name": column.type_name,
+                "length": column.length,
+            }
+    return found
 
 
 class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
@@ -117,6 +136,8 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
         """
         if version is None:
             found = await self.latest(system)
+        elif not 1 <= version <= MAX_VERSION:  # beyond the column's range: no such version
+            found = None
         else:
             found = await self.repository.session.get(ManifestVersion, (system, version))
         if found is None:
@@ -153,7 +174,12 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
             statement = statement.where(ManifestVersion.system > after)
         return list((await self.repository.session.execute(statement)).scalars())
 
-    async def store(self, manifest: Manifest, created_by: str) -> tuple[ManifestVersion, bool]:
+    async def store(
+        self,
+        manifest: Manifest,
+        created_by: str,
+        identity_columns: dict[str, dict[str, Any]] | None = None,
+    ) -> tuple[ManifestVersion, bool]:
         """Insert a new version unless the latest one has the same content.
 
         Raises:
@@ -170,6 +196,7 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
             document=dump_manifest(manifest),
             created_at=datetime.now(UTC),
             created_by=created_by,
+            identity_columns=identity_columns or None,
         )
         try:
             await self.repository.add(row)
@@ -241,7 +268,7 @@ async def register_manifest(
     """
     check = await check_live(manifest, targets, strict_mode=strict_mode)
     raise_for_errors(check.issues)
-    row, created = await service.store(manifest, created_by)
+    row, created = await service.store(manifest, created_by, check.identity_columns)
     return row, created, check
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from sqlalchemy import func, select
@@ -27,6 +29,8 @@ class RegisteredManifest:
     system: str
     version: int
     manifest: Manifest
+    identity_columns: Mapping[str, Mapping[str, Any]] | None = None
+    """Reflected type of each identity's column when the version was validated live."""
 
 
 def _decode(row: ManifestVersion) -> Manifest:
@@ -51,7 +55,10 @@ async def current_manifests(session: AsyncSession) -> dict[str, RegisteredManife
         )
         .order_by(ManifestVersion.system)
     )
-    return {row.system: RegisteredManifest(row.system, row.version, _decode(row)) for row in rows}
+    return {
+        row.system: RegisteredManifest(row.system, row.version, _decode(row), row.identity_columns)
+        for row in rows
+    }
 
 
 async def manifest_at(session: AsyncSession, system: str, version: int) -> Manifest:

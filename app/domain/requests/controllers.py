@@ -90,8 +90,8 @@ def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         ) from exc
 
 
-async def _view(session: AsyncSession, request_id: uuid.UUID) -> RequestOut:
-    request, progress = await queries.get_request(session, request_id)
+async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
+    request, progress = await queries.get_request(session, request_id, viewer)
     return queries.request_out(request, progress)
 
 
@@ -146,6 +146,7 @@ class RequestController(Controller):
     )
     async def list_requests(
         self,
+        request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
         state: State,
         status: Annotated[
@@ -162,7 +163,7 @@ class RequestController(Controller):
         size = clamp_limit(limit, state.settings.max_page_size)
         page, last = await queries.list_requests(
             db_session,
-            queries.ListFilter(status=status, kind=kind, overdue=overdue),
+            queries.ListFilter(status=status, kind=kind, overdue=overdue, viewer=request.user),
             after=_decode_after(cursor),
             limit=size,
         )
@@ -179,10 +180,13 @@ class RequestController(Controller):
         responses=problem_responses(401, 403, 404),
     )
     async def get_request(
-        self, db_session: NamedDependency[AsyncSession], request_id: RequestId
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        request_id: RequestId,
     ) -> RequestOut:
         """Counts are rows per table; ``not_found`` says the subject is unknown in that system."""
-        return await _view(db_session, request_id)
+        return await _view(db_session, request_id, request.user)
 
     @get(
         "/{request_id:uuid}/plan",
@@ -192,10 +196,14 @@ class RequestController(Controller):
         responses=problem_responses(401, 403, 404, 409, 503),
     )
     async def get_plan(
-        self, db_session: NamedDependency[AsyncSession], state: State, request_id: RequestId
+        self,
+        request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        request_id: RequestId,
     ) -> ErasurePlanOut:
         """Recorded when the request ran (or a dry run stopped at it); live before it runs."""
-        return await request_plan(db_session, state.settings, state.targets, request_id)
+        return await request_plan(db_session, state.settings, state.targets, request_id, request.user)
 
     @post(
         "/{request_id:uuid}/approve",
@@ -209,11 +217,14 @@ class RequestController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
+        state: State,
         request_id: RequestId,
     ) -> RequestOut:
         """Only from ``awaiting_approval``; the request is then queued for the workers."""
-        await services.decide(db_session, request_id, "approve", request.user.sub)
-        return await _view(db_session, request_id)
+        await services.decide(
+            db_session, request_id, "approve", request.user, four_eyes=state.settings.approval_four_eyes
+        )
+        return await _view(db_session, request_id, request.user)
 
     @post(
         "/{request_id:uuid}/reject",
@@ -227,11 +238,14 @@ class RequestController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
+        state: State,
         request_id: RequestId,
     ) -> RequestOut:
         """Final: the identities are wiped."""
-        await services.decide(db_session, request_id, "reject", request.user.sub)
-        return await _view(db_session, request_id)
+        await services.decide(
+            db_session, request_id, "reject", request.user, four_eyes=state.settings.approval_four_eyes
+        )
+        return await _view(db_session, request_id, request.user)
 
     @post(
         "/{request_id:uuid}/cancel",
@@ -245,11 +259,14 @@ class RequestController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
+        state: State,
         request_id: RequestId,
     ) -> RequestOut:
         """Possible while received, awaiting approval or queued; a running request finishes."""
-        await services.decide(db_session, request_id, "cancel", request.user.sub)
-        return await _view(db_session, request_id)
+        await services.decide(
+            db_session, request_id, "cancel", request.user, four_eyes=state.settings.approval_four_eyes
+        )
+        return await _view(db_session, request_id, request.user)
 
     @post(
         "/{request_id:uuid}/extend",
@@ -267,8 +284,8 @@ class RequestController(Controller):
         request_id: RequestId,
     ) -> RequestOut:
         """Needs a reason; only before the first due date; at most two months beyond it."""
-        await services.extend_request(db_session, request_id, data, request.user.sub)
-        return await _view(db_session, request_id)
+        await services.extend_request(db_session, request_id, data, request.user)
+        return await _view(db_session, request_id, request.user)
 
     @get(
         "/{request_id:uuid}/export",
@@ -280,6 +297,7 @@ class RequestController(Controller):
     )
     async def export(
         self,
+        request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
         state: State,
         request_id: RequestId,
@@ -288,7 +306,7 @@ class RequestController(Controller):
         ] = "json",
     ) -> Stream:
         """Decrypted on the fly, frame by frame; the artifact stays encrypted at rest."""
-        subject_request, _ = await queries.get_request(db_session, request_id)
+        subject_request, _ = await queries.get_request(db_session, request_id, request.user)
         path = queries.export_artifact(state.settings, subject_request, format)
         if not state.settings.artifact_key:
             raise Unavailable("LETHE_ARTIFACT_KEY is not configured")

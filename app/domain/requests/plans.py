@@ -18,6 +18,7 @@ from app.domain.requests.schemas import ErasurePlanOut, SystemPlanOut
 from app.domain.requests.services import decrypt_subject
 from app.engine.erasure import ErasureOptions, plan_document, plan_erasure
 from app.engine.targets import TargetRegistry
+from app.lib.auth import Principal
 from app.lib.errors import Conflict
 
 __all__ = ("request_plan",)
@@ -38,7 +39,11 @@ async def _recorded(session: AsyncSession, request_id: uuid.UUID) -> dict[str, E
 
 
 async def request_plan(
-    session: AsyncSession, settings: Settings, targets: TargetRegistry, request_id: uuid.UUID
+    session: AsyncSession,
+    settings: Settings,
+    targets: TargetRegistry,
+    request_id: uuid.UUID,
+    viewer: Principal | None = None,
 ) -> ErasurePlanOut:
     """The plan of every system of an erasure request.
 
@@ -47,11 +52,11 @@ async def request_plan(
     the plan is computed live against the target, read-only.
 
     Raises:
-        NotFound: no such request.
+        NotFound: no such request, or another client's (``viewer`` without ``requests:admin``).
         Conflict: the request is not an erasure.
         TargetUnavailable: a target cannot be reached for a live plan.
     """
-    request, progress = await get_request(session, request_id)
+    request, progress = await get_request(session, request_id, viewer)
     if request.kind != "erasure":
         raise Conflict(f"request {request_id} is a {request.kind} request; plans exist for erasure only")
     recorded = await _recorded(session, request_id)

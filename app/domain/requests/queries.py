@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -28,6 +28,7 @@ from app.domain.requests.schemas import (
     SystemStatus,
 )
 from app.engine.artifacts import artifact_path
+from app.lib.auth import ADMIN_SCOPE, Principal
 from app.lib.errors import Conflict, ExportErased, NotFound, ValidationFailed, field_error
 
 __all__ = (
@@ -39,6 +40,7 @@ __all__ = (
     "load_request",
     "overdue_condition",
     "request_out",
+    "visible_to",
 )
 
 
@@ -46,13 +48,30 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def load_request(session: AsyncSession, request_id: uuid.UUID, *, lock: bool = False) -> SubjectRequest:
+def visible_to(viewer: Principal | None) -> Any:
+    """The condition limiting requests to those ``viewer``'s client created.
+
+    None (workers, CLI) and holders of ``requests:admin`` see every request. Another client's
+    request is indistinguishable from one that does not exist.
+    """
+    if viewer is None or ADMIN_SCOPE in viewer.scopes:
+        return true()
+    return SubjectRequest.client_id == viewer.client_id
+
+
+async def load_request(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    *,
+    lock: bool = False,
+    viewer: Principal | None = None,
+) -> SubjectRequest:
     """The request row (locked FOR UPDATE when ``lock``, where the database has row locks).
 
     Raises:
-        NotFound: no such request.
+        NotFound: no such request, or it belongs to another client than ``viewer``'s.
     """
-    statement = select(SubjectRequest).where(SubjectRequest.id == request_id)
+    statement = select(SubjectRequest).where(SubjectRequest.id == request_id, visible_to(viewer))
     if lock:
         statement = statement.with_for_update()
     request = (await session.scalars(statement)).first()
@@ -76,6 +95,7 @@ class ListFilter:
     status: str | None = None
     kind: str | None = None
     overdue: bool | None = None
+    viewer: Principal | None = None
 
 
 def _filtered(flt: ListFilter, now: datetime) -> Select[tuple[SubjectRequest]]:
@@ -87,7 +107,7 @@ def _filtered(flt: ListFilter, now: datetime) -> Select[tuple[SubjectRequest]]:
         raise ValidationFailed(
             "unknown kind", [field_error("query.kind", f"one of {', '.join(REQUEST_KINDS)}")]
         )
-    statement = select(SubjectRequest)
+    statement = select(SubjectRequest).where(visible_to(flt.viewer))
     if flt.status is not None:
         statement = statement.where(SubjectRequest.status == flt.status)
     if flt.kind is not None:
@@ -138,10 +158,10 @@ async def _progress(
 
 
 async def get_request(
-    session: AsyncSession, request_id: uuid.UUID
+    session: AsyncSession, request_id: uuid.UUID, viewer: Principal | None = None
 ) -> tuple[SubjectRequest, list[SubjectRequestSystem]]:
-    """A request and its per-system progress."""
-    request = await load_request(session, request_id)
+    """A request and its per-system progress (404 for another client's request)."""
+    request = await load_request(session, request_id, viewer=viewer)
     return request, (await _progress(session, [request_id])).get(request_id, [])
 
 

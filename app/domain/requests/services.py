@@ -20,17 +20,17 @@ from app.db.requests import (
 from app.domain.audit import services as audit
 from app.domain.requests.catalog import RegisteredManifest, current_manifests
 from app.domain.requests.deadlines import add_months, check_extension, due_date
+from app.domain.requests.identities import check_identity_values
 from app.domain.requests.queries import load_request
 from app.domain.requests.schemas import ExtensionIn, RequestIn
 from app.domain.requests.wakeup import queued_in
 from app.lib.auth import Principal
 from app.lib.crypto import aes_key, decrypt, encrypt
-from app.lib.errors import Conflict, Unavailable, ValidationFailed, field_error
+from app.lib.errors import Conflict, SelfApproval, Unavailable, ValidationFailed, field_error
 from app.manifest.model import IdentityMatch, default_match
 
 __all__ = (
     "DECISIONS",
-    "approve_request",
     "create_request",
     "decide",
     "decrypt_subject",
@@ -178,6 +178,7 @@ def _validate(body: RequestIn, registered: Mapping[str, RegisteredManifest]) -> 
     systems = _selected_systems(body, registered)
     selected = {s: registered[s] for s in systems}
     _check_identities(body, list(selected.values()))
+    check_identity_values(body.identities, list(selected.values()))
     _check_changes(body, selected)
     return systems
 
@@ -307,23 +308,42 @@ async def create_request(
     return request
 
 
-async def decide(session: AsyncSession, request_id: uuid.UUID, decision: str, actor: str) -> SubjectRequest:
-    """Approve, reject or cancel a request (see :data:`DECISIONS`)."""
+async def decide(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    decision: str,
+    principal: Principal,
+    *,
+    four_eyes: bool = True,
+) -> SubjectRequest:
+    """Approve, reject or cancel a request (see :data:`DECISIONS`) on behalf of ``principal``.
+
+    Raises:
+        NotFound: no such request, or another client's (without ``requests:admin``).
+        SelfApproval: ``four_eyes`` and the approver is the request's creator.
+        Conflict: the request is not in a state the decision is allowed from.
+    """
     allowed, to, action = DECISIONS[decision]
-    request = await load_request(session, request_id, lock=True)
+    request = await load_request(session, request_id, lock=True, viewer=principal)
+    if decision == "approve" and four_eyes and _same_principal(request, principal):
+        raise SelfApproval(f"request {request_id} was created by this principal; another must approve it")
     if request.status not in allowed:
         raise Conflict(f"request {request_id} is {request.status}; it cannot be {to}")
-    await transition(session, request, to=to, action=action, actor=actor, allowed_from=allowed)
+    await transition(session, request, to=to, action=action, actor=principal.sub, allowed_from=allowed)
     return request
 
 
-async def approve_request(session: AsyncSession, request_id: uuid.UUID, actor: str) -> SubjectRequest:
-    """Release a request held for approval to the workers."""
-    return await decide(session, request_id, "approve", actor)
+def _same_principal(request: SubjectRequest, principal: Principal) -> bool:
+    """The token's subject or its client created the request: not a second pair of eyes."""
+    return principal.sub == request.actor or principal.client_id == request.client_id
 
 
 async def extend_request(
-    session: AsyncSession, request_id: uuid.UUID, body: ExtensionIn, actor: str, now: datetime | None = None
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    body: ExtensionIn,
+    principal: Principal,
+    now: datetime | None = None,
 ) -> SubjectRequest:
     """Extend the deadline by up to two months beyond the first due date, before that date.
 
@@ -336,7 +356,7 @@ async def extend_request(
             "give either months or until", [field_error("body.months", "either months or until")]
         )
     now = now or _now()
-    request = await load_request(session, request_id, lock=True)
+    request = await load_request(session, request_id, lock=True, viewer=principal)
     if request.status in FINAL_STATUSES:
         raise Conflict(f"request {request_id} is {request.status}; it cannot be extended")
     until = add_months(request.due_at, body.months) if body.months is not None else body.until
@@ -351,7 +371,7 @@ async def extend_request(
     await audit.append(
         session,
         action="request.extended",
-        actor=actor,
+        actor=principal.sub,
         request_id=str(request.id),
         subject_ref=request.subject_ref,
         payload={"kind": request.kind, "days_beyond_due": (until - request.due_at).days},

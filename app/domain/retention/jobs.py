@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,6 +41,7 @@ from app.engine.retention import (
 from app.engine.targets import TargetRegistry
 from app.lib.errors import Conflict, LetheError, TargetUnavailable, ValidationFailed
 from app.lib.logging import get_logger
+from app.lib.loops import LoopWatch
 from app.manifest.model import Manifest
 
 __all__ = ("LeaseLost", "RetentionRunner", "RetentionScheduler", "retention_lifespan")
@@ -148,9 +149,12 @@ class RetentionRunner:
             try:
                 runs.append(await self._run_claimed(policy_id, actor, "schedule", None, None))
             except ValidationFailed as refusal:  # the table changed under the policy: make it visible
-                runs.append(await self._record_refusal(policy_id, actor, refusal))
-            except (LetheError, OSError, DBAPIError) as error:
+                runs.append(await self._record_failure(policy_id, actor, refusal.detail))
+            except (TargetUnavailable, OSError) as error:  # transient: the next window retries
                 logger.warning("retention policy could not run", reason=type(error).__name__)
+            except Exception as error:
+                logger.warning("retention policy failed", reason=type(error).__name__)
+                runs.append(await self._record_failure(policy_id, actor, _reason(error)))
             finally:
                 await self._release(policy_id)
         return runs
@@ -261,15 +265,13 @@ class RetentionRunner:
             return await self._finish(run, "incomplete", _reason(error))
         return await self._finish(run, "completed" if outcome.finished else "incomplete", None)
 
-    async def _record_refusal(
-        self, policy_id: uuid.UUID, actor: str, refusal: ValidationFailed
-    ) -> RetentionRun:
-        """A scheduled run the target refused: a ``failed`` run with the reason, and its audit event."""
+    async def _record_failure(self, policy_id: uuid.UUID, actor: str, reason: str) -> RetentionRun:
+        """A scheduled run that could not run: a ``failed`` run with the reason, and its audit event."""
         now = _now()
         async with self._sessions.begin() as session:
             policy = await get_policy(session, policy_id)
             run = _new_run(policy, actor=actor, trigger="schedule", now=now, cutoff=now, owner=self.owner)
-            run.status, run.error, run.finished_at = "failed", refusal.detail[:500], now
+            run.status, run.error, run.finished_at = "failed", reason[:500], now
             session.add(run)
             await session.flush()
             await _audit_run(session, run)
@@ -435,13 +437,13 @@ class RetentionScheduler:
         while True:
             try:
                 await self._runner.run_due()
-            except (LetheError, SQLAlchemyError, OSError) as error:
+            except Exception as error:
                 logger.warning("retention tick failed", reason=type(error).__name__)
             await asyncio.sleep(self._poll)
 
 
 def retention_lifespan(
-    runner: RetentionRunner, settings: Settings
+    runner: RetentionRunner, settings: Settings, loops: LoopWatch | None = None
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """Start-up: sync manifest policies; with workers enabled, run the scheduler until shutdown."""
 
@@ -451,15 +453,14 @@ def retention_lifespan(
             await runner.sync()
         except (SQLAlchemyError, OSError) as error:  # store not migrated or down: /readyz says so
             logger.warning("retention policies not synced at start-up", reason=type(error).__name__)
-        task = None
+        watch = loops or LoopWatch()
         if settings.workers_enabled:
-            task = asyncio.create_task(RetentionScheduler(runner, settings.retention_poll_seconds).serve())
+            watch.start(
+                "retention-scheduler", RetentionScheduler(runner, settings.retention_poll_seconds).serve
+            )
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+            await watch.stop()
 
     return lifespan

@@ -23,7 +23,7 @@ from app.engine.retention import (
     prepare_purge,
 )
 from app.engine.targets import TargetRegistry
-from app.lib.errors import Conflict, NotFound, ValidationFailed
+from app.lib.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.lib.logging import get_logger
 from app.manifest.durations import Duration, parse_duration
 from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy, Surrogate
@@ -249,6 +249,7 @@ async def create_policy(
         Conflict: the system already has a policy of that name.
         TargetUnavailable: the target cannot be reached.
     """
+    _check_schedule(fields.get("schedule"))
     now = datetime.now(UTC)
     record = RetentionPolicyRecord(
         id=uuid.uuid4(),
@@ -272,6 +273,16 @@ async def create_policy(
     await session.flush()
     await _audit_change(session, "retention.policy_created", record, actor)
     return record
+
+
+def _check_schedule(schedule: str | None) -> None:
+    """A schedule is an ISO 8601 duration of at most :data:`MAX_YEARS` years (422 naming it)."""
+    if schedule is None:
+        return
+    try:
+        parse_duration(schedule)
+    except ValueError as exc:
+        raise ValidationFailed(f"schedule: {exc}", [field_error("body.schedule", str(exc))]) from exc
 
 
 def _editable(record: RetentionPolicyRecord) -> None:
@@ -300,6 +311,7 @@ async def apply_patch(
     unknown = set(changes) - set(_EDITABLE)
     if unknown:
         raise ValidationFailed("unknown fields", [{"field": f, "message": "not editable"} for f in unknown])
+    _check_schedule(changes.get("schedule"))
     if "schedule" in changes and changes["schedule"] != record.schedule:
         record.next_due_at = datetime.now(UTC) if changes["schedule"] else None
     for name, value in changes.items():

@@ -60,6 +60,16 @@ class SystemController(Controller):
                 detail=type(exc).__name__,
             )
             return Response(body, status_code=503)
+        dead = state.loops.dead() if "loops" in state else {}
+        if dead:
+            body = Readiness(
+                status="unavailable",
+                store="reachable",
+                revision=revision,
+                head=head,
+                detail="background loop died: " + ", ".join(sorted(dead)),
+            )
+            return Response(body, status_code=503)
         if revision != head:
             body = Readiness(
                 status="unavailable",

@@ -67,6 +67,7 @@ databaseUrl: LETHE_DATABASE_URL
 jwtSecret: LETHE_JWT_SECRET
 auditKey: LETHE_AUDIT_KEY
 auditSigningKey: LETHE_AUDIT_SIGNING_KEY
+auditChainKey: LETHE_AUDIT_CHAIN_KEY
 artifactKey: LETHE_ARTIFACT_KEY
 {{- end }}
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-TARGET_ENV = "LETHE_TEST_TARGET_CHAT_URL"
+TARGET_ENV = "LETHE_TARGET_CHAT_URL"
 SUBJECT = {"id": 1, "email": "ada@example.com", "username": "ada"}
 
 metadata = MetaData()

@@ -104,7 +104,7 @@ TABLES = (users, addresses, orders, order_items, comments, messages, groups, gro
 
 MANIFEST: dict[str, Any] = {
     "system": "shop",
-    "connection": {"env": "ERASURE_TEST_TARGET_URL"},
+    "connection": {"env": "LETHE_TARGET_ERASURETEST_URL"},
     "subject": {"table": "users", "key": "id", "identities": {"email": "email", "user_id": "id"}},
     "tables": {
         "users": {

@@ -24,11 +24,11 @@ from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.db.store import upgrade_store
 from app.engine.erasure import ErasureOptions, execute_erasure
 from app.lib.auth import ALL_SCOPES, mint_token
-from tests.conftest import TEST_AUDIT_KEY, TEST_JWT_SECRET, make_settings
+from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings, store_engine_for
 from tests.integration.erasure import schema
 from tests.servers import DatabaseServer
 
-ENV = "ERASURE_TEST_TARGET_URL"
+ENV = "LETHE_TARGET_ERASURETEST_URL"
 EXTRA = 1500  # comments and device logs of the subject, erased in batches
 
 
@@ -73,7 +73,7 @@ async def test_killed_erasure_worker_is_finished_by_another(
     postgres_server: DatabaseServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store_url = await postgres_server.create_database("lethe_store")
-    store = create_async_engine(store_url)
+    store = store_engine_for(store_url)
     await upgrade_store(store)
     target_url = await _target(postgres_server)
     reference_url = await _target(postgres_server)
@@ -84,6 +84,7 @@ async def test_killed_erasure_worker_is_finished_by_another(
         "LETHE_DATABASE_URL": store_url,
         "LETHE_JWT_SECRET": TEST_JWT_SECRET,
         "LETHE_AUDIT_KEY": TEST_AUDIT_KEY,
+        "LETHE_AUDIT_CHAIN_KEY": TEST_CHAIN_KEY,
         "LETHE_ARTIFACT_KEY": "dGVzdC1hcnRpZmFjdC1rZXktdGhhdC1pcy0zMi1ieXQ=",
         "LETHE_WORKER_LEASE_SECONDS": "2",
         "LETHE_WORKER_POLL_SECONDS": "0.2",

@@ -24,7 +24,7 @@ OPTIONS = ErasureOptions(secret="erasure-test-secret-erasure-test-secret")
 async def shop(target_url: str, tmp_path: Any) -> AsyncIterator[AsyncEngine]:
     """The seeded target, through the registry (SQLite gets foreign keys enforced)."""
     settings: Settings = make_settings(tmp_path)
-    registry = TargetRegistry(settings, environ={"ERASURE_TEST_TARGET_URL": target_url})
+    registry = TargetRegistry(settings, environ={"LETHE_TARGET_ERASURETEST_URL": target_url})
     if target_url.startswith("sqlite"):
         (tmp_path / "target.db").touch()
     engine = await registry.engine("shop", schema.manifest().connection)

@@ -19,7 +19,7 @@ from tests.integration.erasure import schema
 from tests.integration.requests_support import drain, target_url
 
 Headers = Callable[..., dict[str, str]]
-ENV = "ERASURE_TEST_TARGET_URL"
+ENV = "LETHE_TARGET_ERASURETEST_URL"
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])

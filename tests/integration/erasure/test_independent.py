@@ -23,7 +23,7 @@ WRONG = {"logical": True, "reason": "the comment id is the user id (it is not)"}
 async def shop(target_url: str, tmp_path: Any) -> AsyncIterator[AsyncEngine]:
     """The seeded erasure target on each dialect."""
     settings: Settings = make_settings(tmp_path)
-    registry = TargetRegistry(settings, environ={"ERASURE_TEST_TARGET_URL": target_url})
+    registry = TargetRegistry(settings, environ={"LETHE_TARGET_ERASURETEST_URL": target_url})
     if target_url.startswith("sqlite"):
         (tmp_path / "target.db").touch()
     engine = await registry.engine("shop", schema.manifest().connection)

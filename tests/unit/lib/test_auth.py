@@ -19,7 +19,9 @@ AUDIT = "unit-test-audit-key-that-is-at-least-32-bytes"
 
 
 def _settings(**env: str) -> Settings:
-    return load_settings({"LETHE_JWT_SECRET": SECRET, "LETHE_AUDIT_KEY": AUDIT, **env})
+    return load_settings(
+        {"LETHE_JWT_SECRET": SECRET, "LETHE_AUDIT_KEY": AUDIT, "LETHE_AUDIT_CHAIN_KEY": AUDIT, **env}
+    )
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
@@ -101,6 +103,7 @@ async def test_hs256_token_is_refused_when_only_rs256_is_pinned() -> None:
         {
             "LETHE_JWT_PUBLIC_KEY": public_pem,
             "LETHE_AUDIT_KEY": AUDIT,
+            "LETHE_AUDIT_CHAIN_KEY": AUDIT,
             "LETHE_JWT_ALGORITHMS": "RS256",
         }
     )

@@ -10,7 +10,7 @@ from app.config import load_settings
 from app.lib.errors import ConfigurationError
 from app.lib.settings_checks import missing_keys, unknown_variables
 
-BASE = {"LETHE_JWT_SECRET": "s" * 40, "LETHE_AUDIT_KEY": "a" * 40}
+BASE = {"LETHE_JWT_SECRET": "s" * 40, "LETHE_AUDIT_KEY": "a" * 40, "LETHE_AUDIT_CHAIN_KEY": "c" * 40}
 GOOD_ARTIFACT_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
