@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.asgi import create_app
 from app.config import Settings
-from app.db.store import upgrade_store
+from app.db.store import create_store_engine, upgrade_store
 from app.engine.targets import TargetRegistry
 from app.manifest.loading import load_manifest
 from app.manifest.model import Connection
@@ -200,7 +200,7 @@ async def _check(
             headers=headers,
         )
         assert created.status_code == 202, created.text
-        store = create_async_engine(app_settings.database_url)
+        store = create_store_engine(app_settings)
         try:
             await drain(app_settings, store)
         finally:
