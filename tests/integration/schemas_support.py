@@ -27,7 +27,7 @@ __all__ = (
 )
 
 PEOPLE = 3
-ENV = "LETHE_TEST_NAMED_SCHEMAS_URL"
+ENV = "LETHE_TARGET_NAMED_URL"
 
 
 @dataclass(frozen=True)

@@ -233,10 +233,10 @@ async def test_sqlite_refuses_named_schemas_with_a_clear_message(
     async with engine.begin() as connection:
         await connection.exec_driver_sql("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
     await engine.dispose()
-    monkeypatch.setenv("LETHE_TEST_FLAT_URL", f"sqlite:///{path}")
+    monkeypatch.setenv("LETHE_TARGET_FLAT_URL", f"sqlite:///{path}")
     document = {
         "system": "flat",
-        "connection": {"env": "LETHE_TEST_FLAT_URL", "schemas": ["billing"]},
+        "connection": {"env": "LETHE_TARGET_FLAT_URL", "schemas": ["billing"]},
         "subject": {"table": "users", "key": "id", "identities": {"email": "email"}},
         "tables": {"users": {"columns": {"email": {"category": "user.contact.email"}}}},
     }
@@ -245,7 +245,7 @@ async def test_sqlite_refuses_named_schemas_with_a_clear_message(
     problem = refused.json()
     assert "SQLite has no named schemas" in problem["detail"]
     assert problem["errors"][0]["field"] == "connection.schemas"
-    document["connection"] = {"env": "LETHE_TEST_FLAT_URL"}
+    document["connection"] = {"env": "LETHE_TARGET_FLAT_URL"}
     document["subject"]["table"] = "main2.users"
     document["tables"] = {"main2.users": document["tables"]["users"]}
     refused = await client.post("/v1/manifests", json=document, headers=auth())

@@ -29,7 +29,7 @@ from tests.integration.test_backups import execute, finished, pg_dump, restore_i
 from tests.servers import DatabaseServer
 
 SYSTEM = "ledger"
-TARGET = "LETHE_TEST_LEDGER_URL"
+TARGET = "LETHE_TARGET_LEDGER_URL"
 SCRATCH = "LETHE_TEST_LEDGER_SCRATCH_URL"
 ERASED = (2, 4)
 Headers = Callable[..., dict[str, str]]

@@ -35,7 +35,9 @@ def test_schemathesis_finds_no_failure(live_server: LiveServer, tmp_path: Path) 
             "--generation-database",
             "none",
             "--workers",
-            "2",
+            "1",  # sequential: concurrent writers on the embedded SQLite store contend for its lock
+            "--request-timeout",
+            "30",
             "--no-color",
         ],
         capture_output=True,
