@@ -60,7 +60,6 @@ __all__ = (
     "SubjectLookupError",
     "TenantRequired",
     "coerce_identity",
-    "columns_of",
     "in_rows",
     "key_hasher",
     "path_condition",
@@ -88,11 +87,6 @@ class Binds:
     """How the subject key reaches SQL: bound values (execution) or named placeholders (plans)."""
 
     key_values: tuple[Any, ...] | None
-
-    @property
-    def display(self) -> bool:
-        """Whether statements are built for display only."""
-        return self.key_values is None
 
     def key(self, index: int, column: Any) -> ColumnElement[Any]:
         """The ``index``-th subject key value, typed like ``column``."""
@@ -262,7 +256,7 @@ def subject_key_reference(secret: str, system: str, key: Sequence[Any]) -> str:
 # --- the subject's rows along the manifest's paths -----------------------------------------
 
 
-def columns_of(table: Any, names: Sequence[str]) -> ColumnElement[Any]:
+def _columns_of(table: Any, names: Sequence[str]) -> ColumnElement[Any]:
     """One column, or a tuple of columns for a composite key (``(a, b) IN (SELECT ...)``)."""
     if len(names) == 1:
         column: ColumnElement[Any] = table.c[names[0]]
@@ -289,7 +283,7 @@ def in_rows(table: Any, key: Sequence[str], rows: Select[Any], *, dialect: str) 
     """``(key) IN (rows)``, wrapped on MySQL/MariaDB where ``rows`` may read ``table`` itself."""
     if _reads_itself(dialect):
         rows = _derived(rows)
-    return columns_of(table, key).in_(rows)
+    return _columns_of(table, key).in_(rows)
 
 
 def path_condition(
