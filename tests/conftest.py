@@ -20,6 +20,8 @@ from tests.servers import DatabaseServer, server_for
 TEST_JWT_SECRET = "test-jwt-secret-that-is-at-least-32-bytes-long"
 TEST_AUDIT_KEY = "test-audit-key-that-is-at-least-32-bytes-long"
 TEST_CHAIN_KEY = "test-audit-chain-key-that-is-at-least-32-bytes"
+# For tests whose generated traffic far exceeds a client's budget; rate limits have tests of their own.
+UNLIMITED_RATES = "requests:write=1000000/60 consent:write=1000000/60 manifests:write=1000000/60"
 
 
 def make_settings(tmp_path: Path, **overrides: str) -> Settings:

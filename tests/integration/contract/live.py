@@ -24,7 +24,7 @@ from app.db.store import upgrade_store
 from app.demo import DEMO_MANIFEST, SHOP_URL_VARIABLE
 from app.demo.shop import create_shop
 from app.lib.auth import ALL_SCOPES, mint_token
-from tests.conftest import make_settings
+from tests.conftest import UNLIMITED_RATES, make_settings
 
 __all__ = ("LiveServer", "serve")
 
@@ -83,8 +83,7 @@ def serve(home: Path, people: int = 30) -> Iterator[LiveServer]:
         worker_poll_seconds="0.2",
         backup_check_interval_seconds="0",
         audit_signing_key=signing_key.decode("ascii"),
-        # Generated traffic far exceeds a client's budget; rate limits have tests of their own.
-        rate_limits="requests:write=1000000/60 consent:write=1000000/60 manifests:write=1000000/60",
+        rate_limits=UNLIMITED_RATES,
     )
     asyncio.run(_migrate(settings.database_url))
     port = _free_port()

@@ -31,7 +31,7 @@ from app.db.store import create_store_engine, upgrade_store
 from app.engine.targets import TargetRegistry
 from app.manifest.loading import load_manifest
 from app.manifest.model import Connection
-from tests.conftest import make_settings
+from tests.conftest import UNLIMITED_RATES, make_settings
 from tests.integration.erasure_checker import erasure_findings, take_snapshot
 from tests.integration.property.generated import Design, build_metadata, designs, rows_for
 from tests.integration.property.manifests import Choices, randomized_manifest, repair
@@ -142,7 +142,7 @@ async def _example(
     engine = create_async_engine(url)
     if kind == "sqlite":
         event.listen(engine.sync_engine, "connect", lambda c, _: c.execute("PRAGMA foreign_keys=ON"))
-    app_settings: Settings = make_settings(directory, database_url=store_url)
+    app_settings: Settings = make_settings(directory, database_url=store_url, rate_limits=UNLIMITED_RATES)
     targets = TargetRegistry(app_settings)
     try:
         await _fill(engine, metadata, rows)
