@@ -50,9 +50,8 @@ from app.engine.erasure_sql import (
     value_differs,
 )
 from app.engine.integrity import IntegrityDetail, constraint_refusal, integrity_detail
-from app.engine.reflection import reflect_schema, reflect_tables
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
-from app.engine.schema_info import schema_from_tables
+from app.engine.schema_info import Reflection, reflect
 from app.engine.scrub import ScrubPlan, identity_values, mentions_left, plan_scrubs, run_scrubs
 from app.engine.scrub import prepare_connection as prepare_scrub_connection
 from app.engine.subjects import Binds, in_rows, path_condition, resolve_subject, subject_key_reference
@@ -233,16 +232,19 @@ class _Target:
         return self.manifest.tables.get(table, TableSpec())
 
 
-async def _load_target(conn: AsyncConnection, manifest: Manifest, options: ErasureOptions) -> _Target:
-    named = manifest_schemas(manifest)
-    tables, _ = await conn.run_sync(reflect_tables, named)
-    # SQLite shows inline UNIQUE constraints, MariaDB column-level CHECKs (its JSON columns) only
-    # to the inspector: reflect them the way validation does, so both see the same constraints
-    inspected = conn.dialect.name == "sqlite" or getattr(conn.dialect, "is_mariadb", False)
-    schema = await reflect_schema(conn, named) if inspected else schema_from_tables(tables)
-    graph = build_graph(manifest, schema)
+async def _load_target(
+    conn: AsyncConnection,
+    manifest: Manifest,
+    options: ErasureOptions,
+    reflection: Reflection | None = None,
+) -> _Target:
+    """The target as the planner sees it, from ``reflection`` (the run's one reflection of the
+    target, shared with validation and the plan) or reflected here, the same way validation does."""
+    if reflection is None:
+        reflection = await reflect(conn, manifest_schemas(manifest))
+    graph = build_graph(manifest, reflection.schema)
     dialect = conn.dialect.name
-    return _Target(manifest, tables, schema, graph, dialect, conn.dialect, options)
+    return _Target(manifest, reflection.tables, reflection.schema, graph, dialect, conn.dialect, options)
 
 
 # --- building the per-table work -----------------------------------------------------------
@@ -461,14 +463,18 @@ async def plan_erasure(
     manifest: Manifest,
     identities: Mapping[str, str],
     options: ErasureOptions,
+    *,
+    reflection: Reflection | None = None,
 ) -> SystemPlan:
     """The erasure plan of one subject in one system; reads the target, changes nothing.
+
+    ``reflection`` is the target as already reflected in this run (else it is reflected here).
 
     Raises:
         ManifestInvalid: the manifest does not fit the target's schema.
         ErasureBlocked: a surrogate cannot honour a column's constraints.
     """
-    target = await _load_target(conn, manifest, options)
+    target = await _load_target(conn, manifest, options, reflection)
     subject_table = target.tables[manifest.subject.table]
     key = await resolve_subject(conn, manifest, subject_table, identities, options.tenant)
     plan = SystemPlan(manifest.system, found=key is not None)
@@ -476,11 +482,12 @@ async def plan_erasure(
     plan.scrubs = await plan_scrubs(conn, target.tables, manifest, values, target.dialect_obj)
     display = _all_work(target, Binds(None))
     executable = _all_work(target, Binds(key)) if key is not None else None
+    sizes = await _sizes(conn, target, executable) if executable else {}
     for index, shown in enumerate(display):
         table_plan = _table_plan(target, shown)
         if executable is not None:
             work = executable[index]
-            table_plan.rows = await _count(conn, target.tables[work.table], work.condition)
+            table_plan.rows = sizes[work.table]
             table_plan.batched = table_plan.rows > options.batch_threshold and _batchable(target, work.table)
             table_plan.outside_references = await _outside_counts(conn, target, work)
         plan.tables.append(table_plan)
@@ -712,8 +719,14 @@ async def execute_erasure(
     *,
     cursor: Mapping[str, Any] | None = None,
     save_cursor: SaveCursor | None = None,
+    reflection: Reflection | None = None,
+    plan: SystemPlan | None = None,
 ) -> ErasureOutcome:
     """Erase the subject in one system; returns counts and the verification result.
+
+    ``reflection`` and ``plan`` are what planning this run already read (the target's one
+    reflection, and the subject's rows per table, which decide batching); without them execution
+    reflects and counts itself.
 
     One transaction for the whole system unless a table holds more than
     ``options.batch_threshold`` of the subject's rows: then every table is a step of its own and
@@ -729,7 +742,7 @@ async def execute_erasure(
     try:
         async with engine.connect() as conn:
             await _prepare_connection(conn)
-            target = await _load_target(conn, manifest, options)
+            target = await _load_target(conn, manifest, options, reflection)
             subject_table = target.tables[manifest.subject.table]
             key = await resolve_subject(conn, manifest, subject_table, identities, options.tenant)
             outcome = ErasureOutcome(manifest.system, found=key is not None, subject_key=key)
@@ -741,7 +754,8 @@ async def execute_erasure(
             target.key = key
             target.identity_values = await identity_values(conn, subject_table, manifest, key)
             works = _all_work(target, Binds(key))
-            sizes = await _sizes(conn, target, works)
+            planned = {t.table: t.rows for t in plan.tables} if plan is not None and plan.found else {}
+            sizes = planned if set(planned) == {w.table for w in works} else await _sizes(conn, target, works)
             await conn.rollback()
             batched = any(n > options.batch_threshold and _batchable(target, t) for t, n in sizes.items())
             if not batched and not cursor:
@@ -955,11 +969,15 @@ async def _erase_system(run: RequestRun, system: SystemRun, target: AsyncEngine)
     manifest = system.manifest
     cursor = system.cursor
     reference = str(cursor["subject_key_ref"]) if cursor and "subject_key_ref" in cursor else None
+    plan: SystemPlan | None = None
+    reflection: Reflection | None = None
     if cursor is None:
         # Every erasure executes its plan: a subject erased before (a tombstone exists) whose rows
         # came back from a backup or a re-import is erased again; one with nothing left is a no-op.
+        # The target is reflected once; execution reuses that reflection and the plan's counts.
         async with target.connect() as conn:
-            plan = await plan_erasure(conn, manifest, run.identities, options)
+            reflection = await reflect(conn, manifest_schemas(manifest))
+            plan = await plan_erasure(conn, manifest, run.identities, options, reflection=reflection)
         await run.progress.record_plan(system.system, plan_document(plan))
 
     async def save(state: dict[str, Any]) -> None:
@@ -968,7 +986,14 @@ async def _erase_system(run: RequestRun, system: SystemRun, target: AsyncEngine)
         await run.progress.save_cursor(system.system, state, counts)
 
     outcome = await execute_erasure(
-        target, manifest, run.identities, options, cursor=cursor, save_cursor=save
+        target,
+        manifest,
+        run.identities,
+        options,
+        cursor=cursor,
+        save_cursor=save,
+        reflection=reflection,
+        plan=plan,
     )
     if outcome.subject_key is not None:
         reference = subject_key_reference(secret, system.system, outcome.subject_key)

@@ -44,9 +44,8 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.casts import hop_source
-from app.engine.reflection import reflect_tables
 from app.engine.runs import RequestFailed
-from app.engine.schema_info import schema_from_tables
+from app.engine.schema_info import reflect
 from app.engine.surrogates import placeholder_bind
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph
 from app.manifest.model import Identity, Manifest, normalise_identity
@@ -120,12 +119,9 @@ async def reflect_target(connection: AsyncConnection, manifest: Manifest) -> Ref
     Raises:
         ManifestInvalid: the manifest does not fit the live schema (unknown table, broken link).
     """
-    tables, _ = await connection.run_sync(
-        reflect_tables, manifest_schemas(manifest), manifest.managed_tables()
-    )
-    schema = schema_from_tables(tables)
-    graph = build_graph(manifest, schema)
-    return ReflectedTarget(tables=tables, graph=graph, dialect=connection.dialect.name)
+    reflection = await reflect(connection, manifest_schemas(manifest), only=manifest.managed_tables())
+    graph = build_graph(manifest, reflection.schema)
+    return ReflectedTarget(tables=reflection.tables, graph=graph, dialect=connection.dialect.name)
 
 
 # --- finding the subject -------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.engine.check_proof import prove_checks
 from app.engine.erasure import ErasureBlocked, ErasureOptions, execute_erasure, plan_erasure
-from app.engine.reflection import reflect_schema
+from app.engine.schema_info import reflect_schema
 from app.engine.surrogates import UNSPECIFIED_ADDRESS, UNSPECIFIED_NETWORK, uuid_for_key
 from app.engine.targets import TargetRegistry
 from app.manifest.issues import Issue
