@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import BLANK_SCHEMA, MetaData, Table, inspect, text
 from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects.mysql import INET4, INET6
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -82,6 +83,16 @@ def _non_system(names: Sequence[str]) -> list[str]:
     return [n for n in names if n not in _SYSTEM_SCHEMAS and not n.startswith("pg_")]
 
 
+_MARIADB_TYPES = {"inet4": INET4, "inet6": INET6}
+"""MariaDB types SQLAlchemy defines but does not reflect (it would read them as NullType)."""
+
+
+def _know_mariadb_types(dialect: Any) -> None:
+    """Teach this dialect instance (not the class) MariaDB's address types before reflecting."""
+    if getattr(dialect, "is_mariadb", False) and not _MARIADB_TYPES.keys() <= dialect.ischema_names.keys():
+        dialect.ischema_names = {**dialect.ischema_names, **_MARIADB_TYPES}
+
+
 def target_schemas(
     connection: Connection, named: Sequence[str] = (), *, every: bool = False
 ) -> TargetSchemas:
@@ -92,6 +103,7 @@ def target_schemas(
     Raises:
         ManifestInvalid: a named schema does not exist, or the target is SQLite (no named schemas).
     """
+    _know_mariadb_types(connection.dialect)
     dialect = connection.dialect.name
     if dialect == "sqlite":
         if named:

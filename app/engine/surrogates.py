@@ -61,6 +61,7 @@ __all__ = (
     "EPOCH",
     "SURROGATES",
     "UNSPECIFIED_ADDRESS",
+    "UNSPECIFIED_IPV6_ADDRESS",
     "UNSPECIFIED_NETWORK",
     "HashKey",
     "SurrogateContext",
@@ -90,6 +91,8 @@ UNIQUE_SHORT = ("~", "")
 REDACTED = "redacted"
 UNSPECIFIED_ADDRESS = "0.0.0.0"  # noqa: S104 - a value written into rows, not an address bound
 UNSPECIFIED_NETWORK = f"{UNSPECIFIED_ADDRESS}/32"
+UNSPECIFIED_IPV6_ADDRESS = "::"
+"""MariaDB's INET6 takes only IPv6 addresses: its unspecified address."""
 KEY_SEPARATOR = "."
 WIDE_KEY_TEXT = 40
 """Keys are assumed to read as at most this many characters (a BIGINT needs 20)."""
@@ -337,17 +340,27 @@ def _uuid(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
 
 
 def _ip(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
-    """The unspecified address (``0.0.0.0``, ``0.0.0.0/32``); on a UNIQUE column ``'::' + id``."""
+    """The unspecified address (``0.0.0.0``, ``0.0.0.0/32``; ``::`` in MariaDB's INET6); on a
+    UNIQUE column the address of the key (``'::' + id``, MariaDB ``INET_NTOA(id)`` /
+    ``::<id>``)."""
     if ctx.unique:
         return _unique_ip(ctx)
+    if ctx.info.type_name == "inet6":
+        return _typed(ctx, UNSPECIFIED_IPV6_ADDRESS)
     return _typed(ctx, UNSPECIFIED_NETWORK if ctx.info.kind == "cidr" else UNSPECIFIED_ADDRESS)
 
 
 def _unique_ip(ctx: SurrogateContext) -> ColumnElement[Any]:
+    key = ctx.table.c[ctx.key_columns[0]]
+    if ctx.info.type_name == "inet4":  # MariaDB: the key as a dotted quad (unique below 2^32)
+        return func.inet_ntoa(key, type_=String)
+    if ctx.info.type_name == "inet6":  # MariaDB: the key as the low bits of an IPv6 address
+        padded = func.lpad(func.hex(key), 32, literal("0", String), type_=String)
+        return func.inet6_ntoa(func.unhex(padded), type_=String)
     if ctx.dialect != "postgresql":
         raise ctx.fail(f"no unique address surrogate on {ctx.dialect}")
     base = cast(literal("::", String), postgresql.INET)
-    moved = base.op("+", return_type=postgresql.INET)(ctx.table.c[ctx.key_columns[0]])
+    moved = base.op("+", return_type=postgresql.INET)(key)
     return cast(moved, ctx.type)
 
 
