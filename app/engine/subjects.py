@@ -58,7 +58,9 @@ __all__ = (
     "ReflectedTarget",
     "SubjectLookupError",
     "TenantRequired",
+    "casefolds",
     "coerce_identity",
+    "identity_condition",
     "in_rows",
     "key_hasher",
     "path_condition",
@@ -150,14 +152,20 @@ def coerce_identity(column: Any, value: str) -> Any:
         return None
 
 
-def _identity_condition(
-    table: Table, identity: Identity, value: str, dialect: str
+def casefolds(identity: Identity) -> bool:
+    """Whether an identity's values match whatever their case (its ``match`` rule is casefold)."""
+    return identity.match == "casefold"
+
+
+def identity_condition(
+    column: Any, identity: Identity, value: Any, dialect: str
 ) -> ColumnElement[bool] | None:
-    """The condition of one identity under its match rule (None: the value cannot match)."""
-    column = table.c[identity.column]
+    """Rows whose ``column`` holds the identity ``value`` under the identity's match rule (None:
+    the value cannot match). ``value`` is a request's text, or a value read from the subject row
+    (verification looks for it in other tables)."""
     rule = identity.match or "trimmed"
-    if not isinstance(column.type, sqltypes.String):
-        coerced = coerce_identity(column, value)
+    if not isinstance(column.type, sqltypes.String) or not isinstance(value, str):
+        coerced = coerce_identity(column, value) if isinstance(value, str) else value
         return None if coerced is None else column == coerced
     normal = normalise_identity(rule, value)
     if rule == "casefold":
@@ -166,7 +174,7 @@ def _identity_condition(
         # MySQL collations compare case- and trailing-space-insensitively: also compare bytes
         # (the plain equality keeps the index usable).
         return and_(column == normal, cast(column, LargeBinary) == cast(literal(normal), LargeBinary))
-    return column == normal
+    return column == normal  # type: ignore[no-any-return]
 
 
 async def resolve_subject(
@@ -190,7 +198,8 @@ async def resolve_subject(
         if name not in subject.identities:
             continue
         identity = subject.identity(name)
-        condition = _identity_condition(subject_table, identity, value, connection.dialect.name)
+        column = subject_table.c[identity.column]
+        condition = identity_condition(column, identity, value, connection.dialect.name)
         if condition is None:
             return None
         conditions.append(condition)

@@ -27,11 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, false, func, or_
+from sqlalchemy import ColumnElement, Table, and_, false, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.erasure_sql import ColumnChange, count_statement, value_differs
-from app.engine.scrub import casefolds
+from app.engine.subjects import identity_condition
 from app.manifest.graph import SubjectPath
 from app.manifest.model import Manifest, TableSpec
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo
@@ -62,13 +62,6 @@ class Evidence:
     label: str
     condition: ColumnElement[bool]
     changes: tuple[ColumnChange, ...]
-
-
-def _equals(column: Any, value: Any, casefold: bool) -> ColumnElement[bool]:
-    if casefold and isinstance(value, str):
-        condition: ColumnElement[bool] = func.lower(column) == str(value).lower()
-        return condition
-    return column == value  # type: ignore[no-any-return]
 
 
 def _changes_for(checked: CheckedTable, fk: ForeignKeyInfo, subject_table: str) -> tuple[ColumnChange, ...]:
@@ -111,6 +104,7 @@ def evidence(
     checked: CheckedTable,
     key: Sequence[Any],
     values: Mapping[str, Any],
+    dialect: str,
 ) -> list[Evidence]:
     """Every piece of reflected evidence of the subject in ``checked.table`` (see the module)."""
     subject = manifest.subject
@@ -121,17 +115,20 @@ def evidence(
             key_values = dict(zip(subject.key_columns, key, strict=True))
             condition = and_(*(table.c[mapping[k]] == key_values[k] for k in subject.key_columns))
         elif identity in values:
-            casefold = casefolds(subject.identity(identity))
-            condition = _equals(table.c[fk.columns[0]], values[identity], casefold)
+            column = table.c[fk.columns[0]]
+            found_by = identity_condition(column, subject.identity(identity), values[identity], dialect)
+            if found_by is None:
+                continue
+            condition = found_by
         else:
             continue
         found.append(Evidence(fk.label, condition, _changes_for(checked, fk, subject.table)))
-    found += _identity_evidence(manifest, table, checked, values)
+    found += _identity_evidence(manifest, table, checked, values, dialect)
     return found
 
 
 def _identity_evidence(
-    manifest: Manifest, table: Table, checked: CheckedTable, values: Mapping[str, Any]
+    manifest: Manifest, table: Table, checked: CheckedTable, values: Mapping[str, Any], dialect: str
 ) -> list[Evidence]:
     subject = manifest.subject
     spec = manifest.tables.get(checked.table, TableSpec())
@@ -146,7 +143,9 @@ def _identity_evidence(
         changed = declared is not None and declared.strategy != "retain"
         if not (changed or checked.deletes):
             continue
-        condition = _equals(table.c[column], values[name], casefolds(identity))
+        condition = identity_condition(table.c[column], identity, values[name], dialect)
+        if condition is None:
+            continue
         own = (changes[column],) if column in changes else ()
         found.append(Evidence(f"{checked.table}.{column} = the subject's {name}", condition, own))
     return found
@@ -172,7 +171,7 @@ async def independent_rows_left(
     if checked.strategy == "retain" and not any(changes for _, changes in checked.links):
         return {}
     left: dict[str, int] = {}
-    for item in evidence(schema, manifest, table, checked, key, values):
+    for item in evidence(schema, manifest, table, checked, key, values, conn.dialect.name):
         condition = item.condition if checked.deletes else and_(item.condition, _wrong(table, item.changes))
         rows = int((await conn.execute(count_statement(table, condition))).scalar_one())
         if rows:
