@@ -88,9 +88,11 @@ async def prove_checks(
     if reflected is None:
         reflected = (await conn.run_sync(reflect_tables, manifest_schemas(manifest), sorted(checked)))[0]
     issues: list[Issue] = []
-    for name, info in checked.items():
-        written = _written(manifest.tables[name], reflected[name], info, conn.dialect.name, secret)
-        issues += await _prove_table(conn, reflected[name], info, written)
+    async with conn.begin_nested() if conn.in_transaction() else conn.begin() as transaction:
+        for name, info in checked.items():
+            written = _written(manifest.tables[name], reflected[name], info, conn.dialect.name, secret)
+            issues += await _prove_table(conn, reflected[name], info, written)
+        await transaction.rollback()  # nothing stays written, not even by a function a CHECK calls
     return issues
 
 
@@ -145,11 +147,9 @@ async def _prove_table(
     after = select(
         *(replaced[c.name].label(c.name) if c.name in replaced else c for c in table.columns)
     ).subquery(table.name)
-    async with conn.begin_nested() if conn.in_transaction() else conn.begin() as transaction:
-        *row, rows = (await conn.execute(select(*counts, func.count()).select_from(after))).one()
-        if not rows:  # no rows to prove over: one candidate row (see the module)
-            row = list((await conn.execute(select(*counts).select_from(_candidate(table, replaced)))).one())
-        await transaction.rollback()
+    *row, rows = (await conn.execute(select(*counts, func.count()).select_from(after))).one()
+    if not rows:  # no rows to prove over: one candidate row (see the module)
+        row = list((await conn.execute(select(*counts).select_from(_candidate(table, replaced)))).one())
     issues = []
     for check, violations in zip(checks, row, strict=True):
         if not violations:

@@ -177,12 +177,11 @@ def reflect_tables(
     with _qualified_names(connection):
         inspector = inspect(connection)
         for schema in schemas.reflected:
+            if wanted is None:  # every table (MetaData.reflect lists them itself)
+                metadata.reflect(connection, schema=schema, resolve_fks=True)
+                continue
             existing = set(inspector.get_table_names(schema=schema))
-            names = (
-                sorted(existing)
-                if wanted is None
-                else [n for s, n in wanted if s == schema and n in existing]
-            )
+            names = [n for s, n in wanted if s == schema and n in existing]
             if names:
                 metadata.reflect(connection, schema=schema, only=names, resolve_fks=True)
     unqualified = _default_unqualified(metadata, schemas.default)
