@@ -23,33 +23,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from typing import Any
 
-from sqlalchemy import (
-    Integer,
-    LargeBinary,
-    String,
-    case,
-    cast,
-    func,
-    literal,
-    null,
-)
+from sqlalchemy import Integer, LargeBinary, String, case, cast, func, literal, null
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.engine.schema_info import column_info_of
 from app.engine.surrogate_digests import (
-    UUID_SEED,
     BindFactory,
     HashKey,
-    ascii_sql,
     hash_key_from_secret,
     hmac_sql,
     install_sqlite_functions,
-    md5_sql,
     placeholder_bind,
     plain_bind,
     uuid_for_key,
+    uuid_sql,
 )
 from app.manifest.model import Surrogate
 from app.manifest.schema import ColumnInfo, TableInfo
@@ -313,27 +302,8 @@ def _epoch(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
 
 
 def _uuid(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
-    """An RFC 9562 version 3 UUID from the MD5 of ``'erased:' || key`` (version nibble 3,
-    variant bits 10): MariaDB's UUID type and every validator accept it."""
-    digest = md5_sql(ctx.dialect, literal(UUID_SEED, String) + _key_text(ctx))
-    variant = func.substr(
-        literal("89ab", String), (ascii_sql(ctx.dialect, func.substr(digest, 17, 1)) % 4) + 1, 1
-    )
-    parts = [
-        func.substr(digest, 1, 8),
-        literal("-", String),
-        func.substr(digest, 9, 4),
-        literal("-3", String),
-        func.substr(digest, 14, 3),
-        literal("-", String),
-        variant,
-        func.substr(digest, 18, 3),
-        literal("-", String),
-        func.substr(digest, 21, 12),
-    ]
-    text = parts[0]
-    for part in parts[1:]:
-        text = text + part
+    """An RFC 9562 version 3 UUID of the row key (see :func:`uuid_sql`)."""
+    text = uuid_sql(ctx.dialect, _key_text(ctx))
     if ctx.dialect == "postgresql" and ctx.info.kind == "uuid":
         return cast(text, postgresql.UUID)
     return text
