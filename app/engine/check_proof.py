@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -33,31 +32,19 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.visitors import replacement_traverse
 
+from app.engine.erasure_sql import ColumnChange, column_change
 from app.engine.reflection import reflect_tables
 from app.engine.surrogates import (
-    SurrogateContext,
     SurrogateError,
     hash_key_from_secret,
     install_sqlite_functions,
-    resolved_surrogate,
-    surrogate_expression,
-    surrogate_label,
 )
 from app.manifest.issues import Issue
-from app.manifest.model import Manifest, Surrogate, TableSpec
+from app.manifest.model import Manifest, TableSpec
 from app.manifest.names import manifest_schemas
 from app.manifest.schema import CheckInfo, SchemaInfo, TableInfo
 
 __all__ = ("prove_checks",)
-
-
-@dataclass(frozen=True)
-class _Written:
-    """A column erasure writes, with its surrogate as SQL and as a label."""
-
-    column: str
-    value: Any
-    label: str
 
 
 async def prove_checks(
@@ -106,7 +93,7 @@ def _written_tables(manifest: Manifest, schema: SchemaInfo) -> list[str]:
 
 def _written(
     spec: TableSpec, table: Table, info: TableInfo, dialect: str, secret: str | None
-) -> list[_Written]:
+) -> list[ColumnChange]:
     """The surrogates erasure writes into ``table`` (surrogates that cannot be built at all are
     validation's to report)."""
     hash_key = hash_key_from_secret(secret) if secret else None
@@ -114,19 +101,8 @@ def _written(
     for name, column in spec.columns.items():
         if column.strategy == "retain" or name not in table.c:
             continue
-        ctx = SurrogateContext(
-            table,
-            name,
-            info.primary_key,
-            dialect,
-            unique=info.column_is_unique(name),
-            hash_key=hash_key,
-            table_info=info,
-        )
-        wanted = Surrogate(kind="null") if column.strategy == "delete" else column.surrogate_spec
         try:
-            surrogate = resolved_surrogate(ctx, wanted)
-            written.append(_Written(name, surrogate_expression(ctx, surrogate), surrogate_label(surrogate)))
+            written.append(column_change(table, info, name, column, dialect, hash_key=hash_key))
         except SurrogateError:
             continue
     return written
@@ -137,7 +113,7 @@ def _mentions(check: CheckInfo, column: str) -> bool:
 
 
 async def _prove_table(
-    conn: AsyncConnection, table: Table, info: TableInfo, written: list[_Written]
+    conn: AsyncConnection, table: Table, info: TableInfo, written: list[ColumnChange]
 ) -> list[Issue]:
     checks = [c for c in info.checks if any(_mentions(c, w.column) for w in written)]
     if not checks:
@@ -213,13 +189,13 @@ def _expression(check: CheckInfo) -> ColumnElement[bool]:
     return literal_column(f"({check.sqltext})", Boolean)
 
 
-def _issue(table: str, written: _Written, check: CheckInfo, rows: int) -> Issue:
+def _issue(table: str, written: ColumnChange, check: CheckInfo, rows: int) -> Issue:
     return Issue(
         kind="check_violation",
         path=f"tables.{table}.columns.{written.column}.surrogate",
         table=table,
         column=written.column,
-        message=f"column '{table}.{written.column}': the `{written.label}` surrogate violates CHECK "
+        message=f"column '{table}.{written.column}': the `{written.kind}` surrogate violates CHECK "
         f"constraint {check.label} on {rows} row(s) (proved in the target); name a surrogate the "
         "constraint accepts (a `constant` it allows, `null`), or delete the rows",
     )

@@ -15,20 +15,17 @@ from app.engine.erasure_sql import (
     ColumnChange,
     LinkChanges,
     anonymize_statement,
+    column_change,
     count_statement,
     delete_statement,
 )
 from app.engine.subjects import Binds, in_rows, path_condition
 from app.engine.surrogates import (
-    SurrogateContext,
     SurrogateError,
     hash_key_from_secret,
-    resolved_surrogate,
-    surrogate_expression,
-    surrogate_label,
 )
 from app.manifest.graph import SubjectPath, topological_order
-from app.manifest.model import Surrogate, TableSpec
+from app.manifest.model import TableSpec
 from app.manifest.schema import ForeignKeyInfo
 
 __all__ = (
@@ -93,23 +90,19 @@ def _changes(target: Target, table: str, columns: Sequence[str], binds: Binds) -
         column_spec = spec.columns[name]
         if column_spec.strategy == "retain":
             continue
-        ctx = SurrogateContext(
-            sql_table,
-            name,
-            tuple(info.primary_key),
-            target.dialect,
-            unique=info.column_is_unique(name),
-            hash_key=hash_key,
-            secret_bind=binds.secret,
-            table_info=info,
-        )
-        wanted = Surrogate(kind="null") if column_spec.strategy == "delete" else column_spec.surrogate_spec
         try:
-            surrogate = resolved_surrogate(ctx, wanted)
-            value = surrogate_expression(ctx, surrogate)
+            change = column_change(
+                sql_table,
+                info,
+                name,
+                column_spec,
+                target.dialect,
+                hash_key=hash_key,
+                secret_bind=binds.secret,
+            )
         except SurrogateError as exc:
             raise ErasureBlocked(f"system '{target.manifest.system}': {exc}") from exc
-        changes.append(ColumnChange(name, value, surrogate_label(surrogate)))
+        changes.append(change)
     return tuple(changes)
 
 
