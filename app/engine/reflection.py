@@ -113,7 +113,7 @@ def target_schemas(
             )
         return TargetSchemas(None, (None,))
     default = connection.dialect.default_schema_name
-    existing = inspect(connection).get_schema_names()
+    existing = inspect(connection).get_schema_names() if named or every else []
     missing = [s for s in named if s not in existing]
     if missing:
         raise _refuse_schemas(
