@@ -36,7 +36,7 @@ from app.manifest.graph import SubjectPath
 from app.manifest.model import Manifest, TableSpec
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo
 
-__all__ = ("CheckedTable", "Evidence", "evidence", "independent_rows_left")
+__all__ = ("CheckedTable", "Evidence", "evidence", "independent_rows_left", "rows_left_conditions")
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,25 @@ def _wrong(table: Table, changes: Sequence[ColumnChange]) -> ColumnElement[bool]
     return or_(*wrong) if wrong else false()
 
 
+def rows_left_conditions(
+    schema: SchemaInfo,
+    manifest: Manifest,
+    table: Table,
+    checked: CheckedTable,
+    key: Sequence[Any],
+    values: Mapping[str, Any],
+    dialect: str,
+) -> list[tuple[str, ColumnElement[bool]]]:
+    """Per evidence label, the rows of ``checked.table`` that must not exist after erasure: rows
+    the evidence ties to the subject (a deleted table), or such rows not holding their surrogates."""
+    if checked.strategy == "retain" and not any(changes for _, changes in checked.links):
+        return []
+    return [
+        (item.label, item.condition if checked.deletes else and_(item.condition, _wrong(table, item.changes)))
+        for item in evidence(schema, manifest, table, checked, key, values, dialect)
+    ]
+
+
 async def independent_rows_left(
     conn: AsyncConnection,
     schema: SchemaInfo,
@@ -168,12 +187,10 @@ async def independent_rows_left(
 ) -> dict[str, int]:
     """Rows of ``checked.table`` the reflected evidence still ties to the subject, per evidence
     label (only non-zero counts)."""
-    if checked.strategy == "retain" and not any(changes for _, changes in checked.links):
-        return {}
     left: dict[str, int] = {}
-    for item in evidence(schema, manifest, table, checked, key, values, conn.dialect.name):
-        condition = item.condition if checked.deletes else and_(item.condition, _wrong(table, item.changes))
+    conditions = rows_left_conditions(schema, manifest, table, checked, key, values, conn.dialect.name)
+    for label, condition in conditions:
         rows = int((await conn.execute(count_statement(table, condition))).scalar_one())
         if rows:
-            left[item.label] = rows
+            left[label] = rows
     return left

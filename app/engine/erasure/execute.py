@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.engine.erasure.model import ErasureBlocked, ErasureOptions, ErasureOutcome, SaveCursor, SystemPlan
 from app.engine.erasure.plan import outside_counts
 from app.engine.erasure.target import Target, load_target
-from app.engine.erasure.verify import check_mentions, independent_check, require_verified, scrub, values_left
+from app.engine.erasure.verify import check_mentions, independent_check, require_verified, scrub, verify_step
 from app.engine.erasure.work import TableWork, all_work, batchable, count_rows, sizes_of
 from app.engine.erasure_sql import keyset_bounds
 from app.engine.integrity import IntegrityDetail, constraint_refusal, integrity_detail
@@ -86,13 +86,7 @@ async def _run_step(
     bucket = outcome.deleted if work.strategy == "delete" else outcome.anonymized
     if statement is not None:
         bucket[work.table] = bucket.get(work.table, 0) + changed
-    if work.strategy == "delete" and last:
-        outcome.verified_rows_left[work.table] = await count_rows(conn, target.tables[work.table], work.gone)
-    if last:
-        await independent_check(conn, target, work, outcome)
-    left = await values_left(conn, target, work, condition)
-    if left or work.strategy != "delete":
-        outcome.verified_values_left[work.table] = outcome.verified_values_left.get(work.table, 0) + left
+    await verify_step(conn, target, work, outcome, condition, last=last)
     return changed
 
 

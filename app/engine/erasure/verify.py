@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.erasure.model import ErasureBlocked, ErasureOutcome
@@ -12,14 +10,14 @@ from app.engine.erasure.target import Target
 from app.engine.erasure.work import TableWork, any_of
 from app.engine.erasure_sql import ColumnChange, value_differs
 from app.engine.scrub import mentions_left, run_scrubs
-from app.engine.verification import CheckedTable, independent_rows_left
+from app.engine.verification import CheckedTable, independent_rows_left, rows_left_conditions
 
 __all__ = (
     "check_mentions",
     "independent_check",
     "require_verified",
     "scrub",
-    "values_left",
+    "verify_step",
 )
 
 
@@ -37,34 +35,61 @@ def _owned(condition: ColumnElement[bool], owned: ColumnElement[bool] | None) ->
     return condition if owned is None else and_(condition, owned)
 
 
-async def values_left(
-    conn: AsyncConnection, target: Target, work: TableWork, condition: ColumnElement[bool]
-) -> int:
-    """After the statement: subject rows whose anonymized column may still hold personal data.
-
-    Every surrogate is a function of the row key (and the secret) or a constant, so each column
-    must hold exactly its surrogate: ``IS DISTINCT FROM`` counts the rows that do not, in the
-    database, without fetching them (a NULL surrogate: the rows that are not NULL).
-    """
-    if work.strategy == "delete":
-        return 0
-    columns = _changed_columns(work)
-    if not columns:
-        return 0
-    table = target.tables[work.table]
-    checks: list[ColumnElement[Any]] = []
-    for change, owned in columns:
-        wrong = value_differs(table.c[change.column], change)
-        checks.append(func.sum(case((_owned(wrong, owned), 1), else_=0)))
-    counts = (await conn.execute(select(*checks).select_from(table).where(condition))).one()
-    return sum(int(c or 0) for c in counts)
-
-
 def _checked_table(target: Target, work: TableWork) -> CheckedTable:
     paths = target.graph.paths_for(work.table)
     keeps = work.kept is not None or target.spec(work.table).on_outside_reference == "anonymize"
     links = tuple((p, link.changes) for p, link in zip(paths, work.links, strict=True))
     return CheckedTable(work.table, work.strategy, keeps, links)
+
+
+async def verify_step(
+    conn: AsyncConnection,
+    target: Target,
+    work: TableWork,
+    outcome: ErasureOutcome,
+    condition: ColumnElement[bool],
+    *,
+    last: bool,
+) -> None:
+    """After a table's statement (or one batch of it), in its transaction, in one ``SELECT``:
+    the subject's rows left along the paths (a deleted table, ``last``), the rows of ``condition``
+    whose changed columns do not hold their surrogates, and the rows reflected evidence still ties
+    to the subject (``last``; see :func:`independent_check`).
+
+    Every surrogate is a function of the row key (and the secret) or a constant, so each changed
+    column must hold exactly its surrogate: ``IS DISTINCT FROM`` counts the rows that do not, in
+    the database, without fetching them (a NULL surrogate: the rows that are not NULL).
+    """
+    table = target.tables[work.table]
+    counted: list[tuple[str, ColumnElement[bool]]] = []
+    if work.strategy == "delete" and last:
+        counted.append(("rows", work.gone))
+    if work.strategy != "delete":
+        counted += [
+            ("values", and_(condition, _owned(value_differs(table.c[change.column], change), owned)))
+            for change, owned in _changed_columns(work)
+        ]
+    if last and target.key is not None:
+        checked = _checked_table(target, work)
+        values = target.identity_values
+        evidence = rows_left_conditions(
+            target.schema, target.manifest, table, checked, target.key, values, target.dialect
+        )
+        counted += [("independent", c) for _, c in evidence]
+    totals = dict.fromkeys(("rows", "values", "independent"), 0)
+    if counted:
+        sums = [func.sum(case((c, 1), else_=0)) for _, c in counted]
+        scope = or_(*(c for _, c in counted))
+        row = (await conn.execute(select(*sums).select_from(table).where(scope))).one()
+        for (kind, _), found in zip(counted, row, strict=True):
+            totals[kind] += int(found or 0)
+    if work.strategy == "delete" and last:
+        outcome.verified_rows_left[work.table] = totals["rows"]
+    if last and target.key is not None:
+        outcome.independent_left[work.table] = totals["independent"]
+    left = totals["values"]
+    if left or work.strategy != "delete":
+        outcome.verified_values_left[work.table] = outcome.verified_values_left.get(work.table, 0) + left
 
 
 async def independent_check(
