@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import msgspec
@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import IdempotencyRecord
+from app.lib.clock import utcnow
 from app.lib.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed
 
 __all__ = ("IdempotencyKeyHeader", "body_fingerprint", "run_idempotent")
@@ -68,7 +69,7 @@ async def _claim(
     engine: AsyncEngine, client_id: str, key: str, operation: str, fingerprint: str
 ) -> IdempotencyRecord | None:
     """Commit a pending record; return the existing one if the key was used before."""
-    now = datetime.now(UTC)
+    now = utcnow()
     for _ in range(2):
         async with AsyncSession(engine, expire_on_commit=False) as session:
             session.add(

@@ -7,7 +7,7 @@ pseudonymous reference is stored or returned.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
@@ -27,6 +27,7 @@ from app.domain.consent.schemas import (
     ConsentStatusOut,
 )
 from app.lib.auth import Principal, requires
+from app.lib.clock import utcnow
 from app.lib.errors import ValidationFailed
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
@@ -152,7 +153,7 @@ class ConsentController(Controller):
     ) -> ConsentStatusOut:
         """Derived from the events; at the same instant a withdrawal beats a grant."""
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
-        moment = parse_instant(as_of, "query.as_of") or datetime.now(UTC)
+        moment = parse_instant(as_of, "query.as_of") or utcnow()
         found = await services.consent_status(db_session, subject_ref, purpose, moment)
         decided = found.decided_by
         return ConsentStatusOut(

@@ -80,8 +80,13 @@ async def wait_for_work(stop: asyncio.Event, poll_seconds: float) -> None:
 
 
 async def listen_for_work(store_engine: AsyncEngine, stop: asyncio.Event) -> None:
-    """On PostgreSQL, ``LISTEN`` for queued requests of any replica until ``stop``; reconnects."""
+    """On PostgreSQL, ``LISTEN`` for queued requests of any replica until ``stop``; reconnects.
+
+    Other stores have no other replica to hear from: it just waits for ``stop`` (a loop of
+    :class:`app.lib.loops.LoopWatch` that ends early counts as dead).
+    """
     if store_engine.dialect.name != "postgresql":
+        await stop.wait()
         return
     while not stop.is_set():
         try:
