@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import IdempotencyRecord
 from app.lib.clock import utcnow
-from app.lib.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed
+from app.lib.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed, field_error
 
 __all__ = ("IdempotencyKeyHeader", "body_fingerprint", "run_idempotent")
 
@@ -139,7 +139,7 @@ async def run_idempotent(
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise ValidationFailed(
             "Idempotency-Key must be 1 to 255 characters",
-            [{"field": "header.Idempotency-Key", "message": "1 to 255 characters"}],
+            [field_error("header.Idempotency-Key", "1 to 255 characters")],
         )
     if key is None:
         status, content, location = await produce()

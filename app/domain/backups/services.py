@@ -39,7 +39,15 @@ from app.engine.restore import (
 )
 from app.engine.targets import TargetRegistry
 from app.lib.clock import utcnow
-from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound, Unavailable, ValidationFailed
+from app.lib.errors import (
+    ConfigurationError,
+    Conflict,
+    LetheError,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+    field_error,
+)
 from app.lib.logging import get_logger
 from app.manifest.model import Identity, Manifest
 
@@ -218,9 +226,9 @@ async def start_restore_test(
     backups = _system(backup_config(settings), system)
     problems = []
     if backups.restore_source() is None:
-        problems.append({"field": "system", "message": "no `directory` source of pg_dump files"})
+        problems.append(field_error("system", "no `directory` source of pg_dump files"))
     if backups.scratch is None:
-        problems.append({"field": "system", "message": "no `scratch` server for scratch databases"})
+        problems.append(field_error("system", "no `scratch` server for scratch databases"))
     if problems:
         raise ValidationFailed(f"system '{system}' cannot be restore-tested", problems)
     await ManifestService(session=session).get_version(system)

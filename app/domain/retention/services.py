@@ -117,7 +117,7 @@ async def latest_manifest(session: AsyncSession, system: str) -> tuple[int, Mani
     if row is None:
         raise ValidationFailed(
             f"system '{system}' has no registered manifest",
-            [{"field": "system", "message": "register the system's manifest first"}],
+            [field_error("system", "register the system's manifest first")],
         )
     return row.version, load_manifest_document(row)
 
@@ -311,7 +311,7 @@ async def apply_patch(
     _editable(record)
     unknown = set(changes) - set(_EDITABLE)
     if unknown:
-        raise ValidationFailed("unknown fields", [{"field": f, "message": "not editable"} for f in unknown])
+        raise ValidationFailed("unknown fields", [field_error(f, "not editable") for f in unknown])
     _check_schedule(changes.get("schedule"))
     if "schedule" in changes and changes["schedule"] != record.schedule:
         record.next_due_at = utcnow() if changes["schedule"] else None
