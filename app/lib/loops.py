@@ -134,6 +134,9 @@ class LoopWatch:
         """Shut down: signal :attr:`stopping`, cancel eager loops, give graceful ones the grace."""
         self.stopping.set()
         tasks = dict(self._tasks)
+        if not tasks:
+            self._stopping = None
+            return
         for task, graceful in tasks.items():
             if not graceful:
                 task.cancel()
@@ -147,3 +150,4 @@ class LoopWatch:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._stopping = None  # stopped: a later start-up (the same app served again) begins afresh
