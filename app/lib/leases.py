@@ -26,16 +26,26 @@ A delivery worker, for instance, declares its outbox row's columns once::
         key=OutboxEvent.id, owner=OutboxEvent.lease_owner, expires_at=OutboxEvent.lease_expires_at,
         token=OutboxEvent.attempt,
     )
-    holder = await OUTBOX_LEASE.claim_next(
-        session, owner=owner_id("deliver-0"), seconds=30, ready=OutboxEvent.next_attempt_at <= now,
-        order_by=(OutboxEvent.created_at, OutboxEvent.id),
-    )
-    ...  # then every write: ``await OUTBOX_LEASE.renew(session, holder, seconds=30)`` first
+    async with sessions.begin() as session:  # one transaction: the claim commits alone
+        holder = await OUTBOX_LEASE.claim_next(
+            session, owner=owner_id("deliver-0"), seconds=30,
+            ready=(OutboxEvent.next_attempt_at <= now) & OUTBOX_LEASE.free(now),
+            order_by=(OutboxEvent.created_at, OutboxEvent.id),
+        )
+    # send, then record the outcome fenced by the claim, in one transaction:
+    async with sessions.begin() as session:
+        await OUTBOX_LEASE.renew(session, holder, seconds=30)  # LeaseLost: another worker has it
+        ...  # write the attempt's outcome
+    # a long send runs under ``await hold(send(), renew_in_own_transaction, every=10)``
 
-and a singleton such as a sequencer leases one well-known row (``acquire`` with its key; retry
-after ``seconds`` when it returns ``None``). Times come from :func:`app.lib.clock.utcnow`; how long
-a lease lasts is the holder's setting and is stored in the row, so any process (a CronJob with
-other settings included) judges expiry by the row alone.
+A singleton such as the audit sequencer leases one well-known row of its own table
+(``acquire(session, "sequencer", owner=..., seconds=...)``; ``None`` means another replica holds
+it: try again after a while), renews it before every batch it commits, in the batch's
+transaction, and ``release``s it on shutdown so a successor need not wait for the expiry.
+
+Times come from :func:`app.lib.clock.utcnow`. How long a lease lasts is the holder's setting and
+is stored in the row, so any process (a CronJob with other settings included) judges expiry by
+the row alone, never by its own setting.
 """
 
 from __future__ import annotations
