@@ -42,7 +42,6 @@ from app.engine.errors import EngineError
 from app.engine.export import run_access
 from app.engine.rectify import run_rectification
 from app.engine.runs import (
-    RequestFailed,
     RequestHandler,
     RequestOutcome,
     RequestRun,
@@ -182,12 +181,10 @@ class RequestWorker:
     async def _settle_error(self, claim: Claim, fence: Fence, exc: Exception) -> str:
         """Fail the request with a reason free of personal data, or defer it while a target is down."""
         system: str | None = None
-        if isinstance(exc, RequestFailed):
-            reason, system = exc.reason, exc.system
-        elif isinstance(exc, EngineError):
-            reason, system = exc.detail, exc.system
-        elif isinstance(exc, TargetUnavailable) and claim.attempt < self.settings.worker_max_attempts:
+        if isinstance(exc, TargetUnavailable) and claim.attempt < self.settings.worker_max_attempts:
             return await self._defer(claim, fence, exc.extra.get("system"))
+        if isinstance(exc, EngineError):  # RequestFailed and every other engine error
+            reason, system = exc.detail, exc.system
         elif isinstance(exc, LetheError):
             reason, system = exc.detail, exc.extra.get("system")
         elif isinstance(exc, SQLAlchemyError | OSError):
