@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -247,11 +248,7 @@ class RequestWorker:
         try:
             async with self.sessions() as session, session.begin():
                 await fence.fence(session)
-                subject_ref = (
-                    await session.execute(
-                        select(SubjectRequest.subject_ref).where(SubjectRequest.id == claim.request_id)
-                    )
-                ).scalar_one()
+                subject_ref = await _subject_ref(session, claim.request_id)
                 await session.execute(
                     update(SubjectRequest)
                     .where(SubjectRequest.id == claim.request_id)
@@ -299,11 +296,7 @@ class RequestWorker:
                         )
                         .values(status="failed", error=reason, attempt=claim.attempt, updated_at=now)
                     )
-                subject_ref = (
-                    await session.execute(
-                        select(SubjectRequest.subject_ref).where(SubjectRequest.id == claim.request_id)
-                    )
-                ).scalar_one()
+                subject_ref = await _subject_ref(session, claim.request_id)
                 payload: dict[str, Any] = {
                     "kind": claim.kind,
                     "from": "running",
@@ -346,6 +339,14 @@ class RequestWorker:
                 busy = False
             if not busy:
                 await wait_for_work(stop, self.settings.worker_poll_seconds)
+
+
+async def _subject_ref(session: AsyncSession, request_id: uuid.UUID) -> str:
+    """The request's pseudonymous subject reference (for its audit events)."""
+    ref: str = (
+        await session.execute(select(SubjectRequest.subject_ref).where(SubjectRequest.id == request_id))
+    ).scalar_one()
+    return ref
 
 
 def start_request_work(

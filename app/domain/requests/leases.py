@@ -79,6 +79,12 @@ class Fence:
             self.lost = True
             raise
 
+    def _system_row(self, system: str) -> Any:
+        """``UPDATE`` of this request's progress row of ``system`` (values to be added)."""
+        return update(SubjectRequestSystem).where(
+            SubjectRequestSystem.request_id == self.claim.request_id, SubjectRequestSystem.system == system
+        )
+
     async def heartbeat(self) -> None:
         async with self._sessions() as session, session.begin():
             await self.fence(session)
@@ -87,12 +93,7 @@ class Fence:
         async with self._sessions() as session, session.begin():
             now = await self.fence(session)
             await session.execute(
-                update(SubjectRequestSystem)
-                .where(
-                    SubjectRequestSystem.request_id == self.claim.request_id,
-                    SubjectRequestSystem.system == system,
-                )
-                .values(
+                self._system_row(system).values(
                     status="running",
                     cursor=cursor,
                     counts=dict(counts),
@@ -119,12 +120,7 @@ class Fence:
         async with self._sessions() as session, session.begin():
             now = await self.fence(session)
             await session.execute(
-                update(SubjectRequestSystem)
-                .where(
-                    SubjectRequestSystem.request_id == self.claim.request_id,
-                    SubjectRequestSystem.system == system,
-                )
-                .values(
+                self._system_row(system).values(
                     status="completed",
                     not_found=outcome.not_found,
                     counts=dict(outcome.counts),
