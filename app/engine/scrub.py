@@ -51,7 +51,8 @@ from app.engine.dialects import (
     as_dialect,
     dialect_of,
 )
-from app.engine.erasure_sql import count_statement, keyset_bounds
+from app.engine.erasure_sql import count_statement
+from app.engine.keyset import Keyset
 from app.manifest.model import Identity, Manifest
 
 __all__ = (
@@ -280,8 +281,9 @@ async def run_scrubs(
 ) -> dict[str, int]:
     """Scrub every declared column of the subject's ``values``; rows changed per ``table.column``.
 
-    Tables with a single-column key are scrubbed in keyset batches of ``batch_size`` rows; with
-    ``own_transactions`` each batch commits on its own (else the caller's transaction holds all).
+    Tables with a primary key (one column or several) are scrubbed in keyset batches of
+    ``batch_size`` rows; with ``own_transactions`` each batch commits on its own (else the
+    caller's transaction holds all).
     """
     changed: dict[str, int] = {}
     for column in scrub_columns(manifest):
@@ -295,20 +297,19 @@ async def run_scrubs(
 async def _scrub_column(
     conn: AsyncConnection, table: Table, statements: ScrubStatements, batch_size: int, own_transactions: bool
 ) -> int:
-    keys = list(table.primary_key.columns)
-    if len(keys) != 1:
+    keyset = Keyset(tuple(table.primary_key.columns))
+    if not keyset.columns:
         async with conn.begin() if own_transactions else nullcontext():
             return max((await conn.execute(statements.update)).rowcount, 0)
     total = 0
-    after: Any = None
+    after: list[Any] | None = None
     while True:
         async with conn.begin() if own_transactions else nullcontext():
-            query = keyset_bounds(table, keys[0].name, statements.matching, after, batch_size)
-            upto = (await conn.execute(query)).scalar_one_or_none()
+            upto = await keyset.bound(conn, statements.matching, after, batch_size)
             if upto is None:
                 return total
-            window = keys[0] <= upto if after is None else and_(keys[0] > after, keys[0] <= upto)
-            total += max((await conn.execute(statements.update.where(window))).rowcount, 0)
+            batch = statements.update.where(keyset.between(after, upto))
+            total += max((await conn.execute(batch)).rowcount, 0)
         after = upto
 
 
