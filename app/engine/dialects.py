@@ -73,6 +73,10 @@ class Dialect:
     """Addresses support ``inet + integer`` (PostgreSQL)."""
     listens: ClassVar[bool] = False
     """``LISTEN``/``NOTIFY`` between connections (PostgreSQL)."""
+    constraints_need_inspector: ClassVar[bool] = False
+    """Some constraints show only through the inspector, not table reflection (SQLite inline
+    UNIQUE, MariaDB column-level CHECKs of JSON columns): reflect the schema the way validation
+    does."""
 
     def __init__(self, sqlalchemy_dialect: SqlalchemyDialect) -> None:
         self.sqlalchemy = sqlalchemy_dialect
@@ -329,6 +333,7 @@ class MariaDB(MySQL):
     """MariaDB: MySQL's SQL, plus ``max_statement_time`` for a per-statement limit."""
 
     name = "mariadb"
+    constraints_need_inspector = True
     _session_timeouts = ("innodb_lock_wait_timeout", "max_statement_time")
 
     async def set_timeouts(self, connection: AsyncConnection, lock_ms: int, statement_ms: int) -> list[Any]:
@@ -347,6 +352,7 @@ class SQLite(Dialect):
     """SQLite (files, one writer at a time)."""
 
     name = "sqlite"
+    constraints_need_inspector = True
     named_schemas = False
     embedded = True
     snapshot_isolation = None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Select, and_, func, literal, select, tuple_
+from sqlalchemy import Column, ColumnElement, Select, Table, and_, func, literal, select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -84,6 +84,11 @@ class Keyset:
     """A table's key (one column or several) as SQL positions."""
 
     columns: tuple[Column[Any], ...]
+
+    @classmethod
+    def of(cls, table: Table) -> Keyset:
+        """The table's primary key (no columns: the table cannot be walked)."""
+        return cls(tuple(table.primary_key.columns))
 
     @property
     def expression(self) -> ColumnElement[Any]:

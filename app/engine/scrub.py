@@ -297,7 +297,7 @@ async def run_scrubs(
 async def _scrub_column(
     conn: AsyncConnection, table: Table, statements: ScrubStatements, batch_size: int, own_transactions: bool
 ) -> int:
-    keyset = Keyset(tuple(table.primary_key.columns))
+    keyset = Keyset.of(table)
     if not keyset.columns:
         async with conn.begin() if own_transactions else nullcontext():
             return max((await conn.execute(statements.update)).rowcount, 0)
