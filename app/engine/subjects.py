@@ -153,7 +153,7 @@ def coerce_identity(column: Any, value: str) -> Any:
 
 
 def _identity_condition(
-    table: Table, identity: Identity, value: str, dialect: Dialect
+    table: Table, identity: Identity, value: str, dialect: DialectLike
 ) -> ColumnElement[bool] | None:
     """The condition of one identity under its match rule (None: the value cannot match)."""
     column = table.c[identity.column]
@@ -164,7 +164,7 @@ def _identity_condition(
     normal = normalise_identity(rule, value)
     if rule == "casefold":
         return func.lower(column) == normal
-    return dialect.equals_exactly(column, normal)
+    return as_dialect(dialect).equals_exactly(column, normal)
 
 
 async def resolve_subject(
