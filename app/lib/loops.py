@@ -26,6 +26,10 @@ worker, for instance::
                 await loops.pause(settings.webhook_poll_seconds)
 
     loops.start("webhook-delivery", deliver_forever, graceful=True)
+
+An area starts its work from one function, ``start_<area>(loops, settings, store_engine, ...)``
+next to its jobs (see ``start_request_work``, ``start_retention``, ``start_backup_gauges``),
+called by the lifespan in :mod:`app.asgi`; ``lethe worker`` builds a runner of its own the same way.
 """
 
 from __future__ import annotations
