@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.dialects import Dialect, dialect_of
+from app.engine.errors import EngineError
 
 __all__ = (
     "MAX_ATTEMPTS_PER_BATCH",
@@ -75,7 +76,7 @@ class BatchOutcome:
     longest_lock_seconds: float
 
 
-class BatchStalled(Exception):
+class BatchStalled(EngineError):
     """A batch kept hitting lock or statement timeouts; the run stops, resumable later."""
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.dialects import dialect_of
-from app.lib.errors import ManifestInvalid
+from app.lib.errors import ManifestInvalid, field_error
 from app.manifest.names import split_table, table_key
 from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
@@ -72,7 +72,7 @@ class TargetSchemas:
 
 
 def _refuse_schemas(message: str, detail: str) -> ManifestInvalid:
-    return ManifestInvalid(detail, errors=[{"field": "connection.schemas", "message": message}])
+    return ManifestInvalid(detail, errors=[field_error("connection.schemas", message)])
 
 
 def _search_path(connection: Connection) -> list[str]:

@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.engine.dialects import Dialect, DialectLike, as_dialect
+from app.engine.errors import EngineError
 from app.engine.schema_info import column_info_of
 from app.engine.surrogate_digests import (
     UUID_SEED,
@@ -90,7 +91,7 @@ WIDE_KEY_TEXT = 40
 """Keys are assumed to read as at most this many characters (a BIGINT needs 20)."""
 
 
-class SurrogateError(ValueError):
+class SurrogateError(EngineError, ValueError):
     """A surrogate cannot honour a column's type or constraints; the message names the column."""
 
 
