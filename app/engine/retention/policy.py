@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Date, DateTime
 
-from app.lib.errors import ValidationFailed
+from app.lib.clock import utcnow
+from app.lib.errors import ValidationFailed, field_error
 from app.manifest.durations import parse_duration
 from app.manifest.model import Surrogate
 
@@ -88,7 +89,7 @@ class PurgePolicy:
 def refuse(policy: PurgePolicy, field_name: str, message: str) -> ValidationFailed:
     """The 422 refusing ``policy``, naming the offending field."""
     detail = f"retention policy on {policy.system}.{policy.table}: {message}"
-    return ValidationFailed(detail, [{"field": field_name, "message": message}])
+    return ValidationFailed(detail, [field_error(field_name, message)])
 
 
 def compute_cutoff(older_than: str, now: datetime | None = None) -> datetime:
@@ -97,7 +98,7 @@ def compute_cutoff(older_than: str, now: datetime | None = None) -> datetime:
     Computed once per run and stored with it, so a resumed run purges exactly the rows an
     uninterrupted one would have.
     """
-    moment = now or datetime.now(UTC)
+    moment = now or utcnow()
     return parse_duration(older_than).before(moment)
 
 

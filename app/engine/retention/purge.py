@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Delete, Integer, Table, Update, cast, column, func, literal, select
@@ -15,6 +15,7 @@ from sqlalchemy.types import UserDefinedType
 
 from app.engine.keyset import BatchLimits, BatchOutcome, BatchReport, limited, run_batches
 from app.engine.retention.prepare import PreparedPurge
+from app.lib.clock import utcnow
 
 __all__ = ("DryRun", "dry_run", "purge_in_batches", "restore_cursor")
 
@@ -56,7 +57,7 @@ async def _relation_blocks(connection: AsyncConnection, table: Table) -> int:
 
 async def dry_run(connection: AsyncConnection, prepared: PreparedPurge, cutoff: datetime) -> DryRun:
     """Count the due rows and show the purge statement; nothing is changed."""
-    now = datetime.now(UTC)
+    now = utcnow()
     where = prepared.condition(cutoff)
     count = await connection.scalar(select(func.count()).select_from(prepared.table).where(where))
     return DryRun(count=int(count or 0), sql=prepared.dialect.render(prepared.statement(cutoff, now)))
