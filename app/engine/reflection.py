@@ -20,7 +20,8 @@ from sqlalchemy.dialects.mysql import INET4, INET6
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from app.lib.errors import ManifestInvalid
+from app.engine.dialects import MariaDB, dialect_of
+from app.lib.errors import ManifestInvalid, field_error
 from app.manifest.names import split_table, table_key
 from app.manifest.schema import CheckInfo, ColumnInfo
 
@@ -71,7 +72,7 @@ class TargetSchemas:
 
 
 def _refuse_schemas(message: str, detail: str) -> ManifestInvalid:
-    return ManifestInvalid(detail, errors=[{"field": "connection.schemas", "message": message}])
+    return ManifestInvalid(detail, errors=[field_error("connection.schemas", message)])
 
 
 def _search_path(connection: Connection) -> list[str]:
@@ -87,9 +88,12 @@ _MARIADB_TYPES = {"inet4": INET4, "inet6": INET6}
 """MariaDB types SQLAlchemy defines but does not reflect (it would read them as NullType)."""
 
 
-def _know_mariadb_types(dialect: Any) -> None:
-    """Teach this dialect instance (not the class) MariaDB's address types before reflecting."""
-    if getattr(dialect, "is_mariadb", False) and not _MARIADB_TYPES.keys() <= dialect.ischema_names.keys():
+def _know_mariadb_types(connection: Connection) -> None:
+    """Teach this connection's SQLAlchemy dialect instance (not the class) MariaDB's address types
+    before reflecting."""
+    dialect = connection.dialect
+    known = _MARIADB_TYPES.keys() <= dialect.ischema_names.keys()
+    if isinstance(dialect_of(connection), MariaDB) and not known:
         dialect.ischema_names = {**dialect.ischema_names, **_MARIADB_TYPES}
 
 
@@ -103,9 +107,9 @@ def target_schemas(
     Raises:
         ManifestInvalid: a named schema does not exist, or the target is SQLite (no named schemas).
     """
-    _know_mariadb_types(connection.dialect)
-    dialect = connection.dialect.name
-    if dialect == "sqlite":
+    _know_mariadb_types(connection)
+    dialect = dialect_of(connection)
+    if not dialect.named_schemas:
         if named:
             raise _refuse_schemas(
                 "SQLite has no named schemas: use unqualified table names and no `connection.schemas`",
@@ -122,7 +126,7 @@ def target_schemas(
             f"schema(s) {', '.join(missing)} named by the manifest do not exist in the target",
         )
     found: list[str] = [default] if default else []
-    if dialect == "postgresql":
+    if dialect.search_path:
         found += _search_path(connection)
     found += named
     if every:
@@ -135,7 +139,7 @@ def _qualified_names(connection: Connection) -> Iterator[None]:
     """On PostgreSQL, reflect with an empty search_path so the server names the schema of every
     referenced table (a foreign key into another schema of the search_path would otherwise come
     back unqualified, and be taken for the default schema); the old search_path is restored."""
-    if connection.dialect.name != "postgresql":
+    if not dialect_of(connection).search_path:
         yield
         return
     old = connection.execute(text("SELECT current_setting('search_path')")).scalar_one()
@@ -299,7 +303,7 @@ def inspector_checks(
     ``information_schema`` (one query per schema), which also lists the column-level ones
     (``json_valid`` of JSON columns) SQLAlchemy's parser misses. None elsewhere (the reflected
     tables carry every CHECK)."""
-    if not getattr(connection.dialect, "is_mariadb", False):
+    if not isinstance(dialect_of(connection), MariaDB):
         return None
     found: dict[str, list[dict[str, Any]]] = {}
     for schema in schemas.reflected:
@@ -311,12 +315,13 @@ def inspector_checks(
 def inspector_unique(connection: Connection, tables: Mapping[str, Table]) -> dict[str, set[tuple[str, ...]]]:
     """Unique column sets table reflection misses: SQLite reports inline UNIQUE column
     constraints only as automatic indexes (empty elsewhere)."""
-    if connection.dialect.name != "sqlite":
+    options = dialect_of(connection).index_reflection_options
+    if not options:
         return {}
     inspector = inspect(connection)
     found: dict[str, set[tuple[str, ...]]] = {}
     for key, table in tables.items():
-        indexes = inspector.get_indexes(table.name, schema=table.schema, include_auto_indexes=True)
+        indexes = inspector.get_indexes(table.name, schema=table.schema, **options)
         found[key] = {tuple(c for c in i["column_names"] if c) for i in indexes if i.get("unique")}
     return found
 

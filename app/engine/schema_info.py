@@ -34,6 +34,7 @@ __all__ = (
     "reflect_sync",
     "schema_from_metadata",
     "schema_from_tables",
+    "table_info_of",
 )
 
 
@@ -144,6 +145,11 @@ def _table_info(
         for fk in sorted(table.foreign_key_constraints, key=_foreign_key_order)
     )
     return TableInfo(key, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
+
+
+def table_info_of(table: Table) -> TableInfo:
+    """One reflected table as validation sees it (key, unique column sets, foreign keys)."""
+    return _table_info(table.name, table, {})
 
 
 def _foreign_key_order(fk: ForeignKeyConstraint) -> tuple[str, tuple[str, ...], str]:

@@ -27,14 +27,11 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    LargeBinary,
     Select,
     Table,
     and_,
     bindparam,
-    cast,
     func,
-    literal,
     literal_column,
     or_,
     select,
@@ -44,6 +41,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.casts import hop_source
+from app.engine.dialects import Dialect, DialectLike, as_dialect, dialect_of
 from app.engine.runs import RequestFailed
 from app.engine.schema_info import reflect
 from app.engine.surrogates import placeholder_bind
@@ -112,7 +110,7 @@ class ReflectedTarget:
 
     tables: dict[str, Table]
     graph: SubjectGraph
-    dialect: str
+    dialect: Dialect
 
 
 async def reflect_target(connection: AsyncConnection, manifest: Manifest) -> ReflectedTarget:
@@ -123,7 +121,7 @@ async def reflect_target(connection: AsyncConnection, manifest: Manifest) -> Ref
     """
     reflection = await reflect(connection, manifest_schemas(manifest), only=manifest.managed_tables())
     graph = build_graph(manifest, reflection.schema)
-    return ReflectedTarget(tables=reflection.tables, graph=graph, dialect=connection.dialect.name)
+    return ReflectedTarget(tables=reflection.tables, graph=graph, dialect=dialect_of(connection))
 
 
 # --- finding the subject -------------------------------------------------------------------
@@ -158,7 +156,7 @@ def casefolds(identity: Identity) -> bool:
 
 
 def identity_condition(
-    column: Any, identity: Identity, value: Any, dialect: str
+    column: Any, identity: Identity, value: Any, dialect: DialectLike
 ) -> ColumnElement[bool] | None:
     """Rows whose ``column`` holds the identity ``value`` under the identity's match rule (None:
     the value cannot match). ``value`` is a request's text, or a value read from the subject row
@@ -170,11 +168,7 @@ def identity_condition(
     normal = normalise_identity(rule, value)
     if rule == "casefold":
         return func.lower(column) == normal
-    if dialect in ("mysql", "mariadb"):
-        # MySQL collations compare case- and trailing-space-insensitively: also compare bytes
-        # (the plain equality keeps the index usable).
-        return and_(column == normal, cast(column, LargeBinary) == cast(literal(normal), LargeBinary))
-    return column == normal  # type: ignore[no-any-return]
+    return as_dialect(dialect).equals_exactly(column, normal)
 
 
 async def resolve_subject(
@@ -199,7 +193,7 @@ async def resolve_subject(
             continue
         identity = subject.identity(name)
         column = subject_table.c[identity.column]
-        condition = identity_condition(column, identity, value, connection.dialect.name)
+        condition = identity_condition(column, identity, value, dialect_of(connection))
         if condition is None:
             return None
         conditions.append(condition)
@@ -273,22 +267,11 @@ def _key_equals(table: Any, columns: Sequence[str], binds: Binds) -> ColumnEleme
     return and_(*(table.c[column] == binds.key(i, table.c[column]) for i, column in enumerate(columns)))
 
 
-def _derived(chosen: Select[Any]) -> Select[Any]:
-    """``SELECT DISTINCT ... FROM (subquery)``: MySQL materialises it (no error 1093)."""
-    sub = chosen.subquery()
-    return select(*sub.c).distinct()
-
-
-def _reads_itself(dialect: str) -> bool:
-    """Whether a subquery reading the table an UPDATE/DELETE changes must be materialised."""
-    return dialect in ("mysql", "mariadb")
-
-
-def in_rows(table: Any, key: Sequence[str], rows: Select[Any], *, dialect: str) -> ColumnElement[bool]:
+def in_rows(
+    table: Any, key: Sequence[str], rows: Select[Any], *, dialect: DialectLike
+) -> ColumnElement[bool]:
     """``(key) IN (rows)``, wrapped on MySQL/MariaDB where ``rows`` may read ``table`` itself."""
-    if _reads_itself(dialect):
-        rows = _derived(rows)
-    return _columns_of(table, key).in_(rows)
+    return _columns_of(table, key).in_(as_dialect(dialect).same_table_rows(rows))
 
 
 def path_condition(
@@ -298,7 +281,7 @@ def path_condition(
     binds: Binds,
     *,
     target: Any = None,
-    dialect: str,
+    dialect: DialectLike,
 ) -> ColumnElement[bool]:
     """The rows of ``path.table`` (or of ``target``, an alias of it) that belong to the subject.
 
@@ -327,8 +310,8 @@ def path_condition(
         step = inner_steps[index]
         source = levels[index + 1]
         chosen: Select[Any] = select(*(source.c[c] for c in step.to_columns)).where(condition)
-        if index == 0 and _reads_itself(dialect) and path.table in path.tables:
-            chosen = _derived(chosen)
+        if index == 0 and path.table in path.tables:
+            chosen = as_dialect(dialect).same_table_rows(chosen)
         condition = hop_source(levels[index], step).in_(chosen)
     return condition
 

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from app.engine.errors import TargetBlocks
 from app.engine.scrub import ScrubPlan
-from app.lib.errors import Conflict
 
 __all__ = (
     "ErasureBlocked",
@@ -27,7 +27,7 @@ SaveCursor = Callable[[dict[str, Any]], Awaitable[None]]
 """Persists the batch cursor (the caller fences the write with its attempt number)."""
 
 
-class ErasureBlocked(Conflict):
+class ErasureBlocked(TargetBlocks):
     """A system cannot be erased as the manifest stands (an outside reference, a surrogate that
     cannot fit); nothing was changed in that system."""
 
