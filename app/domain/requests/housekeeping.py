@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +16,7 @@ from app.domain.audit import services as audit
 from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.leases import WORKER_ACTOR
 from app.domain.requests.metrics import refresh_request_gauges
+from app.engine.storage import STORAGE_ERRORS
 from app.lib.logging import get_logger
 
 __all__ = ("housekeeping", "purge_expired_artifacts", "refresh_gauges_forever")
@@ -49,7 +49,7 @@ async def purge_expired_artifacts(
             )
         ).all()
         for request in expired:
-            remove_artifacts(Path(settings.artifacts_dir), request.id, keep=None)
+            await remove_artifacts(settings, request.id, keep=None)
             request.artifact_attempt = None
             request.updated_at = now
             await audit.append(
@@ -68,7 +68,7 @@ async def housekeeping(settings: Settings, store_engine: AsyncEngine, stop: asyn
     while not stop.is_set():
         try:
             await purge_expired_artifacts(settings, store_engine)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, *STORAGE_ERRORS) as exc:
             logger.warning("artifact purge failed", error_type=type(exc).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=PURGE_INTERVAL.total_seconds())

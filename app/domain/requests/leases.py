@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -24,6 +23,7 @@ from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.requests.artifacts import erase_subject_exports
 from app.engine.runs import LeaseLost, SystemOutcome
+from app.engine.storage import ArtifactStore
 
 __all__ = ("WORKER_ACTOR", "Claim", "Fence", "claim_next", "claimable")
 
@@ -52,10 +52,10 @@ class Fence:
         sessions: async_sessionmaker[AsyncSession],
         claim: Claim,
         lease_seconds: int,
-        artifacts_dir: Path,
+        artifacts: ArtifactStore,
     ) -> None:
         self._sessions = sessions
-        self._artifacts_dir = artifacts_dir
+        self._artifacts = artifacts
         self.claim = claim
         self._lease = timedelta(seconds=lease_seconds)
         self.lost = False
@@ -154,7 +154,7 @@ class Fence:
             for ref in outcome.tombstones:
                 await erase_subject_exports(
                     session,
-                    directory=self._artifacts_dir,
+                    artifacts=self._artifacts,
                     system=system,
                     subject_key_ref=ref,
                     erasure_id=self.claim.request_id,
