@@ -117,9 +117,17 @@ class _Artifacts:
         key = aes_key(settings.artifact_key)
         store = artifact_store(settings)
         request_id = str(run.request_id)
-        sinks = {fmt: store.create(artifact_name(request_id, run.attempt, fmt)) for fmt in ("json", "zip")}
-        self.json = EncryptedWriter(sinks["json"], key, artifact_context(request_id, "json"))
-        self.zip_file = EncryptedWriter(sinks["zip"], key, artifact_context(request_id, "zip"))
+        self.json = EncryptedWriter(
+            store.create(artifact_name(request_id, run.attempt, "json")),
+            key,
+            artifact_context(request_id, "json"),
+        )
+        try:
+            zip_sink = store.create(artifact_name(request_id, run.attempt, "zip"))
+        except BaseException:
+            self.json.abort()
+            raise
+        self.zip_file = EncryptedWriter(zip_sink, key, artifact_context(request_id, "zip"))
         self.archive = zipfile.ZipFile(self.zip_file, "w", compression=zipfile.ZIP_DEFLATED)
         started = run.started_at
         self.date_time = (
