@@ -17,6 +17,7 @@ from types import TracebackType
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from app.engine.errors import EngineError
 from app.engine.storage import ArtifactReader, ArtifactSink
 
 __all__ = ("FRAME_BYTES", "MAGIC", "ArtifactCorrupted", "EncryptedWriter", "read_frames")
@@ -28,7 +29,7 @@ _LENGTH = struct.Struct(">I")
 _FRAME_AD = struct.Struct(">QB")
 
 
-class ArtifactCorrupted(Exception):
+class ArtifactCorrupted(EngineError):
     """The artifact was altered, truncated or encrypted under another key or context."""
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.artifacts import EncryptedWriter
+from app.engine.dialects import dialect_of
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.storage import artifact_name, artifact_store
 from app.engine.subjects import (
@@ -250,8 +251,9 @@ def _table_order(target: ReflectedTarget) -> list[str]:
 
 async def _begin_snapshot(connection: AsyncConnection) -> AsyncConnection:
     """A consistent snapshot across the tables of one system where the database offers one."""
-    if connection.dialect.name in ("postgresql", "mysql", "mariadb"):
-        connection = await connection.execution_options(isolation_level="REPEATABLE READ")
+    isolation = dialect_of(connection).snapshot_isolation
+    if isolation is not None:
+        connection = await connection.execution_options(isolation_level=isolation)
     await connection.begin()
     return connection
 

@@ -27,6 +27,8 @@ import obstore
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
+from app.engine.errors import EngineError
+
 if TYPE_CHECKING:
     from app.config import Settings
 
@@ -53,7 +55,7 @@ S3_READ_BYTES = 1024 * 1024
 """Range fetched per GET while an artifact is read."""
 
 
-class ArtifactMissing(Exception):
+class ArtifactMissing(EngineError):
     """No committed artifact of that name (never written, aborted, purged or erased)."""
 
 
