@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from app.lib.errors import ValidationFailed
 
-__all__ = ("DEFAULT_PAGE_SIZE", "clamp_limit", "decode_cursor", "encode_cursor")
+__all__ = (
+    "DEFAULT_PAGE_SIZE",
+    "clamp_limit",
+    "decode_cursor",
+    "decode_time_cursor",
+    "encode_cursor",
+    "encode_time_cursor",
+)
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -45,3 +54,21 @@ def clamp_limit(limit: int | None, max_page_size: int) -> int:
             [{"field": "query.limit", "message": f"must be between 1 and {max_page_size}"}],
         )
     return limit
+
+
+def encode_time_cursor(last: tuple[datetime, uuid.UUID] | None) -> str | None:
+    """The cursor after ``(created_at, id)`` of a page's last item; None at the end."""
+    return encode_cursor(last[0].isoformat(), str(last[1])) if last else None
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """Decode a cursor of :func:`encode_time_cursor`; a forged or stale one is a 422."""
+    key = decode_cursor(cursor, 2)
+    if key is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
+    except ValueError as exc:
+        raise ValidationFailed(
+            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
+        ) from exc

@@ -6,7 +6,6 @@ pseudonymous reference is stored or returned.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
@@ -27,9 +26,8 @@ from app.domain.consent.schemas import (
     ConsentStatusOut,
 )
 from app.lib.auth import Principal, requires
-from app.lib.errors import ValidationFailed
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
-from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.pagination import clamp_limit, decode_time_cursor, encode_cursor
 from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
 
@@ -63,18 +61,6 @@ def _event_out(event: ConsentEvent, audit_seq: int | None = None) -> ConsentEven
         actor=event.actor,
         audit_seq=audit_seq,
     )
-
-
-def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    key = decode_cursor(cursor, 2)
-    if key is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
-    except ValueError as exc:
-        raise ValidationFailed(
-            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
-        ) from exc
 
 
 class ConsentController(Controller):
@@ -186,7 +172,7 @@ class ConsentController(Controller):
         size = clamp_limit(limit, state.settings.max_page_size)
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
         events, last = await services.consent_history_page(
-            db_session, subject_ref, purpose=purpose, after=_decode_after(cursor), limit=size
+            db_session, subject_ref, purpose=purpose, after=decode_time_cursor(cursor), limit=size
         )
         next_cursor = encode_cursor(last[0].isoformat(), str(last[1])) if last else None
         return ConsentEventPage(items=[_event_out(e) for e in events], next_cursor=next_cursor)

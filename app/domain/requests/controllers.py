@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any, cast
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -35,13 +35,14 @@ from app.domain.requests.schemas import (
     RequestPage,
     RequestStatus,
 )
+from app.domain.webhooks.services import callback_secret
 from app.engine.artifacts import read_frames
 from app.engine.export import artifact_context
 from app.lib.auth import Principal, requires
 from app.lib.crypto import aes_key
-from app.lib.errors import Unavailable, ValidationFailed
+from app.lib.errors import Unavailable
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
-from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.pagination import clamp_limit, decode_time_cursor, encode_cursor
 from app.lib.params import PageCursor, PageLimit, location
 from app.lib.problems import problem_responses
 
@@ -78,18 +79,6 @@ class ExportDownload(Operation):
 RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 
 
-def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    key = decode_cursor(cursor, 2)
-    if key is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
-    except ValueError as exc:
-        raise ValidationFailed(
-            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
-        ) from exc
-
-
 async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
     request, progress = await queries.get_request(session, request_id, viewer)
     return queries.request_out(request, progress)
@@ -124,7 +113,11 @@ class RequestController(Controller):
         async def produce() -> tuple[int, object, str | None]:
             created = await services.create_request(db_session, state.settings, principal, data)
             progress = (await queries.get_request(db_session, created.id))[1]
-            return 202, queries.request_out(created, progress), f"/v1/requests/{created.id}"
+            out = queries.request_out(created, progress)
+            if data.callback_url is not None:
+                secret = await callback_secret(db_session, state.settings, created.id)
+                out = msgspec.structs.replace(out, callback_secret=secret)
+            return 202, out, f"/v1/requests/{created.id}"
 
         response = await run_idempotent(
             engine=state.store_engine,
@@ -164,7 +157,7 @@ class RequestController(Controller):
         page, last = await queries.list_requests(
             db_session,
             queries.ListFilter(status=status, kind=kind, overdue=overdue, viewer=request.user),
-            after=_decode_after(cursor),
+            after=decode_time_cursor(cursor),
             limit=size,
         )
         return RequestPage(

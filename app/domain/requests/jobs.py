@@ -40,6 +40,8 @@ from app.domain.requests.metrics import observe_completion, report_job
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
 from app.domain.requests.wakeup import listen_for_work, wait_for_work
+from app.domain.webhooks.delivery import deliver_webhooks
+from app.domain.webhooks.outbox import announce_request
 from app.engine.erasure import run_erasure
 from app.engine.export import run_access
 from app.engine.rectify import run_rectification
@@ -259,6 +261,9 @@ class RequestWorker:
                     **dict(outcome.audit),
                 },
             )
+            await announce_request(session, claim.request_id, "request.completed")
+            if outcome.artifact:
+                await announce_request(session, claim.request_id, "export.ready")
             received_at = request.received_at
         observe_completion(claim.kind, received_at, now)
         if outcome.artifact:
@@ -345,6 +350,7 @@ class RequestWorker:
                     subject_ref=subject_ref,
                     payload=payload,
                 )
+                await announce_request(session, claim.request_id, "request.failed", failure_reason=reason)
         except LeaseLost:
             return "lost"
         remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=None)
@@ -387,6 +393,7 @@ async def run_workers(
             *(w.loop(stop) for w in workers),
             housekeeping(settings, store_engine, stop),
             listen_for_work(store_engine, stop),
+            deliver_webhooks(settings, store_engine, stop),
         )
     finally:
         if owned:
