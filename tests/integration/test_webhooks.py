@@ -121,7 +121,7 @@ async def test_failing_receiver_gets_the_event_accepted_exactly_once(
     caller = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
     with receiver(script=(500, 500, 500)) as hooks:
         created = await subscribe(client, caller, hooks.url, ["retention.run_failed", "request.received"])
-        await _emit_received(settings, store_engine, "shop")
+        await emit_received(settings, store_engine, "shop")
 
         async def accepted() -> bool:
             await send_due(settings, store_engine)
@@ -155,7 +155,7 @@ async def test_retries_stop_dead_after_the_period_and_redeliver_replays(
     caller = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
     with receiver(script=(503,) * 50) as hooks:
         await subscribe(client, caller, hooks.url, ["request.received"])
-        await _emit_received(short, store_engine, "shop")
+        await emit_received(short, store_engine, "shop")
 
         async def dead() -> bool:
             await send_due(short, store_engine)
@@ -176,7 +176,7 @@ async def test_retries_stop_dead_after_the_period_and_redeliver_replays(
     assert (await deliveries(store_engine))[0].status == "delivered"
 
 
-async def _emit_received(settings: Settings, store: AsyncEngine, client_id: str) -> None:
+async def emit_received(settings: Settings, store: AsyncEngine, client_id: str) -> None:
     """Write a ``request.received`` event the way a request does (no target needed)."""
     from app.domain.webhooks.outbox import emit
 
@@ -323,7 +323,7 @@ async def test_a_rotated_secret_and_the_previous_one_both_sign(
         new_secret = rotated.json()["secret"]
         assert new_secret not in (None, created["secret"])
         assert rotated.json()["previous_secret_expires_at"] is not None
-        await _emit_received(settings, store_engine, "shop")
+        await emit_received(settings, store_engine, "shop")
         await send_due(settings, store_engine)
     (hit,) = hooks.hits
     assert len(hit.headers["webhook-signature"].split(" ")) == 2
@@ -341,7 +341,7 @@ async def test_the_destination_is_checked_again_when_sending(
     strict = make_settings(tmp_path, database_url=store_url)  # no allow-list: loopback is refused
     with receiver() as hooks:
         await subscribe(client, caller, hooks.url, ["request.received"])
-        await _emit_received(strict, store_engine, "shop")
+        await emit_received(strict, store_engine, "shop")
         assert await send_due(strict, store_engine) == 1
     assert hooks.hits == []
     (delivery,) = await deliveries(store_engine)

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
 from app.domain.backups import services
+from app.domain.webhooks.operators import announce_critical_backups
 from app.lib.errors import ConfigurationError, LetheError
 from app.lib.logging import get_logger
 
@@ -24,10 +26,11 @@ async def _refresh_forever(settings: Settings, engine: AsyncEngine) -> None:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     while True:
         try:
-            await services.check_health(settings)
+            health = await services.check_health(settings)
             async with sessions() as session:
                 await services.refresh_restore_gauges(session)
-        except (LetheError, ConfigurationError, OSError) as error:
+            await announce_critical_backups(sessions, health)
+        except (LetheError, ConfigurationError, OSError, SQLAlchemyError) as error:
             logger.warning("backup health refresh failed", error=type(error).__name__)
         await asyncio.sleep(settings.backup_check_interval_seconds)
 
