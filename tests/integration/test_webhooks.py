@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -376,3 +377,51 @@ async def test_due_soon_and_overdue_are_announced_once(
         assert await announce_deadlines(settings, store_engine, now + timedelta(hours=7)) == 0
         await send_due(settings, store_engine)
     assert [hit.event["type"] for hit in hooks.hits] == ["request.due_soon", "request.overdue"]
+
+
+async def test_a_request_s_later_event_waits_for_an_earlier_one_still_failing(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine
+) -> None:
+    from app.domain.webhooks.outbox import emit
+
+    caller = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
+    request_id = uuid.uuid4()
+    sessions = async_sessionmaker(store_engine, expire_on_commit=False)
+    with receiver(script=(500, 500)) as hooks:
+        await subscribe(client, caller, hooks.url, ["request.received", "request.completed"])
+        for event_type in ("request.received", "request.completed"):
+            async with sessions() as session, session.begin():
+                await emit(
+                    session,
+                    event_type,
+                    {"request_id": str(request_id)},
+                    client_id="shop",
+                    request_id=request_id,
+                )
+
+        async def both_delivered() -> bool:
+            await send_due(settings, store_engine)
+            return all(d.status == "delivered" for d in await deliveries(store_engine))
+
+        await until(both_delivered, seconds=20)
+    assert [(hit.event["type"], hit.answered) for hit in hooks.hits] == [
+        ("request.received", 500),
+        ("request.received", 500),
+        ("request.received", 200),
+        ("request.completed", 200),
+    ]
+
+
+async def test_concurrent_senders_deliver_each_event_once(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine
+) -> None:
+    caller = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
+    with receiver() as hooks:
+        await subscribe(client, caller, hooks.url, ["request.received"])
+        for _ in range(30):
+            await emit_received(settings, store_engine, "shop")
+        workers = 1 if settings.is_sqlite else 4
+        sent = await asyncio.gather(*(send_due(settings, store_engine) for _ in range(workers)))
+    assert sum(sent) == 30
+    assert len(hooks.hits) == 30
+    assert len({hit.message_id for hit in hooks.hits}) == 30
