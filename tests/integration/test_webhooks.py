@@ -137,6 +137,9 @@ async def test_failing_receiver_gets_the_event_accepted_exactly_once(
     (delivery,) = await deliveries(store_engine)
     assert (delivery.status, delivery.attempts) == ("delivered", 4)
     assert [h["status_code"] for h in delivery.history] == [500, 500, 500, 200]
+    metrics = (await client.get("/metrics")).text
+    assert 'lethe_webhook_attempts_total{outcome="retry"}' in metrics
+    assert 'lethe_webhook_attempts_total{outcome="delivered"}' in metrics
 
 
 async def test_retries_stop_dead_after_the_period_and_redeliver_replays(

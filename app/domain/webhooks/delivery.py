@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -32,9 +33,15 @@ from app.domain.webhooks.services import HISTORY_KEPT, signing_secrets
 from app.lib.errors import DestinationRefused
 from app.lib.logging import get_logger
 
-__all__ = ("DeliveryWorker", "backoff_seconds", "deliver_webhooks", "sign")
+__all__ = ("WEBHOOK_ATTEMPTS", "DeliveryWorker", "backoff_seconds", "deliver_webhooks", "sign")
 
 logger = get_logger("lethe.webhooks")
+
+WEBHOOK_ATTEMPTS = Counter(
+    "lethe_webhook_attempts",
+    "Webhook delivery attempts by outcome (delivered, retry, dead, lost: the lease was taken over)",
+    ["outcome"],
+)
 _random = secrets.SystemRandom()
 
 
@@ -140,9 +147,12 @@ class DeliveryWorker:
         result = await self._send(event, subscription)
         values = self._outcome(delivery, result, _now())
         async with self.sessions() as session, session.begin():
-            if not await settle(session, lease, values):
-                logger.warning("delivery lease lost", delivery_id=str(lease.delivery_id))
-        if values.get("status") == "dead":
+            settled = await settle(session, lease, values)
+        outcome = str(values.get("status", "retry")) if settled else "lost"
+        WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
+        if not settled:
+            logger.warning("delivery lease lost", delivery_id=str(lease.delivery_id))
+        if outcome == "dead":
             logger.warning(
                 "webhook delivery dead", delivery_id=str(lease.delivery_id), attempts=values["attempts"]
             )
