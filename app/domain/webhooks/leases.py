@@ -59,7 +59,7 @@ async def claim_due(
     statement = (
         select(WebhookDelivery.id, WebhookDelivery.claim)
         .where(_due(now))
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.event_seq)
+        .order_by(WebhookDelivery.next_attempt_at)  # index order: stops at the first due row
         .limit(1)
     )
     if session.bind.dialect.name == "postgresql":
