@@ -160,6 +160,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Idle delivery workers look for due deliveries this often."""
     webhook_secret_overlap_seconds: int = 86_400
     """After a secret rotation, the previous secret also signs deliveries for this long."""
+    webhook_keep_days: int = 30
+    """Delivered and dead deliveries (and their events) are deleted this many days after creation."""
     request_due_soon_hours: int = 72
     """``request.due_soon`` is sent this long before a request's deadline in force."""
     deadline_check_interval_seconds: float = 300.0

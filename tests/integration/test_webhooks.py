@@ -20,7 +20,7 @@ from app.db.requests import SubjectRequest
 from app.db.webhooks import WebhookDelivery, WebhookEvent
 from app.domain.requests import services as request_services
 from app.domain.requests.schemas import RequestIn
-from app.domain.webhooks.deadlines import announce_deadlines
+from app.domain.webhooks.deadlines import announce_deadlines, purge_finished
 from app.domain.webhooks.delivery import DeliveryWorker
 from app.lib.auth import Principal
 from tests.conftest import make_settings
@@ -428,3 +428,32 @@ async def test_concurrent_senders_deliver_each_event_once(
     assert sum(sent) == 30
     assert len(hooks.hits) == 30
     assert len({hit.message_id for hit in hooks.hits}) == 30
+
+
+@pytest.mark.usefixtures("crm_sqlite")
+async def test_old_finished_deliveries_are_purged_but_an_open_request_keeps_its_deadline_events(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine
+) -> None:
+    await register_crm(client, auth())
+    caller = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
+    with receiver() as hooks:
+        await subscribe(client, caller, hooks.url, ["request.received", "request.overdue"])
+        body = {"kind": "access", "identities": {"email": SUBJECT_EMAIL}}
+        request_id = uuid.UUID((await client.post("/v1/requests", json=body, headers=caller)).json()["id"])
+        now = datetime.now(UTC)
+        async with store_engine.begin() as connection:
+            await connection.execute(
+                update(SubjectRequest)
+                .where(SubjectRequest.id == request_id)
+                .values(due_at=now - timedelta(hours=1))
+            )
+        assert await announce_deadlines(settings, store_engine, now) == 1
+        await send_due(settings, store_engine)
+    assert len(hooks.hits) == 2
+    assert await purge_finished(store_engine, 30, now) == 0  # too recent
+    assert await purge_finished(store_engine, 30, now + timedelta(days=31)) == 2
+    sessions = async_sessionmaker(store_engine, expire_on_commit=False)
+    async with sessions() as session:
+        left = (await session.scalars(select(WebhookEvent.type))).all()
+    assert left == ["request.overdue"]  # still open: not announced again
+    assert await announce_deadlines(settings, store_engine, now) == 0

@@ -1,4 +1,6 @@
-"""``request.due_soon`` and ``request.overdue``: a periodic look at deadlines, announced once each.
+"""Periodic upkeep of webhooks: deadline events (announced once each), and purging old deliveries.
+
+``request.due_soon`` and ``request.overdue`` are found by a periodic look at deadlines.
 
 Each announcement carries a ``dedupe_key`` naming the request, the event and the deadline in
 force, unique in the outbox: a replica that loses the race rolls back its copy, and an extended
@@ -11,17 +13,17 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
 from app.db.requests import FINAL_STATUSES, SubjectRequest
-from app.db.webhooks import WebhookEvent
+from app.db.webhooks import WebhookDelivery, WebhookEvent
 from app.domain.webhooks.outbox import request_event
 from app.lib.logging import get_logger
 
-__all__ = ("announce_deadlines", "announce_deadlines_forever")
+__all__ = ("announce_deadlines", "announce_deadlines_forever", "purge_finished")
 
 logger = get_logger("lethe.webhooks")
 BATCH = 500
@@ -81,13 +83,38 @@ async def announce_deadlines(
     return announced
 
 
+async def purge_finished(store_engine: AsyncEngine, keep_days: int, now: datetime | None = None) -> int:
+    """Delete delivered and dead deliveries older than ``keep_days``, and events none refers to any
+    more (but keep an open request's deadline events: they stop a second announcement); how many
+    deliveries went."""
+    before = (now or _now()) - timedelta(days=keep_days)
+    async with store_engine.begin() as connection:
+        purged = await connection.execute(
+            delete(WebhookDelivery).where(
+                WebhookDelivery.status.in_(("delivered", "dead")), WebhookDelivery.created_at < before
+            )
+        )
+        open_request = exists().where(
+            SubjectRequest.id == WebhookEvent.request_id, SubjectRequest.status.not_in(FINAL_STATUSES)
+        )
+        await connection.execute(
+            delete(WebhookEvent).where(
+                WebhookEvent.created_at < before,
+                ~exists().where(WebhookDelivery.event_seq == WebhookEvent.seq),
+                ~and_(WebhookEvent.dedupe_key.is_not(None), open_request),
+            )
+        )
+    return int(purged.rowcount)
+
+
 async def announce_deadlines_forever(
     settings: Settings, store_engine: AsyncEngine, stop: asyncio.Event
 ) -> None:
-    """Look at deadlines every ``deadline_check_interval_seconds`` until ``stop``."""
+    """Look at deadlines and purge old deliveries every ``deadline_check_interval_seconds``."""
     while not stop.is_set():
         try:
             await announce_deadlines(settings, store_engine)
+            await purge_finished(store_engine, settings.webhook_keep_days)
         except (SQLAlchemyError, OSError) as exc:
             logger.warning("deadline check failed", error_type=type(exc).__name__)
         with contextlib.suppress(TimeoutError):
