@@ -28,6 +28,8 @@ __all__ = ("AllowList", "Destination", "SendResult", "check_destination", "post_
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_URL_CHARS = 2048
+RESOLVE_TIMEOUT_SECONDS = 5.0
+"""A host whose name does not resolve within this is refused (a hung resolver blocks nothing)."""
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,16 @@ def _is_public(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-async def _resolve(host: str, port: int) -> list[IPAddress]:
+async def _resolve(host: str, port: int, field: str) -> list[IPAddress]:
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
         pass
+    lookup = asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise DestinationRefused("body.url", "the host does not resolve") from exc
+        infos = await asyncio.wait_for(lookup, timeout=RESOLVE_TIMEOUT_SECONDS)
+    except (OSError, UnicodeError, TimeoutError) as exc:
+        raise DestinationRefused(field, "the host does not resolve") from exc
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
 
 
@@ -101,7 +104,7 @@ async def check_destination(url: str, allowed: AllowList, field: str = "body.url
         raise DestinationRefused(field, "must be an https:// URL with a host")
     if parts.username is not None or parts.password is not None:
         raise DestinationRefused(field, "must not carry credentials")
-    addresses = await _resolve(host, port)
+    addresses = await _resolve(host, port, field)
     if not addresses:
         raise DestinationRefused(field, "the host does not resolve")
     for address in addresses:

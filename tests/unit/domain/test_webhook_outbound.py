@@ -21,6 +21,7 @@ from app.lib.errors import DestinationRefused
         "https://224.0.0.1/",
         "http://8.8.8.8/",
         "https:///nohost",
+        "https://no-such-host.invalid/",
     ],
 )
 async def test_non_public_or_plain_destinations_are_refused(url: str) -> None:
