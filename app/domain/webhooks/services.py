@@ -6,7 +6,7 @@ import base64
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import and_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from app.domain.webhooks.outbound import AllowList, check_destination
 from app.domain.webhooks.schemas import (
     DeliveryAttemptOut,
     DeliveryOut,
+    EventType,
     SubscriptionIn,
     SubscriptionOut,
     SubscriptionPatch,
@@ -40,15 +41,7 @@ __all__ = (
     "update_subscription",
 )
 
-CALLBACK_EVENTS = [
-    "request.received",
-    "request.awaiting_approval",
-    "request.completed",
-    "request.failed",
-    "request.due_soon",
-    "request.overdue",
-    "export.ready",
-]
+CALLBACK_EVENTS = [e for e in get_args(EventType) if e.startswith("request.") or e == "export.ready"]
 """What a request's ``callback_url`` receives (about that request only)."""
 HISTORY_KEPT = 20
 
