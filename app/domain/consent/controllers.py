@@ -6,7 +6,6 @@ pseudonymous reference is stored or returned.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
@@ -26,6 +25,7 @@ from app.domain.consent.schemas import (
     ConsentStatusOut,
 )
 from app.lib.auth import Principal, requires
+from app.lib.clock import utcnow
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
 from app.lib.pagination import clamp_limit, decode_time_cursor, encode_cursor
 from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
@@ -138,7 +138,7 @@ class ConsentController(Controller):
     ) -> ConsentStatusOut:
         """Derived from the events; at the same instant a withdrawal beats a grant."""
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
-        moment = parse_instant(as_of, "query.as_of") or datetime.now(UTC)
+        moment = parse_instant(as_of, "query.as_of") or utcnow()
         found = await services.consent_status(db_session, subject_ref, purpose, moment)
         decided = found.decided_by
         return ConsentStatusOut(

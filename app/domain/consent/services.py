@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.audit import ConsentEvent
 from app.domain.audit import services as audit
+from app.lib.clock import utcnow
 from app.lib.errors import Unavailable, ValidationFailed, field_error
 
 __all__ = (
@@ -61,7 +62,7 @@ async def record_consent(
     Returns:
         The event and the ``seq`` of the audit event that mirrors it.
     """
-    now = datetime.now(UTC)
+    now = utcnow()
     if consent.occurred_at is not None and consent.occurred_at.astimezone(UTC) > now + FUTURE_SKEW:
         raise ValidationFailed(
             "occurred_at is in the future",
@@ -111,7 +112,7 @@ async def consent_status(
     session: AsyncSession, subject_ref: str, purpose: str, as_of: datetime | None = None
 ) -> ConsentStatus:
     """The newest event at or before ``as_of`` decides; at the same instant, withdrawal wins."""
-    moment = as_of or datetime.now(UTC)
+    moment = as_of or utcnow()
     event = (
         await session.scalars(
             select(ConsentEvent)
