@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
-import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,10 +25,11 @@ from standardwebhooks.webhooks import Webhook
 from app.config import Settings
 from app.db.webhooks import WebhookDelivery, WebhookEvent, WebhookSubscription
 from app.domain.webhooks.deadlines import announce_deadlines_forever
-from app.domain.webhooks.leases import DeliveryLease, claim_due, settle
+from app.domain.webhooks.leases import claim_due, settle
 from app.domain.webhooks.outbound import AllowList, SendResult, check_destination, post_signed, sender_client
 from app.domain.webhooks.services import HISTORY_KEPT, signing_secrets
 from app.lib.errors import DestinationRefused
+from app.lib.leases import Holder, owner_id
 from app.lib.logging import get_logger
 
 __all__ = ("WEBHOOK_ATTEMPTS", "DeliveryWorker", "backoff_seconds", "deliver_webhooks", "sign")
@@ -67,7 +66,7 @@ class DeliveryWorker:
     def __init__(self, settings: Settings, store_engine: AsyncEngine, name: str) -> None:
         self.settings = settings
         self.sessions = async_sessionmaker(store_engine, expire_on_commit=False)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{name}"[:128]
+        self.owner = owner_id(name)
         self.allowed = AllowList.parse(settings.webhook_allowed_hosts)
         self.client = sender_client(
             settings.webhook_connect_timeout_seconds, settings.webhook_read_timeout_seconds
@@ -77,7 +76,7 @@ class DeliveryWorker:
         """Close the HTTP client."""
         await self.client.aclose()
 
-    async def _claim(self) -> tuple[DeliveryLease, WebhookDelivery, WebhookEvent, WebhookSubscription] | None:
+    async def _claim(self) -> tuple[Holder, WebhookDelivery, WebhookEvent, WebhookSubscription] | None:
         async with self.sessions() as session, session.begin():
             lease = await claim_due(session, self.owner, self.settings.webhook_lease_seconds, _now())
             if lease is None:
@@ -87,7 +86,7 @@ class DeliveryWorker:
                     select(WebhookDelivery, WebhookEvent, WebhookSubscription)
                     .join(WebhookEvent, WebhookEvent.seq == WebhookDelivery.event_seq)
                     .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-                    .where(WebhookDelivery.id == lease.delivery_id)
+                    .where(WebhookDelivery.id == lease.key)
                 )
             ).one()
             return lease, delivery, event, subscription
@@ -151,11 +150,9 @@ class DeliveryWorker:
         outcome = str(values.get("status", "retry")) if settled else "lost"
         WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
         if not settled:
-            logger.warning("delivery lease lost", delivery_id=str(lease.delivery_id))
+            logger.warning("delivery lease lost", delivery_id=str(lease.key))
         if outcome == "dead":
-            logger.warning(
-                "webhook delivery dead", delivery_id=str(lease.delivery_id), attempts=values["attempts"]
-            )
+            logger.warning("webhook delivery dead", delivery_id=str(lease.key), attempts=values["attempts"])
         return True
 
     async def loop(self, stop: asyncio.Event) -> None:
