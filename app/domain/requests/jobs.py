@@ -38,7 +38,7 @@ from app.domain.requests.metrics import observe_completion, refresh_request_gaug
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
 from app.domain.requests.wakeup import listen_for_work, wait_for_work
-from app.domain.webhooks.delivery import deliver_webhooks
+from app.domain.webhooks.delivery import start_webhook_work
 from app.domain.webhooks.outbox import announce_request
 from app.engine.erasure import run_erasure
 from app.engine.errors import EngineError
@@ -378,9 +378,7 @@ def start_request_work(
         PURGE_INTERVAL.total_seconds(),
         partial(purge_expired_artifacts, settings, store_engine),
     )
-    loops.start(
-        "webhook-delivery", partial(deliver_webhooks, settings, store_engine, loops.stopping), graceful=True
-    )
+    start_webhook_work(loops, settings, store_engine)
 
 
 async def run_workers(

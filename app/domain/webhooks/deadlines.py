@@ -9,23 +9,19 @@ deadline is announced again when it in turn comes near.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, delete, exists, func, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
 from app.db.requests import FINAL_STATUSES, SubjectRequest
 from app.db.webhooks import WebhookDelivery, WebhookEvent
 from app.domain.webhooks.outbox import request_event
-from app.lib.logging import get_logger
 
-__all__ = ("announce_deadlines", "announce_deadlines_forever", "purge_finished")
+__all__ = ("announce_deadlines", "purge_finished", "upkeep")
 
-logger = get_logger("lethe.webhooks")
 BATCH = 500
 
 
@@ -107,15 +103,8 @@ async def purge_finished(store_engine: AsyncEngine, keep_days: int, now: datetim
     return int(purged.rowcount)
 
 
-async def announce_deadlines_forever(
-    settings: Settings, store_engine: AsyncEngine, stop: asyncio.Event
-) -> None:
-    """Look at deadlines and purge old deliveries every ``deadline_check_interval_seconds``."""
-    while not stop.is_set():
-        try:
-            await announce_deadlines(settings, store_engine)
-            await purge_finished(store_engine, settings.webhook_keep_days)
-        except (SQLAlchemyError, OSError) as exc:
-            logger.warning("deadline check failed", error_type=type(exc).__name__)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.deadline_check_interval_seconds)
+async def upkeep(settings: Settings, store_engine: AsyncEngine) -> None:
+    """One round of upkeep: announce deadlines, purge old deliveries (every
+    ``deadline_check_interval_seconds``, on the process's loop watch)."""
+    await announce_deadlines(settings, store_engine)
+    await purge_finished(store_engine, settings.webhook_keep_days)

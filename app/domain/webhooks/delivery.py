@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import secrets
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -24,15 +25,16 @@ from standardwebhooks.webhooks import Webhook
 
 from app.config import Settings
 from app.db.webhooks import WebhookDelivery, WebhookEvent, WebhookSubscription
-from app.domain.webhooks.deadlines import announce_deadlines_forever
+from app.domain.webhooks.deadlines import upkeep
 from app.domain.webhooks.leases import claim_due, settle
 from app.domain.webhooks.outbound import AllowList, SendResult, check_destination, post_signed, sender_client
 from app.domain.webhooks.services import HISTORY_KEPT, signing_secrets
 from app.lib.errors import DestinationRefused
 from app.lib.leases import Holder, owner_id
 from app.lib.logging import get_logger
+from app.lib.loops import LoopWatch
 
-__all__ = ("WEBHOOK_ATTEMPTS", "DeliveryWorker", "backoff_seconds", "deliver_webhooks", "sign")
+__all__ = ("WEBHOOK_ATTEMPTS", "DeliveryWorker", "backoff_seconds", "sign", "start_webhook_work")
 
 logger = get_logger("lethe.webhooks")
 
@@ -155,6 +157,13 @@ class DeliveryWorker:
             logger.warning("webhook delivery dead", delivery_id=str(lease.key), attempts=values["attempts"])
         return True
 
+    async def serve(self, stop: asyncio.Event) -> None:
+        """:meth:`loop` until ``stop``, then close the HTTP client."""
+        try:
+            await self.loop(stop)
+        finally:
+            await self.close()
+
     async def loop(self, stop: asyncio.Event) -> None:
         """Send until ``stop``; idle, look again every ``webhook_poll_seconds``."""
         while not stop.is_set():
@@ -168,14 +177,17 @@ class DeliveryWorker:
                     await asyncio.wait_for(stop.wait(), timeout=self.settings.webhook_poll_seconds)
 
 
-async def deliver_webhooks(settings: Settings, store_engine: AsyncEngine, stop: asyncio.Event) -> None:
-    """The delivery workers of this process (one on SQLite) and the deadline announcer, until ``stop``."""
+def start_webhook_work(loops: LoopWatch, settings: Settings, store_engine: AsyncEngine) -> None:
+    """Start the delivery workers of this process (one on SQLite) and the periodic upkeep
+    (deadline events, purge of old deliveries) on ``loops``.
+
+    Senders are graceful: at shutdown each finishes the attempt it holds (its outcome is written),
+    then closes its HTTP client.
+    """
     count = 1 if settings.is_sqlite else max(settings.worker_concurrency, 1)
-    workers = [DeliveryWorker(settings, store_engine, f"webhooks{i}") for i in range(count)]
-    try:
-        await asyncio.gather(
-            *(w.loop(stop) for w in workers), announce_deadlines_forever(settings, store_engine, stop)
-        )
-    finally:
-        for worker in workers:
-            await worker.close()
+    for i in range(count):
+        worker = DeliveryWorker(settings, store_engine, f"webhooks{i}")
+        loops.start(f"webhook-sender-{i}", partial(worker.serve, loops.stopping), graceful=True)
+    loops.every(
+        "webhook-upkeep", settings.deadline_check_interval_seconds, partial(upkeep, settings, store_engine)
+    )
