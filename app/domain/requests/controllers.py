@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -36,6 +37,7 @@ from app.domain.requests.schemas import (
     RequestPage,
     RequestStatus,
 )
+from app.domain.webhooks.services import callback_secret
 from app.engine.artifacts import read_frames
 from app.engine.export import artifact_context
 from app.lib.auth import Principal, requires
@@ -113,7 +115,11 @@ class RequestController(Controller):
         async def produce() -> tuple[int, object, str | None]:
             created = await services.create_request(db_session, state.settings, principal, data)
             progress = (await queries.get_request(db_session, created.id))[1]
-            return 202, queries.request_out(created, progress), f"/v1/requests/{created.id}"
+            out = queries.request_out(created, progress)
+            if data.callback_url is not None:
+                secret = await callback_secret(db_session, state.settings, created.id)
+                out = msgspec.structs.replace(out, callback_secret=secret)
+            return 202, out, f"/v1/requests/{created.id}"
 
         response = await run_idempotent(
             engine=state.store_engine,

@@ -37,6 +37,8 @@ from app.domain.requests.metrics import observe_completion, refresh_request_gaug
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
 from app.domain.requests.wakeup import listen_for_work, wait_for_work
+from app.domain.webhooks.delivery import start_webhook_work
+from app.domain.webhooks.outbox import announce_request
 from app.engine.erasure import run_erasure
 from app.engine.errors import EngineError
 from app.engine.export import run_access
@@ -232,6 +234,9 @@ class RequestWorker:
                     **dict(outcome.audit),
                 },
             )
+            await announce_request(session, claim.request_id, "request.completed")
+            if outcome.artifact:
+                await announce_request(session, claim.request_id, "export.ready")
             received_at = request.received_at
         observe_completion(claim.kind, received_at, now)
         if outcome.artifact:
@@ -310,6 +315,7 @@ class RequestWorker:
                     subject_ref=subject_ref,
                     payload=payload,
                 )
+                await announce_request(session, claim.request_id, "request.failed", failure_reason=reason)
         except LeaseLost:
             return "lost"
         await remove_artifacts(self.settings, claim.request_id, keep=None)
@@ -351,7 +357,8 @@ def start_request_work(
     loops: LoopWatch, settings: Settings, store_engine: AsyncEngine, targets: TargetRegistry
 ) -> None:
     """Start this process's request work on ``loops``: the request gauges always; with
-    ``workers_enabled``, the workers (one on SQLite), the wake-up listener and the artifact purge.
+    ``workers_enabled``, the workers (one on SQLite), the wake-up listener, the artifact purge and
+    the webhook delivery workers.
 
     Workers are graceful: at shutdown each finishes the request it holds (within the grace of
     ``loops``), then returns.
@@ -369,6 +376,7 @@ def start_request_work(
         PURGE_INTERVAL.total_seconds(),
         partial(purge_expired_artifacts, settings, store_engine),
     )
+    start_webhook_work(loops, settings, store_engine)
 
 
 async def run_workers(
