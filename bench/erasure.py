@@ -48,7 +48,7 @@ from app.manifest.validation import validate
 __all__ = ("main", "run")
 
 SIZES = tuple(int(n) for n in os.environ.get("LETHE_BENCH_SIZES", "2000,20000,200000").split(","))
-REPEATS = 3
+REPEATS = 5
 OTHERS = 4
 SUBJECT = 1
 RESULTS = Path(__file__).with_name("RESULTS.md")
