@@ -91,7 +91,7 @@ _MARIADB_TYPES = {"inet4": INET4, "inet6": INET6}
 def _know_mariadb_types(connection: Connection) -> None:
     """Teach this connection's SQLAlchemy dialect instance (not the class) MariaDB's address types
     before reflecting."""
-    dialect = connection.dialect
+    dialect: Any = connection.dialect  # MySQL's dialects carry ischema_names
     known = _MARIADB_TYPES.keys() <= dialect.ischema_names.keys()
     if isinstance(dialect_of(connection), MariaDB) and not known:
         dialect.ischema_names = {**dialect.ischema_names, **_MARIADB_TYPES}
