@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.visitors import replacement_traverse
 
+from app.engine.dialects import dialect_of
 from app.engine.erasure_sql import ColumnChange, column_change
 from app.engine.reflection import reflect_tables
 from app.engine.surrogates import (
@@ -69,7 +70,7 @@ async def prove_checks(
     checked = {name: info for name, info in written_tables.items() if info.checks}
     if not checked:
         return []
-    if conn.dialect.name == "sqlite":
+    if dialect_of(conn).embedded:
         await conn.run_sync(lambda sync: install_sqlite_functions(sync.connection.dbapi_connection))
     reflected = tables
     if reflected is None:

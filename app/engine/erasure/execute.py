@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, and_
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.engine.dialects import dialect_of
 from app.engine.erasure.model import ErasureBlocked, ErasureOptions, ErasureOutcome, SaveCursor, SystemPlan
 from app.engine.erasure.plan import outside_counts
 from app.engine.erasure.target import Target, load_target
@@ -28,7 +29,7 @@ __all__ = ("execute_erasure",)
 
 
 async def _prepare_connection(conn: AsyncConnection) -> None:
-    if conn.dialect.name == "sqlite":
+    if dialect_of(conn).embedded:
         await conn.exec_driver_sql("PRAGMA secure_delete=ON")
         await conn.run_sync(lambda sync: install_sqlite_functions(sync.connection.dbapi_connection))
         await prepare_scrub_connection(conn)
