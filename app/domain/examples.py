@@ -165,6 +165,7 @@ _EVENT = AuditEventOut(
     payload={"kind": "access", "systems": 1},
     prev_hash="3f0a" + HASH[4:],
     hash=HASH,
+    event_id=uuid.UUID("0b6f3c1e-8a2d-4e5f-9c7b-1d2e3f4a5b6c"),
 )
 _CONSENT_IN = ConsentEventIn(
     subject="ada@example.com",
@@ -185,7 +186,8 @@ _CONSENT = ConsentEventOut(
     occurred_at=RECEIVED,
     recorded_at=RECEIVED,
     actor="web-frontend",
-    audit_seq=1043,
+    audit_seq=None,
+    audit_event_id=uuid.UUID("5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"),
 )
 _POLICY_IN = PolicyIn(
     system="shop",
@@ -358,6 +360,7 @@ EXAMPLES = (
             reason=None,
             detail=None,
             checkpoint_seq=None,
+            pending=0,
         ),
     ),
     BodyExample(

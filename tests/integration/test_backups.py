@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from app.cli import lethe_group
 from app.config import Settings, get_settings
 from app.db.audit import ErasureTombstone
-from app.domain.audit.services import tombstone_reference
+from app.domain.audit.references import tombstone_reference
 from app.domain.backups import services
 from app.domain.manifests.services import ManifestService
 from app.engine.backups import DumpFile

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.audit import ErasureTombstone
 from app.domain.audit.chain import verify_chain
-from app.domain.audit.services import append, subject_reference, tombstone_reference
+from app.domain.audit.references import subject_reference, tombstone_reference
+from app.domain.audit.sequencer import sequence_now
+from app.domain.audit.services import append
 from app.domain.consent.services import consent_history
 from tests.conftest import TEST_AUDIT_KEY
 
@@ -86,7 +88,12 @@ async def test_grant_withdraw_status_and_history(
     assert created.status_code == 201, created.text
     event = created.json()
     assert event["subject_ref"] == subject_reference(TEST_AUDIT_KEY, None, "email", "erin@example.com")
-    assert (event["actor"], event["granted"], event["audit_seq"]) == ("test-operator", True, 1)
+    # the mirroring audit event is pending at the response; the audit log lists it linked, as seq 1
+    assert (event["actor"], event["granted"], event["audit_seq"]) == ("test-operator", True, None)
+    mirrored = (await client.get("/v1/audit/events", headers=auth("audit:read"))).json()["items"]
+    assert [(e["seq"], e["event_id"], e["action"]) for e in mirrored] == [
+        (1, event["audit_event_id"], "consent.granted")
+    ]
     assert "subject" not in event
 
     assert (await _status(client, auth, "erin@example.com"))["status"] == "granted"
@@ -124,6 +131,7 @@ async def test_grant_withdraw_status_and_history(
         "2026-01-14",
     ]
 
+    await sequence_now(store_engine)
     async with AsyncSession(store_engine) as session:
         history = await consent_history(session, event["subject_ref"])
         assert len(history) == 4
