@@ -19,7 +19,12 @@ from app.db.audit import AuditEvent, ErasureTombstone
 from app.db.store import create_store_engine
 from app.domain.audit.chain import make_checkpoint, verify_chain, verify_checkpoint_signature
 from app.domain.audit.links import event_hash
-from app.domain.audit.references import add_tombstone, subject_reference, tombstone_reference, tombstones_since
+from app.domain.audit.references import (
+    add_tombstone,
+    subject_reference,
+    tombstone_reference,
+    tombstones_since,
+)
 from app.domain.audit.sequencer import sequence_now
 from app.domain.audit.services import append
 from app.domain.consent.services import NewConsent, record_consent

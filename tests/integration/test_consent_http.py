@@ -158,6 +158,7 @@ async def test_idempotent_consent(client: Client, auth: Auth, store_engine: Asyn
     assert again.json() == first.json()
     assert again.headers.get("idempotent-replayed") == "true"
     assert await _count(store_engine, "consent_event") == 1
+    await sequence_now(store_engine)
     assert await _count(store_engine, "audit_event") == 1
     changed = await _post(client, auth, body | {"granted": False}, key="consent-key-1")
     assert changed.status_code == 422
@@ -183,6 +184,7 @@ async def test_no_identity_is_stored_in_clear(client: Client, auth: Auth, store_
     for subject in IDENTITIES[:3]:
         await _post(client, auth, _consent(subject, granted=True), key=f"k-{uuid.uuid4()}")
     await _post(client, auth, _consent("user-770301", granted=False, subject_type="user_id"))
+    await sequence_now(store_engine)  # the consents' events linked, the next one left pending
     async with AsyncSession(store_engine) as session:
         await append(
             session,
@@ -205,7 +207,13 @@ async def test_no_identity_is_stored_in_clear(client: Client, auth: Auth, store_
         await session.commit()
     dump = []
     async with store_engine.connect() as connection:
-        for table in ("audit_event", "consent_event", "erasure_tombstone", "idempotency_record"):
+        for table in (
+            "audit_event",
+            "audit_pending",
+            "consent_event",
+            "erasure_tombstone",
+            "idempotency_record",
+        ):
             rows = (await connection.execute(text(f"SELECT * FROM {table}"))).all()
             assert rows or table == "idempotency_record"
             dump.extend(_readable(value) for row in rows for value in row)
