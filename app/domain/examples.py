@@ -9,7 +9,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerification, CheckpointOut
+from app.domain.audit.schemas import (
+    AuditEventOut,
+    AuditEventPage,
+    ChainVerification,
+    CheckpointOut,
+    PendingAuditEventOut,
+    PendingAuditEventPage,
+)
 from app.domain.backups.schemas import (
     BackupCheck,
     BackupHealthOut,
@@ -348,6 +355,25 @@ EXAMPLES = (
         ),
     ),
     BodyExample("events", "Audit events", AuditEventPage(items=[_EVENT], next_cursor=None)),
+    BodyExample(
+        "pending",
+        "An event committed a moment ago, not linked yet",
+        PendingAuditEventPage(
+            items=[
+                PendingAuditEventOut(
+                    event_id=uuid.UUID("9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"),
+                    occurred_at=DONE,
+                    actor="billing-service",
+                    action="consent.granted",
+                    request_id=None,
+                    system=None,
+                    subject_ref=SUBJECT_REF,
+                    payload={"purpose": "newsletter", "granted": True},
+                )
+            ],
+            next_cursor=None,
+        ),
+    ),
     BodyExample(
         "intact",
         "An intact chain",

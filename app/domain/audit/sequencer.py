@@ -280,10 +280,15 @@ async def pending_count(connection: AsyncConnection) -> int:
     return int((await connection.execute(select(func.count()).select_from(AuditPending))).scalar_one())
 
 
-async def _wait(seconds: float) -> None:
+async def _wait(seconds: float, gather: float) -> None:
+    """Until a commit of this process wakes us (then ``gather`` more, to batch its neighbours),
+    or ``seconds`` pass (the poll for other replicas' events)."""
     signal = _signal()
-    with contextlib.suppress(TimeoutError):
+    try:
         await asyncio.wait_for(signal.wait(), timeout=seconds)
+    except TimeoutError:
+        return
+    await asyncio.sleep(gather)
     signal.clear()
 
 
@@ -291,7 +296,8 @@ async def run_sequencer(settings: Settings, engine: AsyncEngine) -> None:
     """Take the lease when it is free and link pending events until cancelled.
 
     A standby replica retries the lease every third of its duration; the holder runs a batch
-    whenever a commit of this process wakes it, or every poll interval for the other replicas'
+    shortly after a commit of this process wakes it (``audit_sequencer_gather_seconds`` later, so
+    one batch takes the commits of that moment), or every poll interval for the other replicas'
     events, and extends the lease with every batch. On cancellation the lease is released.
     """
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -318,7 +324,8 @@ async def run_sequencer(settings: Settings, engine: AsyncEngine) -> None:
                 await asyncio.sleep(min(lease / 3, 5.0))
                 continue
             if linked < settings.audit_sequencer_batch_size:
-                await _wait(max(0.0, settings.audit_sequencer_poll_seconds - (time.monotonic() - started)))
+                poll = max(0.0, settings.audit_sequencer_poll_seconds - (time.monotonic() - started))
+                await _wait(poll, settings.audit_sequencer_gather_seconds)
     finally:
         if holder is not None:
             with contextlib.suppress(Exception):
