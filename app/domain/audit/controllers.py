@@ -147,6 +147,7 @@ class AuditController(Controller):
         """Filter by action, request, system, time, and subject identity (hashed first)."""
         size = clamp_limit(limit, state.settings.max_page_size)
         after = _after(cursor)
+        await _link_pending(state)
         refs = None
         if subject is not None or subject_type is not None:
             if not subject or not subject_type:
@@ -167,7 +168,6 @@ class AuditController(Controller):
             since=parse_instant(since, "query.since"),
             until=parse_instant(until, "query.until"),
         )
-        await _link_pending(state)
         events, last = await queries.list_events(db_session, flt, after_seq=after, limit=size)
         return AuditEventPage(
             items=[_event_out(e) for e in events],
