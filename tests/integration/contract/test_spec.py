@@ -220,10 +220,13 @@ async def test_docs_page_and_every_asset_are_served_by_the_service(
 
 
 def test_chromium_renders_the_docs_page_offline(tmp_path: Path) -> None:
-    """The docs page draws the operations with the network off (skipped without Chromium)."""
+    """The docs page draws the operations with the network off (skipped without Chromium, except in CI)."""
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        reason = "chromium is not installed (apt-get install chromium)"
+        if os.environ.get("LETHE_TEST_REQUIRE_SERVERS"):  # CI installs it: a missing browser is a failure
+            pytest.fail(reason + " (LETHE_TEST_REQUIRE_SERVERS is set: not skipping)")
+        pytest.skip(reason)
     from tests.integration.contract.screenshot import render_docs
 
     dom = render_docs(chromium, tmp_path, screenshot=None)

@@ -6,33 +6,53 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import strategies as st
 from sqlalchemy import (
+    CHAR,
     JSON,
     Boolean,
     CheckConstraint,
     Column,
     Date,
     DateTime,
+    Enum,
     ForeignKeyConstraint,
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
+    Time,
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.dialects.postgresql import INET
+from sqlalchemy.dialects.postgresql import ARRAY, CIDR, INET
 from sqlalchemy.types import TypeEngine
 
 __all__ = ("CHILD_KINDS", "SUBJECT_COLUMNS", "Design", "build_metadata", "designs", "rows_for")
 
-SUBJECT_COLUMNS = ("username", "ext_id", "settings", "score", "ip_address", "avatar", "is_vip", "seen_at")
+SUBJECT_COLUMNS = (
+    "username",
+    "ext_id",
+    "settings",
+    "score",
+    "ip_address",
+    "avatar",
+    "is_vip",
+    "seen_at",
+    "country",
+    "balance",
+    "wakes",
+    "tags",
+    "home_net",
+    "tier",
+)
 """Optional columns of the subject table (each drawn in or out)."""
 CHILD_KINDS = ("addresses", "accounts", "folders", "teams", "messages")
 
@@ -86,7 +106,22 @@ def _ip_type(dialect: str) -> TypeEngine[Any]:
     return INET() if dialect == "postgresql" else String(45)
 
 
+def _array_type(dialect: str) -> TypeEngine[Any]:
+    return ARRAY(Text) if dialect == "postgresql" else JSON()
+
+
+def _network_type(dialect: str) -> TypeEngine[Any]:
+    return CIDR() if dialect == "postgresql" else String(43)
+
+
+TIERS = ("tier_none", "tier_gold", "tier_silver")
+"""Enum labels: people hold the last two; the first is what an erased row may take."""
+_COUNTRY_LETTERS = "GHJKLMNPQSUVWYZ"
+"""Two-letter codes from letters no surrogate writes (no hex digit, no letter of redacted/erased)."""
+
+
 def _subject_table(metadata: MetaData, design: Design, dialect: str, default: str | None) -> None:
+    schema = design.created_in("person", default)
     optional: dict[str, list[Any]] = {
         "username": [
             Column("username", String(24), nullable=False),
@@ -106,6 +141,15 @@ def _subject_table(metadata: MetaData, design: Design, dialect: str, default: st
         "avatar": [Column("avatar", LargeBinary)],
         "is_vip": [Column("is_vip", Boolean, nullable=False)],
         "seen_at": [Column("seen_at", DateTime(timezone=True))],
+        "country": [Column("country", CHAR(2), nullable=False)],
+        "balance": [
+            Column("balance", Numeric(10, 2), nullable=False),
+            CheckConstraint("balance >= 0", name="ck_person_balance"),
+        ],
+        "wakes": [Column("wakes", Time)],
+        "tags": [Column("tags", _array_type(dialect))],
+        "home_net": [Column("home_net", _network_type(dialect))],
+        "tier": [Column("tier", Enum(*TIERS, name="person_tier", schema=schema))],
     }
     parts: list[Any] = [
         Column("id", Integer, primary_key=True, autoincrement=False),
@@ -118,7 +162,7 @@ def _subject_table(metadata: MetaData, design: Design, dialect: str, default: st
     ]
     for name in design.subject_columns:
         parts += optional[name]
-    Table("person", metadata, *parts, schema=design.created_in("person", default))
+    Table("person", metadata, *parts, schema=schema)
 
 
 def _fk(
@@ -245,6 +289,12 @@ def _person(data: st.DataObject, index: int, design: Design, dialect: str) -> di
         "avatar": data.draw(st.binary(min_size=1, max_size=24)),
         "is_vip": data.draw(st.booleans()),
         "seen_at": datetime(2025, 2, index, 12, 0, tzinfo=UTC),
+        "country": "".join(data.draw(st.sampled_from(_COUNTRY_LETTERS)) for _ in range(2)),
+        "balance": Decimal(data.draw(st.integers(0, 10**8))) / 100,
+        "wakes": time(data.draw(st.integers(0, 23)), data.draw(st.integers(0, 59))),
+        "tags": [f"tag{index}_{data.draw(st.from_regex(r'[a-z]{3,8}', fullmatch=True))}"],
+        "home_net": f"10.{index}.{data.draw(st.integers(0, 255))}.0/24",
+        "tier": data.draw(st.sampled_from(TIERS[1:])),
     }
     return row | {c: extra[c] for c in design.subject_columns}
 

@@ -102,6 +102,9 @@ def randomized_manifest(
     if len(design.schemas) > 1:
         document["connection"]["schemas"] = [s for s in design.schemas if s is not None]
     subject = document["subject"]["table"]
+    covered = document["tables"].setdefault(subject, {}).setdefault("columns", {})
+    for column in design.subject_columns:  # those the scaffold's name rules do not recognise
+        covered.setdefault(column, {"category": "user.profile"})
     for name, spec in document["tables"].items():
         _table(spec, choices, subject=name == subject)
     _shared_links(document, design, choices)
