@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import AuditPending
@@ -19,6 +20,9 @@ from app.domain.audit.payloads import Payload, check_event_fields, validate_payl
 from app.domain.audit.sequencer import wake_on_commit
 
 __all__ = ("append",)
+
+PENDING = cast("Table", AuditPending.__table__)
+"""A Core insert into the table: no ORM bookkeeping on the hottest write path."""
 
 
 async def append(
@@ -51,7 +55,7 @@ async def append(
     body = validate_payload(payload or {})
     event_id = uuid.uuid4()
     await session.execute(
-        insert(AuditPending).values(
+        insert(PENDING).values(
             event_id=event_id,
             occurred_at=datetime.now(UTC),
             actor=actor,
