@@ -305,18 +305,18 @@ async def run_sequencer(settings: Settings, engine: AsyncEngine) -> None:
     holder: Holder | None = None
     try:
         while True:
-            if holder is None:
-                async with engine.begin() as connection:
-                    holder = await hold_lease(connection, owner, lease)
-                if holder is None:
-                    await asyncio.sleep(lease / 3)
-                    continue
-                logger.info("audit sequencer lease taken", fence=holder.fence)
             started = time.monotonic()
             try:
+                if holder is None:
+                    async with engine.begin() as connection:
+                        holder = await hold_lease(connection, owner, lease)
+                    if holder is None:
+                        await asyncio.sleep(lease / 3)
+                        continue
+                    logger.info("audit sequencer lease taken", fence=holder.fence)
                 linked = await _batch(engine, settings.audit_sequencer_batch_size, holder, lease)
             except LeaseLost:
-                logger.warning("audit sequencer lease lost", fence=holder.fence)
+                logger.warning("audit sequencer lease lost")
                 holder = None
                 continue
             except Exception as error:  # the store is down: keep the loop, retry after a pause
