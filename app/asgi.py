@@ -16,14 +16,15 @@ from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
 from app.domain.audit.jobs import audit_lifespan
 from app.domain.backups.controllers import BackupController
-from app.domain.backups.jobs import backup_gauge_refresher
+from app.domain.backups.jobs import start_backup_gauges
 from app.domain.consent.controllers import ConsentController
 from app.domain.examples import EXAMPLES
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
 from app.domain.requests.controllers import RequestController
+from app.domain.requests.jobs import start_request_work
 from app.domain.retention.controllers import RetentionController
-from app.domain.retention.jobs import RetentionRunner, retention_lifespan
+from app.domain.retention.jobs import RetentionRunner, start_retention
 from app.domain.system.controllers import MetricsController, SystemController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
@@ -48,19 +49,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
     verifier = TokenVerifier(settings)
     targets = TargetRegistry(settings)
     retention_runner = RetentionRunner(engine, targets, settings)
-    loops = LoopWatch()
+    loops = LoopWatch(grace_seconds=settings.worker_lease_seconds)
     limiter = RateLimiter(engine, parse_limits(settings.rate_limits))
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        from app.domain.requests.jobs import background_tasks
-
+        """Start-up and shutdown: every background loop runs on ``loops`` (see app.lib.loops)."""
         try:
             if settings.manifests_dir:
                 await register_directory(engine, Path(settings.manifests_dir))
-            async with background_tasks(settings, engine, targets):
-                yield
+            start_request_work(loops, settings, engine, targets)
+            await start_retention(loops, retention_runner, settings)
+            start_backup_gauges(loops, settings, engine)
+            yield
         finally:
+            await loops.stop()  # graceful: running requests finish within the grace
             await targets.dispose()
             await engine.dispose()
 
@@ -88,9 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[
             startup_guard(),
             lifespan,
-            retention_lifespan(retention_runner, settings, loops),
             audit_lifespan(settings, engine, loops),
-            backup_gauge_refresher(settings, engine),
         ],
         state=State(
             {

@@ -17,6 +17,8 @@ from types import TracebackType
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from app.engine.errors import EngineError
+
 __all__ = ("FRAME_BYTES", "MAGIC", "ArtifactCorrupted", "EncryptedWriter", "artifact_path", "read_frames")
 
 MAGIC = b"LETHEAF1"
@@ -26,7 +28,7 @@ _LENGTH = struct.Struct(">I")
 _FRAME_AD = struct.Struct(">QB")
 
 
-class ArtifactCorrupted(Exception):
+class ArtifactCorrupted(EngineError):
     """The artifact was altered, truncated or encrypted under another key or context."""
 
 

@@ -49,6 +49,7 @@ from app.engine.erasure_sql import (
     keyset_bounds,
     value_differs,
 )
+from app.engine.errors import TargetBlocks
 from app.engine.integrity import IntegrityDetail, constraint_refusal, integrity_detail
 from app.engine.reflection import reflect_schema, reflect_tables
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
@@ -66,7 +67,6 @@ from app.engine.surrogates import (
     surrogate_label,
 )
 from app.engine.verification import CheckedTable, independent_rows_left
-from app.lib.errors import Conflict
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph, topological_order
 from app.manifest.model import Manifest, Surrogate, TableSpec
 from app.manifest.names import manifest_schemas
@@ -91,7 +91,7 @@ SaveCursor = Callable[[dict[str, Any]], Awaitable[None]]
 """Persists the batch cursor (the caller fences the write with its attempt number)."""
 
 
-class ErasureBlocked(Conflict):
+class ErasureBlocked(TargetBlocks):
     """A system cannot be erased as the manifest stands (an outside reference, a surrogate that
     cannot fit); nothing was changed in that system."""
 

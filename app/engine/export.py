@@ -22,6 +22,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.artifacts import EncryptedWriter, artifact_path
+from app.engine.dialects import dialect_of
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.subjects import (
     ReflectedTarget,
@@ -247,8 +248,9 @@ def _table_order(target: ReflectedTarget) -> list[str]:
 
 async def _begin_snapshot(connection: AsyncConnection) -> AsyncConnection:
     """A consistent snapshot across the tables of one system where the database offers one."""
-    if connection.dialect.name in ("postgresql", "mysql", "mariadb"):
-        connection = await connection.execution_options(isolation_level="REPEATABLE READ")
+    isolation = dialect_of(connection).snapshot_isolation
+    if isolation is not None:
+        connection = await connection.execution_options(isolation_level=isolation)
     await connection.begin()
     return connection
 

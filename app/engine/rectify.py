@@ -16,6 +16,7 @@ from sqlalchemy import Column, Table, update
 from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import DBAPIError
 
+from app.engine.errors import EngineError
 from app.engine.integrity import IntegrityDetail, constraint_refusal
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
 from app.engine.subjects import reflect_target, resolve_subject, subject_condition, subject_key_reference
@@ -23,7 +24,7 @@ from app.engine.subjects import reflect_target, resolve_subject, subject_conditi
 __all__ = ("InvalidValue", "check_value", "run_rectification")
 
 
-class InvalidValue(ValueError):
+class InvalidValue(EngineError, ValueError):
     """A value does not fit the column; the message says why without repeating the value."""
 
 

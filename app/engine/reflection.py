@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection, Inspector
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.lib.errors import ManifestInvalid
+from app.engine.dialects import dialect_of
+from app.lib.errors import ManifestInvalid, field_error
 from app.manifest.names import split_table, table_key
 from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
@@ -71,7 +72,7 @@ class TargetSchemas:
 
 
 def _refuse_schemas(message: str, detail: str) -> ManifestInvalid:
-    return ManifestInvalid(detail, errors=[{"field": "connection.schemas", "message": message}])
+    return ManifestInvalid(detail, errors=[field_error("connection.schemas", message)])
 
 
 def _search_path(connection: Connection) -> list[str]:
@@ -93,8 +94,8 @@ def target_schemas(
     Raises:
         ManifestInvalid: a named schema does not exist, or the target is SQLite (no named schemas).
     """
-    dialect = connection.dialect.name
-    if dialect == "sqlite":
+    dialect = dialect_of(connection)
+    if not dialect.named_schemas:
         if named:
             raise _refuse_schemas(
                 "SQLite has no named schemas: use unqualified table names and no `connection.schemas`",
@@ -111,7 +112,7 @@ def target_schemas(
             f"schema(s) {', '.join(missing)} named by the manifest do not exist in the target",
         )
     found: list[str] = [default] if default else []
-    if dialect == "postgresql":
+    if dialect.search_path:
         found += _search_path(connection)
     found += named
     if every:
@@ -124,7 +125,7 @@ def _qualified_names(connection: Connection) -> Iterator[None]:
     """On PostgreSQL, reflect with an empty search_path so the server names the schema of every
     referenced table (a foreign key into another schema of the search_path would otherwise come
     back unqualified, and be taken for the default schema); the old search_path is restored."""
-    if connection.dialect.name != "postgresql":
+    if not dialect_of(connection).search_path:
         yield
         return
     old = connection.execute(text("SELECT current_setting('search_path')")).scalar_one()
@@ -300,8 +301,7 @@ def _table(inspector: Inspector, name: str, schema: str | None, schemas: TargetS
         )
     unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)}
     # SQLite reports inline UNIQUE column constraints only as automatic indexes
-    extra: dict[str, Any] = {"include_auto_indexes": True} if inspector.dialect.name == "sqlite" else {}
-    indexes = inspector.get_indexes(name, schema=schema, **extra)
+    indexes = inspector.get_indexes(name, schema=schema, **dialect_of(inspector).index_reflection_options)
     unique |= {tuple(c for c in i["column_names"] if c) for i in indexes if i.get("unique")}
     key = schemas.key(schema, name)
     foreign_keys = tuple(

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.engine.errors import EngineError
+from app.lib.leases import LeaseLost
 from app.manifest.model import Manifest
 
 __all__ = (
@@ -33,17 +35,12 @@ __all__ = (
 )
 
 
-class LeaseLost(Exception):
-    """Another worker has claimed the request (higher attempt): stop, write nothing more."""
-
-
-class RequestFailed(Exception):
+class RequestFailed(EngineError):
     """The request cannot be carried out; the message names systems, tables, columns only."""
 
     def __init__(self, reason: str, *, system: str | None = None) -> None:
-        super().__init__(reason)
+        super().__init__(reason, system=system)
         self.reason = reason
-        self.system = system
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ from app.engine.reflection import check_infos, column_info, json_check_kind
 from app.manifest.names import table_key
 from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
-__all__ = ("column_info_of", "schema_from_metadata", "schema_from_tables")
+__all__ = ("column_info_of", "schema_from_metadata", "schema_from_tables", "table_info_of")
 
 
 def _checks(table: Table) -> tuple[CheckInfo, ...]:
@@ -56,6 +56,11 @@ def _table_info(key: str, table: Table, keys: Mapping[Table, str]) -> TableInfo:
         for fk in sorted(table.foreign_key_constraints, key=lambda f: str(f.name or ""))
     )
     return TableInfo(key, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
+
+
+def table_info_of(table: Table) -> TableInfo:
+    """One reflected table as validation sees it (key, unique column sets, foreign keys)."""
+    return _table_info(table.name, table, {})
 
 
 def schema_from_tables(tables: Mapping[str, Table]) -> SchemaInfo:

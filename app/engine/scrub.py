@@ -43,7 +43,16 @@ from sqlalchemy import (
 from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.engine.erasure_sql import count_statement, display_sql, keyset_bounds
+from app.engine.dialects import (
+    SQLITE_MATCH_FUNCTION,
+    SQLITE_REPLACE_FUNCTION,
+    Dialect,
+    DialectLike,
+    as_dialect,
+    dialect_of,
+)
+from app.engine.erasure_sql import count_statement
+from app.engine.keyset import Keyset
 from app.manifest.model import Identity, Manifest
 
 __all__ = (
@@ -69,8 +78,6 @@ __all__ = (
 
 SCRUB_SURROGATE = "[erased]"
 """What replaces each mention (no character a regular-expression replacement treats specially)."""
-SQLITE_REPLACE_FUNCTION = "lethe_regexp_replace"
-SQLITE_MATCH_FUNCTION = "lethe_regexp_match"
 
 _BEFORE = r"(?<![A-Za-z0-9_.+-])"
 _AFTER = r"(?![A-Za-z0-9_@-])(?![.][A-Za-z0-9])"
@@ -146,13 +153,6 @@ def _is_json(column: Any) -> bool:
     return isinstance(column.type, sqltypes.JSON)
 
 
-def _text_of(column: Any, dialect: str) -> ColumnElement[Any]:
-    if dialect == "postgresql" and _is_json(column):
-        return cast(column, Text)
-    result: ColumnElement[Any] = column
-    return result
-
-
 def _param(name: str, value: str | None) -> ColumnElement[Any]:
     """A bound pattern, or its placeholder when the statement is only displayed."""
     if value is None:
@@ -160,40 +160,16 @@ def _param(name: str, value: str | None) -> ColumnElement[Any]:
     return bindparam(name, value, type_=Text())
 
 
-def _flagged(pattern: str, casefold: bool, dialect: str) -> str:
-    if dialect in ("mysql", "mariadb"):
-        return ("(?i)" if casefold else "(?-i)") + pattern
-    return pattern
-
-
-def _match(
-    text: ColumnElement[Any], mention: Mention | None, index: int, dialect: str, casefold: bool
-) -> Any:
-    pattern = None if mention is None else _flagged(mention_pattern(mention.value), casefold, dialect)
-    bound = _param(f"scrub_pattern_{index}", pattern)
-    if dialect == "postgresql":
-        return text.op("~*" if casefold else "~")(bound)
-    if dialect in ("mysql", "mariadb"):
-        return text.op("REGEXP")(bound)
-    return func.coalesce(getattr(func, SQLITE_MATCH_FUNCTION)(text, bound, "i" if casefold else ""), 0) == 1
+def _pattern(mention: Mention | None, index: int, dialect: Dialect, casefold: bool) -> ColumnElement[Any]:
+    pattern = None if mention is None else dialect.regex_pattern(mention_pattern(mention.value), casefold)
+    return _param(f"scrub_pattern_{index}", pattern)
 
 
 def _replace(
-    text: ColumnElement[Any], mention: Mention | None, index: int, dialect: str, casefold: bool
+    text: ColumnElement[Any], mention: Mention | None, index: int, dialect: Dialect, casefold: bool
 ) -> ColumnElement[Any]:
-    pattern = None if mention is None else _flagged(mention_pattern(mention.value), casefold, dialect)
-    bound = _param(f"scrub_pattern_{index}", pattern)
     surrogate = bindparam(f"scrub_surrogate_{index}", SCRUB_SURROGATE, type_=Text())
-    if dialect == "postgresql":
-        result: ColumnElement[Any] = func.regexp_replace(text, bound, surrogate, "gi" if casefold else "g")
-        return result
-    if dialect in ("mysql", "mariadb"):
-        mysql_result: ColumnElement[Any] = func.regexp_replace(text, bound, surrogate)
-        return mysql_result
-    sqlite_result: ColumnElement[Any] = getattr(func, SQLITE_REPLACE_FUNCTION)(
-        text, bound, surrogate, "i" if casefold else ""
-    )
-    return sqlite_result
+    return dialect.regex_replace(text, _pattern(mention, index, dialect, casefold), surrogate, casefold)
 
 
 @dataclass(frozen=True)
@@ -218,7 +194,11 @@ def _slots(
 
 
 def scrub_statements(
-    table: Table, manifest: Manifest, column: ScrubColumn, values: Mapping[str, Any] | None, dialect: str
+    table: Table,
+    manifest: Manifest,
+    column: ScrubColumn,
+    values: Mapping[str, Any] | None,
+    dialect: DialectLike,
 ) -> ScrubStatements | None:
     """The statements scrubbing ``column`` of the subject's ``values`` (None: display placeholders).
 
@@ -229,12 +209,13 @@ def scrub_statements(
     slots = _slots(manifest, column, values)
     if not slots:
         return None
+    sql = as_dialect(dialect)
     target = table.c[column.column]
-    text = _text_of(target, dialect)
+    text = sql.json_as_text(target) if _is_json(target) else target
     conditions = []
     replaced: ColumnElement[Any] = text
     for index, (mention, casefold) in enumerate(slots):
-        match = _match(text, mention, index, dialect, casefold)
+        match = sql.regex_matches(text, _pattern(mention, index, sql, casefold), casefold)
         if mention is not None:
             prefilter = (
                 text.icontains(mention.value, autoescape=True)
@@ -243,11 +224,11 @@ def scrub_statements(
             )
             match = and_(prefilter, match)
         conditions.append(match)
-        replaced = _replace(replaced, mention, index, dialect, casefold)
+        replaced = _replace(replaced, mention, index, sql, casefold)
     length = getattr(target.type, "length", None)
     if isinstance(length, int) and not _is_json(target):
         replaced = func.substr(replaced, 1, length)
-    if dialect == "postgresql" and _is_json(target):
+    if sql.casts_text_literals and _is_json(target):
         replaced = cast(replaced, target.type)
     matching = or_(*conditions)
     return ScrubStatements(column, matching, update(table).where(matching).values({column.column: replaced}))
@@ -272,16 +253,17 @@ async def plan_scrubs(
     dialect: Any,
 ) -> list[ScrubPlan]:
     """The scrubbing part of an erasure plan: SQL with placeholders, and (with ``values``) the
-    rows that mention the subject now."""
+    rows that mention the subject now (``dialect``: the target's, or its SQLAlchemy dialect)."""
     await prepare_connection(conn)
+    sql = dialect_of(dialect)
     plans = []
     for column in scrub_columns(manifest):
         table = tables[column.table]
-        shown = scrub_statements(table, manifest, column, None, dialect.name)
+        shown = scrub_statements(table, manifest, column, None, sql)
         plan = ScrubPlan(column.table, column.column, list(column.identities))
         if shown is not None:
-            plan.sql = [display_sql(shown.update, dialect)]
-        live = None if values is None else scrub_statements(table, manifest, column, values, dialect.name)
+            plan.sql = [sql.render_line(shown.update)]
+        live = None if values is None else scrub_statements(table, manifest, column, values, sql)
         if live is not None:
             plan.rows = int((await conn.execute(live.count(table))).scalar_one())
         plans.append(plan)
@@ -299,13 +281,14 @@ async def run_scrubs(
 ) -> dict[str, int]:
     """Scrub every declared column of the subject's ``values``; rows changed per ``table.column``.
 
-    Tables with a single-column key are scrubbed in keyset batches of ``batch_size`` rows; with
-    ``own_transactions`` each batch commits on its own (else the caller's transaction holds all).
+    Tables with a primary key (one column or several) are scrubbed in keyset batches of
+    ``batch_size`` rows; with ``own_transactions`` each batch commits on its own (else the
+    caller's transaction holds all).
     """
     changed: dict[str, int] = {}
     for column in scrub_columns(manifest):
         table = tables[column.table]
-        statements = scrub_statements(table, manifest, column, values, conn.dialect.name)
+        statements = scrub_statements(table, manifest, column, values, dialect_of(conn))
         if statements is not None:
             changed[column.label] = await _scrub_column(conn, table, statements, batch_size, own_transactions)
     return changed
@@ -314,20 +297,19 @@ async def run_scrubs(
 async def _scrub_column(
     conn: AsyncConnection, table: Table, statements: ScrubStatements, batch_size: int, own_transactions: bool
 ) -> int:
-    keys = list(table.primary_key.columns)
-    if len(keys) != 1:
+    keyset = Keyset.of(table)
+    if not keyset.columns:
         async with conn.begin() if own_transactions else nullcontext():
             return max((await conn.execute(statements.update)).rowcount, 0)
     total = 0
-    after: Any = None
+    after: list[Any] | None = None
     while True:
         async with conn.begin() if own_transactions else nullcontext():
-            query = keyset_bounds(table, keys[0].name, statements.matching, after, batch_size)
-            upto = (await conn.execute(query)).scalar_one_or_none()
+            upto = await keyset.bound(conn, statements.matching, after, batch_size)
             if upto is None:
                 return total
-            window = keys[0] <= upto if after is None else and_(keys[0] > after, keys[0] <= upto)
-            total += max((await conn.execute(statements.update.where(window))).rowcount, 0)
+            batch = statements.update.where(keyset.between(after, upto))
+            total += max((await conn.execute(batch)).rowcount, 0)
         after = upto
 
 
@@ -338,7 +320,7 @@ async def mentions_left(
     left: dict[str, int] = {}
     for column in scrub_columns(manifest):
         table = tables[column.table]
-        statements = scrub_statements(table, manifest, column, values, conn.dialect.name)
+        statements = scrub_statements(table, manifest, column, values, dialect_of(conn))
         if statements is not None:
             left[column.label] = int((await conn.execute(statements.count(table))).scalar_one())
     return left
@@ -346,7 +328,7 @@ async def mentions_left(
 
 async def prepare_connection(conn: AsyncConnection) -> None:
     """On SQLite, register the regular-expression functions (a no-op elsewhere)."""
-    if conn.dialect.name == "sqlite":
+    if dialect_of(conn).embedded:
         await conn.run_sync(lambda sync: install_scrub_functions(sync.connection.dbapi_connection))
 
 

@@ -27,14 +27,11 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    LargeBinary,
     Select,
     Table,
     and_,
     bindparam,
-    cast,
     func,
-    literal,
     literal_column,
     or_,
     select,
@@ -44,6 +41,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.casts import hop_source
+from app.engine.dialects import Dialect, DialectLike, as_dialect, dialect_of
 from app.engine.reflection import reflect_tables
 from app.engine.runs import RequestFailed
 from app.engine.schema_info import schema_from_tables
@@ -111,7 +109,7 @@ class ReflectedTarget:
 
     tables: dict[str, Table]
     graph: SubjectGraph
-    dialect: str
+    dialect: Dialect
 
 
 async def reflect_target(connection: AsyncConnection, manifest: Manifest) -> ReflectedTarget:
@@ -125,7 +123,7 @@ async def reflect_target(connection: AsyncConnection, manifest: Manifest) -> Ref
     )
     schema = schema_from_tables(tables)
     graph = build_graph(manifest, schema)
-    return ReflectedTarget(tables=tables, graph=graph, dialect=connection.dialect.name)
+    return ReflectedTarget(tables=tables, graph=graph, dialect=dialect_of(connection))
 
 
 # --- finding the subject -------------------------------------------------------------------
@@ -155,7 +153,7 @@ def coerce_identity(column: Any, value: str) -> Any:
 
 
 def _identity_condition(
-    table: Table, identity: Identity, value: str, dialect: str
+    table: Table, identity: Identity, value: str, dialect: DialectLike
 ) -> ColumnElement[bool] | None:
     """The condition of one identity under its match rule (None: the value cannot match)."""
     column = table.c[identity.column]
@@ -166,11 +164,7 @@ def _identity_condition(
     normal = normalise_identity(rule, value)
     if rule == "casefold":
         return func.lower(column) == normal
-    if dialect in ("mysql", "mariadb"):
-        # MySQL collations compare case- and trailing-space-insensitively: also compare bytes
-        # (the plain equality keeps the index usable).
-        return and_(column == normal, cast(column, LargeBinary) == cast(literal(normal), LargeBinary))
-    return column == normal
+    return as_dialect(dialect).equals_exactly(column, normal)
 
 
 async def resolve_subject(
@@ -194,7 +188,7 @@ async def resolve_subject(
         if name not in subject.identities:
             continue
         identity = subject.identity(name)
-        condition = _identity_condition(subject_table, identity, value, connection.dialect.name)
+        condition = _identity_condition(subject_table, identity, value, dialect_of(connection))
         if condition is None:
             return None
         conditions.append(condition)
@@ -268,22 +262,11 @@ def _key_equals(table: Any, columns: Sequence[str], binds: Binds) -> ColumnEleme
     return and_(*(table.c[column] == binds.key(i, table.c[column]) for i, column in enumerate(columns)))
 
 
-def _derived(chosen: Select[Any]) -> Select[Any]:
-    """``SELECT DISTINCT ... FROM (subquery)``: MySQL materialises it (no error 1093)."""
-    sub = chosen.subquery()
-    return select(*sub.c).distinct()
-
-
-def _reads_itself(dialect: str) -> bool:
-    """Whether a subquery reading the table an UPDATE/DELETE changes must be materialised."""
-    return dialect in ("mysql", "mariadb")
-
-
-def in_rows(table: Any, key: Sequence[str], rows: Select[Any], *, dialect: str) -> ColumnElement[bool]:
+def in_rows(
+    table: Any, key: Sequence[str], rows: Select[Any], *, dialect: DialectLike
+) -> ColumnElement[bool]:
     """``(key) IN (rows)``, wrapped on MySQL/MariaDB where ``rows`` may read ``table`` itself."""
-    if _reads_itself(dialect):
-        rows = _derived(rows)
-    return _columns_of(table, key).in_(rows)
+    return _columns_of(table, key).in_(as_dialect(dialect).same_table_rows(rows))
 
 
 def path_condition(
@@ -293,7 +276,7 @@ def path_condition(
     binds: Binds,
     *,
     target: Any = None,
-    dialect: str,
+    dialect: DialectLike,
 ) -> ColumnElement[bool]:
     """The rows of ``path.table`` (or of ``target``, an alias of it) that belong to the subject.
 
@@ -322,8 +305,8 @@ def path_condition(
         step = inner_steps[index]
         source = levels[index + 1]
         chosen: Select[Any] = select(*(source.c[c] for c in step.to_columns)).where(condition)
-        if index == 0 and _reads_itself(dialect) and path.table in path.tables:
-            chosen = _derived(chosen)
+        if index == 0 and path.table in path.tables:
+            chosen = as_dialect(dialect).same_table_rows(chosen)
         condition = hop_source(levels[index], step).in_(chosen)
     return condition
 

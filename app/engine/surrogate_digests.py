@@ -1,9 +1,11 @@
-"""SQL digests surrogates are computed with (HMAC-SHA256 for ``hash``, MD5 for ``uuid``), per dialect.
+"""Keys and Python twins of the digests surrogates compute in SQL (HMAC-SHA256 for ``hash``, MD5
+for ``uuid``).
 
 ``hash`` is HMAC-SHA256 computed in SQL without extensions: the inner and outer pads of the key are
 bound as parameters, and the database only needs SHA-256 (PostgreSQL ``sha256()``, MariaDB/MySQL
 ``SHA2()``, SQLite a function registered on the connection by :func:`install_sqlite_functions`),
-so pgcrypto's ``hmac()`` is never required. The key is derived from the service's audit key.
+so pgcrypto's ``hmac()`` is never required; the SQL of each database is built by
+:meth:`app.engine.dialects.Dialect.hmac_sha256`. The key is derived from the service's audit key.
 """
 
 from __future__ import annotations
@@ -14,25 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, LargeBinary, String, func, literal, literal_column
+from sqlalchemy import literal, literal_column
 from sqlalchemy.sql.elements import ColumnElement
+
+from app.engine.dialects import SQLITE_HMAC_FUNCTION, SQLITE_MD5_FUNCTION
 
 __all__ = (
     "BindFactory",
     "HashKey",
-    "ascii_sql",
     "hash_key_from_secret",
-    "hmac_sql",
     "install_sqlite_functions",
-    "md5_sql",
     "placeholder_bind",
     "plain_bind",
     "uuid_for_key",
 )
 
 HASH_KEY_LABEL = "lethe-erasure-surrogate-hash-v1"
-SQLITE_HMAC_FUNCTION = "lethe_hmac_sha256"
-SQLITE_MD5_FUNCTION = "lethe_md5"
 UUID_SEED = "erased:"
 """What the ``uuid`` surrogate puts before the row key in its MD5 message."""
 
@@ -80,52 +79,11 @@ def plain_bind(_name: str, value: Any, type_: Any) -> ColumnElement[Any]:
     return literal(value, type_)
 
 
-def hmac_sql(dialect: str, key: HashKey, value: ColumnElement[str], bind: BindFactory) -> ColumnElement[str]:
-    """HMAC-SHA256(key, value) as lower-case hex, computed by the target database.
-
-    Raises:
-        ValueError: the dialect has no such function here.
-    """
-    inner = bind("surrogate_hash_inner_pad", key.inner_pad, LargeBinary)
-    outer = bind("surrogate_hash_outer_pad", key.outer_pad, LargeBinary)
-    if dialect == "postgresql":
-        message = func.convert_to(value, literal("UTF8", String))
-        inner_hash = func.sha256(inner.op("||", return_type=LargeBinary)(message))
-        outer_hash = func.sha256(outer.op("||", return_type=LargeBinary)(inner_hash))
-        return func.encode(outer_hash, literal("hex", String), type_=String)
-    if dialect == "mysql":  # asyncmy sends bytes as text: bind hex, decode in SQL
-        inner = func.unhex(bind("surrogate_hash_inner_pad", key.inner_pad.hex(), String))
-        outer = func.unhex(bind("surrogate_hash_outer_pad", key.outer_pad.hex(), String))
-        inner_hash = func.unhex(func.sha2(func.concat(inner, value), 256))
-        return func.lower(func.sha2(func.concat(outer, inner_hash), 256), type_=String)
-    if dialect == "sqlite":
-        hmac_function: ColumnElement[str] = getattr(func, SQLITE_HMAC_FUNCTION)(
-            inner, outer, value, type_=String
-        )
-        return hmac_function
-    raise ValueError(f"`hash` is not supported on {dialect}")
-
-
 def uuid_for_key(key_text: str) -> str:
     """What the ``uuid`` surrogate computes for a row key (tests and verification recompute it)."""
     digest = hashlib.md5((UUID_SEED + key_text).encode(), usedforsecurity=False).hexdigest()
     variant = "89ab"[ord(digest[16]) % 4]
     return f"{digest[:8]}-{digest[8:12]}-3{digest[13:16]}-{variant}{digest[17:20]}-{digest[20:32]}"
-
-
-def md5_sql(dialect: str, value: ColumnElement[str]) -> ColumnElement[str]:
-    """Hex MD5 of ``value`` in SQL (SQLite: a function :func:`install_sqlite_functions` registers)."""
-    if dialect == "sqlite":
-        md5: ColumnElement[str] = getattr(func, SQLITE_MD5_FUNCTION)(value, type_=String)
-        return md5
-    return func.md5(value, type_=String)
-
-
-def ascii_sql(dialect: str, value: ColumnElement[str]) -> ColumnElement[int]:
-    """The code point of a one-character string."""
-    if dialect == "sqlite":
-        return func.unicode(value, type_=Integer)
-    return func.ascii(value, type_=Integer)
 
 
 def _sqlite_hmac(inner_pad: bytes, outer_pad: bytes, value: str | None) -> str | None:

@@ -25,7 +25,6 @@ from typing import Any
 
 from sqlalchemy import (
     Integer,
-    LargeBinary,
     String,
     case,
     cast,
@@ -37,16 +36,15 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.engine.dialects import Dialect, DialectLike, as_dialect
+from app.engine.errors import EngineError
 from app.engine.schema_info import column_info_of
 from app.engine.surrogate_digests import (
     UUID_SEED,
     BindFactory,
     HashKey,
-    ascii_sql,
     hash_key_from_secret,
-    hmac_sql,
     install_sqlite_functions,
-    md5_sql,
     placeholder_bind,
     plain_bind,
     uuid_for_key,
@@ -79,8 +77,6 @@ __all__ = (
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """The fixed instant dates and timestamps are anonymized to."""
-MYSQL_TIMESTAMP_EPOCH = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC).replace(tzinfo=None)
-"""MariaDB/MySQL ``TIMESTAMP`` starts one second after the epoch."""
 EMAIL_LONG = ("erased-", "@invalid.example")
 """Prefix and suffix of the usual e-mail surrogate: ``erased-42@invalid.example``."""
 EMAIL_SHORT = ("", "@x.invalid")
@@ -95,7 +91,7 @@ WIDE_KEY_TEXT = 40
 """Keys are assumed to read as at most this many characters (a BIGINT needs 20)."""
 
 
-class SurrogateError(ValueError):
+class SurrogateError(EngineError, ValueError):
     """A surrogate cannot honour a column's type or constraints; the message names the column."""
 
 
@@ -107,7 +103,8 @@ class SurrogateContext:
         table: the (reflected) table being updated; surrogates may read its other columns.
         column: the column name.
         key_columns: the row key the unique forms derive from (the primary key).
-        dialect: ``postgresql``, ``mysql`` (MariaDB too) or ``sqlite``.
+        dialect: the target's :class:`~app.engine.dialects.Dialect` (or its name: ``postgresql``,
+            ``mysql`` for MariaDB too, ``sqlite``); :attr:`sql` is the object.
         unique: whether the column alone must be unique.
         hash_key: key of the ``hash`` surrogate (None: ``hash`` is unavailable).
         secret_bind: builds the bind of a secret (the hash pads); the plan renders it as a name.
@@ -117,11 +114,16 @@ class SurrogateContext:
     table: Any
     column: str
     key_columns: tuple[str, ...]
-    dialect: str
+    dialect: DialectLike
     unique: bool = False
     hash_key: HashKey | None = None
     secret_bind: BindFactory = field(default=plain_bind)
     table_info: TableInfo | None = None
+
+    @property
+    def sql(self) -> Dialect:
+        """What differs in SQL on this target."""
+        return as_dialect(self.dialect)
 
     @property
     def sql_column(self) -> Any:
@@ -178,9 +180,7 @@ def _key_text(ctx: SurrogateContext) -> ColumnElement[str]:
 
 
 def _char_length(ctx: SurrogateContext, expression: Any) -> ColumnElement[int]:
-    if ctx.dialect == "sqlite":
-        return func.length(expression)
-    return func.char_length(expression)
+    return ctx.sql.char_length(expression)
 
 
 def _wrap(prefix: str, key: ColumnElement[str], suffix: str) -> ColumnElement[str]:
@@ -217,9 +217,7 @@ def _keyed(ctx: SurrogateContext, long: tuple[str, str], short: tuple[str, str])
 
 def _typed(ctx: SurrogateContext, text: str) -> ColumnElement[Any]:
     """A literal in the column's own type, written as text the database casts (inet, arrays)."""
-    if ctx.dialect == "postgresql":
-        return cast(literal(text, String), ctx.type)
-    return literal(text, String)
+    return ctx.sql.typed_text(text, ctx.type)
 
 
 # --- named surrogates ----------------------------------------------------------------------
@@ -255,7 +253,7 @@ def _hash(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
         raise ctx.fail("`hash` needs the service secret (LETHE_AUDIT_KEY)")
     message = literal(hash_message_prefix(ctx.table.name, ctx.column), String) + _key_text(ctx)
     try:
-        digest = hmac_sql(ctx.dialect, ctx.hash_key, message, ctx.secret_bind)
+        digest = ctx.sql.hmac_sha256(ctx.hash_key.inner_pad, ctx.hash_key.outer_pad, message, ctx.secret_bind)
     except ValueError as exc:
         raise ctx.fail(str(exc)) from exc
     if ctx.length is not None and ctx.length < 64:
@@ -280,9 +278,7 @@ def _constant(ctx: SurrogateContext, surrogate: Surrogate) -> ColumnElement[Any]
 def _json_text(ctx: SurrogateContext, document: str) -> ColumnElement[Any]:
     """A JSON document written as JSON (``jsonb_typeof`` of ``{}`` is ``object``, not string);
     MariaDB/MySQL and SQLite parse the text they are given."""
-    if ctx.dialect == "postgresql":
-        return cast(literal(document, String), ctx.type)
-    return literal(document, String)
+    return ctx.sql.typed_text(document, ctx.type)
 
 
 def _zero(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
@@ -300,8 +296,9 @@ def _negated_key(ctx: SurrogateContext) -> ColumnElement[Any]:
 def _epoch(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     kind = ctx.type
     if isinstance(kind, sqltypes.DateTime):
-        if ctx.dialect == "mysql" and isinstance(kind, sqltypes.TIMESTAMP):
-            return literal(MYSQL_TIMESTAMP_EPOCH, kind)
+        floor = ctx.sql.timestamp_floor
+        if floor is not None and isinstance(kind, sqltypes.TIMESTAMP):
+            return literal(floor, kind)
         moment = EPOCH if kind.timezone else EPOCH.replace(tzinfo=None)
         return literal(moment, kind)
     if isinstance(kind, sqltypes.Date):
@@ -312,9 +309,9 @@ def _epoch(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
 def _uuid(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     """An RFC 9562 version 3 UUID from the MD5 of ``'erased:' || key`` (version nibble 3,
     variant bits 10): MariaDB's UUID type and every validator accept it."""
-    digest = md5_sql(ctx.dialect, literal(UUID_SEED, String) + _key_text(ctx))
+    digest = ctx.sql.md5_hex(literal(UUID_SEED, String) + _key_text(ctx))
     variant = func.substr(
-        literal("89ab", String), (ascii_sql(ctx.dialect, func.substr(digest, 17, 1)) % 4) + 1, 1
+        literal("89ab", String), (ctx.sql.code_point(func.substr(digest, 17, 1)) % 4) + 1, 1
     )
     parts = [
         func.substr(digest, 1, 8),
@@ -331,7 +328,7 @@ def _uuid(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
     text = parts[0]
     for part in parts[1:]:
         text = text + part
-    if ctx.dialect == "postgresql" and ctx.info.kind == "uuid":
+    if ctx.sql.casts_text_literals and ctx.info.kind == "uuid":
         return cast(text, postgresql.UUID)
     return text
 
@@ -344,8 +341,8 @@ def _ip(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
 
 
 def _unique_ip(ctx: SurrogateContext) -> ColumnElement[Any]:
-    if ctx.dialect != "postgresql":
-        raise ctx.fail(f"no unique address surrogate on {ctx.dialect}")
+    if not ctx.sql.inet_arithmetic:
+        raise ctx.fail(f"no unique address surrogate on {ctx.sql.sqlalchemy.name}")
     base = cast(literal("::", String), postgresql.INET)
     moved = base.op("+", return_type=postgresql.INET)(ctx.table.c[ctx.key_columns[0]])
     return cast(moved, ctx.type)
@@ -373,9 +370,7 @@ def _binary(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
 
 
 def _unique_binary(ctx: SurrogateContext) -> ColumnElement[Any]:
-    if ctx.dialect == "postgresql":
-        return func.convert_to(_key_text(ctx), literal("UTF8", String), type_=ctx.type)
-    return cast(_key_text(ctx), LargeBinary)
+    return ctx.sql.as_binary(_key_text(ctx), ctx.type)
 
 
 def _false(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import msgspec
@@ -22,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import IdempotencyRecord
-from app.lib.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed
+from app.lib.clock import utcnow
+from app.lib.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed, field_error
 
 __all__ = ("IdempotencyKeyHeader", "body_fingerprint", "run_idempotent")
 
@@ -68,7 +69,7 @@ async def _claim(
     engine: AsyncEngine, client_id: str, key: str, operation: str, fingerprint: str
 ) -> IdempotencyRecord | None:
     """Commit a pending record; return the existing one if the key was used before."""
-    now = datetime.now(UTC)
+    now = utcnow()
     for _ in range(2):
         async with AsyncSession(engine, expire_on_commit=False) as session:
             session.add(
@@ -138,7 +139,7 @@ async def run_idempotent(
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise ValidationFailed(
             "Idempotency-Key must be 1 to 255 characters",
-            [{"field": "header.Idempotency-Key", "message": "1 to 255 characters"}],
+            [field_error("header.Idempotency-Key", "1 to 255 characters")],
         )
     if key is None:
         status, content, location = await produce()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from app.lib.errors import ValidationFailed
+from app.lib.errors import ValidationFailed, field_error
 
-__all__ = ("DEFAULT_PAGE_SIZE", "clamp_limit", "decode_cursor", "encode_cursor")
+__all__ = ("DEFAULT_PAGE_SIZE", "clamp_limit", "decode_cursor", "decode_time_cursor", "encode_cursor")
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -27,12 +29,25 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key = msgspec.json.decode(raw, type=list[Any])
     except (ValueError, msgspec.DecodeError) as exc:
-        raise ValidationFailed(
-            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
-        ) from exc
+        raise _malformed() from exc
     if len(key) != arity:
-        raise ValidationFailed("malformed cursor", [{"field": "query.cursor", "message": "malformed"}])
+        raise _malformed()
     return key
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """Decode a ``(time, id)`` cursor (lists ordered by a timestamp, ties broken by id)."""
+    key = decode_cursor(cursor, 2)
+    if key is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
+    except ValueError as exc:
+        raise _malformed() from exc
+
+
+def _malformed() -> ValidationFailed:
+    return ValidationFailed("malformed cursor", [field_error("query.cursor", "malformed")])
 
 
 def clamp_limit(limit: int | None, max_page_size: int) -> int:
@@ -42,6 +57,6 @@ def clamp_limit(limit: int | None, max_page_size: int) -> int:
     if limit < 1 or limit > max_page_size:
         raise ValidationFailed(
             f"limit must be between 1 and {max_page_size}",
-            [{"field": "query.limit", "message": f"must be between 1 and {max_page_size}"}],
+            [field_error("query.limit", f"must be between 1 and {max_page_size}")],
         )
     return limit

@@ -1,4 +1,9 @@
-"""Exception handlers turning every error into ``application/problem+json``."""
+"""Exception handlers turning every error into ``application/problem+json``, in one place.
+
+Domain errors (:class:`app.lib.errors.LetheError`) carry their status and problem type; engine
+errors (:class:`app.engine.errors.EngineError`) carry none, and :data:`ENGINE_PROBLEMS` says which
+HTTP status each family answers with (an unmapped one is an internal error, 500).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
-from app.lib.errors import LetheError, problem_type
+from app.engine.errors import EngineError, TargetBlocks
+from app.lib.errors import Conflict, LetheError, problem_type
 from app.lib.logging import get_logger
 from app.lib.schema import Problem, ProblemFieldError
 
-__all__ = ("PROBLEM_MEDIA_TYPE", "exception_handlers", "problem_responses")
+__all__ = ("ENGINE_PROBLEMS", "PROBLEM_MEDIA_TYPE", "exception_handlers", "problem_responses")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = get_logger("lethe.errors")
@@ -72,6 +78,28 @@ def _lethe_error(request: Request[Any, Any, Any], exc: LetheError) -> Response[b
         extra=extra or None,
     )
     return _response(problem, exc.headers)
+
+
+ENGINE_PROBLEMS: dict[type[EngineError], type[LetheError]] = {
+    TargetBlocks: Conflict,
+}
+"""Engine error family -> the domain error whose status it answers with; the problem ``type`` and
+``title`` are the engine error's own (e.g. ``ErasureBlocked``: 409 ``erasure-blocked``)."""
+
+
+def _engine_error(request: Request[Any, Any, Any], exc: EngineError) -> Response[bytes]:
+    mapped = next((ENGINE_PROBLEMS[cls] for cls in type(exc).__mro__ if cls in ENGINE_PROBLEMS), None)
+    if mapped is None:
+        return _unexpected(request, exc)
+    problem = Problem(
+        type=problem_type(exc.slug),
+        title=exc.title,
+        status=mapped.status,
+        detail=exc.detail,
+        instance=request.url.path,
+        extra=dict(exc.extra) or None,
+    )
+    return _response(problem)
 
 
 def _field_errors(exc: ValidationException) -> list[ProblemFieldError]:
@@ -150,6 +178,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 exception_handlers: ExceptionHandlersMap = {
     LetheError: _lethe_error,
+    EngineError: _engine_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,
     RecursionError: _unreadable_body,

@@ -7,11 +7,10 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import RateLimitWindow
+from app.engine.dialects import dialect_of
 from app.lib.errors import ConfigurationError, TooManyRequests
 
 __all__ = ("Limit", "RateLimiter", "parse_limits")
@@ -59,8 +58,11 @@ class RateLimiter:
             return
         now = time.time()
         start = int(now // limit.seconds * limit.seconds)
-        insert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        upsert = insert(RateLimitWindow).values(client_id=client_id, scope=scope, window_start=start, calls=1)
+        upsert = (
+            dialect_of(self._engine)
+            .insert(RateLimitWindow)
+            .values(client_id=client_id, scope=scope, window_start=start, calls=1)
+        )
         counted = upsert.on_conflict_do_update(
             index_elements=["client_id", "scope", "window_start"],
             set_={"calls": RateLimitWindow.calls + 1},

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from app.lib.errors import ManifestInvalid
+from app.lib.errors import ManifestInvalid, field_error
 
 __all__ = ("Issue", "IssueKind", "Severity", "raise_for_errors", "strict")
 
@@ -67,7 +67,7 @@ class Issue(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 
     def as_field_error(self) -> dict[str, str]:
         """The ``{"field", "message"}`` form used in problem+json ``errors``."""
-        return {"field": self.path, "message": self.message}
+        return field_error(self.path, self.message)
 
 
 def raise_for_errors(issues: list[Issue], what: str = "manifest") -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args, get_origin
 import msgspec
 import yaml
 
-from app.lib.errors import ManifestInvalid
+from app.lib.errors import ManifestInvalid, field_error
 from app.manifest.durations import DURATION_PATTERN
 from app.manifest.issues import Issue, raise_for_errors
 from app.manifest.model import Manifest, Spec
@@ -70,7 +70,7 @@ def parse_document(text: str | bytes, fmt: Literal["yaml", "json"] | None = None
         where = f"line {exc.lineno}, column {exc.colno}"
         raise ManifestInvalid(
             f"manifest is not valid JSON: {where}: {exc.msg}",
-            errors=[{"field": where, "message": exc.msg}],
+            errors=[field_error(where, exc.msg)],
         ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -80,12 +80,12 @@ def parse_document(text: str | bytes, fmt: Literal["yaml", "json"] | None = None
             problem = "a tab character: YAML indents with spaces only"
         raise ManifestInvalid(
             f"manifest is not valid YAML: {where}: {problem}",
-            errors=[{"field": where, "message": str(problem)}],
+            errors=[field_error(where, str(problem))],
         ) from exc
     except (RecursionError, ValueError) as exc:  # nested too deeply; an integer of 5,000 digits
         reason = "nested too deeply" if isinstance(exc, RecursionError) else "a value is out of range"
         raise ManifestInvalid(
-            f"manifest cannot be read: {reason}", errors=[{"field": "document", "message": reason}]
+            f"manifest cannot be read: {reason}", errors=[field_error("document", reason)]
         ) from exc
 
 

@@ -20,6 +20,7 @@ from app.db.audit import AuditEvent
 from app.db.retention import RetentionPolicyRecord, RetentionRun
 from app.db.store import create_store_engine
 from app.domain.audit.sequencer import sequence_now
+from app.domain.retention.cli import run_due
 from app.domain.retention.jobs import RetentionRunner
 from app.domain.retention.services import purge_policy
 from app.engine.retention import BatchLimits, BatchReport, prepare_purge, purge_in_batches
@@ -118,20 +119,7 @@ async def test_killed_run_resumes_to_the_state_of_an_uninterrupted_run(
         await runner.sync()
     policy_id = await _policy_id(settings, "soft-sessions")
 
-    crashed = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.integration.retention_crash",
-        settings.database_url,
-        str(policy_id),
-        "3",
-        env={**os.environ, SHOP_ENV: shop},
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(crashed.communicate(), timeout=120)
-    assert crashed.returncode == CRASH_STATUS, stderr.decode()[-2000:]
-    [interrupted] = await _runs_of(settings, policy_id)
-    assert (interrupted.status, interrupted.batches, interrupted.attempt) == ("running", 3, 1)
+    interrupted = await _crash_after_three_batches(settings, shop, policy_id)
 
     await _disable(settings, "expired-sessions")  # only the interrupted policy may touch sessions
     await asyncio.sleep(1.2)  # the dead replica's lease runs out
@@ -161,6 +149,46 @@ async def test_killed_run_resumes_to_the_state_of_an_uninterrupted_run(
         expected = await snapshot(twin, "sessions")
     async with engine_for(shop) as target:
         assert await snapshot(target, "sessions") == expected
+    assert resumed[0].rows_affected == len(due_sessions(interrupted.cutoff))
+
+
+async def _crash_after_three_batches(settings: Settings, shop: str, policy_id: object) -> RetentionRun:
+    """Run the policy in a process (lease 1 s) that dies right after its third batch."""
+    crashed = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.retention_crash",
+        settings.database_url,
+        str(policy_id),
+        "3",
+        env={**os.environ, SHOP_ENV: shop},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(crashed.communicate(), timeout=120)
+    assert crashed.returncode == CRASH_STATUS, stderr.decode()[-2000:]
+    [interrupted] = await _runs_of(settings, policy_id)
+    assert (interrupted.status, interrupted.batches, interrupted.attempt) == ("running", 3, 1)
+    return interrupted
+
+
+@pytest.mark.parametrize("shop", ["sqlite"], indirect=True)
+async def test_run_due_resumes_a_dead_run_once_the_lease_it_held_ran_out(
+    tmp_path: Path, shop: str, settings: Settings
+) -> None:
+    """``lethe retention run-due`` (a CronJob with settings of its own, here the default 120 s
+    lease) judges a dead run by the lease its holder took (1 s), not by its own setting."""
+    async with _runner(settings, "service") as runner:
+        await runner.sync()
+    policy_id = await _policy_id(settings, "soft-sessions")
+    interrupted = await _crash_after_three_batches(settings, shop, policy_id)
+    await _disable(settings, "expired-sessions")
+
+    await asyncio.sleep(1.2)  # the dead replica's 1 s lease runs out; 120 s would not have
+    cronjob = make_settings(tmp_path, database_url=settings.database_url)
+    assert cronjob.retention_lease_seconds == 120
+    resumed = [r for r in await run_due(cronjob, owner="cronjob") if r.policy_name == "soft-sessions"]
+
+    assert [(r.id, r.status, r.attempt) for r in resumed] == [(interrupted.id, "completed", 2)]
     assert resumed[0].rows_affected == len(due_sessions(interrupted.cutoff))
 
 

@@ -2,62 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-
-from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
 from app.domain.backups import services
 from app.lib.errors import ConfigurationError, LetheError
 from app.lib.logging import get_logger
+from app.lib.loops import LoopWatch
 
-__all__ = ("backup_gauge_refresher",)
+__all__ = ("start_backup_gauges",)
 
 logger = get_logger("lethe.backups")
 
 
-async def _refresh_forever(settings: Settings, engine: AsyncEngine) -> None:
+def start_backup_gauges(loops: LoopWatch, settings: Settings, engine: AsyncEngine) -> None:
+    """Re-evaluate backup health every ``LETHE_BACKUP_CHECK_INTERVAL_SECONDS`` on ``loops``.
+
+    Runs only where workers run and sources are configured; API-only replicas still evaluate
+    on ``GET /v1/backups/health``.
+    """
+    services.backup_metrics()  # registered up front: /metrics lists the families from the start
+    if not (
+        settings.workers_enabled and settings.backup_sources and settings.backup_check_interval_seconds > 0
+    ):
+        return
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    while True:
+
+    async def refresh() -> None:
         try:
             await services.check_health(settings)
             async with sessions() as session:
                 await services.refresh_restore_gauges(session)
         except (LetheError, ConfigurationError, OSError) as error:
             logger.warning("backup health refresh failed", error=type(error).__name__)
-        await asyncio.sleep(settings.backup_check_interval_seconds)
 
-
-def backup_gauge_refresher(
-    settings: Settings, engine: AsyncEngine
-) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """A lifespan that re-evaluates backup health every ``LETHE_BACKUP_CHECK_INTERVAL_SECONDS``.
-
-    Runs only where workers run and sources are configured; API-only replicas still evaluate
-    on ``GET /v1/backups/health``.
-    """
-    services.backup_metrics()  # registered up front: /metrics lists the families from the start
-
-    @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        enabled = (
-            settings.workers_enabled
-            and settings.backup_sources
-            and settings.backup_check_interval_seconds > 0
-        )
-        if not enabled:
-            yield
-            return
-        task = asyncio.create_task(_refresh_forever(settings, engine), name="lethe-backup-gauges")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    return lifespan
+    loops.every("backup-gauges", settings.backup_check_interval_seconds, refresh, graceful=False)

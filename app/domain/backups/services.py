@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -39,7 +39,16 @@ from app.engine.restore import (
     restore_test,
 )
 from app.engine.targets import TargetRegistry
-from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound, Unavailable, ValidationFailed
+from app.lib.clock import utcnow
+from app.lib.errors import (
+    ConfigurationError,
+    Conflict,
+    LetheError,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+    field_error,
+)
 from app.lib.logging import get_logger
 from app.manifest.model import Identity, Manifest
 
@@ -218,26 +227,26 @@ async def start_restore_test(
     backups = _system(backup_config(settings), system)
     problems = []
     if backups.restore_source() is None:
-        problems.append({"field": "system", "message": "no `directory` source of pg_dump files"})
+        problems.append(field_error("system", "no `directory` source of pg_dump files"))
     if backups.scratch is None:
-        problems.append({"field": "system", "message": "no `scratch` server for scratch databases"})
+        problems.append(field_error("system", "no `scratch` server for scratch databases"))
     if problems:
         raise ValidationFailed(f"system '{system}' cannot be restore-tested", problems)
     await ManifestService(session=session).get_version(system)
     service = RestoreTestService(session=session)
     stale_after = settings.backup_restore_timeout_seconds * 2
     running = await service.running(system)
-    if running is not None and (datetime.now(UTC) - running.started_at).total_seconds() < stale_after:
+    if running is not None and (utcnow() - running.started_at).total_seconds() < stale_after:
         raise Conflict(f"restore test {running.id} of system '{system}' is still running")
     if running is not None:
         running.status, running.reason = "failed", "abandoned: the process running it stopped"
-        running.finished_at = datetime.now(UTC)
+        running.finished_at = utcnow()
     row = BackupRestoreTest(
         id=uuid.uuid4(),
         system=system,
         status="running",
         requested_by=actor,
-        started_at=datetime.now(UTC),
+        started_at=utcnow(),
         tables={},
         resurrected_refs=[],
     )
@@ -310,7 +319,7 @@ async def finish_restore_test(session: AsyncSession, settings: Settings, row: Ba
         row.status, row.reason = "failed", error.detail[:500]
     except ConfigurationError as error:
         row.status, row.reason = "failed", str(error)[:500]
-    row.finished_at = datetime.now(UTC)
+    row.finished_at = utcnow()
     payload = {
         "restore_test": str(row.id),
         "status": row.status,
@@ -347,7 +356,7 @@ async def run_restore_test(engine: AsyncEngine, settings: Settings, test_id: uui
         async with sessions() as session, session.begin():
             row = await RestoreTestService(session=session).one(test_id)
             row.status, row.reason = "failed", f"internal error: {type(error).__name__}"
-            row.finished_at = datetime.now(UTC)
+            row.finished_at = utcnow()
 
 
 # --- erasure replay ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@ pseudonymous reference is stored or returned.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
@@ -27,9 +26,9 @@ from app.domain.consent.schemas import (
     ConsentStatusOut,
 )
 from app.lib.auth import Principal, requires
-from app.lib.errors import ValidationFailed
+from app.lib.clock import utcnow
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
-from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.pagination import clamp_limit, decode_time_cursor, encode_cursor
 from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
 
@@ -63,18 +62,6 @@ def _event_out(event: ConsentEvent, audit_event_id: uuid.UUID | None = None) -> 
         actor=event.actor,
         audit_event_id=audit_event_id,
     )
-
-
-def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    key = decode_cursor(cursor, 2)
-    if key is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
-    except ValueError as exc:
-        raise ValidationFailed(
-            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
-        ) from exc
 
 
 class ConsentController(Controller):
@@ -152,7 +139,7 @@ class ConsentController(Controller):
     ) -> ConsentStatusOut:
         """Derived from the events; at the same instant a withdrawal beats a grant."""
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
-        moment = parse_instant(as_of, "query.as_of") or datetime.now(UTC)
+        moment = parse_instant(as_of, "query.as_of") or utcnow()
         found = await services.consent_status(db_session, subject_ref, purpose, moment)
         decided = found.decided_by
         return ConsentStatusOut(
@@ -186,7 +173,7 @@ class ConsentController(Controller):
         size = clamp_limit(limit, state.settings.max_page_size)
         subject_ref = services.consent_subject_reference(state.settings, subject_type, subject)
         events, last = await services.consent_history_page(
-            db_session, subject_ref, purpose=purpose, after=_decode_after(cursor), limit=size
+            db_session, subject_ref, purpose=purpose, after=decode_time_cursor(cursor), limit=size
         )
         next_cursor = encode_cursor(last[0].isoformat(), str(last[1])) if last else None
         return ConsentEventPage(items=[_event_out(e) for e in events], next_cursor=next_cursor)

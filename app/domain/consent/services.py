@@ -17,6 +17,7 @@ from app.config import Settings
 from app.db.audit import ConsentEvent
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
+from app.lib.clock import utcnow
 from app.lib.errors import Unavailable, ValidationFailed, field_error
 
 __all__ = (
@@ -63,7 +64,7 @@ async def record_consent(
         The event and the id of the audit event that mirrors it (linked by the sequencer
         shortly after the commit; ``event_id`` in the audit log).
     """
-    now = datetime.now(UTC)
+    now = utcnow()
     if consent.occurred_at is not None and consent.occurred_at.astimezone(UTC) > now + FUTURE_SKEW:
         raise ValidationFailed(
             "occurred_at is in the future",
@@ -113,7 +114,7 @@ async def consent_status(
     session: AsyncSession, subject_ref: str, purpose: str, as_of: datetime | None = None
 ) -> ConsentStatus:
     """The newest event at or before ``as_of`` decides; at the same instant, withdrawal wins."""
-    moment = as_of or datetime.now(UTC)
+    moment = as_of or utcnow()
     event = (
         await session.scalars(
             select(ConsentEvent)

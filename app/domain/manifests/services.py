@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db.manifests import ManifestVersion
 from app.domain.audit.services import append
 from app.engine.targets import TargetRegistry
+from app.lib.clock import utcnow
 from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound
 from app.lib.logging import get_logger
 from app.manifest.graph import SubjectGraph
@@ -194,7 +194,7 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
             version=1 if latest is None else latest.version + 1,
             content_hash=digest,
             document=dump_manifest(manifest),
-            created_at=datetime.now(UTC),
+            created_at=utcnow(),
             created_by=created_by,
             identity_columns=identity_columns or None,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
@@ -39,9 +38,9 @@ from app.engine.artifacts import read_frames
 from app.engine.export import artifact_context
 from app.lib.auth import Principal, requires
 from app.lib.crypto import aes_key
-from app.lib.errors import Unavailable, ValidationFailed
+from app.lib.errors import Unavailable
 from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
-from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
+from app.lib.pagination import clamp_limit, decode_time_cursor, encode_cursor
 from app.lib.params import PageCursor, PageLimit, location
 from app.lib.problems import problem_responses
 
@@ -76,18 +75,6 @@ class ExportDownload(Operation):
 
 
 RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
-
-
-def _decode_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    key = decode_cursor(cursor, 2)
-    if key is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
-    except ValueError as exc:
-        raise ValidationFailed(
-            "malformed cursor", [{"field": "query.cursor", "message": "malformed"}]
-        ) from exc
 
 
 async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
@@ -164,7 +151,7 @@ class RequestController(Controller):
         page, last = await queries.list_requests(
             db_session,
             queries.ListFilter(status=status, kind=kind, overdue=overdue, viewer=request.user),
-            after=_decode_after(cursor),
+            after=decode_time_cursor(cursor),
             limit=size,
         )
         return RequestPage(

@@ -1,14 +1,11 @@
-"""Housekeeping beside the workers: purge expired export artifacts, keep request gauges current."""
+"""Housekeeping beside the workers: purge expired export artifacts (run by :mod:`app.lib.loops`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
@@ -16,26 +13,20 @@ from app.db.requests import SubjectRequest
 from app.domain.audit import services as audit
 from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.leases import WORKER_ACTOR
-from app.domain.requests.metrics import refresh_request_gauges
-from app.lib.logging import get_logger
+from app.lib.clock import utcnow
 
-__all__ = ("housekeeping", "purge_expired_artifacts", "refresh_gauges_forever")
-
-logger = get_logger("lethe.workers")
+__all__ = ("GAUGE_INTERVAL_SECONDS", "PURGE_INTERVAL", "purge_expired_artifacts")
 
 PURGE_INTERVAL = timedelta(minutes=1)
 GAUGE_INTERVAL_SECONDS = 15.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+"""How often every replica refreshes the request gauges."""
 
 
 async def purge_expired_artifacts(
     settings: Settings, store_engine: AsyncEngine, now: datetime | None = None
 ) -> int:
     """Delete expired export artifacts and record it (one audit event per request); returns how many."""
-    now = now or _now()
+    now = now or utcnow()
     sessions = async_sessionmaker(store_engine, expire_on_commit=False)
     purged = 0
     async with sessions() as session, session.begin():
@@ -62,24 +53,3 @@ async def purge_expired_artifacts(
             )
             purged += 1
     return purged
-
-
-async def housekeeping(settings: Settings, store_engine: AsyncEngine, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await purge_expired_artifacts(settings, store_engine)
-        except (SQLAlchemyError, OSError) as exc:
-            logger.warning("artifact purge failed", error_type=type(exc).__name__)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=PURGE_INTERVAL.total_seconds())
-
-
-async def refresh_gauges_forever(store_engine: AsyncEngine, stop: asyncio.Event) -> None:
-    """Keep the request gauges current (every replica, workers or not)."""
-    while not stop.is_set():
-        try:
-            await refresh_request_gauges(store_engine)
-        except (SQLAlchemyError, OSError) as exc:
-            logger.warning("request gauges not refreshed", error_type=type(exc).__name__)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=GAUGE_INTERVAL_SECONDS)

@@ -15,12 +15,10 @@ Engines are imported directly and dispatched per kind through :data:`HANDLERS`; 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
 import time
-from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +33,31 @@ from app.domain.audit.references import subject_reference
 from app.domain.consent.services import consent_history
 from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.catalog import manifest_at
-from app.domain.requests.housekeeping import housekeeping, refresh_gauges_forever
+from app.domain.requests.housekeeping import GAUGE_INTERVAL_SECONDS, PURGE_INTERVAL, purge_expired_artifacts
 from app.domain.requests.leases import WORKER_ACTOR, Claim, Fence, claim_next
-from app.domain.requests.metrics import observe_completion, report_job
+from app.domain.requests.metrics import observe_completion, refresh_request_gauges, report_job
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
 from app.domain.requests.wakeup import listen_for_work, wait_for_work
 from app.engine.erasure import run_erasure
+from app.engine.errors import EngineError
 from app.engine.export import run_access
 from app.engine.rectify import run_rectification
 from app.engine.runs import (
-    LeaseLost,
-    RequestFailed,
     RequestHandler,
     RequestOutcome,
     RequestRun,
     SystemRun,
 )
 from app.engine.targets import TargetRegistry
+from app.lib.clock import utcnow
 from app.lib.errors import LetheError, TargetUnavailable
+from app.lib.leases import LeaseLost, hold, owner_id
 from app.lib.logging import get_logger
+from app.lib.loops import LoopWatch
 from app.manifest.model import Manifest
 
-__all__ = ("HANDLERS", "RequestWorker", "background_tasks", "run_workers")
+__all__ = ("HANDLERS", "RequestWorker", "run_workers", "start_request_work")
 
 logger = get_logger("lethe.workers")
 
@@ -69,10 +69,6 @@ HANDLERS: dict[str, RequestHandler] = {
 """Request kind -> its engine (``async def handler(run: RequestRun) -> RequestOutcome``)."""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class RequestWorker:
     """One worker: claims a request, runs its engine under a heartbeat, completes or fails it."""
 
@@ -82,7 +78,7 @@ class RequestWorker:
         self.settings = settings
         self.sessions = async_sessionmaker(store_engine, expire_on_commit=False)
         self.targets = targets
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{name}"[:128]
+        self.owner = owner_id(name)
 
     async def claim(self) -> Claim | None:
         """Take the oldest ready request (see :func:`app.domain.requests.leases.claim_next`)."""
@@ -134,7 +130,7 @@ class RequestWorker:
                 for p in progress
             ]
             history = await self._consent_history(session, identities) if request.kind == "access" else []
-            started_at = request.started_at or _now()
+            started_at = request.started_at or utcnow()
 
         async def target(system: str, manifest: Manifest) -> AsyncEngine:
             return await self.targets.engine(system, manifest.connection)
@@ -160,33 +156,12 @@ class RequestWorker:
         self, handler: RequestHandler, run: RequestRun, fence: Fence
     ) -> RequestOutcome:
         """Run the engine while a heartbeat extends the lease; a lost lease cancels the engine."""
-        main = asyncio.current_task()
-        interval = max(self.settings.worker_lease_seconds / 3, 0.2)
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    await fence.heartbeat()
-                except LeaseLost:
-                    if main is not None:
-                        main.cancel()
-                    return
-                except (SQLAlchemyError, OSError) as exc:
-                    logger.warning("heartbeat failed", error_type=type(exc).__name__)
-
-        beating = asyncio.create_task(beat())
-        try:
-            return await handler(run)
-        except asyncio.CancelledError:
-            if fence.lost and main is not None:
-                main.uncancel()
-                raise LeaseLost(f"request {run.request_id} was taken over") from None
-            raise
-        finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+        return await hold(
+            handler(run),
+            fence.heartbeat,
+            every=max(self.settings.worker_lease_seconds / 3, 0.2),
+            lost=lambda: fence.lost,
+        )
 
     async def process(self, claim: Claim) -> str:
         """Carry out a claimed request; returns ``completed``, ``failed``, ``deferred`` or ``lost``."""
@@ -208,10 +183,10 @@ class RequestWorker:
     async def _settle_error(self, claim: Claim, fence: Fence, exc: Exception) -> str:
         """Fail the request with a reason free of personal data, or defer it while a target is down."""
         system: str | None = None
-        if isinstance(exc, RequestFailed):
-            reason, system = exc.reason, exc.system
-        elif isinstance(exc, TargetUnavailable) and claim.attempt < self.settings.worker_max_attempts:
+        if isinstance(exc, TargetUnavailable) and claim.attempt < self.settings.worker_max_attempts:
             return await self._defer(claim, fence, exc.extra.get("system"))
+        if isinstance(exc, EngineError):  # RequestFailed and every other engine error
+            reason, system = exc.detail, exc.system
         elif isinstance(exc, LetheError):
             reason, system = exc.detail, exc.extra.get("system")
         elif isinstance(exc, SQLAlchemyError | OSError):
@@ -274,11 +249,7 @@ class RequestWorker:
         try:
             async with self.sessions() as session, session.begin():
                 await fence.fence(session)
-                subject_ref = (
-                    await session.execute(
-                        select(SubjectRequest.subject_ref).where(SubjectRequest.id == claim.request_id)
-                    )
-                ).scalar_one()
+                subject_ref = await _subject_ref(session, claim.request_id)
                 await session.execute(
                     update(SubjectRequest)
                     .where(SubjectRequest.id == claim.request_id)
@@ -326,11 +297,7 @@ class RequestWorker:
                         )
                         .values(status="failed", error=reason, attempt=claim.attempt, updated_at=now)
                     )
-                subject_ref = (
-                    await session.execute(
-                        select(SubjectRequest.subject_ref).where(SubjectRequest.id == claim.request_id)
-                    )
-                ).scalar_one()
+                subject_ref = await _subject_ref(session, claim.request_id)
                 payload: dict[str, Any] = {
                     "kind": claim.kind,
                     "from": "running",
@@ -375,40 +342,49 @@ class RequestWorker:
                 await wait_for_work(stop, self.settings.worker_poll_seconds)
 
 
+async def _subject_ref(session: AsyncSession, request_id: uuid.UUID) -> str:
+    """The request's pseudonymous subject reference (for its audit events)."""
+    ref: str = (
+        await session.execute(select(SubjectRequest.subject_ref).where(SubjectRequest.id == request_id))
+    ).scalar_one()
+    return ref
+
+
+def start_request_work(
+    loops: LoopWatch, settings: Settings, store_engine: AsyncEngine, targets: TargetRegistry
+) -> None:
+    """Start this process's request work on ``loops``: the request gauges always; with
+    ``workers_enabled``, the workers (one on SQLite), the wake-up listener and the artifact purge.
+
+    Workers are graceful: at shutdown each finishes the request it holds (within the grace of
+    ``loops``), then returns.
+    """
+    loops.every("request-gauges", GAUGE_INTERVAL_SECONDS, lambda: refresh_request_gauges(store_engine))
+    if not settings.workers_enabled:
+        return
+    count = 1 if settings.is_sqlite else max(settings.worker_concurrency, 1)
+    for i in range(count):
+        worker = RequestWorker(settings, store_engine, targets, f"w{i}")
+        loops.start(f"request-worker-{i}", partial(worker.loop, loops.stopping), graceful=True)
+    loops.start("request-wakeup", partial(listen_for_work, store_engine, loops.stopping), graceful=True)
+    loops.every(
+        "export-purge",
+        PURGE_INTERVAL.total_seconds(),
+        partial(purge_expired_artifacts, settings, store_engine),
+    )
+
+
 async def run_workers(
     settings: Settings, store_engine: AsyncEngine, stop: asyncio.Event, targets: TargetRegistry | None = None
 ) -> None:
-    """Run the configured number of workers (one on SQLite) and the artifact purge until ``stop``."""
+    """Run the request work of :func:`start_request_work` until ``stop`` (``lethe worker``)."""
     owned = targets is None
     targets = targets or TargetRegistry(settings)
-    count = 1 if settings.is_sqlite else max(settings.worker_concurrency, 1)
-    workers = [RequestWorker(settings, store_engine, targets, f"w{i}") for i in range(count)]
+    loops = LoopWatch(grace_seconds=settings.worker_lease_seconds)
     try:
-        await asyncio.gather(
-            *(w.loop(stop) for w in workers),
-            housekeeping(settings, store_engine, stop),
-            listen_for_work(store_engine, stop),
-        )
+        start_request_work(loops, settings, store_engine, targets)
+        await stop.wait()
     finally:
+        await loops.stop()
         if owned:
             await targets.dispose()
-
-
-@contextlib.asynccontextmanager
-async def background_tasks(
-    settings: Settings, store_engine: AsyncEngine, targets: TargetRegistry | None = None
-) -> AsyncIterator[None]:
-    """The app's background work: request gauges always, workers when ``workers_enabled``."""
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(refresh_gauges_forever(store_engine, stop))]
-    if settings.workers_enabled:
-        tasks.append(asyncio.create_task(run_workers(settings, store_engine, stop, targets)))
-    try:
-        yield
-    finally:
-        stop.set()
-        for task in tasks:
-            try:
-                await asyncio.wait_for(task, timeout=settings.worker_lease_seconds)
-            except Exception as exc:
-                logger.warning("background task ended with an error", error_type=type(exc).__name__)

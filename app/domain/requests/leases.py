@@ -1,9 +1,10 @@
-"""Claims, leases and attempt fencing of request workers.
+"""Claims, leases and attempt fencing of request workers (on :mod:`app.lib.leases`).
 
-A claim raises ``attempt`` and sets a lease that a heartbeat extends. Every later write of the
-worker (progress, audit, completion) starts with ``UPDATE ... WHERE id = :id AND attempt = :attempt``
-in the same transaction: once another worker has taken over an expired lease, the old worker's
-writes match no row, it stops, and the newer attempt alone completes the request.
+A claim raises ``attempt`` (the lease's fencing token) and sets a lease that a heartbeat extends.
+Every later write of the worker (progress, audit, completion) starts with
+``UPDATE ... WHERE id = :id AND attempt = :attempt`` in the same transaction: once another worker
+has taken over an expired lease, the old worker's writes match no row, it stops, and the newer
+attempt alone completes the request.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.audit import ErasureTombstone
@@ -23,16 +24,23 @@ from app.db.erasure import ErasurePlanRecord
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.requests.artifacts import erase_subject_exports
-from app.engine.runs import LeaseLost, SystemOutcome
+from app.engine.runs import SystemOutcome
+from app.lib.clock import utcnow
+from app.lib.leases import Holder, LeaseLost, LeaseTable
 
-__all__ = ("WORKER_ACTOR", "Claim", "Fence", "claim_next", "claimable")
+__all__ = ("REQUEST_LEASE", "WORKER_ACTOR", "Claim", "Fence", "claim_next", "claimable")
 
 WORKER_ACTOR = "lethe-worker"
 """The audit actor of everything a worker does."""
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+REQUEST_LEASE = LeaseTable(
+    key=SubjectRequest.id,
+    owner=SubjectRequest.lease_owner,
+    expires_at=SubjectRequest.lease_expires_at,
+    token=SubjectRequest.attempt,
+    heartbeat_at=SubjectRequest.heartbeat_at,
+)
+"""Where a request keeps its lease; ``attempt`` is the fencing token."""
 
 
 @dataclass(frozen=True)
@@ -57,26 +65,25 @@ class Fence:
         self._sessions = sessions
         self._artifacts_dir = artifacts_dir
         self.claim = claim
-        self._lease = timedelta(seconds=lease_seconds)
+        self._lease_seconds = lease_seconds
+        self._holder = Holder(key=claim.request_id, owner="", token=claim.attempt)
         self.lost = False
 
     async def fence(self, session: AsyncSession) -> datetime:
         """Extend the lease if this attempt still holds the request; else :class:`LeaseLost`."""
-        now = _now()
-        result = await session.execute(
-            update(SubjectRequest)
-            .where(
-                SubjectRequest.id == self.claim.request_id,
-                SubjectRequest.attempt == self.claim.attempt,
-                SubjectRequest.status == "running",
+        try:
+            return await REQUEST_LEASE.renew(
+                session, self._holder, seconds=self._lease_seconds, where=[SubjectRequest.status == "running"]
             )
-            .values(heartbeat_at=now, lease_expires_at=now + self._lease)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        except LeaseLost:
             self.lost = True
-            raise LeaseLost(f"request {self.claim.request_id} attempt {self.claim.attempt} was taken over")
-        return now
+            raise
+
+    def _system_row(self, system: str) -> Any:
+        """``UPDATE`` of this request's progress row of ``system`` (values to be added)."""
+        return update(SubjectRequestSystem).where(
+            SubjectRequestSystem.request_id == self.claim.request_id, SubjectRequestSystem.system == system
+        )
 
     async def heartbeat(self) -> None:
         async with self._sessions() as session, session.begin():
@@ -86,12 +93,7 @@ class Fence:
         async with self._sessions() as session, session.begin():
             now = await self.fence(session)
             await session.execute(
-                update(SubjectRequestSystem)
-                .where(
-                    SubjectRequestSystem.request_id == self.claim.request_id,
-                    SubjectRequestSystem.system == system,
-                )
-                .values(
+                self._system_row(system).values(
                     status="running",
                     cursor=cursor,
                     counts=dict(counts),
@@ -118,12 +120,7 @@ class Fence:
         async with self._sessions() as session, session.begin():
             now = await self.fence(session)
             await session.execute(
-                update(SubjectRequestSystem)
-                .where(
-                    SubjectRequestSystem.request_id == self.claim.request_id,
-                    SubjectRequestSystem.system == system,
-                )
-                .values(
+                self._system_row(system).values(
                     status="completed",
                     not_found=outcome.not_found,
                     counts=dict(outcome.counts),
@@ -181,44 +178,30 @@ async def claim_next(
     ``attempt``, sets the lease and appends ``request.running`` (or ``request.resumed``).
     """
     async with sessions() as session, session.begin():
-        now = _now()
-        statement = (
-            select(SubjectRequest.id, SubjectRequest.attempt, SubjectRequest.status, SubjectRequest.kind)
-            .where(claimable(now))
-            .order_by(SubjectRequest.received_at, SubjectRequest.id)
-            .limit(1)
+        now = utcnow()
+        holder = await REQUEST_LEASE.claim_next(
+            session,
+            owner=owner,
+            seconds=lease_seconds,
+            ready=claimable(now),
+            order_by=(SubjectRequest.received_at, SubjectRequest.id),
+            columns=(SubjectRequest.status, SubjectRequest.kind, SubjectRequest.subject_ref),
+            values={
+                "status": "running",
+                "started_at": func.coalesce(SubjectRequest.started_at, now),
+                "updated_at": now,
+            },
+            now=now,
         )
-        if session.bind.dialect.name == "postgresql":
-            statement = statement.with_for_update(skip_locked=True)
-        row = (await session.execute(statement)).first()
-        if row is None:
-            return None
-        request_id, attempt, status, kind = row
-        result = await session.execute(
-            update(SubjectRequest)
-            .where(SubjectRequest.id == request_id, SubjectRequest.attempt == attempt, claimable(now))
-            .values(
-                status="running",
-                attempt=attempt + 1,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                heartbeat_at=now,
-                started_at=func.coalesce(SubjectRequest.started_at, now),
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return None  # another worker won the race (SQLite): look again next time
-        subject_ref = (
-            await session.execute(select(SubjectRequest.subject_ref).where(SubjectRequest.id == request_id))
-        ).scalar_one()
+        if holder is None or holder.token is None:
+            return None  # nothing ready, or another worker won the race (SQLite): look again later
+        status, kind, subject_ref = holder.row
         await audit.append(
             session,
             action="request.resumed" if status == "running" else "request.running",
             actor=WORKER_ACTOR,
-            request_id=str(request_id),
+            request_id=str(holder.key),
             subject_ref=subject_ref,
-            payload={"kind": kind, "from": status, "to": "running", "attempt": attempt + 1},
+            payload={"kind": kind, "from": status, "to": "running", "attempt": holder.token},
         )
-    return Claim(request_id=request_id, attempt=attempt + 1, kind=kind)
+    return Claim(request_id=holder.key, attempt=holder.token, kind=kind)

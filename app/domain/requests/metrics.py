@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.requests import REQUEST_KINDS, REQUEST_STATUSES, SubjectRequest, SubjectRequestSystem
+from app.lib.clock import utcnow
 from app.lib.logging import get_logger
 
 __all__ = (
@@ -108,7 +109,7 @@ async def refresh_request_gauges(engine: AsyncEngine, now: datetime | None = Non
     """Recount requests by kind and status, and overdue ones, from the store (cheap GROUP BY)."""
     from app.domain.requests.queries import overdue_condition
 
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     async with engine.connect() as connection:
         by_status = await connection.execute(
             select(SubjectRequest.kind, SubjectRequest.status, func.count()).group_by(

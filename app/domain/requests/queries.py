@@ -29,6 +29,7 @@ from app.domain.requests.schemas import (
 )
 from app.engine.artifacts import artifact_path
 from app.lib.auth import ADMIN_SCOPE, Principal
+from app.lib.clock import utcnow
 from app.lib.errors import Conflict, ExportErased, NotFound, ValidationFailed, field_error
 
 __all__ = (
@@ -42,10 +43,6 @@ __all__ = (
     "request_out",
     "visible_to",
 )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def visible_to(viewer: Principal | None) -> Any:
@@ -123,7 +120,7 @@ async def list_requests(
     session: AsyncSession, flt: ListFilter, *, after: tuple[datetime, uuid.UUID] | None, limit: int
 ) -> tuple[list[tuple[SubjectRequest, list[SubjectRequestSystem]]], tuple[datetime, uuid.UUID] | None]:
     """One page, oldest first, and the key to continue after (None on the last page)."""
-    statement = _filtered(flt, _now())
+    statement = _filtered(flt, utcnow())
     if after is not None:
         statement = statement.where(
             or_(
@@ -173,7 +170,7 @@ def request_out(
     request: SubjectRequest, progress: Sequence[SubjectRequestSystem], now: datetime | None = None
 ) -> RequestOut:
     """The public view of a request (no identities, no values)."""
-    now = now or _now()
+    now = now or utcnow()
     due = _aware(request.effective_due_at)
     available = request.artifact_attempt is not None and request.artifact_expires_at is not None
     return RequestOut(
@@ -228,7 +225,7 @@ def export_artifact(settings: Settings, request: SubjectRequest, fmt: str) -> Pa
             f"the export of request {request.id} was deleted because its subject was erased afterwards"
         )
     expires = request.artifact_expires_at
-    if request.artifact_attempt is None or expires is None or _aware(expires) <= _now():
+    if request.artifact_attempt is None or expires is None or _aware(expires) <= utcnow():
         raise NotFound(f"the export of request {request.id} has expired")
     path = artifact_path(Path(settings.artifacts_dir), str(request.id), request.artifact_attempt, fmt)
     if not path.exists():

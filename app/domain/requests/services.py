@@ -26,6 +26,7 @@ from app.domain.requests.queries import load_request
 from app.domain.requests.schemas import ExtensionIn, RequestIn
 from app.domain.requests.wakeup import queued_in
 from app.lib.auth import Principal
+from app.lib.clock import utcnow
 from app.lib.crypto import aes_key, decrypt, encrypt
 from app.lib.errors import Conflict, SelfApproval, Unavailable, ValidationFailed, field_error
 from app.manifest.model import IdentityMatch, default_match
@@ -45,10 +46,6 @@ DECISIONS: dict[str, tuple[frozenset[str], str, str]] = {
     "cancel": (frozenset({"received", "awaiting_approval", "queued"}), "cancelled", "request.cancelled"),
 }
 """Decision -> (states it is allowed from, state it leads to, audit action)."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- secrets at rest --------------------------------------------------------------------------
@@ -204,7 +201,7 @@ async def transition(
     Raises:
         Conflict: the request is not (or no longer) in an allowed state.
     """
-    now = _now()
+    now = utcnow()
     values: dict[str, Any] = {"status": to, "updated_at": now}
     if to in FINAL_STATUSES:
         values.update(identities_encrypted=None, changes_encrypted=None, completed_at=now)
@@ -243,7 +240,7 @@ async def create_request(
     systems = _validate(body, registered)
     if not settings.audit_key:
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
-    now = _now()
+    now = utcnow()
     request_id = uuid.uuid4()
     first = min(body.identities)
     request = SubjectRequest(
@@ -356,7 +353,7 @@ async def extend_request(
         raise ValidationFailed(
             "give either months or until", [field_error("body.months", "either months or until")]
         )
-    now = now or _now()
+    now = now or utcnow()
     request = await load_request(session, request_id, lock=True, viewer=principal)
     if request.status in FINAL_STATUSES:
         raise Conflict(f"request {request_id} is {request.status}; it cannot be extended")

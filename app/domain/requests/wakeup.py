@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
+from app.engine.dialects import dialect_of
 from app.lib.logging import get_logger
 
 __all__ = ("CHANNEL", "listen_for_work", "queued_in", "wait_for_work")
@@ -63,7 +64,7 @@ def _after_rollback(session: Session) -> None:
 async def queued_in(session: AsyncSession) -> None:
     """Wake workers once ``session``'s transaction commits (it queued a request)."""
     session.info[_WAKE] = True
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if session.bind is not None and dialect_of(session.bind).listens:
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
@@ -80,8 +81,13 @@ async def wait_for_work(stop: asyncio.Event, poll_seconds: float) -> None:
 
 
 async def listen_for_work(store_engine: AsyncEngine, stop: asyncio.Event) -> None:
-    """On PostgreSQL, ``LISTEN`` for queued requests of any replica until ``stop``; reconnects."""
-    if store_engine.dialect.name != "postgresql":
+    """On PostgreSQL, ``LISTEN`` for queued requests of any replica until ``stop``; reconnects.
+
+    Other stores have no other replica to hear from: it just waits for ``stop`` (a loop of
+    :class:`app.lib.loops.LoopWatch` that ends early counts as dead).
+    """
+    if not dialect_of(store_engine).listens:
+        await stop.wait()
         return
     while not stop.is_set():
         try:

@@ -1,17 +1,18 @@
-"""Running retention policies: leases, resumable runs, audit events, and the scheduler loop."""
+"""Running retention policies: leases, resumable runs, audit events, and the scheduler loop.
+
+A policy is leased (:mod:`app.lib.leases`, by owner) while one replica runs it; its run's
+``attempt`` fences progress writes. A dead replica's run is resumed once the policy's lease, as
+its holder stored it, has run out, whatever lease the resuming process is configured with.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,24 +40,26 @@ from app.engine.retention import (
     restore_cursor,
 )
 from app.engine.targets import TargetRegistry
+from app.lib.clock import utcnow
 from app.lib.errors import Conflict, LetheError, TargetUnavailable, ValidationFailed
+from app.lib.leases import Holder, LeaseLost, LeaseTable, owner_id
 from app.lib.logging import get_logger
 from app.lib.loops import LoopWatch
 from app.manifest.model import Manifest
 
-__all__ = ("LeaseLost", "RetentionRunner", "RetentionScheduler", "retention_lifespan")
+__all__ = ("POLICY_LEASE", "RetentionRunner", "RetentionScheduler", "start_retention")
 
 logger = get_logger("lethe.retention")
 UNFINISHED = ("running", "incomplete")
 BatchObserver = Callable[[BatchReport], Awaitable[None]]
 
 
-class LeaseLost(Exception):
-    """Another replica took the policy over (this one stalled past its lease); stop quietly."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+POLICY_LEASE = LeaseTable(
+    key=RetentionPolicyRecord.id,
+    owner=RetentionPolicyRecord.lease_owner,
+    expires_at=RetentionPolicyRecord.lease_until,
+)
+"""Where a retention policy keeps its lease (fenced by owner; the run's ``attempt`` fences progress)."""
 
 
 class RetentionRunner:
@@ -78,11 +81,10 @@ class RetentionRunner:
         self._sessions = async_sessionmaker(store_engine, expire_on_commit=False)
         self._targets = targets
         self._settings = settings
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or owner_id(uuid.uuid4().hex[:8])
 
-    @property
-    def _lease(self) -> timedelta:
-        return timedelta(seconds=self._settings.retention_lease_seconds)
+    def _holder(self, policy_id: uuid.UUID) -> Holder:
+        return Holder(key=policy_id, owner=self.owner)
 
     def _limits(self, max_runtime: float) -> BatchLimits:
         return BatchLimits(
@@ -99,7 +101,7 @@ class RetentionRunner:
         Raises:
             NotFound, ValidationFailed, TargetUnavailable.
         """
-        policy, manifest, now = *(await self._load(policy_id)), _now()
+        policy, manifest, now = *(await self._load(policy_id)), utcnow()
         cutoff = compute_cutoff(policy.older_than, now)
         async with self._targets.connect(manifest.system, manifest.connection) as connection:
             prepared = await prepare_purge(connection, self._policy(policy, manifest))
@@ -167,7 +169,7 @@ class RetentionRunner:
     # --- leases and windows ----------------------------------------------------------------
 
     async def _candidates(self) -> list[tuple[uuid.UUID, bool]]:
-        now = _now()
+        now = utcnow()
         async with self._sessions() as session:
             due = await session.scalars(
                 select(RetentionPolicyRecord.id).where(
@@ -175,15 +177,13 @@ class RetentionRunner:
                     RetentionPolicyRecord.next_due_at <= now,
                 )
             )
-            stale = now - self._lease
-            unfinished = await session.scalars(
-                select(RetentionRun.policy_id).where(
+            unfinished = await session.scalars(  # a running run is resumable once its lease ran out
+                select(RetentionRun.policy_id)
+                .join(RetentionPolicyRecord, RetentionPolicyRecord.id == RetentionRun.policy_id)
+                .where(
                     RetentionRun.dry_run.is_(False),
-                    RetentionRun.policy_id.is_not(None),
-                    or_(
-                        RetentionRun.status == "incomplete",
-                        (RetentionRun.status == "running") & (RetentionRun.heartbeat_at < stale),
-                    ),
+                    (RetentionRun.status == "incomplete")
+                    | ((RetentionRun.status == "running") & POLICY_LEASE.free(now)),
                 )
             )
             by_window = list(dict.fromkeys(due.all()))
@@ -192,37 +192,33 @@ class RetentionRunner:
 
     async def _claim(self, policy_id: uuid.UUID, *, window: bool) -> bool:
         """Take the policy's lease (and, for a scheduled run, its current window) or return False."""
-        now = _now()
-        statement = (
-            update(RetentionPolicyRecord)
-            .where(
-                RetentionPolicyRecord.id == policy_id,
-                or_(RetentionPolicyRecord.lease_until.is_(None), RetentionPolicyRecord.lease_until < now),
-            )
-            .values(lease_owner=self.owner, lease_until=now + self._lease)
-            .execution_options(synchronize_session=False)
-        )
+        now = utcnow()
         async with self._sessions.begin() as session:
+            where, values = [], {}
             if window:
                 record = await session.get(RetentionPolicyRecord, policy_id)
                 if record is None or not record.schedule or record.next_due_at is None:
                     return False
-                statement = statement.where(
+                where = [
                     RetentionPolicyRecord.enabled.is_(True),
                     RetentionPolicyRecord.next_due_at == record.next_due_at,
                     RetentionPolicyRecord.next_due_at <= now,
-                ).values(next_due_at=next_window(record.schedule, now))
-            result = await session.execute(statement)
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+                ]
+                values = {"next_due_at": next_window(record.schedule, now)}
+            holder = await POLICY_LEASE.acquire(
+                session,
+                policy_id,
+                owner=self.owner,
+                seconds=self._settings.retention_lease_seconds,
+                where=where,
+                values=values,
+                now=now,
+            )
+            return holder is not None
 
     async def _release(self, policy_id: uuid.UUID) -> None:
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(RetentionPolicyRecord)
-                .where(RetentionPolicyRecord.id == policy_id, RetentionPolicyRecord.lease_owner == self.owner)
-                .values(lease_owner=None, lease_until=None)
-                .execution_options(synchronize_session=False)
-            )
+            await POLICY_LEASE.release(session, self._holder(policy_id))
 
     # --- one run ---------------------------------------------------------------------------
 
@@ -267,7 +263,7 @@ class RetentionRunner:
 
     async def _record_failure(self, policy_id: uuid.UUID, actor: str, reason: str) -> RetentionRun:
         """A scheduled run that could not run: a ``failed`` run with the reason, and its audit event."""
-        now = _now()
+        now = utcnow()
         async with self._sessions.begin() as session:
             policy = await get_policy(session, policy_id)
             run = _new_run(policy, actor=actor, trigger="schedule", now=now, cutoff=now, owner=self.owner)
@@ -279,7 +275,7 @@ class RetentionRunner:
         return run
 
     async def _start_or_resume(self, policy: RetentionPolicyRecord, actor: str, trigger: str) -> RetentionRun:
-        now = _now()
+        now = utcnow()
         async with self._sessions.begin() as session:
             run = await session.scalar(
                 select(RetentionRun)
@@ -309,7 +305,7 @@ class RetentionRunner:
         """After each committed batch: persist cursor and counts, extend the lease."""
 
         async def record(report: BatchReport) -> None:
-            now = _now()
+            now = utcnow()
             run.rows_affected += report.rows
             run.batches += 1
             run.longest_batch_ms = max(run.longest_batch_ms, round(report.lock_seconds * 1000))
@@ -328,9 +324,14 @@ class RetentionRunner:
                     )
                     .execution_options(synchronize_session=False)
                 )
-                await _extend_lease(session, policy_id, self.owner, now + self._lease)
-            if written.rowcount != 1:  # type: ignore[attr-defined]
-                raise LeaseLost
+                if written.rowcount != 1:  # type: ignore[attr-defined]
+                    raise LeaseLost(f"retention run {run.id} attempt {run.attempt} was taken over")
+                await POLICY_LEASE.renew(
+                    session,
+                    self._holder(policy_id),
+                    seconds=self._settings.retention_lease_seconds,
+                    now=now,
+                )
             RETENTION_ROWS.labels(system=run.system, table=run.table_name, action=run.action).inc(report.rows)
             if observer is not None:
                 await observer(report)
@@ -338,7 +339,7 @@ class RetentionRunner:
         return record
 
     async def _finish(self, run: RetentionRun, status: str, error: str | None) -> RetentionRun:
-        now = _now()
+        now = utcnow()
         run.status, run.error, run.heartbeat_at = status, error, now
         run.finished_at = now if status in ("completed", "failed") else None
         async with self._sessions.begin() as session:
@@ -352,15 +353,6 @@ class RetentionRunner:
                 await _audit_run(session, run)
                 observe_run(run)
         return run
-
-
-async def _extend_lease(session: AsyncSession, policy_id: uuid.UUID, owner: str, until: datetime) -> None:
-    await session.execute(
-        update(RetentionPolicyRecord)
-        .where(RetentionPolicyRecord.id == policy_id, RetentionPolicyRecord.lease_owner == owner)
-        .values(lease_until=until)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def _new_run(
@@ -442,25 +434,15 @@ class RetentionScheduler:
             await asyncio.sleep(self._poll)
 
 
-def retention_lifespan(
-    runner: RetentionRunner, settings: Settings, loops: LoopWatch | None = None
-) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """Start-up: sync manifest policies; with workers enabled, run the scheduler until shutdown."""
+async def start_retention(loops: LoopWatch, runner: RetentionRunner, settings: Settings) -> None:
+    """Start-up: sync manifest policies; with workers enabled, run the scheduler on ``loops``.
 
-    @asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
-        try:
-            await runner.sync()
-        except (SQLAlchemyError, OSError) as error:  # store not migrated or down: /readyz says so
-            logger.warning("retention policies not synced at start-up", reason=type(error).__name__)
-        watch = loops or LoopWatch()
-        if settings.workers_enabled:
-            watch.start(
-                "retention-scheduler", RetentionScheduler(runner, settings.retention_poll_seconds).serve
-            )
-        try:
-            yield
-        finally:
-            await watch.stop()
-
-    return lifespan
+    The scheduler is cancelled at once on shutdown: an interrupted run keeps its cursor and is
+    resumed after its lease runs out.
+    """
+    try:
+        await runner.sync()
+    except (SQLAlchemyError, OSError) as error:  # store not migrated or down: /readyz says so
+        logger.warning("retention policies not synced at start-up", reason=type(error).__name__)
+    if settings.workers_enabled:
+        loops.start("retention-scheduler", RetentionScheduler(runner, settings.retention_poll_seconds).serve)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select
@@ -23,6 +23,7 @@ from app.engine.retention import (
     prepare_purge,
 )
 from app.engine.targets import TargetRegistry
+from app.lib.clock import utcnow
 from app.lib.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.lib.logging import get_logger
 from app.manifest.durations import Duration, parse_duration
@@ -116,7 +117,7 @@ async def latest_manifest(session: AsyncSession, system: str) -> tuple[int, Mani
     if row is None:
         raise ValidationFailed(
             f"system '{system}' has no registered manifest",
-            [{"field": "system", "message": "register the system's manifest first"}],
+            [field_error("system", "register the system's manifest first")],
         )
     return row.version, load_manifest_document(row)
 
@@ -170,7 +171,7 @@ async def sync_manifest_policies(session: AsyncSession) -> int:
     manifest no longer declares removed (their runs stay, detached). An API policy of the same
     name wins and the manifest's is skipped with a warning. Returns how many rows changed.
     """
-    now = datetime.now(UTC)
+    now = utcnow()
     stored = {(p.system, p.name): p for p in (await session.scalars(select(RetentionPolicyRecord))).all()}
     changed = 0
     for row in await _latest_rows(session):
@@ -250,7 +251,7 @@ async def create_policy(
         TargetUnavailable: the target cannot be reached.
     """
     _check_schedule(fields.get("schedule"))
-    now = datetime.now(UTC)
+    now = utcnow()
     record = RetentionPolicyRecord(
         id=uuid.uuid4(),
         source=SOURCE_API,
@@ -310,13 +311,13 @@ async def apply_patch(
     _editable(record)
     unknown = set(changes) - set(_EDITABLE)
     if unknown:
-        raise ValidationFailed("unknown fields", [{"field": f, "message": "not editable"} for f in unknown])
+        raise ValidationFailed("unknown fields", [field_error(f, "not editable") for f in unknown])
     _check_schedule(changes.get("schedule"))
     if "schedule" in changes and changes["schedule"] != record.schedule:
-        record.next_due_at = datetime.now(UTC) if changes["schedule"] else None
+        record.next_due_at = utcnow() if changes["schedule"] else None
     for name, value in changes.items():
         setattr(record, name, value)
-    record.updated_at = datetime.now(UTC)
+    record.updated_at = utcnow()
     _, manifest = await latest_manifest(session, record.system)
     await check_on_target(targets, manifest, purge_policy(record, manifest, secret=targets.surrogate_secret))
     await session.flush()

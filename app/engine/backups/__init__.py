@@ -7,7 +7,7 @@ check each kind of source; this module runs every check of every system.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 
 from app.engine.backups.config import (
     BackupConfig,
@@ -32,6 +32,7 @@ from app.engine.backups.verdicts import (
     judge_for,
     worst,
 )
+from app.lib.clock import utcnow
 
 __all__ = (
     "STATUS_ORDER",
@@ -87,7 +88,7 @@ async def evaluate(
     config: BackupConfig, *, default_rpo: int, command_timeout: float = 60.0, now: datetime | None = None
 ) -> BackupHealth:
     """Health of every configured system, sources checked concurrently."""
-    moment = now or datetime.now(UTC)
+    moment = now or utcnow()
     systems = []
     for system, backups in sorted(config.systems.items()):
         results = await asyncio.gather(

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.engine.keyset import next_window
 from app.engine.retention import (
     PolicyFilter,
     PurgePolicy,
-    _next_window,
     check_policy_shape,
     compute_cutoff,
     json_cursor,
@@ -90,10 +90,10 @@ def test_every_listed_operator_is_accepted() -> None:
 
 
 def test_windows_widen_when_sparse_and_narrow_when_full() -> None:
-    assert _next_window(1000, 10, 1000, 64_000) == 2000
-    assert _next_window(64_000, 10, 1000, 64_000) == 64_000
-    assert _next_window(4000, 1000, 1000, 64_000) == 2000
-    assert _next_window(1000, 900, 1000, 64_000) == 1000
+    assert next_window(1000, 10, 1000, 64_000) == 2000
+    assert next_window(64_000, 10, 1000, 64_000) == 64_000
+    assert next_window(4000, 1000, 1000, 64_000) == 2000
+    assert next_window(1000, 900, 1000, 64_000) == 1000
 
 
 def test_cursors_are_json_safe() -> None:
