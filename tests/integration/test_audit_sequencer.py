@@ -28,7 +28,7 @@ from app.domain.audit.sequencer import (
     sequence_now,
 )
 from app.domain.audit.services import append
-from app.engine.runs import LeaseLost
+from app.lib.leases import LeaseLost
 from tests.conftest import make_settings
 
 Client = AsyncTestClient[Litestar]
@@ -91,33 +91,33 @@ async def test_a_crash_mid_batch_links_nothing_and_the_next_sequencer_resumes(
 ) -> None:
     appended = await _append(engine, 5)
     keyring = engine_keyring(engine.sync_engine.get_execution_options())
-    async with engine.begin() as connection:
-        crashed = await hold_lease(connection, "replica-a", 1)
+    async with AsyncSession(engine) as session, session.begin():
+        crashed = await hold_lease(session, "replica-a", 1)
     assert crashed is not None
 
-    connection = await engine.connect()
-    await connection.begin()
-    assert len(await integrate(connection, keyring, limit=3, holder=crashed, lease_seconds=1)) == 3
-    await connection.invalidate()  # the process dies before its commit: the database rolls back
-    await connection.close()
+    session = AsyncSession(engine)
+    await session.begin()
+    assert len(await integrate(session, keyring, limit=3, holder=crashed, lease_seconds=1)) == 3
+    await (await session.connection()).invalidate()  # the process dies before its commit
+    await session.close()
     assert (await _linked(engine), await _pending(engine)) == ([], 5)
 
-    async with engine.begin() as connection:  # the dead holder's lease has not expired yet
-        assert await hold_lease(connection, "replica-b", 1) is None
+    async with AsyncSession(engine) as session, session.begin():  # the dead holder's lease holds
+        assert await hold_lease(session, "replica-b", 1) is None
     await asyncio.sleep(1.2)
-    async with engine.begin() as connection:
-        successor = await hold_lease(connection, "replica-b", 1)
+    async with AsyncSession(engine) as session, session.begin():
+        successor = await hold_lease(session, "replica-b", 1)
     assert successor is not None
-    assert successor.fence == crashed.fence + 1
+    assert successor.token == (crashed.token or 0) + 1
     appended += await _append(engine, 4)
-    async with engine.begin() as connection:
-        assert len(await integrate(connection, keyring, limit=100, holder=successor, lease_seconds=1)) == 9
+    async with AsyncSession(engine) as session, session.begin():
+        assert len(await integrate(session, keyring, limit=100, holder=successor, lease_seconds=1)) == 9
 
     # the first sequencer comes back: fenced out, it writes nothing
     appended += await _append(engine, 1)
     with pytest.raises(LeaseLost):
-        async with engine.begin() as connection:
-            await integrate(connection, keyring, limit=100, holder=crashed, lease_seconds=1)
+        async with AsyncSession(engine) as session, session.begin():
+            await integrate(session, keyring, limit=100, holder=crashed, lease_seconds=1)
     assert await _pending(engine) == 1
     await sequence_now(engine)
     await _assert_one_chain(engine, appended)

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, event, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Table, delete, event, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -38,13 +35,13 @@ from app.domain.audit.links import (
     engine_keyring,
     event_hash,
 )
-from app.engine.runs import LeaseLost
+from app.lib.clock import utcnow
 from app.lib.crypto import ChainKeyring
+from app.lib.leases import Holder, LeaseLost, LeaseTable, owner_id
 from app.lib.logging import get_logger
 
 __all__ = (
     "LAG_SECONDS",
-    "Holder",
     "hold_lease",
     "integrate",
     "pending_count",
@@ -58,6 +55,8 @@ LEASE = "audit"
 """The name of the sequencer's lease row."""
 ANCHOR_ACTOR = "system:audit"
 DEFAULT_BATCH = 1000
+EVENTS = cast("Table", AuditEvent.__table__)
+PENDING = cast("Table", AuditPending.__table__)
 
 logger = get_logger("lethe.audit")
 
@@ -103,72 +102,56 @@ def wake_on_commit(session: Any) -> None:
     session.info[_WAKE] = True
 
 
-# --- the lease: one function, so it can move to a shared lease layer ---------------------------
+# --- the lease (app.lib.leases: one well-known row of audit_sequencer) ------------------------
 
-
-@dataclass(frozen=True)
-class Holder:
-    """A sequencer holding the lease at ``fence``."""
-
-    owner: str
-    fence: int
+SEQUENCER_LEASE = LeaseTable(
+    key=AuditSequencer.name,
+    owner=AuditSequencer.owner,
+    expires_at=AuditSequencer.expires_at,
+    token=AuditSequencer.fence,
+)
 
 
 async def hold_lease(
-    connection: AsyncConnection, owner: str, lease_seconds: float, holder: Holder | None = None
+    session: AsyncSession, owner: str, lease_seconds: float, holder: Holder | None = None
 ) -> Holder | None:
-    """Take the sequencer lease (``holder`` None) or extend it (``holder`` given).
+    """Take the sequencer lease (``holder`` None) or extend it, fenced (``holder`` given).
 
-    Taking succeeds when the lease is free, expired or already ``owner``'s, and raises the fence;
-    extending succeeds only while owner and fence are still the holder's. Either way the lease row
-    stays locked until the caller's transaction ends. Returns the holder, or None (lost / busy).
+    Taking succeeds when the lease is free or expired and raises the fence; extending succeeds
+    only while the fence is still the holder's. Either way the lease row stays locked until the
+    caller's transaction ends. Returns the holder, or None (held by another / taken over).
     """
-    now = datetime.now(UTC)
-    statement = update(AuditSequencer).where(AuditSequencer.name == LEASE)
     if holder is None:
-        statement = statement.where(
-            or_(
-                AuditSequencer.owner.is_(None),
-                AuditSequencer.expires_at < now,
-                AuditSequencer.owner == owner,
-            )
-        ).values(owner=owner, fence=AuditSequencer.fence + 1)
-    else:
-        statement = statement.where(AuditSequencer.owner == owner, AuditSequencer.fence == holder.fence)
-    result = await connection.execute(
-        statement.values(expires_at=now + timedelta(seconds=lease_seconds)).returning(AuditSequencer.fence)
-    )
-    fence = result.scalar_one_or_none()
-    return None if fence is None else Holder(owner, int(fence))
+        return await SEQUENCER_LEASE.acquire(session, LEASE, owner=owner, seconds=lease_seconds)
+    try:
+        await SEQUENCER_LEASE.renew(session, holder, seconds=lease_seconds)
+    except LeaseLost:
+        return None
+    return holder
 
 
 async def release_lease(engine: AsyncEngine, holder: Holder) -> None:
     """Give the lease up (shutdown), so a standby takes over without waiting for it to expire."""
-    async with engine.begin() as connection:
-        await connection.execute(
-            update(AuditSequencer)
-            .where(
-                AuditSequencer.name == LEASE,
-                AuditSequencer.owner == holder.owner,
-                AuditSequencer.fence == holder.fence,
-            )
-            .values(owner=None, expires_at=None)
-        )
+    async with AsyncSession(engine) as session, session.begin():
+        await SEQUENCER_LEASE.release(session, holder)
 
 
-async def _lock_lease_row(connection: AsyncConnection) -> None:
+async def _lock_lease_row(session: AsyncSession) -> None:
     """Serialise an on-demand flush with the batches of the leaseholder (no lease taken)."""
-    await connection.execute(
-        update(AuditSequencer).where(AuditSequencer.name == LEASE).values(fence=AuditSequencer.fence)
+    await session.execute(
+        update(AuditSequencer)
+        .where(AuditSequencer.name == LEASE)
+        .values(fence=AuditSequencer.fence)
+        .execution_options(synchronize_session=False)
     )
 
 
 # --- integrating a batch -----------------------------------------------------------------------
 
 
-async def _head(connection: AsyncConnection) -> tuple[int, str, int | None]:
+async def _head(session: AsyncSession) -> tuple[int, str, int | None]:
     row = (
-        await connection.execute(
+        await session.execute(
             select(AuditEvent.seq, AuditEvent.hash, AuditEvent.epoch).order_by(AuditEvent.seq.desc()).limit(1)
         )
     ).first()
@@ -184,7 +167,7 @@ def _link(keyring: ChainKeyring, seq: int, prev_hash: str, content: dict[str, An
 def _anchor(keyring: ChainKeyring, head_seq: int, head_epoch: int) -> dict[str, Any]:
     """The first event under a newer key: it anchors the history written under older ones."""
     return {
-        "occurred_at": datetime.now(UTC),
+        "occurred_at": utcnow(),
         "actor": ANCHOR_ACTOR,
         "action": CHAIN_KEYED_ACTION,
         "request_id": None,
@@ -196,7 +179,7 @@ def _anchor(keyring: ChainKeyring, head_seq: int, head_epoch: int) -> dict[str, 
 
 
 async def integrate(
-    connection: AsyncConnection,
+    session: AsyncSession,
     keyring: ChainKeyring,
     *,
     limit: int,
@@ -210,19 +193,19 @@ async def integrate(
     the events linked, oldest queue position first.
     """
     if holder is not None:
-        if await hold_lease(connection, holder.owner, lease_seconds, holder) is None:
+        if await hold_lease(session, holder.owner, lease_seconds, holder) is None:
             raise LeaseLost(
-                f"the audit sequencer lease of {holder.owner} (fence {holder.fence}) was taken over"
+                f"the audit sequencer lease of {holder.owner} (fence {holder.token}) was taken over"
             )
     else:
-        await _lock_lease_row(connection)
+        await _lock_lease_row(session)
     columns = [getattr(AuditPending, name) for name in (*CONTENT_FIELDS, "event_id")]
     pending = (
-        await connection.execute(select(AuditPending.id, *columns).order_by(AuditPending.id).limit(limit))
+        await session.execute(select(AuditPending.id, *columns).order_by(AuditPending.id).limit(limit))
     ).all()
     if not pending:
         return []
-    head_seq, head_hash, head_epoch = await _head(connection)
+    head_seq, head_hash, head_epoch = await _head(session)
     contents = [dict(row._mapping) for row in pending]
     ids = [content.pop("id") for content in contents]
     if head_epoch is not None and head_epoch < keyring.epoch:
@@ -233,15 +216,15 @@ async def integrate(
         link = _link(keyring, head_seq, head_hash, {k: v for k, v in content.items() if k != "event_id"})
         links.append({**link, "event_id": content["event_id"]})
         head_hash = link["hash"]
-    await connection.execute(insert(AuditEvent), links)
-    removed = await connection.execute(delete(AuditPending).where(AuditPending.id.in_(ids)))
-    if removed.rowcount != len(ids):
+    await session.execute(insert(EVENTS), links)
+    removed = await session.execute(delete(PENDING).where(PENDING.c.id.in_(ids)))
+    if removed.rowcount != len(ids):  # type: ignore[attr-defined]
         raise LeaseLost("pending audit events were linked by another sequencer; batch abandoned")
     return [row.occurred_at for row in pending]
 
 
 def _observe(appended: Sequence[datetime]) -> None:
-    now = datetime.now(UTC)
+    now = utcnow()
     for moment in appended:
         LAG_SECONDS.observe(max(0.0, (now - moment).total_seconds()))
     SEQUENCED.inc(len(appended))
@@ -249,10 +232,8 @@ def _observe(appended: Sequence[datetime]) -> None:
 
 async def _batch(engine: AsyncEngine, limit: int, holder: Holder | None, lease_seconds: float) -> int:
     keyring = engine_keyring(engine.sync_engine.get_execution_options())
-    async with engine.begin() as connection:
-        appended = await integrate(
-            connection, keyring, limit=limit, holder=holder, lease_seconds=lease_seconds
-        )
+    async with AsyncSession(engine) as session, session.begin():
+        appended = await integrate(session, keyring, limit=limit, holder=holder, lease_seconds=lease_seconds)
     _observe(appended)
     return len(appended)
 
@@ -300,7 +281,7 @@ async def run_sequencer(settings: Settings, engine: AsyncEngine) -> None:
     one batch takes the commits of that moment), or every poll interval for the other replicas'
     events, and extends the lease with every batch. On cancellation the lease is released.
     """
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = owner_id(f"audit-sequencer-{uuid.uuid4().hex[:8]}")
     lease = float(settings.audit_sequencer_lease_seconds)
     holder: Holder | None = None
     try:
@@ -308,12 +289,12 @@ async def run_sequencer(settings: Settings, engine: AsyncEngine) -> None:
             started = time.monotonic()
             try:
                 if holder is None:
-                    async with engine.begin() as connection:
-                        holder = await hold_lease(connection, owner, lease)
+                    async with AsyncSession(engine) as session, session.begin():
+                        holder = await hold_lease(session, owner, lease)
                     if holder is None:
                         await asyncio.sleep(lease / 3)
                         continue
-                    logger.info("audit sequencer lease taken", fence=holder.fence)
+                    logger.info("audit sequencer lease taken", fence=holder.token)
                 linked = await _batch(engine, settings.audit_sequencer_batch_size, holder, lease)
             except LeaseLost:
                 logger.warning("audit sequencer lease lost")
