@@ -26,6 +26,7 @@ from app.domain.requests.jobs import start_request_work
 from app.domain.retention.controllers import RetentionController
 from app.domain.retention.jobs import RetentionRunner, start_retention
 from app.domain.system.controllers import MetricsController, SystemController
+from app.domain.webhooks.controllers import WebhookController
 from app.engine.targets import TargetRegistry
 from app.lib.auth import AuthMiddleware, TokenVerifier
 from app.lib.http_fixes import allow_header_fixer, enforce_contract
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RequestController,
             RetentionController,
             BackupController,
+            WebhookController,
         ],
         middleware=[DefineMiddleware(AuthMiddleware, verifier=verifier), MediaTypeMiddleware],
     )

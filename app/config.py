@@ -24,6 +24,8 @@ SECRET_FIELDS = (
     "database_url",
     "audit_chain_key",
     "audit_chain_previous_keys",
+    "artifact_s3_access_key_id",
+    "artifact_s3_secret_access_key",
 )
 """Fields that may also be read from the file named by ``LETHE_<NAME>_FILE``."""
 
@@ -83,9 +85,25 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Strict manifests: personal-looking columns the manifest leaves uncovered (lint findings no
     ``ignore:`` entry acknowledges) refuse registration instead of being reported."""
     artifacts_dir: str = ".lethe/artifacts"
-    """Where encrypted export artifacts are written."""
+    """Where encrypted export artifacts are written (``filesystem`` storage)."""
     artifact_ttl_days: int = 30
     """Export artifacts expire and are purged after this many days."""
+    artifact_storage: str = "filesystem"
+    """Where export artifacts are kept: ``filesystem`` (``artifacts_dir``, one replica unless the
+    volume is shared) or ``s3`` (an S3-compatible bucket: AWS S3, MinIO, Ceph; any replica count)."""
+    artifact_s3_bucket: str | None = None
+    """Bucket of the ``s3`` artifact storage."""
+    artifact_s3_prefix: str = "lethe/artifacts"
+    """Key prefix inside the bucket under which artifacts are written."""
+    artifact_s3_endpoint_url: str | None = None
+    """Endpoint of a non-AWS S3 API (``http://minio:9000``, a Ceph RGW); unset for AWS S3."""
+    artifact_s3_region: str | None = None
+    """Region of the bucket (``us-east-1`` when unset and no ``AWS_REGION`` is set)."""
+    artifact_s3_access_key_id: str | None = None
+    """Access key of the bucket; unset: the default credential chain (``AWS_*`` variables, a
+    pod's web identity token, instance metadata)."""
+    artifact_s3_secret_access_key: str | None = None
+    """Secret key paired with ``artifact_s3_access_key_id``."""
     workers_enabled: bool = True
     """Run request workers and the retention scheduler in this process (off for API-only replicas)."""
     worker_concurrency: int = 2
@@ -146,6 +164,34 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     database is dropped all the same."""
     backup_check_interval_seconds: float = 300.0
     """How often workers refresh the backup gauges of ``/metrics`` (0: only on demand)."""
+    webhook_allowed_hosts: str = ""
+    """Webhook destinations allowed although they are not public: host names or networks (CIDR),
+    separated by spaces. Only these may resolve to loopback/private/link-local addresses or use
+    plain ``http``; every other URL must be ``https`` to a public address."""
+    webhook_retry_period_seconds: int = 259_200
+    """A delivery is retried (exponential backoff with jitter) this long, then marked dead."""
+    webhook_backoff_base_seconds: float = 10.0
+    """The first retry waits about this long; each further one twice as long (with jitter)."""
+    webhook_backoff_max_seconds: float = 3600.0
+    """Longest wait between two attempts of one delivery."""
+    webhook_connect_timeout_seconds: float = 5.0
+    """Connect timeout of a webhook delivery."""
+    webhook_read_timeout_seconds: float = 10.0
+    """Read timeout of a webhook delivery (the receiver should answer 2xx first, work later)."""
+    webhook_response_limit_bytes: int = 4096
+    """At most this much of a receiver's answer is read (and it is never logged)."""
+    webhook_lease_seconds: int = 60
+    """A delivery being sent is leased this long; past it another worker may send it again."""
+    webhook_poll_seconds: float = 1.0
+    """Idle delivery workers look for due deliveries this often."""
+    webhook_secret_overlap_seconds: int = 86_400
+    """After a secret rotation, the previous secret also signs deliveries for this long."""
+    webhook_keep_days: int = 30
+    """Delivered and dead deliveries (and their events) are deleted this many days after creation."""
+    request_due_soon_hours: int = 72
+    """``request.due_soon`` is sent this long before a request's deadline in force."""
+    deadline_check_interval_seconds: float = 300.0
+    """How often workers look for requests nearing or past their deadline (events)."""
     export_batch_rows: int = 2_000
     """Rows fetched per round trip when exporting (bounds memory; larger is faster)."""
     export_batch_delay_seconds: float = 0.0

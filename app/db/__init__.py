@@ -9,6 +9,7 @@ from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.db.retention import RetentionPolicyRecord, RetentionRun
+from app.db.webhooks import WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = (
     "AuditEvent",
@@ -22,4 +23,7 @@ __all__ = (
     "RetentionRun",
     "SubjectRequest",
     "SubjectRequestSystem",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "WebhookSubscription",
 )

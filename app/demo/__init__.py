@@ -30,8 +30,15 @@ DEMO_MANIFEST = Path(__file__).with_name("manifest.yaml")
 SHOP_URL_VARIABLE = "LETHE_TARGET_SHOP_URL"
 """The variable the shop manifest's connection names."""
 
-SERVICE_SCOPES = ("requests:read", "requests:write", "consent:read", "consent:write")
-"""What an ordinary calling service holds: its own requests and consents, nothing else."""
+SERVICE_SCOPES = (
+    "requests:read",
+    "requests:write",
+    "consent:read",
+    "consent:write",
+    "webhooks:read",
+    "webhooks:write",
+)
+"""What an ordinary calling service holds: its own requests, consents and webhooks, nothing else."""
 OPERATOR_SCOPES = tuple(s for s in ALL_SCOPES if s not in ("requests:write", "consent:write"))
 """The operator's scopes: manifests, retention, backups, audit, every client's requests."""
 

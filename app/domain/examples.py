@@ -54,6 +54,7 @@ from app.domain.retention.schemas import (
     RunPage,
 )
 from app.domain.system.schemas import Health, Readiness
+from app.domain.webhooks.examples import WEBHOOK_EXAMPLES
 from app.lib.schema import BodyExample, Problem, ProblemFieldError
 
 __all__ = ("EXAMPLES", "MANIFEST_JSON", "MANIFEST_YAML")
@@ -441,5 +442,6 @@ EXAMPLES = (
         "Store reachable and migrated",
         Readiness(status="ok", store="reachable", revision="0007_backups", head="0007_backups"),
     ),
+    *WEBHOOK_EXAMPLES,
 )
 """Every example, attached by the OpenAPI completion to each body whose struct it is."""

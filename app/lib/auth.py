@@ -43,6 +43,8 @@ ALL_SCOPES = (
     "backups:read",
     "backups:run",
     "requests:admin",
+    "webhooks:read",
+    "webhooks:write",
 )
 ADMIN_SCOPE = "requests:admin"
 """Sees and decides every client's requests (operators, the DPO's tool); others see their own."""

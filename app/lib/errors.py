@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 __all__ = (
     "ConfigurationError",
     "Conflict",
+    "DestinationRefused",
     "ExportErased",
     "Forbidden",
     "Gone",
@@ -192,6 +193,16 @@ class TargetRefused(ValidationFailed):
 
     def __init__(self, system: str, field: str, reason: str) -> None:
         super().__init__(f"system '{system}': {field}: {reason}", [field_error(f"body.{field}", reason)])
+
+
+class DestinationRefused(ValidationFailed):
+    """A webhook URL Lethe will not call: not https, or a host that is not a public address."""
+
+    slug = "webhook-destination-refused"
+    title = "Webhook destination refused"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", [field_error(field, reason)])
 
 
 class IdempotencyConflict(ValidationFailed):

@@ -11,7 +11,14 @@ import msgspec
 
 from app.lib.errors import ValidationFailed, field_error
 
-__all__ = ("DEFAULT_PAGE_SIZE", "clamp_limit", "decode_cursor", "decode_time_cursor", "encode_cursor")
+__all__ = (
+    "DEFAULT_PAGE_SIZE",
+    "clamp_limit",
+    "decode_cursor",
+    "decode_time_cursor",
+    "encode_cursor",
+    "encode_time_cursor",
+)
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -44,6 +51,11 @@ def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         return datetime.fromisoformat(str(key[0])), uuid.UUID(str(key[1]))
     except ValueError as exc:
         raise _malformed() from exc
+
+
+def encode_time_cursor(last: tuple[datetime, uuid.UUID] | None) -> str | None:
+    """The cursor after ``(time, id)`` of a page's last item; None at the end of the list."""
+    return encode_cursor(last[0].isoformat(), str(last[1])) if last else None
 
 
 def _malformed() -> ValidationFailed:

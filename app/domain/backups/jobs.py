@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
 from app.domain.backups import services
+from app.domain.webhooks.operators import announce_critical_backups
 from app.lib.errors import ConfigurationError, LetheError
 from app.lib.logging import get_logger
 from app.lib.loops import LoopWatch
@@ -30,10 +32,11 @@ def start_backup_gauges(loops: LoopWatch, settings: Settings, engine: AsyncEngin
 
     async def refresh() -> None:
         try:
-            await services.check_health(settings)
+            health = await services.check_health(settings)
             async with sessions() as session:
                 await services.refresh_restore_gauges(session)
-        except (LetheError, ConfigurationError, OSError) as error:
+            await announce_critical_backups(sessions, health)
+        except (LetheError, ConfigurationError, OSError, SQLAlchemyError) as error:
             logger.warning("backup health refresh failed", error=type(error).__name__)
 
     loops.every("backup-gauges", settings.backup_check_interval_seconds, refresh, graceful=False)

@@ -53,5 +53,6 @@ async def _serve(*, once: bool) -> None:
 @click.command(name="worker")
 @click.option("--once", is_flag=True, help="Process every request that is ready, then exit.")
 def worker_command(*, once: bool) -> None:
-    """Run request workers (claims, leases, exports, rectifications, erasures) until SIGTERM."""
+    """Run request workers (claims, leases, exports, rectifications, erasures) and webhook
+    delivery workers until SIGTERM."""
     asyncio.run(_serve(once=once))

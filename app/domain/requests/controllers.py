@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -34,6 +37,7 @@ from app.domain.requests.schemas import (
     RequestPage,
     RequestStatus,
 )
+from app.domain.webhooks.services import callback_secret
 from app.engine.artifacts import read_frames
 from app.engine.export import artifact_context
 from app.lib.auth import Principal, requires
@@ -111,7 +115,11 @@ class RequestController(Controller):
         async def produce() -> tuple[int, object, str | None]:
             created = await services.create_request(db_session, state.settings, principal, data)
             progress = (await queries.get_request(db_session, created.id))[1]
-            return 202, queries.request_out(created, progress), f"/v1/requests/{created.id}"
+            out = queries.request_out(created, progress)
+            if data.callback_url is not None:
+                secret = await callback_secret(db_session, state.settings, created.id)
+                out = msgspec.structs.replace(out, callback_secret=secret)
+            return 202, out, f"/v1/requests/{created.id}"
 
         response = await run_idempotent(
             engine=state.store_engine,
@@ -294,15 +302,21 @@ class RequestController(Controller):
     ) -> Stream:
         """Decrypted on the fly, frame by frame; the artifact stays encrypted at rest."""
         subject_request, _ = await queries.get_request(db_session, request_id, request.user)
-        path = queries.export_artifact(state.settings, subject_request, format)
         if not state.settings.artifact_key:
             raise Unavailable("LETHE_ARTIFACT_KEY is not configured")
         key = aes_key(state.settings.artifact_key)
-        context = artifact_context(str(request_id), format)
+        reader = await queries.open_export(state.settings, subject_request, format)
+        decrypted = read_frames(reader, key, artifact_context(str(request_id), format))
 
         async def frames() -> AsyncIterator[bytes]:
-            for frame in read_frames(path, key, context):
-                yield frame
+            # each frame is read off the event loop: the store may be a remote bucket
+            try:
+                while (frame := await asyncio.to_thread(next, decrypted, None)) is not None:
+                    yield frame
+            finally:
+                with contextlib.suppress(ValueError):  # a frame still being read when cut off
+                    decrypted.close()
+                reader.close()
 
         media = "application/json" if format == "json" else "application/zip"
         filename = f"lethe-export-{request_id}.{format}"

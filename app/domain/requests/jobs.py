@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -39,6 +38,8 @@ from app.domain.requests.metrics import observe_completion, refresh_request_gaug
 from app.domain.requests.queries import artifact_ttl
 from app.domain.requests.services import decrypt_subject
 from app.domain.requests.wakeup import listen_for_work, wait_for_work
+from app.domain.webhooks.delivery import start_webhook_work
+from app.domain.webhooks.outbox import announce_request
 from app.engine.erasure import run_erasure
 from app.engine.errors import EngineError
 from app.engine.export import run_access
@@ -49,6 +50,7 @@ from app.engine.runs import (
     RequestRun,
     SystemRun,
 )
+from app.engine.storage import artifact_store
 from app.engine.targets import TargetRegistry
 from app.lib.clock import utcnow
 from app.lib.errors import LetheError, TargetUnavailable
@@ -165,9 +167,7 @@ class RequestWorker:
 
     async def process(self, claim: Claim) -> str:
         """Carry out a claimed request; returns ``completed``, ``failed``, ``deferred`` or ``lost``."""
-        fence = Fence(
-            self.sessions, claim, self.settings.worker_lease_seconds, Path(self.settings.artifacts_dir)
-        )
+        fence = Fence(self.sessions, claim, self.settings.worker_lease_seconds, artifact_store(self.settings))
         try:
             run = await self._build_run(claim, fence)
             handler = HANDLERS[claim.kind]
@@ -235,10 +235,13 @@ class RequestWorker:
                     **dict(outcome.audit),
                 },
             )
+            await announce_request(session, claim.request_id, "request.completed")
+            if outcome.artifact:
+                await announce_request(session, claim.request_id, "export.ready")
             received_at = request.received_at
         observe_completion(claim.kind, received_at, now)
         if outcome.artifact:
-            remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=claim.attempt)
+            await remove_artifacts(self.settings, claim.request_id, keep=claim.attempt)
 
     async def _defer(self, claim: Claim, fence: Fence, system: str | None) -> str:
         """A target is down: leave the request running with no owner until the lease runs out.
@@ -266,7 +269,7 @@ class RequestWorker:
                 )
         except LeaseLost:
             return "lost"
-        remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=None)
+        await remove_artifacts(self.settings, claim.request_id, keep=None)
         return "deferred"
 
     async def _fail(self, claim: Claim, fence: Fence, reason: str, system: str | None) -> str:
@@ -313,9 +316,10 @@ class RequestWorker:
                     subject_ref=subject_ref,
                     payload=payload,
                 )
+                await announce_request(session, claim.request_id, "request.failed", failure_reason=reason)
         except LeaseLost:
             return "lost"
-        remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=None)
+        await remove_artifacts(self.settings, claim.request_id, keep=None)
         return "failed"
 
     async def run_one(self) -> bool:
@@ -354,7 +358,8 @@ def start_request_work(
     loops: LoopWatch, settings: Settings, store_engine: AsyncEngine, targets: TargetRegistry
 ) -> None:
     """Start this process's request work on ``loops``: the request gauges always; with
-    ``workers_enabled``, the workers (one on SQLite), the wake-up listener and the artifact purge.
+    ``workers_enabled``, the workers (one on SQLite), the wake-up listener, the artifact purge and
+    the webhook delivery workers.
 
     Workers are graceful: at shutdown each finishes the request it holds (within the grace of
     ``loops``), then returns.
@@ -372,6 +377,7 @@ def start_request_work(
         PURGE_INTERVAL.total_seconds(),
         partial(purge_expired_artifacts, settings, store_engine),
     )
+    start_webhook_work(loops, settings, store_engine)
 
 
 async def run_workers(

@@ -59,6 +59,8 @@ class RequestIn(InputStruct):
     systems: Annotated[list[str], msgspec.Meta(min_length=1, max_length=256)] | None = None
     changes: dict[str, dict[str, dict[str, ChangeValue]]] | None = None
     dry_run: bool = False
+    callback_url: Annotated[str, msgspec.Meta(min_length=8, max_length=2048)] | None = None
+    """Where this request's events are sent (signed like ``/v1/webhooks``; https, public host)."""
 
 
 class ExtensionIn(InputStruct):
@@ -102,6 +104,8 @@ class RequestOut(BaseStruct):
     export_available: bool
     export_expires_at: datetime | None
     systems: list[SystemProgressOut]
+    callback_secret: str | None = None
+    """The ``whsec_`` secret signing ``callback_url`` deliveries: only in the creation answer."""
 
 
 class RequestPage(BaseStruct):

@@ -25,6 +25,8 @@ from app.domain.requests.identities import check_identity_values
 from app.domain.requests.queries import load_request
 from app.domain.requests.schemas import ExtensionIn, RequestIn
 from app.domain.requests.wakeup import queued_in
+from app.domain.webhooks import outbox
+from app.domain.webhooks.services import attach_callback
 from app.lib.auth import Principal
 from app.lib.clock import utcnow
 from app.lib.crypto import aes_key, decrypt, encrypt
@@ -218,6 +220,8 @@ async def transition(
         setattr(request, name, value)
     if to == "queued":
         await queued_in(session)
+    if to in outbox.TRANSITION_EVENTS:
+        await outbox.request_event(session, request, outbox.TRANSITION_EVENTS[to])
     await audit.append(
         session,
         action=action,
@@ -281,6 +285,8 @@ async def create_request(
         for index, system in enumerate(systems)
     )
     await session.flush()
+    if body.callback_url is not None:
+        await attach_callback(session, settings, principal, request_id, body.callback_url)
     await audit.append(
         session,
         action="request.received",
@@ -294,6 +300,7 @@ async def create_request(
             "identity_types": sorted(body.identities),
         },
     )
+    await outbox.request_event(session, request, "request.received")
     waits = body.kind in settings.approval_kinds
     await transition(
         session,

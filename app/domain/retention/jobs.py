@@ -27,6 +27,7 @@ from app.domain.retention.services import (
     purge_policy,
     sync_manifest_policies,
 )
+from app.domain.webhooks.operators import announce_retention_failure
 from app.engine.retention import (
     BatchLimits,
     BatchReport,
@@ -415,6 +416,7 @@ async def _audit_run(session: AsyncSession, run: RetentionRun) -> None:
             "attempt": run.attempt,
         },
     )
+    await announce_retention_failure(session, run)
 
 
 class RetentionScheduler:
