@@ -123,7 +123,7 @@ class ErasureTombstone(DefaultBase):
     Written by the erasure engine when a subject is erased; read after a backup restore to
     replay erasures (``lethe backups replay-erasures``) and to count what a backup would bring
     back. ``subject_key_ref`` is ``hmac_ref(audit_key, system, "key", str(key_value))``
-    (see :func:`app.domain.audit.services.tombstone_reference`).
+    (see :func:`app.domain.audit.references.tombstone_reference`).
     """
 
     __tablename__ = "erasure_tombstone"

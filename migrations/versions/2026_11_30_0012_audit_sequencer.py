@@ -10,7 +10,7 @@ PostgreSQL::
     GRANT SELECT, UPDATE ON audit_sequencer TO lethe_app;
 
 Revision ID: 0012_audit_sequencer
-Revises: 0010_limits_identity_types
+Revises: 0011_webhooks_outbox
 Create Date: 2026-11-30
 """
 
@@ -21,7 +21,7 @@ from advanced_alchemy.types import DateTimeUTC, JsonB
 from alembic import op
 
 revision = "0012_audit_sequencer"
-down_revision = "0010_limits_identity_types"
+down_revision = "0011_webhooks_outbox"
 branch_labels = None
 depends_on = None
 
