@@ -23,6 +23,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.external.tasks import task_views
 from app.domain.requests import queries, services
 from app.domain.requests.plans import request_plan
 from app.domain.requests.schemas import (
@@ -81,7 +82,8 @@ RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 
 async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
     request, progress = await queries.get_request(session, request_id, viewer)
-    return queries.request_out(request, progress)
+    tasks = await task_views(session, request_id)
+    return msgspec.structs.replace(queries.request_out(request, progress), external_tasks=tasks)
 
 
 class RequestController(Controller):
