@@ -18,6 +18,7 @@ from app.domain.backups.schemas import (
     SystemHealthOut,
 )
 from app.domain.consent.schemas import ConsentEventIn, ConsentEventOut, ConsentEventPage, ConsentStatusOut
+from app.domain.external.examples import EXTERNAL_EXAMPLES
 from app.domain.manifests.schemas import (
     IssueOut,
     ManifestPage,
@@ -414,5 +415,6 @@ EXAMPLES = (
         Readiness(status="ok", store="reachable", revision="0007_backups", head="0007_backups"),
     ),
     *WEBHOOK_EXAMPLES,
+    *EXTERNAL_EXAMPLES,
 )
 """Every example, attached by the OpenAPI completion to each body whose struct it is."""
