@@ -24,6 +24,8 @@ SECRET_FIELDS = (
     "database_url",
     "audit_chain_key",
     "audit_chain_previous_keys",
+    "artifact_s3_access_key_id",
+    "artifact_s3_secret_access_key",
 )
 """Fields that may also be read from the file named by ``LETHE_<NAME>_FILE``."""
 
@@ -75,9 +77,25 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Strict manifests: personal-looking columns the manifest leaves uncovered (lint findings no
     ``ignore:`` entry acknowledges) refuse registration instead of being reported."""
     artifacts_dir: str = ".lethe/artifacts"
-    """Where encrypted export artifacts are written."""
+    """Where encrypted export artifacts are written (``filesystem`` storage)."""
     artifact_ttl_days: int = 30
     """Export artifacts expire and are purged after this many days."""
+    artifact_storage: str = "filesystem"
+    """Where export artifacts are kept: ``filesystem`` (``artifacts_dir``, one replica unless the
+    volume is shared) or ``s3`` (an S3-compatible bucket: AWS S3, MinIO, Ceph; any replica count)."""
+    artifact_s3_bucket: str | None = None
+    """Bucket of the ``s3`` artifact storage."""
+    artifact_s3_prefix: str = "lethe/artifacts"
+    """Key prefix inside the bucket under which artifacts are written."""
+    artifact_s3_endpoint_url: str | None = None
+    """Endpoint of a non-AWS S3 API (``http://minio:9000``, a Ceph RGW); unset for AWS S3."""
+    artifact_s3_region: str | None = None
+    """Region of the bucket (``us-east-1`` when unset and no ``AWS_REGION`` is set)."""
+    artifact_s3_access_key_id: str | None = None
+    """Access key of the bucket; unset: the default credential chain (``AWS_*`` variables, a
+    pod's web identity token, instance metadata)."""
+    artifact_s3_secret_access_key: str | None = None
+    """Secret key paired with ``artifact_s3_access_key_id``."""
     workers_enabled: bool = True
     """Run request workers and the retention scheduler in this process (off for API-only replicas)."""
     worker_concurrency: int = 2

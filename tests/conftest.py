@@ -15,6 +15,7 @@ from app.config import Settings, load_settings
 from app.db.store import create_store_engine, upgrade_store
 from app.lib.auth import ALL_SCOPES, mint_token
 from app.lib.crypto import CHAIN_OPTION, ChainKeyring
+from tests.s3_server import S3Server, moto_server
 from tests.servers import DatabaseServer, server_for
 
 TEST_JWT_SECRET = "test-jwt-secret-that-is-at-least-32-bytes-long"
@@ -57,6 +58,13 @@ def postgres_server() -> Iterator[DatabaseServer]:
 def mysql_server() -> Iterator[DatabaseServer]:
     """A MariaDB/MySQL server (env, testcontainers, or skip; fail when CI requires servers)."""
     with server_for("mysql") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 API (moto's server) on a free loopback port, for the whole session."""
+    with moto_server() as server:
         yield server
 
 

@@ -4,22 +4,23 @@ File layout: the magic ``LETHEAF1``, then frames of ``length (4 bytes, big endia
 ciphertext || tag``, each holding up to :data:`FRAME_BYTES` of plaintext. Every frame's associated
 data is the artifact's context (request id and format), its index and whether it is the final
 frame, so a reordered, dropped, swapped-between-files or truncated frame fails authentication.
+Where the bytes go is the artifact store's business (:mod:`app.engine.storage`).
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Generator
 from types import TracebackType
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.engine.errors import EngineError
+from app.engine.storage import ArtifactReader, ArtifactSink
 
-__all__ = ("FRAME_BYTES", "MAGIC", "ArtifactCorrupted", "EncryptedWriter", "artifact_path", "read_frames")
+__all__ = ("FRAME_BYTES", "MAGIC", "ArtifactCorrupted", "EncryptedWriter", "read_frames")
 
 MAGIC = b"LETHEAF1"
 FRAME_BYTES = 64 * 1024
@@ -32,27 +33,20 @@ class ArtifactCorrupted(EngineError):
     """The artifact was altered, truncated or encrypted under another key or context."""
 
 
-def artifact_path(directory: Path, request_id: str, attempt: int, fmt: str) -> Path:
-    """Where the encrypted ``fmt`` (``json`` or ``zip``) artifact of one attempt lives."""
-    return directory / f"{request_id}.{attempt}.{fmt}.enc"
-
-
 def _associated_data(context: bytes, index: int, *, final: bool) -> bytes:
     return context + _FRAME_AD.pack(index, 1 if final else 0)
 
 
 class EncryptedWriter:
-    """A write-only binary file that encrypts in frames; the file appears only on :meth:`close`.
+    """A write-only binary file that encrypts in frames into a store's sink; the artifact appears
+    only on :meth:`close` (the sink's commit).
 
     Usable as the ``fileobj`` of :class:`zipfile.ZipFile` (it is not seekable, so zip entries get
-    data descriptors). Memory use is one frame, whatever the size of the artifact.
+    data descriptors). Memory use is one frame (plus the sink's buffer), whatever the artifact's size.
     """
 
-    def __init__(self, path: Path, key: bytes, context: bytes) -> None:
-        self._path = path
-        self._partial = path.with_name(path.name + ".partial")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self._partial.open("wb")
+    def __init__(self, sink: ArtifactSink, key: bytes, context: bytes) -> None:
+        self._file = sink
         self._file.write(MAGIC)
         self._aead = AESGCM(key)
         self._context = context
@@ -76,13 +70,11 @@ class EncryptedWriter:
         sealed = self._aead.encrypt(
             nonce, plaintext, _associated_data(self._context, self._index, final=final)
         )
-        self._file.write(_LENGTH.pack(len(sealed) + NONCE_BYTES))
-        self._file.write(nonce)
-        self._file.write(sealed)
+        self._file.write(_LENGTH.pack(len(sealed) + NONCE_BYTES) + nonce + sealed)
         self._index += 1
 
     def close(self) -> None:
-        """Write the final frame and move the file into place atomically."""
+        """Write the final frame and commit the artifact (atomically: all of it or nothing)."""
         if self._closed:
             return
         while len(self._buffer) > FRAME_BYTES:
@@ -90,18 +82,14 @@ class EncryptedWriter:
             del self._buffer[:FRAME_BYTES]
         self._emit(bytes(self._buffer), final=True)
         self._buffer.clear()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
         self._closed = True
-        self._partial.replace(self._path)
+        self._file.commit()
 
     def abort(self) -> None:
         """Discard what was written (the run failed or lost its lease)."""
         if not self._closed:
-            self._file.close()
             self._closed = True
-            self._partial.unlink(missing_ok=True)
+            self._file.abort()
 
     def __enter__(self) -> EncryptedWriter:
         return self
@@ -115,21 +103,22 @@ class EncryptedWriter:
             self.abort()
 
 
-def _read_exact(handle: object, size: int) -> bytes:
-    data: bytes = handle.read(size)  # type: ignore[attr-defined]
+def _read_exact(handle: ArtifactReader, size: int) -> bytes:
+    data = handle.read(size)
     if len(data) != size:
         raise ArtifactCorrupted("artifact is truncated")
     return data
 
 
-def read_frames(path: Path, key: bytes, context: bytes) -> Iterator[bytes]:
-    """Yield the plaintext frame by frame, authenticating order, completeness and context.
+def read_frames(handle: ArtifactReader, key: bytes, context: bytes) -> Generator[bytes, None, None]:
+    """Yield the plaintext frame by frame, authenticating order, completeness and context; the
+    reader is closed at the end.
 
     Raises:
         ArtifactCorrupted: on any tampering, truncation or wrong key.
     """
     aead = AESGCM(key)
-    with path.open("rb") as handle:
+    try:
         if handle.read(len(MAGIC)) != MAGIC:
             raise ArtifactCorrupted("not a Lethe artifact")
         header = handle.read(_LENGTH.size)
@@ -152,3 +141,5 @@ def read_frames(path: Path, key: bytes, context: bytes) -> Iterator[bytes]:
             except InvalidTag as exc:
                 raise ArtifactCorrupted("artifact failed authentication") from exc
             index += 1
+    finally:
+        handle.close()

@@ -13,7 +13,6 @@ import csv
 import io
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,9 +20,10 @@ from sqlalchemy import Table, select
 from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.engine.artifacts import EncryptedWriter, artifact_path
+from app.engine.artifacts import EncryptedWriter
 from app.engine.dialects import dialect_of
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
+from app.engine.storage import artifact_name, artifact_store
 from app.engine.subjects import (
     ReflectedTarget,
     reflect_target,
@@ -116,16 +116,19 @@ class _Artifacts:
         if not settings.artifact_key:
             raise RequestFailed("LETHE_ARTIFACT_KEY is not configured: exports cannot be stored")
         key = aes_key(settings.artifact_key)
-        directory = Path(settings.artifacts_dir)
+        store = artifact_store(settings)
         request_id = str(run.request_id)
         self.json = EncryptedWriter(
-            artifact_path(directory, request_id, run.attempt, "json"),
+            store.create(artifact_name(request_id, run.attempt, "json")),
             key,
             artifact_context(request_id, "json"),
         )
-        self.zip_file = EncryptedWriter(
-            artifact_path(directory, request_id, run.attempt, "zip"), key, artifact_context(request_id, "zip")
-        )
+        try:
+            zip_sink = store.create(artifact_name(request_id, run.attempt, "zip"))
+        except BaseException:
+            self.json.abort()
+            raise
+        self.zip_file = EncryptedWriter(zip_sink, key, artifact_context(request_id, "zip"))
         self.archive = zipfile.ZipFile(self.zip_file, "w", compression=zipfile.ZIP_DEFLATED)
         started = run.started_at
         self.date_time = (
@@ -333,7 +336,7 @@ async def run_access(run: RequestRun) -> RequestOutcome:
         consent.write_rows(rows)
         consent.close()
         artifacts.write_entry("request.json", _ENCODER.encode(document_head))
-        artifacts.close()
+        await asyncio.to_thread(artifacts.close)
     except BaseException:
         artifacts.abort()
         raise

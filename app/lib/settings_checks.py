@@ -98,6 +98,30 @@ def _check_paths(settings: Settings) -> None:
         raise ConfigurationError(f"LETHE_MANIFESTS_DIR: {settings.manifests_dir} is not a directory")
 
 
+ARTIFACT_STORAGES = ("filesystem", "s3")
+
+
+def _check_artifact_storage(settings: Settings) -> None:
+    if settings.artifact_storage not in ARTIFACT_STORAGES:
+        raise ConfigurationError(
+            f"LETHE_ARTIFACT_STORAGE: unknown storage {settings.artifact_storage!r}"
+            f"{_hint(settings.artifact_storage, ARTIFACT_STORAGES)}; use filesystem or s3"
+        )
+    if settings.artifact_storage != "s3":
+        return
+    if not settings.artifact_s3_bucket:
+        raise ConfigurationError("LETHE_ARTIFACT_S3_BUCKET is not set (LETHE_ARTIFACT_STORAGE is s3)")
+    if bool(settings.artifact_s3_access_key_id) != bool(settings.artifact_s3_secret_access_key):
+        raise ConfigurationError(
+            "LETHE_ARTIFACT_S3_ACCESS_KEY_ID and LETHE_ARTIFACT_S3_SECRET_ACCESS_KEY go together "
+            "(or neither, for the default credential chain)"
+        )
+    if settings.artifact_s3_endpoint_url:
+        parts = urlsplit(settings.artifact_s3_endpoint_url)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ConfigurationError("LETHE_ARTIFACT_S3_ENDPOINT_URL must be an http(s):// URL")
+
+
 def _check_texts(settings: Settings) -> None:
     for name in ("jwt_audience", "jwt_issuer"):
         if not getattr(settings, name).strip():
@@ -111,6 +135,7 @@ CHECKS: tuple[Callable[[Settings], None], ...] = (
     _check_store_url,
     _check_keys,
     _check_paths,
+    _check_artifact_storage,
     _check_texts,
 )
 """Every value check run at start-up, in order; the first failure stops start-up."""

@@ -46,6 +46,8 @@ SECRET_SETTINGS = frozenset(
         "LETHE_AUDIT_SIGNING_KEY",
         "LETHE_AUDIT_CHAIN_KEY",
         "LETHE_ARTIFACT_KEY",
+        "LETHE_ARTIFACT_S3_ACCESS_KEY_ID",
+        "LETHE_ARTIFACT_S3_SECRET_ACCESS_KEY",
     }
 )
 SECRETS_DIR = "/etc/lethe/secrets"
@@ -367,11 +369,65 @@ def test_workers_run_in_the_api_by_default_and_in_their_own_deployment_in_produc
         ({"api__workersEnabled": False}, "no pod would execute requests"),
         ({"api__replicaCount": 3}, "persistence.enabled=true"),
         ({"worker__enabled": True}, "persistence.enabled=true"),
+        ({"api__autoscaling__enabled": True}, "artifacts.storage=s3"),
+        (
+            {
+                "api__replicaCount": 2,
+                "persistence__enabled": True,
+                "persistence__accessModes": ["ReadWriteOnce"],
+            },
+            "a ReadWriteMany volume",
+        ),
+        ({"artifacts__storage": "s3"}, "artifacts.s3.bucket"),
+        (
+            {
+                "artifacts__storage": "s3",
+                "artifacts__s3__bucket": "b",
+                "secrets__keys__artifactS3AccessKeyId": "k",
+            },
+            "or neither",
+        ),
     ],
 )
 def test_values_that_cannot_work_are_refused_at_render(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
         render(merged({}, **overrides))
+
+
+def test_many_replicas_and_the_autoscaler_with_artifacts_in_a_bucket() -> None:
+    values = merged(
+        {},
+        api__replicaCount=4,
+        api__autoscaling__enabled=True,
+        worker__enabled=True,
+        worker__replicaCount=3,
+        artifacts__storage="s3",
+        artifacts__s3__bucket="lethe-exports",
+        artifacts__s3__endpointUrl="http://minio.storage:9000",
+        secrets__keys__artifactS3AccessKeyId="s3-access-key",
+        secrets__keys__artifactS3SecretAccessKey="s3-secret-key",
+    )
+    objects = render(values)
+    assert named(objects, "HorizontalPodAutoscaler", "lethe")["spec"]["scaleTargetRef"]["name"] == "lethe"
+    assert named(objects, "Deployment", "lethe-worker")["spec"]["replicas"] == 3
+    assert by_kind(objects, "PersistentVolumeClaim") == []
+    settings = named(objects, "ConfigMap", "lethe")["data"]
+    assert settings["LETHE_ARTIFACT_STORAGE"] == "s3"
+    assert settings["LETHE_ARTIFACT_S3_BUCKET"] == "lethe-exports"
+    assert settings["LETHE_ARTIFACT_S3_ENDPOINT_URL"] == "http://minio.storage:9000"
+    for where, spec in pod_specs(objects):
+        (secret,) = [v["secret"] for v in spec["volumes"] if "secret" in v]
+        assert {"key": "s3-access-key", "path": "artifact_s3_access_key_id"} in secret["items"], where
+        env = env_of(spec["containers"][0])
+        assert env["LETHE_ARTIFACT_S3_SECRET_ACCESS_KEY_FILE"]["value"] == (
+            f"{SECRETS_DIR}/artifact_s3_secret_access_key"
+        )
+    # no key pair: the pods' web identity, nothing mounted
+    web_identity = render(
+        merged(values, secrets__keys__artifactS3AccessKeyId="", secrets__keys__artifactS3SecretAccessKey="")
+    )
+    for where, spec in pod_specs(web_identity):
+        assert "LETHE_ARTIFACT_S3_ACCESS_KEY_ID_FILE" not in env_of(spec["containers"][0]), where
 
 
 def test_manifests_are_mounted_where_the_settings_point() -> None:

@@ -1,37 +1,38 @@
-"""Export artifacts of access requests: removing their files, and deleting them when their
-subject is erased."""
+"""Export artifacts of access requests: removing them from the artifact store, and deleting them
+when their subject is erased."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
+from app.engine.storage import ArtifactStore, artifact_store, remove_request_artifacts
 
 __all__ = ("erase_subject_exports", "remove_artifacts")
 
 ERASED_EXPORT_ACTION = "request.export_erased"
 
 
-def remove_artifacts(directory: Path, request_id: uuid.UUID, keep: int | None) -> None:
-    """Delete a request's artifact files, except those of attempt ``keep``."""
-    if not directory.is_dir():
-        return
-    for path in directory.glob(f"{request_id}.*"):
-        attempt = path.name.split(".")[1]
-        if keep is None or attempt != str(keep):
-            path.unlink(missing_ok=True)
+async def remove_artifacts(
+    settings: Settings | ArtifactStore, request_id: uuid.UUID, keep: int | None
+) -> None:
+    """Delete a request's artifacts, except those of attempt ``keep`` (off the event loop: the
+    store may be a remote bucket)."""
+    store = artifact_store(settings) if isinstance(settings, Settings) else settings
+    await asyncio.to_thread(remove_request_artifacts, store, str(request_id), keep)
 
 
 async def erase_subject_exports(
     session: AsyncSession,
     *,
-    directory: Path,
+    artifacts: ArtifactStore,
     system: str,
     subject_key_ref: str,
     erasure_id: uuid.UUID,
@@ -42,8 +43,8 @@ async def erase_subject_exports(
     ``system`` (found by the subject key reference, whatever identity the access request used),
     mark it erased so its download answers 410, and audit each; returns how many.
 
-    The files go first: if the transaction then rolls back, the download finds no file (404),
-    never the erased person's data.
+    The artifacts go first: if the transaction then rolls back, the download finds no artifact
+    (404), never the erased person's data.
     """
     holders = (
         await session.scalars(
@@ -60,7 +61,7 @@ async def erase_subject_exports(
         )
     ).all()
     for request in holders:
-        remove_artifacts(directory, request.id, keep=None)
+        await remove_artifacts(artifacts, request.id, keep=None)
         request.artifact_attempt = None
         request.artifact_erased_at = now
         request.updated_at = now

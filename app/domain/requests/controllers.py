@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -302,15 +304,21 @@ class RequestController(Controller):
     ) -> Stream:
         """Decrypted on the fly, frame by frame; the artifact stays encrypted at rest."""
         subject_request, _ = await queries.get_request(db_session, request_id, request.user)
-        path = queries.export_artifact(state.settings, subject_request, format)
         if not state.settings.artifact_key:
             raise Unavailable("LETHE_ARTIFACT_KEY is not configured")
         key = aes_key(state.settings.artifact_key)
-        context = artifact_context(str(request_id), format)
+        reader = await queries.open_export(state.settings, subject_request, format)
+        decrypted = read_frames(reader, key, artifact_context(str(request_id), format))
 
         async def frames() -> AsyncIterator[bytes]:
-            for frame in read_frames(path, key, context):
-                yield frame
+            # each frame is read off the event loop: the store may be a remote bucket
+            try:
+                while (frame := await asyncio.to_thread(next, decrypted, None)) is not None:
+                    yield frame
+            finally:
+                with contextlib.suppress(ValueError):  # a frame still being read when cut off
+                    decrypted.close()
+                reader.close()
 
         media = "application/json" if format == "json" else "application/zip"
         filename = f"lethe-export-{request_id}.{format}"

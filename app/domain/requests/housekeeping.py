@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -40,7 +39,7 @@ async def purge_expired_artifacts(
             )
         ).all()
         for request in expired:
-            remove_artifacts(Path(settings.artifacts_dir), request.id, keep=None)
+            await remove_artifacts(settings, request.id, keep=None)
             request.artifact_attempt = None
             request.updated_at = now
             await audit.append(

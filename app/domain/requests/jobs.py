@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -51,6 +50,7 @@ from app.engine.runs import (
     RequestRun,
     SystemRun,
 )
+from app.engine.storage import artifact_store
 from app.engine.targets import TargetRegistry
 from app.lib.clock import utcnow
 from app.lib.errors import LetheError, TargetUnavailable
@@ -167,9 +167,7 @@ class RequestWorker:
 
     async def process(self, claim: Claim) -> str:
         """Carry out a claimed request; returns ``completed``, ``failed``, ``deferred`` or ``lost``."""
-        fence = Fence(
-            self.sessions, claim, self.settings.worker_lease_seconds, Path(self.settings.artifacts_dir)
-        )
+        fence = Fence(self.sessions, claim, self.settings.worker_lease_seconds, artifact_store(self.settings))
         try:
             run = await self._build_run(claim, fence)
             handler = HANDLERS[claim.kind]
@@ -245,7 +243,7 @@ class RequestWorker:
         if not waiting:
             observe_completion(claim.kind, received_at, now)
         if outcome.artifact:
-            remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=claim.attempt)
+            await remove_artifacts(self.settings, claim.request_id, keep=claim.attempt)
 
     async def _defer(self, claim: Claim, fence: Fence, system: str | None) -> str:
         """A target is down: leave the request running with no owner until the lease runs out.
@@ -273,7 +271,7 @@ class RequestWorker:
                 )
         except LeaseLost:
             return "lost"
-        remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=None)
+        await remove_artifacts(self.settings, claim.request_id, keep=None)
         return "deferred"
 
     async def _fail(self, claim: Claim, fence: Fence, reason: str, system: str | None) -> str:
@@ -323,7 +321,7 @@ class RequestWorker:
                 await announce_request(session, claim.request_id, "request.failed", failure_reason=reason)
         except LeaseLost:
             return "lost"
-        remove_artifacts(Path(self.settings.artifacts_dir), claim.request_id, keep=None)
+        await remove_artifacts(self.settings, claim.request_id, keep=None)
         return "failed"
 
     async def run_one(self) -> bool:

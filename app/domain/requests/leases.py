@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, or_, update
@@ -25,6 +24,7 @@ from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.requests.artifacts import erase_subject_exports
 from app.engine.runs import SystemOutcome
+from app.engine.storage import ArtifactStore
 from app.lib.clock import utcnow
 from app.lib.leases import Holder, LeaseLost, LeaseTable
 
@@ -60,10 +60,10 @@ class Fence:
         sessions: async_sessionmaker[AsyncSession],
         claim: Claim,
         lease_seconds: int,
-        artifacts_dir: Path,
+        artifacts: ArtifactStore,
     ) -> None:
         self._sessions = sessions
-        self._artifacts_dir = artifacts_dir
+        self._artifacts = artifacts
         self.claim = claim
         self._lease_seconds = lease_seconds
         self._holder = Holder(key=claim.request_id, owner="", token=claim.attempt)
@@ -151,7 +151,7 @@ class Fence:
             for ref in outcome.tombstones:
                 await erase_subject_exports(
                     session,
-                    directory=self._artifacts_dir,
+                    artifacts=self._artifacts,
                     system=system,
                     subject_key_ref=ref,
                     erasure_id=self.claim.request_id,

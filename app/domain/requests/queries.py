@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Select, and_, func, or_, select, true
@@ -27,18 +27,18 @@ from app.domain.requests.schemas import (
     SystemProgressOut,
     SystemStatus,
 )
-from app.engine.artifacts import artifact_path
+from app.engine.storage import STORAGE_ERRORS, ArtifactMissing, ArtifactReader, artifact_name, artifact_store
 from app.lib.auth import ADMIN_SCOPE, Principal
 from app.lib.clock import utcnow
-from app.lib.errors import Conflict, ExportErased, NotFound, ValidationFailed, field_error
+from app.lib.errors import Conflict, ExportErased, NotFound, Unavailable, ValidationFailed, field_error
 
 __all__ = (
     "ListFilter",
     "artifact_ttl",
-    "export_artifact",
     "get_request",
     "list_requests",
     "load_request",
+    "open_export",
     "overdue_condition",
     "request_out",
     "visible_to",
@@ -205,14 +205,15 @@ def request_out(
     )
 
 
-def export_artifact(settings: Settings, request: SubjectRequest, fmt: str) -> Path:
-    """The encrypted artifact of a completed access request.
+async def open_export(settings: Settings, request: SubjectRequest, fmt: str) -> ArtifactReader:
+    """The encrypted artifact of a completed access request, opened for reading from the store.
 
     Raises:
         ValidationFailed: unknown format.
         Conflict: not an access request, or not completed yet.
         NotFound: the artifact expired and was purged.
         ExportErased: the subject was erased after the export (410).
+        Unavailable: the artifact store cannot be reached (503).
     """
     if fmt not in ("json", "zip"):
         raise ValidationFailed("format must be json or zip", [field_error("query.format", "json or zip")])
@@ -227,10 +228,13 @@ def export_artifact(settings: Settings, request: SubjectRequest, fmt: str) -> Pa
     expires = request.artifact_expires_at
     if request.artifact_attempt is None or expires is None or _aware(expires) <= utcnow():
         raise NotFound(f"the export of request {request.id} has expired")
-    path = artifact_path(Path(settings.artifacts_dir), str(request.id), request.artifact_attempt, fmt)
-    if not path.exists():
-        raise NotFound(f"the export of request {request.id} is no longer stored")
-    return path
+    name = artifact_name(str(request.id), request.artifact_attempt, fmt)
+    try:
+        return await asyncio.to_thread(artifact_store(settings).open, name)
+    except ArtifactMissing:
+        raise NotFound(f"the export of request {request.id} is no longer stored") from None
+    except STORAGE_ERRORS as exc:
+        raise Unavailable(f"the artifact store cannot be read ({type(exc).__name__})") from None
 
 
 def artifact_ttl(settings: Settings) -> timedelta:

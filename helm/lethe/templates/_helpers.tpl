@@ -69,6 +69,8 @@ auditKey: LETHE_AUDIT_KEY
 auditSigningKey: LETHE_AUDIT_SIGNING_KEY
 auditChainKey: LETHE_AUDIT_CHAIN_KEY
 artifactKey: LETHE_ARTIFACT_KEY
+artifactS3AccessKeyId: LETHE_ARTIFACT_S3_ACCESS_KEY_ID
+artifactS3SecretAccessKey: LETHE_ARTIFACT_S3_SECRET_ACCESS_KEY
 {{- end }}
 
 {{/* Non-secret settings as a LETHE_* map (the ConfigMap's data; inlined in the hook Job). */}}
@@ -83,6 +85,17 @@ LETHE_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 LETHE_APPROVAL_REQUIRED: {{ .Values.config.approvalRequired | quote }}
 LETHE_ARTIFACT_TTL_DAYS: {{ .Values.config.artifactTtlDays | quote }}
 LETHE_ARTIFACTS_DIR: {{ printf "%s/artifacts" .Values.persistence.mountPath | quote }}
+LETHE_ARTIFACT_STORAGE: {{ .Values.artifacts.storage | quote }}
+{{- if eq .Values.artifacts.storage "s3" }}
+LETHE_ARTIFACT_S3_BUCKET: {{ .Values.artifacts.s3.bucket | quote }}
+LETHE_ARTIFACT_S3_PREFIX: {{ .Values.artifacts.s3.prefix | quote }}
+{{- with .Values.artifacts.s3.endpointUrl }}
+LETHE_ARTIFACT_S3_ENDPOINT_URL: {{ . | quote }}
+{{- end }}
+{{- with .Values.artifacts.s3.region }}
+LETHE_ARTIFACT_S3_REGION: {{ . | quote }}
+{{- end }}
+{{- end }}
 {{- if include "lethe.hasManifests" . }}
 LETHE_MANIFESTS_DIR: {{ .Values.manifests.mountPath | quote }}
 {{- end }}
@@ -298,8 +311,15 @@ spec:
 {{- fail "no pod would execute requests: set api.workersEnabled=true or worker.enabled=true" }}
 {{- end }}
 {{- $pods := or .Values.worker.enabled .Values.api.autoscaling.enabled (gt (int .Values.api.replicaCount) 1) }}
-{{- if and $pods (not .Values.persistence.enabled) }}
-{{- fail "more than one pod needs persistence.enabled=true (a ReadWriteMany volume): exports written by one pod are served by another" }}
+{{- $shared := or .Values.persistence.existingClaim (has "ReadWriteMany" .Values.persistence.accessModes) }}
+{{- if and $pods (eq .Values.artifacts.storage "filesystem") (not (and .Values.persistence.enabled $shared)) }}
+{{- fail "more than one pod needs artifacts.storage=s3, or persistence.enabled=true with a ReadWriteMany volume: exports written by one pod are served by another" }}
+{{- end }}
+{{- if and (eq .Values.artifacts.storage "s3") (not .Values.artifacts.s3.bucket) }}
+{{- fail "artifacts.storage=s3 needs artifacts.s3.bucket" }}
+{{- end }}
+{{- if ne (not .Values.secrets.keys.artifactS3AccessKeyId) (not .Values.secrets.keys.artifactS3SecretAccessKey) }}
+{{- fail "set both secrets.keys.artifactS3AccessKeyId and artifactS3SecretAccessKey, or neither (web identity)" }}
 {{- end }}
 {{- $lease := int (index .Values.config.extra "LETHE_WORKER_LEASE_SECONDS" | default 60) }}
 {{- $drain := add $lease .Values.preStopSeconds 5 }}
