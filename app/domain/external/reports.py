@@ -9,7 +9,6 @@ settle in one order: the last of them completes the request.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
@@ -192,4 +191,4 @@ async def fail_task(
         payload={"system": system},
     )
     await announce_request(session, request_id, "request.failed", failure_reason=reason)
-    remove_artifacts(Path(settings.artifacts_dir), request_id, keep=None)
+    await remove_artifacts(settings, request_id, keep=None)
