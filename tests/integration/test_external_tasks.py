@@ -211,7 +211,13 @@ async def test_silence_shows_overdue_and_is_announced_once(
                 update(ExternalTask).values(due_at=datetime.now(UTC) - timedelta(minutes=1))
             )
         view = (await client.get(f"/v1/requests/{request_id}", headers=shop)).json()
-        assert (view["status"], view["overdue"]) == ("awaiting_systems", False)
+        assert (view["status"], view["overdue"], view["export_available"]) == (
+            "awaiting_systems",
+            False,
+            False,
+        )
+        export = await client.get(f"/v1/requests/{request_id}/export", headers=shop)
+        assert export.status_code == 409  # the export waits for every system
         assert view["external_tasks"][0]["overdue"] is True
         assert await announce_overdue_tasks(store_engine) == 1
         assert await announce_overdue_tasks(store_engine) == 0  # once
