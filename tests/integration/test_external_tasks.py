@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from app.config import Settings
 from app.db.external import ExternalTask
 from app.db.webhooks import WebhookEvent
-from app.domain.external.tasks import announce_overdue_tasks
+from app.domain.external.tasks import announce_task_deadlines
 from app.domain.webhooks.delivery import DeliveryWorker
 from tests.conftest import make_settings
 from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, create_crm, drain, register_crm
@@ -191,21 +191,22 @@ async def test_fail_fails_the_request(
     assert (await client.post(f"{path}/complete", json={}, headers=shop)).status_code == 409
 
 
-async def test_silence_shows_overdue_and_is_announced_once(
+async def test_silence_is_announced_due_soon_then_overdue_once_each(
     client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine
 ) -> None:
     shop = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
+    events = ["request.due_soon", "request.overdue"]
     with receiver() as hooks:
         subscription = (
-            await client.post(
-                "/v1/webhooks", json={"url": hooks.url, "events": ["request.overdue"]}, headers=shop
-            )
+            await client.post("/v1/webhooks", json={"url": hooks.url, "events": events}, headers=shop)
         ).json()
         await register_crm(client, auth())
-        await register(client, mailer(due="PT1H"), auth())
+        await register(client, mailer(due="PT3H"), auth())
         request_id = await create(client, shop)
         assert await drain(settings, store_engine) == 1
-        assert await announce_overdue_tasks(store_engine) == 0  # not due yet
+        assert await announce_task_deadlines(store_engine, 1) == 0  # not near yet
+        assert await announce_task_deadlines(store_engine, 4) == 1  # due within 4 hours
+        assert await announce_task_deadlines(store_engine, 4) == 0  # once
         async with store_engine.begin() as connection:
             await connection.execute(
                 update(ExternalTask).values(due_at=datetime.now(UTC) - timedelta(minutes=1))
@@ -219,17 +220,14 @@ async def test_silence_shows_overdue_and_is_announced_once(
         export = await client.get(f"/v1/requests/{request_id}/export", headers=shop)
         assert export.status_code == 409  # the export waits for every system
         assert view["external_tasks"][0]["overdue"] is True
-        assert await announce_overdue_tasks(store_engine) == 1
-        assert await announce_overdue_tasks(store_engine) == 0  # once
+        assert await announce_task_deadlines(store_engine, 4) == 1
+        assert await announce_task_deadlines(store_engine, 4) == 0  # once
         await send_due(settings, store_engine)
-    (hit,) = hooks.hits
-    event = hit.verify(subscription["secret"])
-    assert event["type"] == "request.overdue"
-    assert (event["data"]["external_task"]["system"], event["data"]["external_task"]["overdue"]) == (
-        "mailer",
-        True,
-    )
-    assert SUBJECT_EMAIL not in hit.body.decode()
+    sent = [hit.verify(subscription["secret"]) for hit in hooks.hits]
+    assert [e["type"] for e in sent] == events
+    assert [e["data"]["external_task"]["overdue"] for e in sent] == [False, True]
+    assert {e["data"]["external_task"]["system"] for e in sent} == {"mailer"}
+    assert all(SUBJECT_EMAIL not in hit.body.decode() for hit in hooks.hits)
 
 
 @pytest.mark.parametrize(

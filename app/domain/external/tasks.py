@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import msgspec
@@ -34,7 +34,7 @@ from app.manifest.external import ExternalSystem, is_external, load_external
 __all__ = (
     "ACTIONS",
     "RegisteredExternal",
-    "announce_overdue_tasks",
+    "announce_task_deadlines",
     "current_external",
     "hold_tasks",
     "needed_identities",
@@ -223,30 +223,36 @@ async def task_views(
     return [_out(task, moment) for task in rows]
 
 
-def _overdue_key(task: ExternalTask) -> str:
-    return f"request.overdue:task:{task.id}:{_aware(task.due_at).isoformat()}"
+def _deadline_event(task: ExternalTask, now: datetime) -> tuple[str, str]:
+    """The event a pending task's deadline calls for now, and its dedupe key (once per task,
+    event and due time)."""
+    kind = "request.overdue" if _aware(task.due_at) <= now else "request.due_soon"
+    return kind, f"{kind}:task:{task.id}:{_aware(task.due_at).isoformat()}"
 
 
-async def announce_overdue_tasks(store_engine: AsyncEngine, now: datetime | None = None) -> int:
-    """Announce each pending task past its due time once (``request.overdue`` naming the task, to
-    the request's client); returns how many were announced."""
+async def announce_task_deadlines(
+    store_engine: AsyncEngine, due_soon_hours: int, now: datetime | None = None
+) -> int:
+    """Announce once each pending task within ``due_soon_hours`` of its due time
+    (``request.due_soon``) and once past it (``request.overdue``), with the task in
+    ``data.external_task``, to the request's client; returns how many were announced."""
     now = now or _now()
     sessions = async_sessionmaker(store_engine, expire_on_commit=False)
     async with sessions() as session:
-        late = (
+        near = (
             await session.execute(
                 select(ExternalTask, SubjectRequest)
                 .join(SubjectRequest, SubjectRequest.id == ExternalTask.request_id)
                 .where(
                     ExternalTask.status == "pending",
-                    ExternalTask.due_at <= now,
+                    ExternalTask.due_at <= now + timedelta(hours=due_soon_hours),
                     SubjectRequest.status.not_in(FINAL_STATUSES),
                 )
                 .order_by(ExternalTask.due_at)
                 .limit(BATCH)
             )
         ).all()
-        keys = {_overdue_key(task) for task, _ in late}
+        keys = {_deadline_event(task, now)[1] for task, _ in near}
         done = set(
             (
                 await session.scalars(
@@ -257,16 +263,14 @@ async def announce_overdue_tasks(store_engine: AsyncEngine, now: datetime | None
             else ()
         )
     announced = 0
-    for task, request in late:
-        key = _overdue_key(task)
+    for task, request in near:
+        kind, key = _deadline_event(task, now)
         if key in done:
             continue
         detail: dict[str, Any] = msgspec.to_builtins(_out(task, now))
         try:
             async with sessions() as session, session.begin():
-                if await request_event(
-                    session, request, "request.overdue", dedupe_key=key, external_task=detail
-                ):
+                if await request_event(session, request, kind, dedupe_key=key, external_task=detail):
                     announced += 1
         except IntegrityError:
             continue  # announced already (here or by another replica)
