@@ -152,9 +152,15 @@ async def test_a_report_before_the_workers_finish_completes_with_them(
     shop = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
     await register_crm(client, auth())
     await register(client, mailer(), auth())
-    request_id = await create(client, shop)
+    answer = await client.post(
+        "/v1/requests", json={"kind": "access", "identities": {"email": SUBJECT_EMAIL}}, headers=shop
+    )
+    request_id = answer.json()["id"]
+    assert [(t["system"], t["status"]) for t in answer.json()["external_tasks"]] == [("mailer", "pending")]
     path = f"/v1/requests/{request_id}/systems/mailer"
     assert (await client.post(f"{path}/complete", json={}, headers=shop)).status_code == 200
+    (listed,) = (await client.get("/v1/requests", headers=shop)).json()["items"]
+    assert [(t["system"], t["status"]) for t in listed["external_tasks"]] == [("mailer", "completed")]
     view = (await client.get(f"/v1/requests/{request_id}", headers=shop)).json()
     assert view["status"] == "queued"
     assert await drain(settings, store_engine) == 1

@@ -25,7 +25,7 @@ SystemName = Annotated[str, PathParameter(description="The external system (its 
 
 
 async def _view(session: AsyncSession, request_id: uuid.UUID, system: str) -> TaskOut:
-    return next(t for t in await task_views(session, request_id) if t.system == system)
+    return next(t for t in (await task_views(session, [request_id]))[request_id] if t.system == system)
 
 
 class ExternalTaskController(Controller):

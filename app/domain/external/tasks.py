@@ -213,14 +213,21 @@ def _out(task: ExternalTask, now: datetime) -> TaskOut:
 
 
 async def task_views(
-    session: AsyncSession, request_id: uuid.UUID, now: datetime | None = None
-) -> list[TaskOut]:
-    """The request's tasks, by system, for its public view."""
+    session: AsyncSession, request_ids: Sequence[uuid.UUID], now: datetime | None = None
+) -> dict[uuid.UUID, list[TaskOut]]:
+    """The tasks of each request (by system; none: an empty list), for their public views."""
+    found: dict[uuid.UUID, list[TaskOut]] = {request_id: [] for request_id in request_ids}
+    if not found:
+        return found
     rows = await session.scalars(
-        select(ExternalTask).where(ExternalTask.request_id == request_id).order_by(ExternalTask.system)
+        select(ExternalTask)
+        .where(ExternalTask.request_id.in_(list(found)))
+        .order_by(ExternalTask.request_id, ExternalTask.system)
     )
     moment = now or _now()
-    return [_out(task, moment) for task in rows]
+    for task in rows:
+        found[task.request_id].append(_out(task, moment))
+    return found
 
 
 def _deadline_event(task: ExternalTask, now: datetime) -> tuple[str, str]:

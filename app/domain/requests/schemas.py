@@ -117,7 +117,7 @@ class RequestOut(BaseStruct):
     callback_secret: str | None = None
     """The ``whsec_`` secret signing ``callback_url`` deliveries: only in the creation answer."""
     external_tasks: list[TaskOut] = []
-    """One task per external system (``kind: external`` manifest), in ``GET /v1/requests/{id}``."""
+    """One task per external system (``kind: external`` manifest) the request involves."""
 
 
 class RequestPage(BaseStruct):
