@@ -135,7 +135,11 @@ async def test_notify_then_complete_completes_the_request(
         f"{path}/complete", json={"counts": {"contacts": 1}, "evidence": "TICKET-42"}, headers=processor
     )
     assert done.status_code == 200, done.text
-    assert (done.json()["status"], done.json()["counts"]) == ("completed", {"contacts": 1})
+    assert (done.json()["status"], done.json()["counts"], done.json()["notify"]) == (
+        "completed",
+        {"contacts": 1},
+        "webhook",
+    )
     view = (await client.get(f"/v1/requests/{request_id}", headers=shop)).json()
     assert view["status"] == "completed"
     assert view["external_tasks"][0]["evidence"] == "TICKET-42"

@@ -30,7 +30,7 @@ EXTERNAL_EXAMPLES = (
             system="mailer",
             manifest_version=1,
             status="completed",
-            notify="7c2a9e14-5b3d-4f61-8a0e-2d4c6b8f1a35",
+            notify="webhook",
             due_at=datetime(2026, 5, 11, 9, 30, tzinfo=UTC),
             overdue=False,
             identities_read=True,

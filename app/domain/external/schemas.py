@@ -41,8 +41,8 @@ class TaskOut(BaseStruct):
     system: str
     manifest_version: int
     status: TaskStatus
-    notify: str
-    """``manual`` or the id of the webhook subscription told about it."""
+    notify: Literal["manual", "webhook"]
+    """How the system was told: ``webhook`` (its subscription) or ``manual`` (the request's client)."""
     due_at: datetime | None
     overdue: bool
     identities_read: bool

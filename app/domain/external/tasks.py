@@ -201,7 +201,7 @@ def _out(task: ExternalTask, now: datetime) -> TaskOut:
         system=task.system,
         manifest_version=task.manifest_version,
         status=cast("TaskStatus", task.status),
-        notify=task.notify,
+        notify="manual" if task.notify == "manual" else "webhook",  # not another client's subscription id
         due_at=task.due_at if task.status != "held" else None,
         overdue=task.status == "pending" and _aware(task.due_at) < now,
         identities_read=task.identities_read_at is not None,
