@@ -19,9 +19,9 @@ from app.config import Settings
 from app.db.external import ExternalTask
 from app.db.webhooks import WebhookEvent
 from app.domain.external.tasks import announce_task_deadlines
-from app.domain.webhooks.delivery import DeliveryWorker
 from tests.conftest import make_settings
 from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, create_crm, drain, register_crm
+from tests.integration.test_webhooks import send_due
 from tests.integration.webhooks_support import CLIENT_SCOPES, receiver
 
 Headers = Callable[..., dict[str, str]]
@@ -68,15 +68,6 @@ async def register(
         content=msgspec.json.encode(document),
         headers={**headers, "Content-Type": "application/json"},
     )
-
-
-async def send_due(settings: Settings, store: AsyncEngine) -> None:
-    worker = DeliveryWorker(settings, store, "test")
-    try:
-        while await worker.run_one():
-            pass
-    finally:
-        await worker.close()
 
 
 async def event_payloads(store: AsyncEngine) -> list[dict[str, Any]]:
