@@ -31,10 +31,16 @@ from sqlalchemy import (
 from sqlalchemy import types as sqltypes
 from sqlalchemy.exc import CompileError
 
+from app.engine.surrogate_digests import BindFactory, HashKey, plain_bind
+from app.engine.surrogates import SurrogateContext, resolved_surrogate, surrogate_expression, surrogate_label
+from app.manifest.model import ColumnSpec, Surrogate
+from app.manifest.schema import TableInfo
+
 __all__ = (
     "ColumnChange",
     "LinkChanges",
     "anonymize_statement",
+    "column_change",
     "count_statement",
     "delete_statement",
     "display_sql",
@@ -51,6 +57,37 @@ class ColumnChange:
     value: ColumnElement[Any]
     kind: str
     """``null`` or the surrogate name."""
+
+
+def column_change(
+    table: Table,
+    info: TableInfo,
+    column: str,
+    spec: ColumnSpec,
+    dialect: str,
+    *,
+    hash_key: HashKey | None,
+    secret_bind: BindFactory = plain_bind,
+) -> ColumnChange:
+    """What erasure writes into ``column`` of ``table``: NULL (strategy delete) or its surrogate,
+    resolved by the rules validation applies (the plan, execution and the CHECK proof all ask here).
+
+    Raises:
+        SurrogateError: the surrogate does not fit the column's type or constraints.
+    """
+    ctx = SurrogateContext(
+        table,
+        column,
+        tuple(info.primary_key),
+        dialect,
+        unique=info.column_is_unique(column),
+        hash_key=hash_key,
+        secret_bind=secret_bind,
+        table_info=info,
+    )
+    wanted = Surrogate(kind="null") if spec.strategy == "delete" else spec.surrogate_spec
+    surrogate = resolved_surrogate(ctx, wanted)
+    return ColumnChange(column, surrogate_expression(ctx, surrogate), surrogate_label(surrogate))
 
 
 def value_differs(column: Any, change: ColumnChange) -> ColumnElement[bool]:

@@ -9,21 +9,21 @@ the default one.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import BLANK_SCHEMA, MetaData, Table, inspect, text
 from sqlalchemy import types as sqltypes
-from sqlalchemy.engine import Connection, Inspector
+from sqlalchemy.dialects.mysql import INET4, INET6
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.engine.dialects import dialect_of
+from app.engine.dialects import MariaDB, dialect_of
 from app.lib.errors import ManifestInvalid, field_error
 from app.manifest.names import split_table, table_key
-from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
+from app.manifest.schema import CheckInfo, ColumnInfo
 
 __all__ = (
     "TargetSchemas",
@@ -31,9 +31,9 @@ __all__ = (
     "check_infos",
     "column_info",
     "foreign_keys_into",
+    "inspector_checks",
+    "inspector_unique",
     "json_check_kind",
-    "reflect_schema",
-    "reflect_schema_sync",
     "reflect_tables",
     "target_schemas",
 )
@@ -84,6 +84,19 @@ def _non_system(names: Sequence[str]) -> list[str]:
     return [n for n in names if n not in _SYSTEM_SCHEMAS and not n.startswith("pg_")]
 
 
+_MARIADB_TYPES = {"inet4": INET4, "inet6": INET6}
+"""MariaDB types SQLAlchemy defines but does not reflect (it would read them as NullType)."""
+
+
+def _know_mariadb_types(connection: Connection) -> None:
+    """Teach this connection's SQLAlchemy dialect instance (not the class) MariaDB's address types
+    before reflecting."""
+    dialect: Any = connection.dialect  # MySQL's dialects carry ischema_names
+    known = _MARIADB_TYPES.keys() <= dialect.ischema_names.keys()
+    if isinstance(dialect_of(connection), MariaDB) and not known:
+        dialect.ischema_names = {**dialect.ischema_names, **_MARIADB_TYPES}
+
+
 def target_schemas(
     connection: Connection, named: Sequence[str] = (), *, every: bool = False
 ) -> TargetSchemas:
@@ -94,6 +107,7 @@ def target_schemas(
     Raises:
         ManifestInvalid: a named schema does not exist, or the target is SQLite (no named schemas).
     """
+    _know_mariadb_types(connection)
     dialect = dialect_of(connection)
     if not dialect.named_schemas:
         if named:
@@ -103,7 +117,7 @@ def target_schemas(
             )
         return TargetSchemas(None, (None,))
     default = connection.dialect.default_schema_name
-    existing = inspect(connection).get_schema_names()
+    existing = inspect(connection).get_schema_names() if named or every else []
     missing = [s for s in named if s not in existing]
     if missing:
         raise _refuse_schemas(
@@ -145,27 +159,33 @@ def _qualified_names(connection: Connection) -> Iterator[None]:
 
 
 def reflect_tables(
-    connection: Connection, named: Sequence[str] = (), only: Collection[str] | None = None
+    connection: Connection,
+    named: Sequence[str] = (),
+    only: Collection[str] | None = None,
+    *,
+    every: bool = False,
 ) -> tuple[dict[str, Table], TargetSchemas]:
     """SQLAlchemy tables of the target keyed by manifest table name (with those they reference).
 
-    ``only`` limits reflection to those manifest table names (missing ones are left out).
+    ``only`` limits reflection to those manifest table names (missing ones are left out);
+    ``every`` reflects every non-system schema (see :func:`target_schemas`). Each schema is one
+    ``MetaData.reflect``: SQLAlchemy reads columns, keys, indexes and CHECKs of all its tables in a
+    few multi-table queries.
 
     Raises:
         ManifestInvalid: see :func:`target_schemas`.
     """
-    schemas = target_schemas(connection, named)
+    schemas = target_schemas(connection, named, every=every)
     metadata = MetaData()
     wanted = None if only is None else [schemas.locate(key) for key in only]
     with _qualified_names(connection):
         inspector = inspect(connection)
         for schema in schemas.reflected:
+            if wanted is None:  # every table (MetaData.reflect lists them itself)
+                metadata.reflect(connection, schema=schema, resolve_fks=True)
+                continue
             existing = set(inspector.get_table_names(schema=schema))
-            names = (
-                sorted(existing)
-                if wanted is None
-                else [n for s, n in wanted if s == schema and n in existing]
-            )
+            names = [n for s, n in wanted if s == schema and n in existing]
             if names:
                 metadata.reflect(connection, schema=schema, only=names, resolve_fks=True)
     unqualified = _default_unqualified(metadata, schemas.default)
@@ -271,50 +291,39 @@ def foreign_keys_into(
 
 
 _MARIADB_CHECKS = text(
-    "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-    "WHERE CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :table"
+    "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE())"
 )
 
 
-def _check_constraints(inspector: Inspector, name: str, schema: str | None) -> list[Any]:
-    """CHECK constraints of a table; on MariaDB from ``information_schema``, which also lists the
-    column-level ones (``json_valid`` of JSON columns) SQLAlchemy's parser misses."""
-    if getattr(inspector.dialect, "is_mariadb", False) and isinstance(inspector.bind, Connection):
-        rows = inspector.bind.execute(_MARIADB_CHECKS, {"table": name, "schema": schema}).all()
-        return [{"name": row[0], "sqltext": row[1]} for row in rows]
-    return list(inspector.get_check_constraints(name, schema=schema))
+def inspector_checks(
+    connection: Connection, schemas: TargetSchemas
+) -> dict[str, tuple[CheckInfo, ...]] | None:
+    """CHECK constraints per table where table reflection misses some: on MariaDB from
+    ``information_schema`` (one query per schema), which also lists the column-level ones
+    (``json_valid`` of JSON columns) SQLAlchemy's parser misses. None elsewhere (the reflected
+    tables carry every CHECK)."""
+    if not isinstance(dialect_of(connection), MariaDB):
+        return None
+    found: dict[str, list[dict[str, Any]]] = {}
+    for schema in schemas.reflected:
+        for table, name, clause in connection.execute(_MARIADB_CHECKS, {"schema": schema}).all():
+            found.setdefault(schemas.key(schema, table), []).append({"name": name, "sqltext": clause})
+    return {key: check_infos(checks) for key, checks in found.items()}
 
 
-def _table(inspector: Inspector, name: str, schema: str | None, schemas: TargetSchemas) -> TableInfo:
-    pk = tuple(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
-    checks = check_infos(_check_constraints(inspector, name, schema))
-    columns: dict[str, ColumnInfo] = {}
-    for column in inspector.get_columns(name, schema=schema):
-        columns[column["name"]] = json_check_kind(
-            column_info(
-                column["name"],
-                column["type"],
-                nullable=bool(column.get("nullable", True)),
-                primary_key=column["name"] in pk,
-            ),
-            checks,
-        )
-    unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)}
-    # SQLite reports inline UNIQUE column constraints only as automatic indexes
-    indexes = inspector.get_indexes(name, schema=schema, **dialect_of(inspector).index_reflection_options)
-    unique |= {tuple(c for c in i["column_names"] if c) for i in indexes if i.get("unique")}
-    key = schemas.key(schema, name)
-    foreign_keys = tuple(
-        ForeignKeyInfo(
-            name=fk.get("name") or None,
-            table=key,
-            columns=tuple(fk["constrained_columns"]),
-            referred_table=schemas.key(fk.get("referred_schema") or schema, fk["referred_table"]),
-            referred_columns=tuple(fk["referred_columns"]),
-        )
-        for fk in inspector.get_foreign_keys(name, schema=schema)
-    )
-    return TableInfo(key, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
+def inspector_unique(connection: Connection, tables: Mapping[str, Table]) -> dict[str, set[tuple[str, ...]]]:
+    """Unique column sets table reflection misses: SQLite reports inline UNIQUE column
+    constraints only as automatic indexes (empty elsewhere)."""
+    options = dialect_of(connection).index_reflection_options
+    if not options:
+        return {}
+    inspector = inspect(connection)
+    found: dict[str, set[tuple[str, ...]]] = {}
+    for key, table in tables.items():
+        indexes = inspector.get_indexes(table.name, schema=table.schema, **options)
+        found[key] = {tuple(c for c in i["column_names"] if c) for i in indexes if i.get("unique")}
+    return found
 
 
 def json_check_kind(column: ColumnInfo, checks: tuple[CheckInfo, ...]) -> ColumnInfo:
@@ -326,25 +335,3 @@ def json_check_kind(column: ColumnInfo, checks: tuple[CheckInfo, ...]) -> Column
         if check.name == column.name and text == f"json_valid({column.name.lower()})":
             return replace(column, type_name="json", length=None)
     return column
-
-
-def reflect_schema_sync(
-    connection: Connection, named: Sequence[str] = (), *, every: bool = False
-) -> SchemaInfo:
-    """Reflect every table of the target's schemas (see :func:`target_schemas`; ``run_sync``)."""
-    schemas = target_schemas(connection, named, every=every)
-    tables: dict[str, TableInfo] = {}
-    with _qualified_names(connection):
-        inspector = inspect(connection)
-        for schema in schemas.reflected:
-            for name in sorted(inspector.get_table_names(schema=schema)):
-                info = _table(inspector, name, schema, schemas)
-                tables[info.name] = info
-    return SchemaInfo(dict(sorted(tables.items())), schemas=tuple(schemas.names))
-
-
-async def reflect_schema(
-    connection: AsyncConnection, named: Sequence[str] = (), *, every: bool = False
-) -> SchemaInfo:
-    """Reflect the target behind an async connection (PostgreSQL, MariaDB/MySQL, SQLite)."""
-    return await connection.run_sync(lambda sync: reflect_schema_sync(sync, named, every=every))

@@ -1,16 +1,96 @@
-"""Build the manifest's pure ``SchemaInfo`` from reflected SQLAlchemy tables (one reflection)."""
+"""One reflection of a target: its SQLAlchemy tables and the manifest's pure ``SchemaInfo`` of them.
+
+Validation, the CHECK proof, the erasure plan and its execution all read the same
+:class:`Reflection`: the target's schemas are reflected once per run (one ``MetaData.reflect``
+per schema, whose multi-table queries read every table at once), and ``SchemaInfo`` is derived
+from those tables, completed where a dialect shows a constraint only to the inspector.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import CheckConstraint, MetaData, Table, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKeyConstraint, MetaData, Table, UniqueConstraint
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.engine.reflection import check_infos, column_info, json_check_kind
+from app.engine.reflection import (
+    check_infos,
+    column_info,
+    inspector_checks,
+    inspector_unique,
+    json_check_kind,
+    reflect_tables,
+)
 from app.manifest.names import table_key
 from app.manifest.schema import CheckInfo, ColumnInfo, ForeignKeyInfo, SchemaInfo, TableInfo
 
-__all__ = ("column_info_of", "schema_from_metadata", "schema_from_tables", "table_info_of")
+__all__ = (
+    "Reflection",
+    "column_info_of",
+    "reflect",
+    "reflect_schema",
+    "reflect_sync",
+    "schema_from_metadata",
+    "schema_from_tables",
+    "table_info_of",
+)
+
+
+@dataclass(frozen=True)
+class Reflection:
+    """The target's tables by manifest name, and the ``SchemaInfo`` of the same tables."""
+
+    tables: dict[str, Table]
+    schema: SchemaInfo
+
+
+def reflect_sync(
+    connection: Connection,
+    named: Sequence[str] = (),
+    *,
+    every: bool = False,
+    only: Collection[str] | None = None,
+) -> Reflection:
+    """Reflect the target once (see :func:`app.engine.reflection.reflect_tables`; ``run_sync``).
+
+    Raises:
+        ManifestInvalid: a named schema does not exist (or the target is SQLite).
+    """
+    tables, schemas = reflect_tables(connection, named, only, every=every)
+    checks = inspector_checks(connection, schemas)
+    unique = inspector_unique(connection, tables)
+    keys = {table: key for key, table in tables.items()}
+    infos = {
+        key: _table_info(
+            key,
+            table,
+            keys,
+            checks=None if checks is None else checks.get(key, ()),
+            unique=unique.get(key, set()),
+        )
+        for key, table in sorted(tables.items())
+    }
+    return Reflection(tables, SchemaInfo(infos, schemas=tuple(schemas.names)))
+
+
+async def reflect(
+    connection: AsyncConnection,
+    named: Sequence[str] = (),
+    *,
+    every: bool = False,
+    only: Collection[str] | None = None,
+) -> Reflection:
+    """Reflect the target behind an async connection once (PostgreSQL, MariaDB/MySQL, SQLite)."""
+    return await connection.run_sync(lambda sync: reflect_sync(sync, named, every=every, only=only))
+
+
+async def reflect_schema(
+    connection: AsyncConnection, named: Sequence[str] = (), *, every: bool = False
+) -> SchemaInfo:
+    """The ``SchemaInfo`` of every table of the target's schemas (see :func:`reflect`)."""
+    return (await reflect(connection, named, every=every)).schema
 
 
 def _checks(table: Table) -> tuple[CheckInfo, ...]:
@@ -29,16 +109,25 @@ def column_info_of(table: Table, name: str) -> ColumnInfo:
     return json_check_kind(info, _checks(table))
 
 
-def _table_info(key: str, table: Table, keys: Mapping[Table, str]) -> TableInfo:
+def _table_info(
+    key: str,
+    table: Table,
+    keys: Mapping[Table, str],
+    *,
+    checks: tuple[CheckInfo, ...] | None = None,
+    unique: Collection[tuple[str, ...]] = (),
+) -> TableInfo:
+    """``checks`` replaces the table's CHECKs and ``unique`` adds unique sets where the dialect
+    shows them only to the inspector (see :func:`reflect_sync`)."""
     pk = tuple(c.name for c in table.primary_key.columns)
-    checks = _checks(table)
+    checks = _checks(table) if checks is None else checks
     columns = {
         c.name: json_check_kind(
             column_info(c.name, c.type, nullable=bool(c.nullable), primary_key=c.name in pk), checks
         )
         for c in table.columns
     }
-    unique = {
+    unique = set(unique) | {
         tuple(c.name for c in constraint.columns)
         for constraint in table.constraints
         if isinstance(constraint, UniqueConstraint)
@@ -53,7 +142,7 @@ def _table_info(key: str, table: Table, keys: Mapping[Table, str]) -> TableInfo:
             referred_table=keys.get(fk.referred_table, fk.referred_table.name),
             referred_columns=tuple(e.column.name for e in fk.elements),
         )
-        for fk in sorted(table.foreign_key_constraints, key=lambda f: str(f.name or ""))
+        for fk in sorted(table.foreign_key_constraints, key=_foreign_key_order)
     )
     return TableInfo(key, columns, pk, tuple(sorted(u for u in unique if u)), foreign_keys, checks)
 
@@ -61,6 +150,11 @@ def _table_info(key: str, table: Table, keys: Mapping[Table, str]) -> TableInfo:
 def table_info_of(table: Table) -> TableInfo:
     """One reflected table as validation sees it (key, unique column sets, foreign keys)."""
     return _table_info(table.name, table, {})
+
+
+def _foreign_key_order(fk: ForeignKeyConstraint) -> tuple[str, tuple[str, ...], str]:
+    """A stable order (SQLite's keys have no names; the table holds them in a set)."""
+    return (str(fk.name or ""), tuple(e.parent.name for e in fk.elements), fk.referred_table.name)
 
 
 def schema_from_tables(tables: Mapping[str, Table]) -> SchemaInfo:

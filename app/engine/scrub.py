@@ -53,7 +53,8 @@ from app.engine.dialects import (
 )
 from app.engine.erasure_sql import count_statement
 from app.engine.keyset import Keyset
-from app.manifest.model import Identity, Manifest
+from app.engine.subjects import casefolds
+from app.manifest.model import Manifest
 
 __all__ = (
     "SCRUB_SURROGATE",
@@ -63,7 +64,6 @@ __all__ = (
     "ScrubColumn",
     "ScrubPlan",
     "ScrubStatements",
-    "casefolds",
     "identity_values",
     "install_scrub_functions",
     "mention_pattern",
@@ -87,11 +87,6 @@ _META = re.compile(r"([\\.^$*+?()\[\]{}|/#&~\-])")
 def mention_pattern(value: str) -> str:
     """The word-bounded regular expression of one value, the same on every dialect."""
     return _BEFORE + _META.sub(r"\\\1", value) + _AFTER
-
-
-def casefolds(identity: Identity) -> bool:
-    """Whether an identity's values match whatever their case (its ``match`` rule is casefold)."""
-    return identity.match == "casefold"
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.casts import hop_source
 from app.engine.dialects import Dialect, DialectLike, as_dialect, dialect_of
-from app.engine.reflection import reflect_tables
 from app.engine.runs import RequestFailed
-from app.engine.schema_info import schema_from_tables
+from app.engine.schema_info import reflect
 from app.engine.surrogates import placeholder_bind
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph
 from app.manifest.model import Identity, Manifest, normalise_identity
@@ -57,7 +56,9 @@ __all__ = (
     "ReflectedTarget",
     "SubjectLookupError",
     "TenantRequired",
+    "casefolds",
     "coerce_identity",
+    "identity_condition",
     "in_rows",
     "key_hasher",
     "path_condition",
@@ -118,12 +119,9 @@ async def reflect_target(connection: AsyncConnection, manifest: Manifest) -> Ref
     Raises:
         ManifestInvalid: the manifest does not fit the live schema (unknown table, broken link).
     """
-    tables, _ = await connection.run_sync(
-        reflect_tables, manifest_schemas(manifest), manifest.managed_tables()
-    )
-    schema = schema_from_tables(tables)
-    graph = build_graph(manifest, schema)
-    return ReflectedTarget(tables=tables, graph=graph, dialect=dialect_of(connection))
+    reflection = await reflect(connection, manifest_schemas(manifest), only=manifest.managed_tables())
+    graph = build_graph(manifest, reflection.schema)
+    return ReflectedTarget(tables=reflection.tables, graph=graph, dialect=dialect_of(connection))
 
 
 # --- finding the subject -------------------------------------------------------------------
@@ -152,14 +150,20 @@ def coerce_identity(column: Any, value: str) -> Any:
         return None
 
 
-def _identity_condition(
-    table: Table, identity: Identity, value: str, dialect: DialectLike
+def casefolds(identity: Identity) -> bool:
+    """Whether an identity's values match whatever their case (its ``match`` rule is casefold)."""
+    return identity.match == "casefold"
+
+
+def identity_condition(
+    column: Any, identity: Identity, value: Any, dialect: DialectLike
 ) -> ColumnElement[bool] | None:
-    """The condition of one identity under its match rule (None: the value cannot match)."""
-    column = table.c[identity.column]
+    """Rows whose ``column`` holds the identity ``value`` under the identity's match rule (None:
+    the value cannot match). ``value`` is a request's text, or a value read from the subject row
+    (verification looks for it in other tables)."""
     rule = identity.match or "trimmed"
-    if not isinstance(column.type, sqltypes.String):
-        coerced = coerce_identity(column, value)
+    if not isinstance(column.type, sqltypes.String) or not isinstance(value, str):
+        coerced = coerce_identity(column, value) if isinstance(value, str) else value
         return None if coerced is None else column == coerced
     normal = normalise_identity(rule, value)
     if rule == "casefold":
@@ -188,7 +192,8 @@ async def resolve_subject(
         if name not in subject.identities:
             continue
         identity = subject.identity(name)
-        condition = _identity_condition(subject_table, identity, value, dialect_of(connection))
+        column = subject_table.c[identity.column]
+        condition = identity_condition(column, identity, value, dialect_of(connection))
         if condition is None:
             return None
         conditions.append(condition)

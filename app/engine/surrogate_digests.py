@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import literal, literal_column
+from sqlalchemy import String, func, literal, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.engine.dialects import SQLITE_HMAC_FUNCTION, SQLITE_MD5_FUNCTION
+from app.engine.dialects import SQLITE_HMAC_FUNCTION, SQLITE_MD5_FUNCTION, Dialect
 
 __all__ = (
     "BindFactory",
@@ -29,6 +29,7 @@ __all__ = (
     "placeholder_bind",
     "plain_bind",
     "uuid_for_key",
+    "uuid_sql",
 )
 
 HASH_KEY_LABEL = "lethe-erasure-surrogate-hash-v1"
@@ -77,6 +78,30 @@ def placeholder_bind(name: str, _value: Any, _type: Any) -> ColumnElement[Any]:
 def plain_bind(_name: str, value: Any, type_: Any) -> ColumnElement[Any]:
     """A bind carrying its value (execution)."""
     return literal(value, type_)
+
+
+def uuid_sql(dialect: Dialect, key_text: ColumnElement[str]) -> ColumnElement[str]:
+    """The SQL of :func:`uuid_for_key`: the MD5 of ``'erased:' || key`` as an RFC 9562 version 3
+    UUID (version nibble 3, variant bits 10): MariaDB's UUID type and every validator accept it."""
+    digest = dialect.md5_hex(literal(UUID_SEED, String) + key_text)
+    nibble = dialect.code_point(func.substr(digest, 17, 1)) % 4
+    variant = func.substr(literal("89ab", String), nibble + 1, 1)
+    parts = [
+        func.substr(digest, 1, 8),
+        literal("-", String),
+        func.substr(digest, 9, 4),
+        literal("-3", String),
+        func.substr(digest, 14, 3),
+        literal("-", String),
+        variant,
+        func.substr(digest, 18, 3),
+        literal("-", String),
+        func.substr(digest, 21, 12),
+    ]
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + part
+    return text
 
 
 def uuid_for_key(key_text: str) -> str:

@@ -40,7 +40,6 @@ from app.engine.dialects import Dialect, DialectLike, as_dialect
 from app.engine.errors import EngineError
 from app.engine.schema_info import column_info_of
 from app.engine.surrogate_digests import (
-    UUID_SEED,
     BindFactory,
     HashKey,
     hash_key_from_secret,
@@ -48,6 +47,7 @@ from app.engine.surrogate_digests import (
     placeholder_bind,
     plain_bind,
     uuid_for_key,
+    uuid_sql,
 )
 from app.manifest.model import Surrogate
 from app.manifest.schema import ColumnInfo, TableInfo
@@ -59,6 +59,7 @@ __all__ = (
     "EPOCH",
     "SURROGATES",
     "UNSPECIFIED_ADDRESS",
+    "UNSPECIFIED_IPV6_ADDRESS",
     "UNSPECIFIED_NETWORK",
     "HashKey",
     "SurrogateContext",
@@ -86,6 +87,8 @@ UNIQUE_SHORT = ("~", "")
 REDACTED = "redacted"
 UNSPECIFIED_ADDRESS = "0.0.0.0"  # noqa: S104 - a value written into rows, not an address bound
 UNSPECIFIED_NETWORK = f"{UNSPECIFIED_ADDRESS}/32"
+UNSPECIFIED_IPV6_ADDRESS = "::"
+"""MariaDB's INET6 takes only IPv6 addresses: its unspecified address."""
 KEY_SEPARATOR = "."
 WIDE_KEY_TEXT = 40
 """Keys are assumed to read as at most this many characters (a BIGINT needs 20)."""
@@ -307,40 +310,31 @@ def _epoch(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
 
 
 def _uuid(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
-    """An RFC 9562 version 3 UUID from the MD5 of ``'erased:' || key`` (version nibble 3,
-    variant bits 10): MariaDB's UUID type and every validator accept it."""
-    digest = ctx.sql.md5_hex(literal(UUID_SEED, String) + _key_text(ctx))
-    variant = func.substr(
-        literal("89ab", String), (ctx.sql.code_point(func.substr(digest, 17, 1)) % 4) + 1, 1
-    )
-    parts = [
-        func.substr(digest, 1, 8),
-        literal("-", String),
-        func.substr(digest, 9, 4),
-        literal("-3", String),
-        func.substr(digest, 14, 3),
-        literal("-", String),
-        variant,
-        func.substr(digest, 18, 3),
-        literal("-", String),
-        func.substr(digest, 21, 12),
-    ]
-    text = parts[0]
-    for part in parts[1:]:
-        text = text + part
+    """An RFC 9562 version 3 UUID of the row key (see :func:`uuid_sql`)."""
+    text = uuid_sql(ctx.sql, _key_text(ctx))
     if ctx.sql.casts_text_literals and ctx.info.kind == "uuid":
         return cast(text, postgresql.UUID)
     return text
 
 
 def _ip(ctx: SurrogateContext, _surrogate: Surrogate) -> ColumnElement[Any]:
-    """The unspecified address (``0.0.0.0``, ``0.0.0.0/32``); on a UNIQUE column ``'::' + id``."""
+    """The unspecified address (``0.0.0.0``, ``0.0.0.0/32``; ``::`` in MariaDB's INET6); on a
+    UNIQUE column the address of the key (``'::' + id``, MariaDB ``INET_NTOA(id)`` /
+    ``::<id>``)."""
     if ctx.unique:
         return _unique_ip(ctx)
+    if ctx.info.type_name == "inet6":
+        return _typed(ctx, UNSPECIFIED_IPV6_ADDRESS)
     return _typed(ctx, UNSPECIFIED_NETWORK if ctx.info.kind == "cidr" else UNSPECIFIED_ADDRESS)
 
 
 def _unique_ip(ctx: SurrogateContext) -> ColumnElement[Any]:
+    key = ctx.table.c[ctx.key_columns[0]]
+    if ctx.info.type_name == "inet4":  # MariaDB: the key as a dotted quad (unique below 2^32)
+        return func.inet_ntoa(key, type_=String)
+    if ctx.info.type_name == "inet6":  # MariaDB: the key as the low bits of an IPv6 address
+        padded = func.lpad(func.hex(key), 32, literal("0", String), type_=String)
+        return func.inet6_ntoa(func.unhex(padded), type_=String)
     if not ctx.sql.inet_arithmetic:
         raise ctx.fail(f"no unique address surrogate on {ctx.sql.sqlalchemy.name}")
     base = cast(literal("::", String), postgresql.INET)

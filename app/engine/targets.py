@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.config import Settings
 from app.engine.check_proof import prove_checks
-from app.engine.reflection import reflect_schema
+from app.engine.schema_info import reflect, reflect_schema
 from app.engine.surrogates import install_sqlite_functions
 from app.lib.errors import TargetRefused, TargetUnavailable
 from app.manifest.issues import Issue
 from app.manifest.model import Connection, Manifest
+from app.manifest.names import manifest_schemas
 from app.manifest.schema import SchemaInfo
 
 __all__ = (
@@ -354,6 +355,24 @@ class TargetRegistry:
                 return await prove_checks(conn, manifest, schema, self._settings.audit_key)
             except _UNAVAILABLE as error:
                 raise TargetUnavailable(manifest.system, _reason(error)) from error
+
+    async def reflect_and_prove(self, manifest: Manifest) -> tuple[SchemaInfo, list[Issue]]:
+        """Reflect the manifest's schemas once and prove its surrogates against the CHECKs over
+        that same reflection (:meth:`reflect` and :meth:`prove_checks` on one connection).
+
+        Raises:
+            TargetUnavailable: the target cannot be reached or reflection failed on the wire.
+            ManifestInvalid: a named schema does not exist (or the target is SQLite).
+        """
+        async with self.connect(manifest.system, manifest.connection) as conn:
+            try:
+                reflection = await reflect(conn, manifest_schemas(manifest))
+                issues = await prove_checks(
+                    conn, manifest, reflection.schema, self._settings.audit_key, tables=reflection.tables
+                )
+            except _UNAVAILABLE as error:
+                raise TargetUnavailable(manifest.system, _reason(error)) from error
+        return reflection.schema, issues
 
     async def dispose(self) -> None:
         """Close every pooled connection (called on application shutdown)."""

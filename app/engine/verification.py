@@ -27,16 +27,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, false, func, or_
+from sqlalchemy import ColumnElement, Table, and_, false, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.erasure_sql import ColumnChange, count_statement, value_differs
-from app.engine.scrub import casefolds
+from app.engine.subjects import identity_condition
 from app.manifest.graph import SubjectPath
 from app.manifest.model import Manifest, TableSpec
 from app.manifest.schema import ForeignKeyInfo, SchemaInfo
 
-__all__ = ("CheckedTable", "Evidence", "evidence", "independent_rows_left")
+__all__ = ("CheckedTable", "Evidence", "evidence", "independent_rows_left", "rows_left_conditions")
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,6 @@ class Evidence:
     label: str
     condition: ColumnElement[bool]
     changes: tuple[ColumnChange, ...]
-
-
-def _equals(column: Any, value: Any, casefold: bool) -> ColumnElement[bool]:
-    if casefold and isinstance(value, str):
-        condition: ColumnElement[bool] = func.lower(column) == str(value).lower()
-        return condition
-    return column == value  # type: ignore[no-any-return]
 
 
 def _changes_for(checked: CheckedTable, fk: ForeignKeyInfo, subject_table: str) -> tuple[ColumnChange, ...]:
@@ -111,6 +104,7 @@ def evidence(
     checked: CheckedTable,
     key: Sequence[Any],
     values: Mapping[str, Any],
+    dialect: str,
 ) -> list[Evidence]:
     """Every piece of reflected evidence of the subject in ``checked.table`` (see the module)."""
     subject = manifest.subject
@@ -121,17 +115,20 @@ def evidence(
             key_values = dict(zip(subject.key_columns, key, strict=True))
             condition = and_(*(table.c[mapping[k]] == key_values[k] for k in subject.key_columns))
         elif identity in values:
-            casefold = casefolds(subject.identity(identity))
-            condition = _equals(table.c[fk.columns[0]], values[identity], casefold)
+            column = table.c[fk.columns[0]]
+            found_by = identity_condition(column, subject.identity(identity), values[identity], dialect)
+            if found_by is None:
+                continue
+            condition = found_by
         else:
             continue
         found.append(Evidence(fk.label, condition, _changes_for(checked, fk, subject.table)))
-    found += _identity_evidence(manifest, table, checked, values)
+    found += _identity_evidence(manifest, table, checked, values, dialect)
     return found
 
 
 def _identity_evidence(
-    manifest: Manifest, table: Table, checked: CheckedTable, values: Mapping[str, Any]
+    manifest: Manifest, table: Table, checked: CheckedTable, values: Mapping[str, Any], dialect: str
 ) -> list[Evidence]:
     subject = manifest.subject
     spec = manifest.tables.get(checked.table, TableSpec())
@@ -146,7 +143,9 @@ def _identity_evidence(
         changed = declared is not None and declared.strategy != "retain"
         if not (changed or checked.deletes):
             continue
-        condition = _equals(table.c[column], values[name], casefolds(identity))
+        condition = identity_condition(table.c[column], identity, values[name], dialect)
+        if condition is None:
+            continue
         own = (changes[column],) if column in changes else ()
         found.append(Evidence(f"{checked.table}.{column} = the subject's {name}", condition, own))
     return found
@@ -156,6 +155,25 @@ def _wrong(table: Table, changes: Sequence[ColumnChange]) -> ColumnElement[bool]
     """Rows where a changed column does not hold its surrogate."""
     wrong = [value_differs(table.c[change.column], change) for change in changes]
     return or_(*wrong) if wrong else false()
+
+
+def rows_left_conditions(
+    schema: SchemaInfo,
+    manifest: Manifest,
+    table: Table,
+    checked: CheckedTable,
+    key: Sequence[Any],
+    values: Mapping[str, Any],
+    dialect: str,
+) -> list[tuple[str, ColumnElement[bool]]]:
+    """Per evidence label, the rows of ``checked.table`` that must not exist after erasure: rows
+    the evidence ties to the subject (a deleted table), or such rows not holding their surrogates."""
+    if checked.strategy == "retain" and not any(changes for _, changes in checked.links):
+        return []
+    return [
+        (item.label, item.condition if checked.deletes else and_(item.condition, _wrong(table, item.changes)))
+        for item in evidence(schema, manifest, table, checked, key, values, dialect)
+    ]
 
 
 async def independent_rows_left(
@@ -169,12 +187,10 @@ async def independent_rows_left(
 ) -> dict[str, int]:
     """Rows of ``checked.table`` the reflected evidence still ties to the subject, per evidence
     label (only non-zero counts)."""
-    if checked.strategy == "retain" and not any(changes for _, changes in checked.links):
-        return {}
     left: dict[str, int] = {}
-    for item in evidence(schema, manifest, table, checked, key, values):
-        condition = item.condition if checked.deletes else and_(item.condition, _wrong(table, item.changes))
+    conditions = rows_left_conditions(schema, manifest, table, checked, key, values, conn.dialect.name)
+    for label, condition in conditions:
         rows = int((await conn.execute(count_statement(table, condition))).scalar_one())
         if rows:
-            left[item.label] = rows
+            left[label] = rows
     return left

@@ -282,13 +282,22 @@ def _scalar(kind: str, column: ColumnInfo, value: Any) -> Any:
         "time": lambda: time.fromisoformat(text),
         "datetime": lambda: datetime.fromisoformat(text),
         "uuid": lambda: str(uuid.UUID(text)),
-        "inet": lambda: str(ipaddress.ip_interface(text)),
+        "inet": lambda: _address(column, text),
         "cidr": lambda: str(ipaddress.ip_network(text)),
         "enum": lambda: _label(column, text),
         "text": lambda: str(value).lower() if isinstance(value, bool) else str(value),
     }
     convert = converters.get(kind)
     return convert() if convert is not None else value
+
+
+def _address(column: ColumnInfo, text: str) -> str:
+    """An address constant; MariaDB's INET4 and INET6 take only addresses of their family."""
+    if column.type_name == "inet4":
+        return str(ipaddress.IPv4Address(text))
+    if column.type_name == "inet6":
+        return str(ipaddress.IPv6Address(text))
+    return str(ipaddress.ip_interface(text))
 
 
 def _boolean(value: Any) -> bool:

@@ -25,7 +25,6 @@ from app.manifest.issues import Issue, raise_for_errors, strict
 from app.manifest.lint import lint
 from app.manifest.loading import content_hash, dump_manifest, load_manifest
 from app.manifest.model import Manifest
-from app.manifest.names import manifest_schemas
 from app.manifest.schema import SchemaInfo
 from app.manifest.validation import validate
 
@@ -84,9 +83,9 @@ async def check_live(manifest: Manifest, targets: TargetRegistry, *, strict_mode
     Raises:
         TargetUnavailable: the target cannot be reached (503 naming the system).
     """
-    schema = await targets.reflect(manifest.system, manifest.connection, manifest_schemas(manifest))
+    schema, proof = await targets.reflect_and_prove(manifest)
     graph, issues = validate(manifest, schema)
-    issues += await targets.prove_checks(manifest, schema)
+    issues += proof
     issues += lint(manifest, schema)
     return LiveCheck(graph, strict(issues) if strict_mode else issues, _identity_columns(manifest, schema))
 

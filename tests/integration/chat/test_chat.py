@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app.config import Settings
 from app.engine.erasure import ErasureOptions, execute_erasure, plan_erasure
 from app.engine.export import WITHHELD_BASIS
-from app.engine.reflection import reflect_schema
+from app.engine.schema_info import reflect_schema
 from app.engine.scrub import SCRUB_SURROGATE
 from app.manifest.inference import INFERRED_REASON
 from app.manifest.lint import lint

@@ -10,7 +10,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, Uuid, ins
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.engine.erasure import ErasureOptions, execute_erasure
-from app.engine.reflection import reflect_schema
+from app.engine.schema_info import reflect_schema
 from app.engine.subjects import reflect_target, resolve_subject, subject_condition
 from app.lib.errors import ManifestInvalid
 from app.manifest.loading import load_manifest

@@ -16,8 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.engine.check_proof import prove_checks
 from app.engine.erasure import ErasureBlocked, ErasureOptions, execute_erasure, plan_erasure
-from app.engine.reflection import reflect_schema
-from app.engine.surrogates import UNSPECIFIED_ADDRESS, UNSPECIFIED_NETWORK, uuid_for_key
+from app.engine.schema_info import reflect_schema
+from app.engine.surrogates import (
+    UNSPECIFIED_ADDRESS,
+    UNSPECIFIED_IPV6_ADDRESS,
+    UNSPECIFIED_NETWORK,
+    uuid_for_key,
+)
 from app.engine.targets import TargetRegistry
 from app.manifest.issues import Issue
 from app.manifest.model import Manifest
@@ -45,7 +50,8 @@ CREATE TABLE logins (id integer PRIMARY KEY, person_id integer NOT NULL REFERENC
   salary numeric(10, 2) NOT NULL, born date NOT NULL, wakes time NOT NULL,
   seen_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP, created datetime NOT NULL,
   photo blob NOT NULL, verified boolean NOT NULL, settings json NOT NULL, prefs json NOT NULL,
-  state enum('calm', 'busy') NOT NULL, note text);
+  state enum('calm', 'busy') NOT NULL, last_ip4 inet4 NOT NULL, last_ip6 inet6 NOT NULL,
+  lan_ip4 inet4 NOT NULL UNIQUE, lan_ip6 inet6 NOT NULL UNIQUE, note text);
 CREATE TABLE logins (id integer PRIMARY KEY, person_id integer NOT NULL REFERENCES people(id),
   ip varchar(45) NOT NULL, agent varchar(200) NOT NULL)""",
     "sqlite": """CREATE TABLE people (
@@ -83,7 +89,8 @@ def _person(i: int, dialect: str) -> dict[str, Any]:
     if dialect == "postgresql":
         row |= {"last_ip": "192.0.2.7", "home_net": "192.0.2.0/24", "tags": "{a,b}", "state": "busy"}
     if dialect == "mysql":
-        row["state"] = "busy"
+        row |= {"state": "busy", "last_ip4": "192.0.2.7", "last_ip6": "2001:db8::7"}
+        row |= {"lan_ip4": f"10.0.0.{i}", "lan_ip6": f"fd00::{i}"}
     return row
 
 
@@ -209,6 +216,9 @@ async def test_every_column_type_takes_its_default_and_a_replay_changes_nothing(
     if dialect == "postgresql":
         network = (str(erased["last_ip"]), str(erased["home_net"]), erased["tags"])
         assert network == (UNSPECIFIED_ADDRESS, UNSPECIFIED_NETWORK, [])
+    if dialect == "mysql":  # MariaDB's INET4 and INET6: each its own family; UNIQUE: the key's
+        addresses = tuple(str(erased[c]) for c in ("last_ip4", "last_ip6", "lan_ip4", "lan_ip6"))
+        assert addresses == (UNSPECIFIED_ADDRESS, UNSPECIFIED_IPV6_ADDRESS, "0.0.0.1", "::1")
     if dialect != "sqlite":
         assert erased["state"] == "calm"
     async with typed.connect() as conn:
@@ -321,3 +331,19 @@ async def test_a_surrogate_violating_a_check_is_refused_at_validation_and_named_
     handle = (await _row_of(typed, 1))["handle"]
     assert len(handle) == 30
     assert handle != "person_1"
+
+
+async def test_the_check_proof_on_an_empty_table_runs_over_a_candidate_row(typed: AsyncEngine) -> None:
+    await _with_handle_check(typed)
+    async with typed.begin() as conn:
+        if typed.dialect.name != "sqlite":  # the SQLite rebuild dropped logins
+            await conn.execute(text("DELETE FROM logins"))
+        await conn.execute(text("DELETE FROM people"))
+    manifest = _manifest(typed.dialect.name)
+    manifest = msgspec.structs.replace(manifest, tables={"people": manifest.tables["people"]})
+    errors = await _validate(typed, manifest)  # no row to prove over: the candidate row refuses
+    assert [(e.kind, e.table, e.column) for e in errors] == [("check_violation", "people", "handle")]
+    assert "ck_people_handle" in errors[0].message
+    hashed = _manifest(typed.dialect.name, handle={"surrogate": "hash"})
+    hashed = msgspec.structs.replace(hashed, tables={"people": hashed.tables["people"]})
+    assert await _validate(typed, hashed) == []
