@@ -19,6 +19,7 @@ from app.domain.backups.controllers import BackupController
 from app.domain.backups.jobs import start_backup_gauges
 from app.domain.consent.controllers import ConsentController
 from app.domain.examples import EXAMPLES
+from app.domain.external.controllers import ExternalTaskController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
 from app.domain.requests.controllers import RequestController
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConsentController,
             ManifestController,
             RequestController,
+            ExternalTaskController,
             RetentionController,
             BackupController,
             WebhookController,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.db.audit import AuditEvent, ConsentEvent, ErasureTombstone
 from app.db.backups import BackupRestoreTest
 from app.db.erasure import ErasurePlanRecord
+from app.db.external import ExternalTask
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
 from app.db.requests import SubjectRequest, SubjectRequestSystem
@@ -17,6 +18,7 @@ __all__ = (
     "ConsentEvent",
     "ErasurePlanRecord",
     "ErasureTombstone",
+    "ExternalTask",
     "IdempotencyRecord",
     "ManifestVersion",
     "RetentionPolicyRecord",

@@ -20,6 +20,7 @@ REQUEST_STATUSES = (
     "awaiting_approval",
     "queued",
     "running",
+    "awaiting_systems",
     "completed",
     "failed",
     "rejected",

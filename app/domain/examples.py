@@ -25,6 +25,7 @@ from app.domain.backups.schemas import (
     SystemHealthOut,
 )
 from app.domain.consent.schemas import ConsentEventIn, ConsentEventOut, ConsentEventPage, ConsentStatusOut
+from app.domain.external.examples import EXTERNAL_EXAMPLES
 from app.domain.manifests.schemas import (
     IssueOut,
     ManifestPage,
@@ -443,5 +444,6 @@ EXAMPLES = (
         Readiness(status="ok", store="reachable", revision="0007_backups", head="0007_backups"),
     ),
     *WEBHOOK_EXAMPLES,
+    *EXTERNAL_EXAMPLES,
 )
 """Every example, attached by the OpenAPI completion to each body whose struct it is."""

@@ -46,6 +46,13 @@ class Duration:
         day = min(moment.day, calendar.monthrange(year, month + 1)[1])
         return moment.replace(year=year, month=month + 1, day=day) - self.exact
 
+    def after(self, moment: datetime) -> datetime:
+        """The instant this duration after ``moment`` (31 January plus P1M is 28/29 February)."""
+        total_months = moment.year * 12 + (moment.month - 1) + self.years * 12 + self.months
+        year, month = divmod(total_months, 12)
+        day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+        return moment.replace(year=year, month=month + 1, day=day) + self.exact
+
 
 def parse_duration(text: str) -> Duration:
     """Parse an ISO 8601 duration (``PnYnMnWnDTnHnMnS``, no fractions).

@@ -267,13 +267,13 @@ def load_manifest_file(path: Path) -> Manifest:
     return load_manifest(path.read_bytes(), fmt)
 
 
-def dump_manifest(manifest: Manifest) -> dict[str, Any]:
+def dump_manifest(manifest: Spec) -> dict[str, Any]:
     """The manifest as plain JSON-ready data, defaults omitted (what the registry stores)."""
     result: dict[str, Any] = msgspec.to_builtins(manifest)
     return result
 
 
-def content_hash(manifest: Manifest) -> str:
+def content_hash(manifest: Spec) -> str:
     """SHA-256 of the canonical JSON form: the same content in YAML or JSON hashes the same."""
     canonical = json.dumps(dump_manifest(manifest), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

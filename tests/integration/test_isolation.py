@@ -19,6 +19,12 @@ from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, create
 Headers = Callable[..., dict[str, str]]
 CLIENT_SCOPES = [s for s in ALL_SCOPES if s != "requests:admin"]
 """Everything a calling service could hold except seeing other clients' requests."""
+BODIES: dict[str, Any] = {
+    "extend": {"months": 1, "reason": "complex request"},
+    "complete": {},
+    "fail": {"reason": "x"},
+}
+"""A valid body for the routes that need one (so the answer is about ownership)."""
 
 
 @pytest.fixture
@@ -36,6 +42,17 @@ async def setup(
 
     async with AsyncTestClient(app=create_app(settings)) as client:
         await register_crm(client, auth("operator", "manifests:write", "manifests:read"))
+        mailer = {
+            "kind": "external",
+            "system": "mailer",
+            "purpose": "newsletters",
+            "legal_basis": "consent",
+            "identities": ["email"],
+        }
+        registered = await client.post(
+            "/v1/manifests", json=mailer, headers=auth("operator", "manifests:write")
+        )
+        assert registered.status_code == 201, registered.text
         yield client, settings, auth
 
 
@@ -65,6 +82,8 @@ async def test_another_client_gets_404_on_every_route_that_takes_an_id(setup: An
     finally:
         await engine.dispose()
     ids = [access.json()["id"], erasure.json()["id"]]
+    done = await client.post(f"/v1/requests/{ids[0]}/systems/mailer/complete", json={}, headers=auth("a"))
+    assert done.status_code == 200, done.text
     assert (await client.get(f"/v1/requests/{ids[0]}/export", headers=auth("a"))).status_code == 200
 
     routes = _id_routes(client.app)
@@ -76,11 +95,14 @@ async def test_another_client_gets_404_on_every_route_that_takes_an_id(setup: An
         "reject",
         "cancel",
         "extend",
+        "identities",
+        "complete",
+        "fail",
     }
     for request_id in ids:
         for method, path in routes:
-            url = re.sub(r"\{request_id:uuid\}", request_id, path)
-            body = {"months": 1, "reason": "complex request"} if path.endswith("/extend") else None
+            url = re.sub(r"\{request_id:uuid\}", request_id, path).replace("{system:str}", "mailer")
+            body = BODIES.get(path.rsplit("/", 1)[-1])
             answer = await client.request(method, url, json=body, headers=auth("b"))
             assert answer.status_code == 404, (method, path, answer.text)
             assert answer.json()["type"] == "urn:lethe:problem:not-found"

@@ -41,7 +41,7 @@ from app.lib.auth import Principal, requires
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
 from app.lib.params import PageCursor, PageLimit
 from app.lib.problems import problem_responses
-from app.manifest.loading import load_manifest
+from app.manifest.external import is_external, load_any
 
 __all__ = ("ManifestController",)
 
@@ -122,7 +122,7 @@ class ManifestController(Controller):
         """Validate against the live target and store a new version (201), or return the
         unchanged latest version (200) when the content is the same."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        manifest = load_manifest(await request.body(), "json" if content_type in _JSON_TYPES else None)
+        manifest = load_any(await request.body(), "json" if content_type in _JSON_TYPES else None)
         service = ManifestService(session=db_session)
         row, created, check = await register_manifest(
             service,
@@ -198,6 +198,10 @@ class ManifestController(Controller):
     ) -> ValidationReport:
         """The target may have changed since registration: errors, risks and lint findings now."""
         row = await ManifestService(session=db_session).get_version(system, version)
+        if is_external(row.document):  # no database to check against
+            return ValidationReport(
+                system=row.system, version=row.version, valid=True, errors=[], risks=[], findings=[]
+            )
         check = await check_live(
             load_manifest_document(row), state.targets, strict_mode=state.settings.manifest_strict
         )

@@ -19,10 +19,11 @@ from app.engine.targets import TargetRegistry
 from app.lib.clock import utcnow
 from app.lib.errors import ConfigurationError, Conflict, LetheError, NotFound
 from app.lib.logging import get_logger
+from app.manifest.external import ExternalSystem, load_any
 from app.manifest.graph import SubjectGraph
 from app.manifest.issues import Issue, raise_for_errors, strict
 from app.manifest.lint import lint
-from app.manifest.loading import content_hash, dump_manifest, load_manifest, load_manifest_file
+from app.manifest.loading import content_hash, dump_manifest, load_manifest
 from app.manifest.model import Manifest
 from app.manifest.schema import SchemaInfo
 from app.manifest.validation import validate
@@ -175,7 +176,7 @@ class ManifestService(SQLAlchemyAsyncRepositoryService[ManifestVersion]):
 
     async def store(
         self,
-        manifest: Manifest,
+        manifest: Manifest | ExternalSystem,
         created_by: str,
         identity_columns: dict[str, dict[str, Any]] | None = None,
     ) -> tuple[ManifestVersion, bool]:
@@ -249,13 +250,14 @@ def _retention_overrides(document: dict[str, Any]) -> dict[str, Any]:
 
 async def register_manifest(
     service: ManifestService,
-    manifest: Manifest,
+    manifest: Manifest | ExternalSystem,
     targets: TargetRegistry,
     created_by: str,
     *,
     strict_mode: bool = False,
 ) -> tuple[ManifestVersion, bool, LiveCheck]:
-    """Validate ``manifest`` against its live target, then store it as a new version.
+    """Validate ``manifest`` against its live target, then store it as a new version (an
+    external system, having no target, is stored as it is).
 
     Returns the stored (or unchanged latest) version, whether it was created, and the check
     (risks and lint findings are reported but do not block registration, except that in
@@ -265,6 +267,9 @@ async def register_manifest(
         ManifestInvalid: validation found errors (422 with each key path).
         TargetUnavailable: the target cannot be reached (503).
     """
+    if isinstance(manifest, ExternalSystem):  # no database: nothing to reflect
+        row, created = await service.store(manifest, created_by)
+        return row, created, LiveCheck(None)
     check = await check_live(manifest, targets, strict_mode=strict_mode)
     raise_for_errors(check.issues)
     row, created = await service.store(manifest, created_by, check.identity_columns)
@@ -288,7 +293,7 @@ async def register_directory(
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     for path in sorted(p for p in directory.iterdir() if p.suffix.lower() in MANIFEST_SUFFIXES):
         try:
-            manifest = load_manifest_file(path)
+            manifest = load_any(path.read_bytes(), "json" if path.suffix.lower() == ".json" else "yaml")
         except LetheError as error:
             raise ConfigurationError(f"LETHE_MANIFESTS_DIR: {path.name}: {error.detail}") from error
         async with sessions() as session, session.begin():

@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.manifests import ManifestVersion
 from app.lib.errors import NotFound
+from app.manifest.external import is_external
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
 
-__all__ = ("RegisteredManifest", "current_manifests", "manifest_at")
+__all__ = ("RegisteredManifest", "current_manifests", "manifest_at", "newest_versions")
 
 _CACHE: dict[tuple[str, int, str], Manifest] = {}
 """Versions are immutable, so a decoded manifest is kept for the life of the process (keyed by
@@ -40,8 +41,8 @@ def _decode(row: ManifestVersion) -> Manifest:
     return _CACHE[key]
 
 
-async def current_manifests(session: AsyncSession) -> dict[str, RegisteredManifest]:
-    """The newest version of every registered system, by system name."""
+async def newest_versions(session: AsyncSession) -> list[ManifestVersion]:
+    """The newest version row of every registered system (database and external), by system."""
     newest = (
         select(ManifestVersion.system, func.max(ManifestVersion.version).label("version"))
         .group_by(ManifestVersion.system)
@@ -55,9 +56,15 @@ async def current_manifests(session: AsyncSession) -> dict[str, RegisteredManife
         )
         .order_by(ManifestVersion.system)
     )
+    return list(rows)
+
+
+async def current_manifests(session: AsyncSession) -> dict[str, RegisteredManifest]:
+    """The newest version of every registered database system, by system name."""
     return {
         row.system: RegisteredManifest(row.system, row.version, _decode(row), row.identity_columns)
-        for row in rows
+        for row in await newest_versions(session)
+        if not is_external(row.document)  # external systems: app.domain.external.tasks
     }
 
 

@@ -25,6 +25,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.external.tasks import task_views
 from app.domain.requests import queries, services
 from app.domain.requests.plans import request_plan
 from app.domain.requests.schemas import (
@@ -83,7 +84,8 @@ RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 
 async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
     request, progress = await queries.get_request(session, request_id, viewer)
-    return queries.request_out(request, progress)
+    tasks = await task_views(session, [request_id])
+    return msgspec.structs.replace(queries.request_out(request, progress), external_tasks=tasks[request_id])
 
 
 class RequestController(Controller):
@@ -115,7 +117,8 @@ class RequestController(Controller):
         async def produce() -> tuple[int, object, str | None]:
             created = await services.create_request(db_session, state.settings, principal, data)
             progress = (await queries.get_request(db_session, created.id))[1]
-            out = queries.request_out(created, progress)
+            tasks = (await task_views(db_session, [created.id]))[created.id]
+            out = msgspec.structs.replace(queries.request_out(created, progress), external_tasks=tasks)
             if data.callback_url is not None:
                 secret = await callback_secret(db_session, state.settings, created.id)
                 out = msgspec.structs.replace(out, callback_secret=secret)
@@ -162,8 +165,12 @@ class RequestController(Controller):
             after=decode_time_cursor(cursor),
             limit=size,
         )
+        tasks = await task_views(db_session, [r.id for r, _ in page])
         return RequestPage(
-            items=[queries.request_out(r, p) for r, p in page],
+            items=[
+                msgspec.structs.replace(queries.request_out(r, p), external_tasks=tasks[r.id])
+                for r, p in page
+            ],
             next_cursor=encode_cursor(last[0].isoformat(), str(last[1])) if last else None,
         )
 

@@ -30,6 +30,7 @@ from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.consent.services import consent_history
+from app.domain.external.tasks import pending_tasks
 from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.catalog import manifest_at
 from app.domain.requests.housekeeping import GAUGE_INTERVAL_SECONDS, PURGE_INTERVAL, purge_expired_artifacts
@@ -203,15 +204,15 @@ class RequestWorker:
     async def _complete(self, claim: Claim, fence: Fence, outcome: RequestOutcome) -> None:
         async with self.sessions() as session, session.begin():
             now = await fence.fence(session)
+            waiting = await pending_tasks(session, claim.request_id) > 0  # external systems to report
             values: dict[str, Any] = {
-                "status": "completed",
-                "completed_at": now,
-                "identities_encrypted": None,
-                "changes_encrypted": None,
+                "status": "awaiting_systems" if waiting else "completed",
                 "lease_owner": None,
                 "lease_expires_at": None,
                 "updated_at": now,
             }
+            if not waiting:
+                values.update(completed_at=now, identities_encrypted=None, changes_encrypted=None)
             if outcome.artifact:
                 values.update(
                     artifact_attempt=claim.attempt, artifact_expires_at=now + artifact_ttl(self.settings)
@@ -223,23 +224,25 @@ class RequestWorker:
             assert request is not None  # noqa: S101 - fenced above
             await audit.append(
                 session,
-                action="request.completed",
+                action="request.awaiting_systems" if waiting else "request.completed",
                 actor=WORKER_ACTOR,
                 request_id=str(claim.request_id),
                 subject_ref=request.subject_ref,
                 payload={
                     "kind": claim.kind,
                     "from": "running",
-                    "to": "completed",
+                    "to": values["status"],
                     "attempt": claim.attempt,
                     **dict(outcome.audit),
                 },
             )
-            await announce_request(session, claim.request_id, "request.completed")
-            if outcome.artifact:
-                await announce_request(session, claim.request_id, "export.ready")
+            if not waiting:  # else the last external system's report completes it
+                await announce_request(session, claim.request_id, "request.completed")
+                if outcome.artifact:
+                    await announce_request(session, claim.request_id, "export.ready")
             received_at = request.received_at
-        observe_completion(claim.kind, received_at, now)
+        if not waiting:
+            observe_completion(claim.kind, received_at, now)
         if outcome.artifact:
             await remove_artifacts(self.settings, claim.request_id, keep=claim.attempt)
 

@@ -172,7 +172,11 @@ def request_out(
     """The public view of a request (no identities, no values)."""
     now = now or utcnow()
     due = _aware(request.effective_due_at)
-    available = request.artifact_attempt is not None and request.artifact_expires_at is not None
+    available = (
+        request.artifact_attempt is not None
+        and request.artifact_expires_at is not None
+        and request.status != "awaiting_systems"  # downloadable once every system is done
+    )
     return RequestOut(
         id=request.id,
         kind=cast("RequestKind", request.kind),

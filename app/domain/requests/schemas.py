@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from app.domain.external.schemas import TaskOut
 from app.lib.schema import BaseStruct, InputStruct
 
 __all__ = (
@@ -30,9 +31,18 @@ __all__ = (
 
 RequestKind = Literal["access", "erasure", "rectification"]
 RequestStatus = Literal[
-    "received", "awaiting_approval", "queued", "running", "completed", "failed", "rejected", "cancelled"
+    "received",
+    "awaiting_approval",
+    "queued",
+    "running",
+    "awaiting_systems",
+    "completed",
+    "failed",
+    "rejected",
+    "cancelled",
 ]
-"""Where a request is; ``completed``, ``failed``, ``rejected`` and ``cancelled`` are final."""
+"""Where a request is; ``completed``, ``failed``, ``rejected`` and ``cancelled`` are final.
+``awaiting_systems``: every database system is done, some external system has not reported."""
 SystemStatus = Literal["pending", "running", "completed", "failed"]
 """Where a request is in one system."""
 ExportFormat = Literal["json", "zip"]
@@ -106,6 +116,8 @@ class RequestOut(BaseStruct):
     systems: list[SystemProgressOut]
     callback_secret: str | None = None
     """The ``whsec_`` secret signing ``callback_url`` deliveries: only in the creation answer."""
+    external_tasks: list[TaskOut] = []
+    """One task per external system (``kind: external`` manifest) the request involves."""
 
 
 class RequestPage(BaseStruct):

@@ -19,6 +19,7 @@ from app.db.requests import (
 )
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
+from app.domain.external import tasks
 from app.domain.requests.catalog import RegisteredManifest, current_manifests
 from app.domain.requests.deadlines import add_months, check_extension, due_date
 from app.domain.requests.identities import check_identity_values
@@ -103,8 +104,10 @@ def _selected_systems(body: RequestIn, registered: Mapping[str, RegisteredManife
     return list(dict.fromkeys(body.systems))
 
 
-def _check_identities(body: RequestIn, manifests: Sequence[RegisteredManifest]) -> None:
-    declared = {name for m in manifests for name in m.manifest.subject.identities}
+def _check_identities(
+    body: RequestIn, manifests: Sequence[RegisteredManifest], also: set[str] | None = None
+) -> None:
+    declared = {name for m in manifests for name in m.manifest.subject.identities} | (also or set())
     unknown = sorted(set(body.identities) - declared)
     if unknown:
         raise ValidationFailed(
@@ -170,14 +173,16 @@ def _check_changes(body: RequestIn, selected: Mapping[str, RegisteredManifest]) 
         raise ValidationFailed("malformed changes: " + "; ".join(e["field"] for e in errors), errors)
 
 
-def _validate(body: RequestIn, registered: Mapping[str, RegisteredManifest]) -> list[str]:
+def _validate(
+    body: RequestIn, registered: Mapping[str, RegisteredManifest], external_identities: set[str] | None = None
+) -> list[str]:
     if body.dry_run and body.kind != "erasure":
         raise ValidationFailed(
             "dry_run is only for erasure", [field_error("body.dry_run", "only for erasure")]
         )
     systems = _selected_systems(body, registered)
     selected = {s: registered[s] for s in systems}
-    _check_identities(body, list(selected.values()))
+    _check_identities(body, list(selected.values()), external_identities)
     check_identity_values(body.identities, list(selected.values()))
     _check_changes(body, selected)
     return systems
@@ -220,6 +225,7 @@ async def transition(
         setattr(request, name, value)
     if to == "queued":
         await queued_in(session)
+        await tasks.open_tasks(session, request, now)
     if to in outbox.TRANSITION_EVENTS:
         await outbox.request_event(session, request, outbox.TRANSITION_EVENTS[to])
     await audit.append(
@@ -241,7 +247,10 @@ async def create_request(
     identity (by name) under the audit key, the same reference the consent ledger uses.
     """
     registered = await current_manifests(session)
-    systems = _validate(body, registered)
+    externals = await tasks.current_external(session)
+    database_systems, chosen = tasks.split_selection(body.systems, externals)
+    body = msgspec.structs.replace(body, systems=database_systems)
+    systems = _validate(body, registered, tasks.needed_identities(chosen, externals))
     if not settings.audit_key:
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
     now = utcnow()
@@ -285,6 +294,7 @@ async def create_request(
         for index, system in enumerate(systems)
     )
     await session.flush()
+    await tasks.hold_tasks(session, request, chosen, externals, now)
     if body.callback_url is not None:
         await attach_callback(session, settings, principal, request_id, body.callback_url)
     await audit.append(

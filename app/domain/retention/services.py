@@ -27,6 +27,7 @@ from app.lib.clock import utcnow
 from app.lib.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.lib.logging import get_logger
 from app.manifest.durations import Duration, parse_duration
+from app.manifest.external import is_external
 from app.manifest.model import ColumnSpec, Manifest, RetentionPolicy, Surrogate
 from app.manifest.names import manifest_schemas
 
@@ -175,6 +176,8 @@ async def sync_manifest_policies(session: AsyncSession) -> int:
     stored = {(p.system, p.name): p for p in (await session.scalars(select(RetentionPolicyRecord))).all()}
     changed = 0
     for row in await _latest_rows(session):
+        if is_external(row.document):  # no database, no retention policies
+            continue
         manifest = load_manifest_document(row)
         declared = {spec.name for spec in manifest.retention_policies}
         for spec in manifest.retention_policies:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from app.config import Settings
 from app.db.requests import FINAL_STATUSES, SubjectRequest
 from app.db.webhooks import WebhookDelivery, WebhookEvent
+from app.domain.external.tasks import announce_task_deadlines
 from app.domain.webhooks.outbox import request_event
 
 __all__ = ("announce_deadlines", "purge_finished", "upkeep")
@@ -104,7 +105,8 @@ async def purge_finished(store_engine: AsyncEngine, keep_days: int, now: datetim
 
 
 async def upkeep(settings: Settings, store_engine: AsyncEngine) -> None:
-    """One round of upkeep: announce deadlines, purge old deliveries (every
-    ``deadline_check_interval_seconds``, on the process's loop watch)."""
+    """One round of upkeep: announce deadlines (of requests and of their external tasks), purge
+    old deliveries (every ``deadline_check_interval_seconds``, on the process's loop watch)."""
     await announce_deadlines(settings, store_engine)
+    await announce_task_deadlines(store_engine, settings.request_due_soon_hours)
     await purge_finished(store_engine, settings.webhook_keep_days)

@@ -35,8 +35,15 @@ def _now() -> datetime:
 
 
 async def _subscribers(
-    session: AsyncSession, event_type: str, client_id: str | None, request_id: uuid.UUID | None
+    session: AsyncSession,
+    event_type: str,
+    client_id: str | None,
+    request_id: uuid.UUID | None,
+    subscription_id: uuid.UUID | None = None,
 ) -> list[WebhookSubscription]:
+    if subscription_id is not None:  # one named receiver (an external system's), whatever its filter
+        named = await session.get(WebhookSubscription, subscription_id)
+        return [named] if named is not None and named.active else []
     owners: list[Any] = [WebhookSubscription.admin.is_(True)]
     if client_id is not None:
         owners.append(WebhookSubscription.client_id == client_id)
@@ -61,13 +68,16 @@ async def emit(
     request_id: uuid.UUID | None = None,
     dedupe_key: str | None = None,
     now: datetime | None = None,
+    subscription_id: uuid.UUID | None = None,
 ) -> WebhookEvent | None:
     """Write one event and its deliveries in ``session``'s transaction; None when nobody subscribed.
+
+    ``subscription_id`` sends the event to that subscription only (an external system's receiver).
 
     Raises:
         IntegrityError: ``dedupe_key`` was announced already (by another replica, say).
     """
-    subscribers = await _subscribers(session, event_type, client_id, request_id)
+    subscribers = await _subscribers(session, event_type, client_id, request_id, subscription_id)
     if not subscribers:
         return None
     now = now or _now()

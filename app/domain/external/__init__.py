@@ -1,0 +1,1 @@
+"""External systems: tasks of requests for systems Lethe cannot reach by SQL."""

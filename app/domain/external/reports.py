@@ -1,0 +1,194 @@
+"""What an external system does with its task: read the identities once, report it done or failed.
+
+Only the task's owner (the notified subscription's client, else the request's client) or a
+holder of ``requests:admin`` may; anyone else gets 404, as for a task that does not exist. Every
+step locks the request row first, so a report and a worker finishing the database systems
+settle in one order: the last of them completes the request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db.external import ExternalTask
+from app.db.manifests import ManifestVersion
+from app.db.requests import FINAL_STATUSES, SubjectRequest
+from app.domain.audit import services as audit
+from app.domain.external.schemas import TaskCompleteIn, TaskFailIn, TaskIdentitiesOut
+from app.domain.external.tasks import pending_tasks
+from app.domain.requests.artifacts import remove_artifacts
+from app.domain.requests.queries import load_request
+from app.domain.requests.services import decrypt_subject, transition
+from app.domain.webhooks.outbox import announce_request
+from app.lib.auth import ADMIN_SCOPE, Principal
+from app.lib.clock import utcnow
+from app.lib.errors import Conflict, NotFound
+from app.manifest.external import load_external
+
+__all__ = ("complete_task", "fail_task", "read_identities")
+
+
+async def _task(
+    session: AsyncSession, request_id: uuid.UUID, system: str, principal: Principal
+) -> tuple[SubjectRequest, ExternalTask]:
+    """The request (locked) and its task of ``system``, if ``principal`` may act on it."""
+    try:
+        request = await load_request(session, request_id, lock=True)
+    except NotFound:
+        request = None
+    task = await session.get(ExternalTask, (request_id, system)) if request is not None else None
+    if (
+        request is None
+        or task is None
+        or not (task.client_id == principal.client_id or ADMIN_SCOPE in principal.scopes)
+    ):
+        raise NotFound(f"request {request_id} has no task for system '{system}'")
+    return request, task
+
+
+def _require_pending(task: ExternalTask, request_id: uuid.UUID) -> None:
+    if task.status != "pending":
+        what = "waits for the request's approval" if task.status == "held" else f"is {task.status} already"
+        raise Conflict(f"the task of system '{task.system}' in request {request_id} {what}")
+
+
+async def _settle(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    system: str,
+    principal: Principal,
+    status: str,
+    audit_payload: dict[str, Any],
+    **fields: Any,
+) -> SubjectRequest:
+    """Record ``principal``'s report on the pending task (one audit event); the locked request."""
+    request, task = await _task(session, request_id, system, principal)
+    _require_pending(task, request_id)
+    for name, value in {**fields, "status": status, "actor": principal.sub, "updated_at": utcnow()}.items():
+        setattr(task, name, value)
+    await session.flush()
+    await audit.append(
+        session,
+        action=f"external_task.{status}",
+        actor=principal.sub,
+        request_id=str(request_id),
+        system=system,
+        subject_ref=request.subject_ref,
+        payload=audit_payload,
+    )
+    return request
+
+
+async def read_identities(
+    session: AsyncSession, settings: Settings, request_id: uuid.UUID, system: str, principal: Principal
+) -> TaskIdentitiesOut:
+    """The identities the system declared it needs, decrypted, once per task (audited).
+
+    Raises:
+        NotFound: no such task, or not ``principal``'s.
+        Conflict: the task is not pending, or its identities were read already.
+    """
+    request, task = await _task(session, request_id, system, principal)
+    _require_pending(task, request_id)
+    if task.identities_read_at is not None:
+        raise Conflict(f"the identities of the task of system '{system}' were read already")
+    identities, tenant, _ = decrypt_subject(settings, request)
+    version = await session.get(ManifestVersion, (system, task.manifest_version))
+    needed = set(load_external(version.document).identities) if version is not None else set()
+    task.identities_read_at = task.updated_at = utcnow()
+    await audit.append(
+        session,
+        action="external_task.identities_read",
+        actor=principal.sub,
+        request_id=str(request_id),
+        system=system,
+        subject_ref=request.subject_ref,
+        payload={"identity_types": sorted(needed & set(identities))},
+    )
+    return TaskIdentitiesOut(
+        task_id=task.id,
+        request_id=request_id,
+        system=system,
+        kind=request.kind,
+        identities={name: value for name, value in identities.items() if name in needed},
+        tenant=tenant,
+    )
+
+
+async def complete_task(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    system: str,
+    body: TaskCompleteIn,
+    principal: Principal,
+) -> None:
+    """Record the task done; when it was the last one and the database systems are done
+    (``awaiting_systems``), the request completes (``request.completed``, ``export.ready``).
+
+    Raises:
+        NotFound: no such task, or not ``principal``'s.
+        Conflict: the task is not pending.
+    """
+    request = await _settle(
+        session,
+        request_id,
+        system,
+        principal,
+        "completed",
+        {"counts": dict(body.counts), "evidence": body.evidence is not None},
+        counts=dict(body.counts),
+        evidence=body.evidence,
+    )
+    if request.status == "awaiting_systems" and await pending_tasks(session, request_id) == 0:
+        await transition(
+            session,
+            request,
+            to="completed",
+            action="request.completed",
+            actor=principal.sub,
+            allowed_from=frozenset({"awaiting_systems"}),
+            payload={"system": system},
+        )
+        await announce_request(session, request_id, "request.completed")
+        if request.artifact_attempt is not None:
+            await announce_request(session, request_id, "export.ready")
+
+
+async def fail_task(
+    session: AsyncSession,
+    settings: Settings,
+    request_id: uuid.UUID,
+    system: str,
+    body: TaskFailIn,
+    principal: Principal,
+) -> None:
+    """Record the task failed and fail the request (a worker still running it stops at its next
+    fenced write: the request is no longer ``running``).
+
+    Raises:
+        NotFound: no such task, or not ``principal``'s.
+        Conflict: the task is not pending.
+    """
+    request = await _settle(session, request_id, system, principal, "failed", {}, error=body.reason)
+    if request.status in FINAL_STATUSES:
+        return
+    reason = f"external system '{system}' failed: {body.reason}"[:500]
+    values: dict[str, Any] = {"failure_reason": reason, "lease_owner": None, "lease_expires_at": None}
+    await session.execute(update(SubjectRequest).where(SubjectRequest.id == request_id).values(**values))
+    request.failure_reason = reason
+    await transition(
+        session,
+        request,
+        to="failed",
+        action="request.failed",
+        actor=principal.sub,
+        allowed_from=frozenset({request.status}),
+        payload={"system": system},
+    )
+    await announce_request(session, request_id, "request.failed", failure_reason=reason)
+    await remove_artifacts(settings, request_id, keep=None)

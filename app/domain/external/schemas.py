@@ -1,0 +1,63 @@
+"""Bodies of the external task endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from app.lib.schema import BaseStruct, InputStruct
+
+__all__ = ("TaskCompleteIn", "TaskFailIn", "TaskIdentitiesOut", "TaskOut", "TaskStatus")
+
+TaskStatus = Literal["held", "pending", "completed", "failed"]
+"""``held``: the request waits for approval (the system is not told yet); ``pending``: told,
+waiting for its report; ``completed`` / ``failed``: reported."""
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+
+
+class TaskCompleteIn(InputStruct):
+    """What the system did: counts (e.g. ``{"contacts": 1}``) and where its evidence is kept."""
+
+    counts: Annotated[
+        dict[Annotated[str, msgspec.Meta(min_length=1, max_length=128)], Count], msgspec.Meta(max_length=64)
+    ] = {}
+    evidence: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] | None = None
+    """A reference to the system's own record (a ticket id, a URL): never personal data."""
+
+
+class TaskFailIn(InputStruct):
+    """Why the system could not do it (no personal data: it is kept with the request)."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class TaskOut(BaseStruct):
+    """One external system's task of a request."""
+
+    id: uuid.UUID
+    system: str
+    manifest_version: int
+    status: TaskStatus
+    notify: Literal["manual", "webhook"]
+    """How the system was told: ``webhook`` (its subscription) or ``manual`` (the request's client)."""
+    due_at: datetime | None
+    overdue: bool
+    identities_read: bool
+    counts: dict[str, int]
+    evidence: str | None
+    error: str | None
+    updated_at: datetime
+
+
+class TaskIdentitiesOut(BaseStruct):
+    """The identities the system needs, decrypted once for the task's owner."""
+
+    task_id: uuid.UUID
+    request_id: uuid.UUID
+    system: str
+    kind: str
+    identities: dict[str, str]
+    tenant: str | None
