@@ -22,7 +22,7 @@ from app.domain.audit.links import GENESIS_HASH, LEGACY_EPOCH, canonical_time, c
 from app.domain.audit.queries import head
 from app.domain.audit.sequencer import pending_count
 from app.lib.crypto import ChainKeyring, load_signing_key, public_key_pem
-from app.lib.errors import Unavailable, ValidationFailed
+from app.lib.errors import Unavailable, ValidationFailed, field_error
 
 __all__ = (
     "ChainReport",
@@ -111,7 +111,7 @@ def verify_checkpoint_signature(settings: Settings, checkpoint: Checkpoint) -> N
     except (InvalidSignature, ValueError) as exc:
         raise ValidationFailed(
             "the checkpoint's signature does not verify with the audit signing key",
-            [{"field": "checkpoint.signature", "message": "invalid"}],
+            [field_error("checkpoint.signature", "invalid")],
         ) from exc
 
 
@@ -243,7 +243,7 @@ def read_sink(path: Path) -> list[Checkpoint]:
     except msgspec.DecodeError as exc:
         raise ValidationFailed(
             "the checkpoint sink holds a line that is not a checkpoint",
-            [{"field": "audit_checkpoint_path", "message": "malformed line"}],
+            [field_error("audit_checkpoint_path", "malformed line")],
         ) from exc
 
 

@@ -153,7 +153,7 @@ class AuditController(Controller):
             if not subject or not subject_type:
                 raise ValidationFailed(
                     "subject and subject_type go together",
-                    [{"field": "query.subject", "message": "needs subject_type"}],
+                    [field_error("query.subject", "needs subject_type")],
                 )
             refs = await references.subject_references_for(
                 db_session, state.settings, subject_type, subject, system

@@ -22,9 +22,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import Table, delete, event, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.audit import AuditEvent, AuditPending, AuditSequencer
@@ -39,6 +38,7 @@ from app.lib.clock import utcnow
 from app.lib.crypto import ChainKeyring
 from app.lib.leases import Holder, LeaseLost, LeaseTable, owner_id
 from app.lib.logging import get_logger
+from app.lib.signals import CommitSignal
 
 __all__ = (
     "LAG_SECONDS",
@@ -70,36 +70,12 @@ SEQUENCED = Counter("lethe_audit_sequenced_events", "Audit events linked into th
 
 # --- waking the sequencer of this process ------------------------------------------------------
 
-_WAKE = "lethe.wake_audit_sequencer"
-_signals: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
-
-
-def _signal() -> asyncio.Event:
-    """This event loop's wake-up signal (one per loop: tests run several apps in one process)."""
-    loop = asyncio.get_running_loop()
-    signal = _signals.get(loop)
-    if signal is None:
-        signal = _signals[loop] = asyncio.Event()
-        for other in [key for key in _signals if key.is_closed()]:
-            del _signals[other]
-    return signal
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.info.pop(_WAKE, False):
-        with contextlib.suppress(RuntimeError):  # no running loop: nobody to wake here
-            _signal().set()
-
-
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_WAKE, None)
+_WAKE = CommitSignal("audit_sequencer")
 
 
 def wake_on_commit(session: Any) -> None:
     """Wake this process's sequencer once ``session`` commits (it queued an audit event)."""
-    session.info[_WAKE] = True
+    _WAKE.mark(session)
 
 
 # --- the lease (app.lib.leases: one well-known row of audit_sequencer) ------------------------
@@ -264,7 +240,7 @@ async def pending_count(connection: AsyncConnection) -> int:
 async def _wait(seconds: float, gather: float) -> None:
     """Until a commit of this process wakes us (then ``gather`` more, to batch its neighbours),
     or ``seconds`` pass (the poll for other replicas' events)."""
-    signal = _signal()
+    signal = _WAKE.event()
     try:
         await asyncio.wait_for(signal.wait(), timeout=seconds)
     except TimeoutError:

@@ -13,64 +13,35 @@ import asyncio
 import contextlib
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
 
 from app.engine.dialects import dialect_of
 from app.lib.logging import get_logger
+from app.lib.signals import CommitSignal
 
 __all__ = ("CHANNEL", "listen_for_work", "queued_in", "wait_for_work")
 
 CHANNEL = "lethe_requests"
 """The PostgreSQL notification channel of queued requests."""
 
-_WAKE = "lethe.wake_workers"
+_WAKE = CommitSignal("workers")
 _RECONNECT_SECONDS = 5.0
 
 logger = get_logger("lethe.workers")
 
-_signals: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
-
-
-def _signal() -> asyncio.Event:
-    """This event loop's wake-up signal (one per loop: tests run several apps in one process)."""
-    loop = asyncio.get_running_loop()
-    signal = _signals.get(loop)
-    if signal is None:
-        signal = _signals[loop] = asyncio.Event()
-        for other in [key for key in _signals if key.is_closed()]:
-            del _signals[other]
-    return signal
-
-
-def _wake() -> None:
-    with contextlib.suppress(RuntimeError):  # no running loop: nobody to wake here
-        _signal().set()
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.info.pop(_WAKE, False):
-        _wake()
-
-
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_WAKE, None)
-
 
 async def queued_in(session: AsyncSession) -> None:
     """Wake workers once ``session``'s transaction commits (it queued a request)."""
-    session.info[_WAKE] = True
+    _WAKE.mark(session)
     if session.bind is not None and dialect_of(session.bind).listens:
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
 async def wait_for_work(stop: asyncio.Event, poll_seconds: float) -> None:
     """Return when work may be waiting: a wake-up, ``stop``, or ``poll_seconds`` (the poll)."""
-    signal = _signal()
+    signal = _WAKE.event()
     waiters = [asyncio.ensure_future(signal.wait()), asyncio.ensure_future(stop.wait())]
     try:
         await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -95,7 +66,7 @@ async def listen_for_work(store_engine: AsyncEngine, stop: asyncio.Event) -> Non
                 raw: Any = (await connection.get_raw_connection()).driver_connection
 
                 def callback(*_: object) -> None:
-                    _wake()
+                    _WAKE.set()
 
                 await raw.add_listener(CHANNEL, callback)
                 try:
