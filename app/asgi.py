@@ -14,7 +14,7 @@ from litestar.middleware import DefineMiddleware
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
-from app.domain.audit.jobs import checkpoint_sink_lifespan
+from app.domain.audit.jobs import audit_lifespan
 from app.domain.backups.controllers import BackupController
 from app.domain.backups.jobs import start_backup_gauges
 from app.domain.consent.controllers import ConsentController
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[
             startup_guard(),
             lifespan,
-            checkpoint_sink_lifespan(settings, engine, loops),
+            audit_lifespan(settings, engine, loops),
         ],
         state=State(
             {

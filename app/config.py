@@ -67,6 +67,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """File outside the store where signed checkpoints are appended (JSON lines) by the workers."""
     audit_checkpoint_interval_seconds: float = 60.0
     """How often a new checkpoint is written when the chain has grown."""
+    audit_sequencer_batch_size: int = 1000
+    """Pending audit events the sequencer links per transaction (one commit per batch)."""
+    audit_sequencer_poll_seconds: float = 0.2
+    """How often the active sequencer looks for events of other replicas (this one's wake it)."""
+    audit_sequencer_gather_seconds: float = 0.02
+    """After a wake-up, the sequencer waits this long so one batch (one commit) links many writes."""
+    audit_sequencer_lease_seconds: int = 10
+    """The active sequencer holds its lease this long past its last batch; then another takes over."""
     audit_signing_key: str | None = None
     """Ed25519 private key (PEM, or 32 raw bytes base64) for signed audit checkpoints."""
     artifact_key: str | None = None

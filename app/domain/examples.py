@@ -9,7 +9,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerification, CheckpointOut
+from app.domain.audit.schemas import (
+    AuditEventOut,
+    AuditEventPage,
+    ChainVerification,
+    CheckpointOut,
+    PendingAuditEventOut,
+    PendingAuditEventPage,
+)
 from app.domain.backups.schemas import (
     BackupCheck,
     BackupHealthOut,
@@ -166,6 +173,7 @@ _EVENT = AuditEventOut(
     payload={"kind": "access", "systems": 1},
     prev_hash="3f0a" + HASH[4:],
     hash=HASH,
+    event_id=uuid.UUID("0b6f3c1e-8a2d-4e5f-9c7b-1d2e3f4a5b6c"),
 )
 _CONSENT_IN = ConsentEventIn(
     subject="ada@example.com",
@@ -186,7 +194,8 @@ _CONSENT = ConsentEventOut(
     occurred_at=RECEIVED,
     recorded_at=RECEIVED,
     actor="web-frontend",
-    audit_seq=1043,
+    audit_seq=None,
+    audit_event_id=uuid.UUID("5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"),
 )
 _POLICY_IN = PolicyIn(
     system="shop",
@@ -348,6 +357,25 @@ EXAMPLES = (
     ),
     BodyExample("events", "Audit events", AuditEventPage(items=[_EVENT], next_cursor=None)),
     BodyExample(
+        "pending",
+        "An event committed a moment ago, not linked yet",
+        PendingAuditEventPage(
+            items=[
+                PendingAuditEventOut(
+                    event_id=uuid.UUID("9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"),
+                    occurred_at=DONE,
+                    actor="billing-service",
+                    action="consent.granted",
+                    request_id=None,
+                    system=None,
+                    subject_ref=SUBJECT_REF,
+                    payload={"purpose": "newsletter", "granted": True},
+                )
+            ],
+            next_cursor=None,
+        ),
+    ),
+    BodyExample(
         "intact",
         "An intact chain",
         ChainVerification(
@@ -359,6 +387,7 @@ EXAMPLES = (
             reason=None,
             detail=None,
             checkpoint_seq=None,
+            pending=0,
         ),
     ),
     BodyExample(

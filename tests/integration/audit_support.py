@@ -5,13 +5,14 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.domain.audit.sequencer import sequence_now
 from app.domain.audit.services import append
 
 __all__ = ("append_events", "as_owner")
 
 
 async def append_events(engine: AsyncEngine, count: int, **fields: object) -> None:
-    """Append ``count`` committed events, one transaction each."""
+    """Append ``count`` committed events, one transaction each, and link them into the chain."""
     for index in range(count):
         async with AsyncSession(engine) as session:
             await append(
@@ -21,6 +22,7 @@ async def append_events(engine: AsyncEngine, count: int, **fields: object) -> No
                 payload={"index": index, "table": "users"},
             )
             await session.commit()
+    await sequence_now(engine)
 
 
 async def as_owner(engine: AsyncEngine, table: str, *statements: str) -> None:

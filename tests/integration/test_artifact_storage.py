@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.audit import AuditEvent
+from app.domain.audit.sequencer import sequence_now
 from app.engine.artifacts import FRAME_BYTES, EncryptedWriter, read_frames
 from app.engine.storage import (
     S3_PART_BYTES,
@@ -258,6 +259,7 @@ async def test_access_export_through_the_bucket(
     assert obstore.list(raw).collect() == []
     gone = await client.get(f"/v1/requests/{request_id}/export", headers=auth("requests:read"))
     assert gone.status_code == 404
+    await sequence_now(store_engine)
     async with store_engine.connect() as connection:
         last = await connection.scalar(
             select(AuditEvent.action)

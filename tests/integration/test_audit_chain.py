@@ -18,14 +18,15 @@ from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
 from app.db.store import create_store_engine
 from app.domain.audit.chain import make_checkpoint, verify_chain, verify_checkpoint_signature
-from app.domain.audit.services import (
+from app.domain.audit.links import event_hash
+from app.domain.audit.references import (
     add_tombstone,
-    append,
-    event_hash,
     subject_reference,
     tombstone_reference,
     tombstones_since,
 )
+from app.domain.audit.sequencer import sequence_now
+from app.domain.audit.services import append
 from app.domain.consent.services import NewConsent, record_consent
 from app.lib.crypto import generate_signing_key_pem
 from app.lib.errors import Unavailable, ValidationFailed
@@ -67,6 +68,7 @@ async def test_concurrent_writers_produce_one_gap_free_chain(engine: AsyncEngine
                 await session.commit()
 
     await asyncio.gather(*(writer(n) for n in range(8)))
+    await sequence_now(engine)
     async with AsyncSession(engine) as session:
         seqs = list((await session.scalars(select(AuditEvent.seq).order_by(AuditEvent.seq))).all())
     assert seqs == list(range(1, 2001))
@@ -118,6 +120,7 @@ async def _seed_append_only_rows(engine: AsyncEngine) -> None:
             )
         )
         await session.commit()
+    await sequence_now(engine)
 
 
 @pytest.mark.parametrize("table", ["audit_event", "consent_event", "erasure_tombstone"])

@@ -1,4 +1,4 @@
-"""``lethe audit verify`` and ``lethe audit checkpoint`` as an operator runs them."""
+"""``lethe audit verify``, ``checkpoint`` and ``sequence`` as an operator runs them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cli import lethe_group
 from app.config import get_settings
+from app.db.audit import AuditEvent
 from app.db.store import create_store_engine
+from app.domain.audit.services import append
 from app.lib.crypto import generate_signing_key_pem
 from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings
 from tests.integration.audit_support import append_events, as_owner
@@ -67,5 +71,24 @@ async def test_cli_checkpoint_and_verify(store_url: str, tmp_path: Path) -> None
         missing = await _lethe(store_url, "audit", "checkpoint")
         assert missing.exit_code != 0
         assert "LETHE_AUDIT_SIGNING_KEY" in missing.output
+    finally:
+        await engine.dispose()
+
+
+async def test_cli_links_pending_events(store_url: str, tmp_path: Path) -> None:
+    engine = create_store_engine(make_settings(tmp_path, database_url=store_url))
+    try:
+        for index in range(3):
+            async with AsyncSession(engine) as session:
+                await append(session, action="test.event", actor="op", payload={"index": index})
+                await session.commit()
+        linked = await _lethe(store_url, "audit", "sequence")
+        assert linked.exit_code == 0, linked.output
+        assert "pending after linking: 0" in linked.output
+        async with engine.connect() as connection:
+            seqs = (await connection.execute(select(AuditEvent.seq).order_by(AuditEvent.seq))).scalars().all()
+        assert seqs == [1, 2, 3]
+        verified = await _lethe(store_url, "audit", "verify")
+        assert "3 events, head seq 3" in verified.output
     finally:
         await engine.dispose()

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.asgi import create_app
 from app.config import Settings
-from app.domain.audit.services import append, subject_reference
+from app.domain.audit.references import subject_reference
+from app.domain.audit.services import append
 from app.lib.crypto import generate_signing_key_pem
 from tests.conftest import TEST_AUDIT_KEY, make_settings
 from tests.integration.audit_support import append_events, as_owner

@@ -18,7 +18,7 @@ from app.db.audit import AuditEvent
 from app.db.store import create_store_engine
 from app.domain.audit.chain import ChainReport, append_to_sink, read_sink, sink_checkpoints, verify_chain
 from app.domain.audit.jobs import write_checkpoints_forever
-from app.domain.audit.services import CHAIN_KEYED_ACTION, GENESIS_HASH, event_hash
+from app.domain.audit.links import CHAIN_KEYED_ACTION, GENESIS_HASH, event_hash
 from app.lib.crypto import generate_signing_key_pem
 from tests.conftest import TEST_CHAIN_KEY, make_settings
 from tests.integration.audit_support import append_events, as_owner

@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from app.cli import lethe_group
 from app.config import Settings, get_settings
 from app.db.audit import ErasureTombstone
-from app.domain.audit.services import tombstone_reference
+from app.domain.audit.references import tombstone_reference
+from app.domain.audit.sequencer import sequence_now
 from app.domain.backups import services
 from app.domain.manifests.services import ManifestService
 from app.engine.backups import DumpFile
@@ -340,6 +341,7 @@ async def test_restore_test_of_a_dump_taken_before_an_erasure_reports_exactly_th
     assert result["scratch_dropped"] is True
     assert result["scratch_database"].startswith("lethe_restore_")
     assert not await database_exists(shop.server, result["scratch_database"])
+    await sequence_now(store_engine)
     async with AsyncSession(store_engine) as session:
         actions = (await session.scalars(text("SELECT action FROM audit_event ORDER BY seq"))).all()
     assert actions[-2:] == ["backup.restore_test_started", "backup.restore_tested"]
@@ -432,6 +434,7 @@ async def test_replay_after_restoring_an_old_dump_erases_the_subjects_again_and_
     second = await replay()
     assert (second.tombstones, second.subjects_found, second.rows_changed) == (2, 0, 0)
     assert await scalar(shop.url, "SELECT count(*) FROM users") == 4
+    await sequence_now(store_engine)
     async with AsyncSession(store_engine) as session:
         replayed = (
             await session.scalars(

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.audit import ErasureTombstone
 from app.domain.audit.chain import verify_chain
-from app.domain.audit.services import append, subject_reference, tombstone_reference
+from app.domain.audit.references import subject_reference, tombstone_reference
+from app.domain.audit.sequencer import sequence_now
+from app.domain.audit.services import append
 from app.domain.consent.services import consent_history
 from tests.conftest import TEST_AUDIT_KEY
 
@@ -86,7 +88,12 @@ async def test_grant_withdraw_status_and_history(
     assert created.status_code == 201, created.text
     event = created.json()
     assert event["subject_ref"] == subject_reference(TEST_AUDIT_KEY, None, "email", "erin@example.com")
-    assert (event["actor"], event["granted"], event["audit_seq"]) == ("test-operator", True, 1)
+    # the mirroring audit event is pending at the response; the audit log lists it linked, as seq 1
+    assert (event["actor"], event["granted"], event["audit_seq"]) == ("test-operator", True, None)
+    mirrored = (await client.get("/v1/audit/events", headers=auth("audit:read"))).json()["items"]
+    assert [(e["seq"], e["event_id"], e["action"]) for e in mirrored] == [
+        (1, event["audit_event_id"], "consent.granted")
+    ]
     assert "subject" not in event
 
     assert (await _status(client, auth, "erin@example.com"))["status"] == "granted"
@@ -124,6 +131,7 @@ async def test_grant_withdraw_status_and_history(
         "2026-01-14",
     ]
 
+    await sequence_now(store_engine)
     async with AsyncSession(store_engine) as session:
         history = await consent_history(session, event["subject_ref"])
         assert len(history) == 4
@@ -150,6 +158,7 @@ async def test_idempotent_consent(client: Client, auth: Auth, store_engine: Asyn
     assert again.json() == first.json()
     assert again.headers.get("idempotent-replayed") == "true"
     assert await _count(store_engine, "consent_event") == 1
+    await sequence_now(store_engine)
     assert await _count(store_engine, "audit_event") == 1
     changed = await _post(client, auth, body | {"granted": False}, key="consent-key-1")
     assert changed.status_code == 422
@@ -175,6 +184,7 @@ async def test_no_identity_is_stored_in_clear(client: Client, auth: Auth, store_
     for subject in IDENTITIES[:3]:
         await _post(client, auth, _consent(subject, granted=True), key=f"k-{uuid.uuid4()}")
     await _post(client, auth, _consent("user-770301", granted=False, subject_type="user_id"))
+    await sequence_now(store_engine)  # the consents' events linked, the next one left pending
     async with AsyncSession(store_engine) as session:
         await append(
             session,
@@ -197,7 +207,13 @@ async def test_no_identity_is_stored_in_clear(client: Client, auth: Auth, store_
         await session.commit()
     dump = []
     async with store_engine.connect() as connection:
-        for table in ("audit_event", "consent_event", "erasure_tombstone", "idempotency_record"):
+        for table in (
+            "audit_event",
+            "audit_pending",
+            "consent_event",
+            "erasure_tombstone",
+            "idempotency_record",
+        ):
             rows = (await connection.execute(text(f"SELECT * FROM {table}"))).all()
             assert rows or table == "idempotency_record"
             dump.extend(_readable(value) for row in rows for value in row)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
-from app.domain.audit.services import tombstone_reference
+from app.domain.audit.references import tombstone_reference
 from app.domain.backups import services
 from app.engine.targets import TargetRegistry
 from tests.conftest import TEST_AUDIT_KEY, make_settings

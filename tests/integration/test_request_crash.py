@@ -23,6 +23,7 @@ from app.asgi import create_app
 from app.db.audit import AuditEvent
 from app.db.requests import SubjectRequest
 from app.db.store import upgrade_store
+from app.domain.audit.sequencer import sequence_now
 from app.lib.auth import ALL_SCOPES, mint_token
 from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings, store_engine_for
 from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, create_crm, drain, register_crm
@@ -132,6 +133,7 @@ async def _scenario(
         row = await _request_row(store, request_id)
         assert row.attempt == 2
         assert row.artifact_attempt == 2
+        await sequence_now(store)
         async with store.connect() as connection:
             counts = dict(
                 (

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
 from app.db.requests import SubjectRequest, SubjectRequestSystem
+from app.domain.audit.sequencer import sequence_now
 from app.domain.requests import jobs
 from app.engine.runs import RequestOutcome, RequestRun, SystemOutcome
 from app.engine.targets import TargetRegistry
@@ -48,6 +49,7 @@ async def crm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 async def _count(store: AsyncEngine, action: str, request_id: uuid.UUID) -> int:
+    await sequence_now(store)
     async with store.connect() as connection:
         return int(
             (

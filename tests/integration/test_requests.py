@@ -22,6 +22,7 @@ from app.config import Settings
 from app.db.audit import AuditEvent
 from app.db.models import IdempotencyRecord
 from app.db.requests import SubjectRequest
+from app.domain.audit.sequencer import sequence_now
 from app.domain.requests.metrics import refresh_request_gauges
 from app.domain.requests.schemas import RequestIn
 from app.lib.idempotency import body_fingerprint
@@ -66,6 +67,7 @@ async def _create(
 
 
 async def _actions(store: AsyncEngine, request_id: str) -> list[str]:
+    await sequence_now(store)
     async with store.connect() as connection:
         rows = await connection.execute(
             select(AuditEvent.action).where(AuditEvent.request_id == request_id).order_by(AuditEvent.seq)
@@ -227,6 +229,7 @@ async def test_rectification_changes_exactly_the_named_cells(
     expected_orders = [dict(r, note="fixed") if r["user_id"] == 1 else r for r in before["orders"]]
     assert after["orders"] == expected_orders
 
+    await sequence_now(store_engine)
     async with store_engine.connect() as connection:
         event = (
             await connection.execute(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.asgi import create_app
 from app.config import Settings
 from app.db.audit import AuditEvent
+from app.domain.audit.sequencer import sequence_now
 from app.engine.surrogates import hash_key_from_secret, hash_message_prefix
 from tests.conftest import make_settings
 from tests.integration.retention_support import (
@@ -158,6 +159,7 @@ async def test_api_policy_lifecycle_with_dry_and_real_runs(
         "/v1/retention/runs", params={"policy_id": policy["id"]}, headers=auth("retention:read")
     )
     assert [r["id"] for r in runs.json()["items"]] == [run["id"], dry_run["id"]]
+    await sequence_now(store_engine)
     async with store_engine.connect() as connection:
         events = (
             await connection.execute(

@@ -19,6 +19,7 @@ from app.config import Settings
 from app.db.audit import AuditEvent
 from app.db.retention import RetentionPolicyRecord, RetentionRun
 from app.db.store import create_store_engine
+from app.domain.audit.sequencer import sequence_now
 from app.domain.retention.cli import run_due
 from app.domain.retention.jobs import RetentionRunner
 from app.domain.retention.services import purge_policy
@@ -101,6 +102,7 @@ async def test_two_schedulers_started_together_run_a_policy_once(shop: str, sett
         left = {row[0] for row in await snapshot(target, "sessions")}
     assert left == set(range(1, 241)) - due
     engine = create_store_engine(settings)
+    await sequence_now(engine)
     async with AsyncSession(engine) as session:
         events = await session.scalar(
             select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "retention.run_completed")

@@ -18,14 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.audit import AuditEvent
-from app.domain.audit.services import (
-    GENESIS_HASH,
-    LEGACY_EPOCH,
-    canonical_time,
-    chain_keyring,
-    hash_of,
-    head,
-)
+from app.domain.audit.links import GENESIS_HASH, LEGACY_EPOCH, canonical_time, chain_keyring, hash_of
+from app.domain.audit.queries import head
+from app.domain.audit.sequencer import pending_count
 from app.lib.crypto import ChainKeyring, load_signing_key, public_key_pem
 from app.lib.errors import Unavailable, ValidationFailed
 
@@ -132,6 +127,8 @@ class ChainReport:
     reason: str | None = None
     """``hash_mismatch``, ``gap``, ``broken_link``, ``epoch``, ``truncated`` or ``rewritten``."""
     detail: str | None = None
+    pending: int = 0
+    """Events committed and not linked yet when the walk ended (verification covers linked ones)."""
 
 
 def _witnessed(checkpoints: Iterable[Checkpoint]) -> dict[int, str]:
@@ -184,6 +181,7 @@ async def verify_chain(session: AsyncSession, checkpoints: Sequence[Checkpoint] 
     rebuild (``rewritten``, at the first seq whose hash differs from a witnessed one).
     """
     walk = _Walk(keyring=await chain_keyring(session), witnessed=_witnessed(checkpoints))
+    pending = await pending_count(await session.connection())
     checked = 0
     while True:
         batch = (
@@ -205,6 +203,7 @@ async def verify_chain(session: AsyncSession, checkpoints: Sequence[Checkpoint] 
                     broken_seq=walk.expected if problem[0] == "gap" else event.seq,
                     reason=problem[0],
                     detail=problem[1],
+                    pending=pending,
                 )
             walk.advance(event)
             checked += 1
@@ -221,8 +220,9 @@ async def verify_chain(session: AsyncSession, checkpoints: Sequence[Checkpoint] 
             broken_seq=head_seq + 1,
             reason="truncated",
             detail=f"a checkpoint covers seq {covered} but the chain ends at {head_seq}",
+            pending=pending,
         )
-    return ChainReport(ok=True, checked=checked, head_seq=head_seq, head_hash=walk.prev_hash)
+    return ChainReport(ok=True, checked=checked, head_seq=head_seq, head_hash=walk.prev_hash, pending=pending)
 
 
 # --- the checkpoint sink: a file outside the store -------------------------------------------

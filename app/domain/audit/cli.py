@@ -1,4 +1,4 @@
-"""``lethe audit verify`` and ``lethe audit checkpoint``: the chain checked from a shell or cron."""
+"""``lethe audit verify``, ``checkpoint`` and ``sequence``: the chain from a shell or cron."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine
 from app.domain.audit import chain
+from app.domain.audit.sequencer import pending_count, sequence_now
 from app.lib.errors import LetheError
 
 __all__ = ("audit_group",)
@@ -22,12 +23,15 @@ __all__ = ("audit_group",)
 T = TypeVar("T")
 
 
-def _run(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
+def _run(work: Callable[[AsyncSession, Settings], Awaitable[T]], *, link_pending: bool = True) -> T:
+    """Run ``work`` on the store; first link what is pending, unless ``link_pending`` is False."""
     settings = get_settings()
 
     async def _main() -> T:
         engine = create_store_engine(settings)
         try:
+            if link_pending:
+                await sequence_now(engine, batch_size=settings.audit_sequencer_batch_size)
             async with AsyncSession(engine) as session:
                 return await work(session, settings)
         finally:
@@ -76,7 +80,8 @@ def verify_command(checkpoint_file: Path | None) -> None:
         )
         sys.exit(1)
     suffix = f", matches checkpoint at seq {checkpoint.seq}" if checkpoint else ""
-    click.echo(f"audit chain ok: {report.checked} events, head seq {report.head_seq}{suffix}")
+    pending = f", {report.pending} pending" if report.pending else ""
+    click.echo(f"audit chain ok: {report.checked} events, head seq {report.head_seq}{suffix}{pending}")
 
 
 @audit_group.command(name="checkpoint")
@@ -84,3 +89,14 @@ def checkpoint_command() -> None:
     """Print a signed checkpoint of the current head as JSON (needs LETHE_AUDIT_SIGNING_KEY)."""
     checkpoint = _run(chain.make_checkpoint)
     click.echo(msgspec.json.format(msgspec.json.encode(checkpoint), indent=2).decode())
+
+
+@audit_group.command(name="sequence")
+def sequence_command() -> None:
+    """Link every pending audit event into the chain now (the sequencer does this continuously)."""
+
+    async def _pending(session: AsyncSession, _: Settings) -> int:
+        return await pending_count(await session.connection())
+
+    remaining = _run(_pending)
+    click.echo(f"audit events pending after linking: {remaining}")

@@ -1,4 +1,8 @@
-"""``/v1/audit``: events with filters, chain verification, signed checkpoints (audit:read)."""
+"""``/v1/audit``: events with filters, chain verification, signed checkpoints (audit:read).
+
+Reads of the chain first link what is pending (read-your-writes: an action's event is listed
+right after the action's response); ``/pending`` shows what the sequencer has not linked yet.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,28 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.audit import AuditEvent
-from app.domain.audit import chain, services
-from app.domain.audit.schemas import AuditEventOut, AuditEventPage, ChainVerification, CheckpointOut
+from app.config import Settings
+from app.db.audit import AuditEvent, AuditPending
+from app.domain.audit import chain, queries, references
+from app.domain.audit.schemas import (
+    AuditEventOut,
+    AuditEventPage,
+    ChainVerification,
+    CheckpointOut,
+    PendingAuditEventOut,
+    PendingAuditEventPage,
+)
+from app.domain.audit.sequencer import sequence_now
 from app.lib.auth import requires
-from app.lib.errors import ValidationFailed
+from app.lib.errors import ValidationFailed, field_error
 from app.lib.pagination import clamp_limit, decode_cursor, encode_cursor
 from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
 
 __all__ = ("AuditController",)
 
+FLUSH_BATCHES = 10
+"""An audit read links at most this many batches of pending events before it reads."""
 MAX_SEQ = 2**63 - 1
 """The largest audit sequence number the store can hold (BIGINT)."""
 CHECKPOINT_DOC = "With checkpoint_hash, _time and _signature: a checkpoint to verify against."
@@ -38,7 +53,38 @@ def _event_out(event: AuditEvent) -> AuditEventOut:
         payload=event.payload,
         prev_hash=event.prev_hash,
         hash=event.hash,
+        event_id=event.event_id,
     )
+
+
+def _pending_out(event: AuditPending) -> PendingAuditEventOut:
+    return PendingAuditEventOut(
+        event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        actor=event.actor,
+        action=event.action,
+        request_id=event.request_id,
+        system=event.system,
+        subject_ref=event.subject_ref,
+        payload=event.payload,
+    )
+
+
+def _after(cursor: str | None) -> int | None:
+    """The position a page cursor continues after (a seq, or a queue id); a forged one is a 422."""
+    key = decode_cursor(cursor, 1)
+    if key is None:
+        return None
+    if not isinstance(key[0], int) or isinstance(key[0], bool) or not 0 <= key[0] <= MAX_SEQ:
+        raise ValidationFailed("malformed cursor", [field_error("query.cursor", "malformed")])
+    return key[0]
+
+
+async def _link_pending(state: State) -> None:
+    """Link the events committed before this read (bounded), so the read sees them in the chain."""
+    settings: Settings = state.settings
+    size = settings.audit_sequencer_batch_size
+    await sequence_now(state.store_engine, batch_size=size, max_events=FLUSH_BATCHES * size)
 
 
 def _checkpoint_from_query(
@@ -100,7 +146,8 @@ class AuditController(Controller):
     ) -> AuditEventPage:
         """Filter by action, request, system, time, and subject identity (hashed first)."""
         size = clamp_limit(limit, state.settings.max_page_size)
-        after = decode_cursor(cursor, 1)
+        after = _after(cursor)
+        await _link_pending(state)
         refs = None
         if subject is not None or subject_type is not None:
             if not subject or not subject_type:
@@ -108,11 +155,11 @@ class AuditController(Controller):
                     "subject and subject_type go together",
                     [{"field": "query.subject", "message": "needs subject_type"}],
                 )
-            refs = await services.subject_references_for(
+            refs = await references.subject_references_for(
                 db_session, state.settings, subject_type, subject, system
             )
-        related = await services.requests_of_subject(db_session, refs) if refs else []
-        flt = services.EventFilter(
+        related = await queries.requests_of_subject(db_session, refs) if refs else []
+        flt = queries.EventFilter(
             action=action,
             request_id=request_id,
             system=system,
@@ -121,9 +168,7 @@ class AuditController(Controller):
             since=parse_instant(since, "query.since"),
             until=parse_instant(until, "query.until"),
         )
-        events, last = await services.list_events(
-            db_session, flt, after_seq=int(after[0]) if after else None, limit=size
-        )
+        events, last = await queries.list_events(db_session, flt, after_seq=after, limit=size)
         return AuditEventPage(
             items=[_event_out(e) for e in events],
             next_cursor=encode_cursor(last) if last is not None else None,
@@ -155,6 +200,7 @@ class AuditController(Controller):
         if checkpoint is not None:
             chain.verify_checkpoint_signature(state.settings, checkpoint)
             checkpoints.append(checkpoint)
+        await _link_pending(state)
         report = await chain.verify_chain(db_session, checkpoints)
         return ChainVerification(
             ok=report.ok,
@@ -165,6 +211,7 @@ class AuditController(Controller):
             reason=report.reason,
             detail=report.detail,
             checkpoint_seq=checkpoint.seq if checkpoint else None,
+            pending=report.pending,
         )
 
     @get(
@@ -176,6 +223,7 @@ class AuditController(Controller):
     )
     async def checkpoint(self, db_session: NamedDependency[AsyncSession], state: State) -> CheckpointOut:
         """Keep the result outside the database; verifying against it later detects truncation."""
+        await _link_pending(state)
         cp = await chain.make_checkpoint(db_session, state.settings)
         return CheckpointOut(
             seq=cp.seq,
@@ -184,4 +232,26 @@ class AuditController(Controller):
             signature=cp.signature,
             algorithm=cp.algorithm,
             public_key=cp.public_key,
+        )
+
+    @get(
+        "/pending",
+        operation_id="ListPendingAuditEvents",
+        guards=[requires("audit:read")],
+        summary="Audit events committed and not yet linked into the chain",
+        responses=problem_responses(401, 403, 422),
+    )
+    async def list_pending(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        state: State,
+        cursor: PageCursor = None,
+        limit: PageLimit = None,
+    ) -> PendingAuditEventPage:
+        """Queue order; each gets its ``seq`` when the sequencer links it (usually well under a second)."""
+        size = clamp_limit(limit, state.settings.max_page_size)
+        events, last = await queries.list_pending(db_session, after_id=_after(cursor), limit=size)
+        return PendingAuditEventPage(
+            items=[_pending_out(e) for e in events],
+            next_cursor=encode_cursor(last) if last is not None else None,
         )

@@ -1,4 +1,4 @@
-"""Writes signed checkpoints of the audit chain to the sink outside the store, periodically."""
+"""The audit chain's background work: the sequencer, and signed checkpoints written to the sink."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
 from app.domain.audit.chain import append_to_sink
+from app.domain.audit.sequencer import run_sequencer
 from app.lib.logging import get_logger
 from app.lib.loops import LoopWatch
 
-__all__ = ("checkpoint_sink_lifespan", "write_checkpoints_forever")
+__all__ = ("audit_lifespan", "write_checkpoints_forever")
 
 logger = get_logger("lethe.audit")
 
@@ -35,13 +36,16 @@ async def write_checkpoints_forever(settings: Settings, engine: AsyncEngine) -> 
         await asyncio.sleep(settings.audit_checkpoint_interval_seconds)
 
 
-def checkpoint_sink_lifespan(
+def audit_lifespan(
     settings: Settings, engine: AsyncEngine, loops: LoopWatch
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """Runs the checkpoint writer where workers run and ``LETHE_AUDIT_CHECKPOINT_PATH`` is set."""
+    """Where workers run: the sequencer (one active across replicas, by lease) and, when
+    ``LETHE_AUDIT_CHECKPOINT_PATH`` is set, the checkpoint writer."""
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        if settings.workers_enabled:
+            loops.start("audit-sequencer", lambda: run_sequencer(settings, engine))
         if settings.workers_enabled and settings.audit_checkpoint_path:
             loops.start("audit-checkpoints", lambda: write_checkpoints_forever(settings, engine))
         try:

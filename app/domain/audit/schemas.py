@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from app.lib.schema import BaseStruct, InputStruct
 
-__all__ = ("AuditEventOut", "AuditEventPage", "ChainVerification", "CheckpointIn", "CheckpointOut")
+__all__ = (
+    "AuditEventOut",
+    "AuditEventPage",
+    "ChainVerification",
+    "CheckpointIn",
+    "CheckpointOut",
+    "PendingAuditEventOut",
+    "PendingAuditEventPage",
+)
 
 
 class AuditEventOut(BaseStruct):
@@ -23,6 +32,28 @@ class AuditEventOut(BaseStruct):
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+    event_id: UUID | None = None
+    """The id the event was appended with (null for events linked before the sequencer)."""
+
+
+class PendingAuditEventOut(BaseStruct):
+    """An event its writer committed and the sequencer has not linked yet (no ``seq`` so far)."""
+
+    event_id: UUID
+    occurred_at: datetime
+    actor: str
+    action: str
+    request_id: str | None
+    system: str | None
+    subject_ref: str | None
+    payload: dict[str, Any]
+
+
+class PendingAuditEventPage(BaseStruct):
+    """A page of pending events in queue order; ``next_cursor`` continues (null at the end)."""
+
+    items: list[PendingAuditEventOut]
+    next_cursor: str | None
 
 
 class AuditEventPage(BaseStruct):
@@ -69,3 +100,5 @@ class ChainVerification(BaseStruct):
     reason: str | None
     detail: str | None
     checkpoint_seq: int | None
+    pending: int = 0
+    """Events committed and not linked yet: verification covers linked events only."""

@@ -18,7 +18,8 @@ from app.config import Settings
 from app.db.audit import ErasureTombstone
 from app.db.backups import BackupRestoreTest
 from app.db.requests import SubjectRequest
-from app.domain.audit.services import append, canonical_time
+from app.domain.audit.links import canonical_time
+from app.domain.audit.services import append
 from app.domain.backups.metrics import backup_metrics
 from app.domain.manifests.services import ManifestService
 from app.engine.backups import (

@@ -6,6 +6,7 @@ pseudonymous reference is stored or returned.
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
@@ -47,7 +48,7 @@ Purpose = Annotated[
 ]
 
 
-def _event_out(event: ConsentEvent, audit_seq: int | None = None) -> ConsentEventOut:
+def _event_out(event: ConsentEvent, audit_event_id: uuid.UUID | None = None) -> ConsentEventOut:
     return ConsentEventOut(
         id=event.id,
         subject_ref=event.subject_ref,
@@ -59,7 +60,7 @@ def _event_out(event: ConsentEvent, audit_seq: int | None = None) -> ConsentEven
         occurred_at=event.occurred_at,
         recorded_at=event.recorded_at,
         actor=event.actor,
-        audit_seq=audit_seq,
+        audit_event_id=audit_event_id,
     )
 
 
@@ -104,8 +105,8 @@ class ConsentController(Controller):
         )
 
         async def produce() -> tuple[int, object, str | None]:
-            event, seq = await services.record_consent(db_session, consent, actor=principal.sub)
-            return 201, _event_out(event, seq), None
+            event, audit_event_id = await services.record_consent(db_session, consent, actor=principal.sub)
+            return 201, _event_out(event, audit_event_id), None
 
         response = await run_idempotent(
             engine=state.store_engine,

@@ -61,6 +61,10 @@ class ConsentEventOut(BaseStruct):
     recorded_at: datetime
     actor: str
     audit_seq: int | None = None
+    """The ``seq`` of the audit event mirroring this one; null while that event is pending (the
+    sequencer links it shortly after the commit: find it by ``audit_event_id``)."""
+    audit_event_id: UUID | None = None
+    """The ``event_id`` of the audit event mirroring this one (set when it was recorded)."""
 
 
 class ConsentEventPage(BaseStruct):

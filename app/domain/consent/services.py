@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.audit import ConsentEvent
 from app.domain.audit import services as audit
+from app.domain.audit.references import subject_reference
 from app.lib.clock import utcnow
 from app.lib.errors import Unavailable, ValidationFailed, field_error
 
@@ -34,7 +35,7 @@ def consent_subject_reference(settings: Settings, identity_type: str, value: str
     """The ledger's reference of an identity: system-independent (a consent is per person)."""
     if not settings.audit_key:
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
-    return audit.subject_reference(settings.audit_key, None, identity_type, value)
+    return subject_reference(settings.audit_key, None, identity_type, value)
 
 
 FUTURE_SKEW = timedelta(minutes=5)
@@ -56,11 +57,12 @@ class NewConsent:
 
 async def record_consent(
     session: AsyncSession, consent: NewConsent, *, actor: str
-) -> tuple[ConsentEvent, int]:
+) -> tuple[ConsentEvent, uuid.UUID]:
     """Insert one immutable consent event and its audit event in the caller's transaction.
 
     Returns:
-        The event and the ``seq`` of the audit event that mirrors it.
+        The event and the id of the audit event that mirrors it (linked by the sequencer
+        shortly after the commit; ``event_id`` in the audit log).
     """
     now = utcnow()
     if consent.occurred_at is not None and consent.occurred_at.astimezone(UTC) > now + FUTURE_SKEW:
@@ -82,7 +84,7 @@ async def record_consent(
     )
     session.add(event)
     await session.flush()
-    audit_event = await audit.append(
+    audit_event_id = await audit.append(
         session,
         action="consent.granted" if consent.granted else "consent.withdrawn",
         actor=actor,
@@ -96,7 +98,7 @@ async def record_consent(
             "source": consent.source,
         },
     )
-    return event, audit_event.seq
+    return event, audit_event_id
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,8 @@
-"""``lethe worker``: run request workers without the HTTP server (a Deployment of its own)."""
+"""``lethe worker``: run request workers without the HTTP server (a Deployment of its own).
+
+It also runs the audit sequencer (one active across replicas, by lease), so a deployment whose
+API replicas run without workers still gets its audit events linked.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ __all__ = ("worker_command",)
 async def _serve(*, once: bool) -> None:
     from app.config import get_settings
     from app.db.store import create_store_engine
+    from app.domain.audit.sequencer import run_sequencer, sequence_now
     from app.domain.requests.jobs import RequestWorker, run_workers
     from app.engine.targets import TargetRegistry
     from app.lib.logging import configure_logging
@@ -27,6 +32,7 @@ async def _serve(*, once: bool) -> None:
                 worker = RequestWorker(settings, engine, targets, "once")
                 while await worker.run_one():
                     pass
+                await sequence_now(engine, batch_size=settings.audit_sequencer_batch_size)
             finally:
                 await targets.dispose()
             return
@@ -34,7 +40,12 @@ async def _serve(*, once: bool) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run_workers(settings, engine, stop)
+        sequencer = asyncio.create_task(run_sequencer(settings, engine))
+        try:
+            await run_workers(settings, engine, stop)
+        finally:
+            sequencer.cancel()
+            await asyncio.gather(sequencer, return_exceptions=True)
     finally:
         await engine.dispose()
 

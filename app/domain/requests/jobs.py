@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
+from app.domain.audit.references import subject_reference
 from app.domain.consent.services import consent_history
 from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.catalog import manifest_at
@@ -89,7 +90,7 @@ class RequestWorker:
         self, session: AsyncSession, identities: Mapping[str, str]
     ) -> list[dict[str, Any]]:
         key = self.settings.audit_key or ""
-        refs = sorted({audit.subject_reference(key, None, name, value) for name, value in identities.items()})
+        refs = sorted({subject_reference(key, None, name, value) for name, value in identities.items()})
         events = [event for ref in refs for event in await consent_history(session, ref)]
         events.sort(key=lambda e: (e.occurred_at, str(e.id)))
         return [

@@ -18,6 +18,7 @@ from app.db.requests import (
     SubjectRequestSystem,
 )
 from app.domain.audit import services as audit
+from app.domain.audit.references import subject_reference
 from app.domain.requests.catalog import RegisteredManifest, current_manifests
 from app.domain.requests.deadlines import add_months, check_extension, due_date
 from app.domain.requests.identities import check_identity_values
@@ -257,7 +258,7 @@ async def create_request(
         dry_run=body.dry_run,
         client_id=principal.client_id,
         actor=principal.sub,
-        subject_ref=audit.subject_reference(
+        subject_ref=subject_reference(
             settings.audit_key, None, first, body.identities[first], _match_rule(first, systems, registered)
         ),
         identity_types=sorted(body.identities),

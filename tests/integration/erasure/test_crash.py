@@ -22,6 +22,7 @@ from app.asgi import create_app
 from app.db.audit import AuditEvent
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.db.store import upgrade_store
+from app.domain.audit.sequencer import sequence_now
 from app.engine.erasure import ErasureOptions, execute_erasure
 from app.lib.auth import ALL_SCOPES, mint_token
 from tests.conftest import TEST_AUDIT_KEY, TEST_CHAIN_KEY, TEST_JWT_SECRET, make_settings, store_engine_for
@@ -156,6 +157,7 @@ async def test_killed_erasure_worker_is_finished_by_another(
             second.send_signal(signal.SIGTERM)
             second.wait(timeout=30)
 
+    await sequence_now(store)
     async with store.connect() as conn:
         counts: dict[str, Any] = dict(
             (

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
+from app.domain.audit.sequencer import sequence_now
 from tests.integration.erasure import schema
 from tests.integration.requests_support import drain, target_url
 
@@ -48,6 +49,7 @@ async def _erase(client: AsyncTestClient[Litestar], auth: Headers, **body: Any) 
 
 
 async def _actions(store: AsyncEngine, request_id: str) -> list[tuple[str, dict[str, Any]]]:
+    await sequence_now(store)
     async with store.connect() as conn:
         rows = await conn.execute(
             select(AuditEvent.action, AuditEvent.payload)

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.asgi import create_app
 from app.config import Settings
 from app.db.audit import AuditEvent
 from app.demo import DEMO_MANIFEST
 from app.demo.shop import create_shop
+from app.domain.audit.sequencer import sequence_now
 from app.lib.auth import mint_token
-from tests.conftest import make_settings
+from tests.conftest import make_settings, store_engine_for
 
 YAML = {"Content-Type": "application/yaml"}
 PHONE = "      phone: {category: user.contact.phone_number, strategy: delete, rectifiable: true}\n"
@@ -87,8 +87,9 @@ async def test_a_retention_override_is_reported_and_audited(
     status, body = await _post(settings, overridden)
     assert status == 201, body
     assert [r["kind"] for r in body["risks"]] == ["retention_conflict"]
-    engine = create_async_engine(store_url)
+    engine = store_engine_for(store_url)
     try:
+        await sequence_now(engine)
         async with engine.connect() as connection:
             payload = (
                 await connection.execute(

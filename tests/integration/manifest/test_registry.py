@@ -18,6 +18,7 @@ from app.config import Settings
 from app.db.audit import AuditEvent
 from app.demo import DEMO_MANIFEST
 from app.demo.shop import create_shop
+from app.domain.audit.sequencer import sequence_now
 from tests.conftest import make_settings
 
 YAML = {"Content-Type": "application/yaml"}
@@ -78,6 +79,7 @@ async def test_versions_are_immutable_and_unchanged_content_is_a_no_op(
     listed = (await client.get("/v1/manifests", headers=auth("manifests:read"))).json()
     assert [(m["system"], m["version"]) for m in listed["items"]] == [("shop", 2)]
 
+    await sequence_now(store_engine)
     async with store_engine.connect() as connection:
         events = (
             await connection.execute(

@@ -6,14 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from app.domain.audit.services import (
-    GENESIS_HASH,
-    canonical_time,
-    event_hash,
-    subject_reference,
-    tombstone_reference,
-    validate_payload,
-)
+from app.domain.audit.links import GENESIS_HASH, canonical_time, event_hash
+from app.domain.audit.payloads import validate_payload
+from app.domain.audit.references import subject_reference, tombstone_reference
 from app.lib.errors import ValidationFailed
 from app.manifest.model import default_match, normalise_identity
 
