@@ -44,7 +44,6 @@ __all__ = (
     "count_statement",
     "delete_statement",
     "display_sql",
-    "keyset_bounds",
     "value_differs",
 )
 
@@ -151,17 +150,6 @@ def anonymize_statement(table: Table, links: Sequence[LinkChanges]) -> Update | 
         for column, whens in owners.items()
     }
     return update(table).where(or_(*(_pending(table, link) for link in links))).values(values)
-
-
-def keyset_bounds(
-    table: Table, key: str, condition: ColumnElement[bool], after: Any, size: int
-) -> Select[Any]:
-    """The largest key of the next batch: ``max(key)`` of the next ``size`` subject rows."""
-    chosen = select(table.c[key].label("k")).where(condition)
-    if after is not None:
-        chosen = chosen.where(table.c[key] > after)
-    sub = chosen.order_by(table.c[key]).limit(size).subquery()
-    return select(func.max(sub.c.k))
 
 
 def display_sql(statement: Any, dialect: Any) -> str:

@@ -16,8 +16,8 @@ from app.engine.erasure.plan import outside_counts
 from app.engine.erasure.target import Target, load_target
 from app.engine.erasure.verify import check_mentions, independent_check, require_verified, scrub, verify_step
 from app.engine.erasure.work import TableWork, all_work, batchable, count_rows, sizes_of
-from app.engine.erasure_sql import keyset_bounds
 from app.engine.integrity import IntegrityDetail, constraint_refusal, integrity_detail
+from app.engine.keyset import Keyset, json_cursor
 from app.engine.schema_info import Reflection
 from app.engine.scrub import identity_values
 from app.engine.scrub import prepare_connection as prepare_scrub_connection
@@ -236,18 +236,19 @@ async def _batches(
     work: TableWork,
     outcome: ErasureOutcome,
     step: int,
-    after: Any,
+    saved: Any,
     save_cursor: SaveCursor | None,
 ) -> None:
-    """Keyset batches over the table's single-column key; each batch commits, then the cursor."""
+    """Keyset batches over the table's key (one column or several); each batch commits, then
+    the cursor. ``saved`` is the ``after`` of a saved cursor: a list of key values, or a single
+    value as cursors of single-column keys were saved before."""
     table = target.tables[work.table]
-    key = target.schema.tables[work.table].primary_key[0]
-    column = table.c[key]
+    keyset = Keyset.of(table)
+    after = keyset.restore(_key_values(saved))
     first = after is None
     while True:
         async with conn.begin():
-            bound_query = keyset_bounds(table, key, work.condition, after, target.options.batch_size)
-            upto = (await conn.execute(bound_query)).scalar_one_or_none()
+            upto = await keyset.bound(conn, work.condition, after, target.options.batch_size)
             if upto is None:
                 outcome.verified_rows_left[work.table] = (
                     await count_rows(conn, table, work.gone) if work.strategy == "delete" else 0
@@ -255,19 +256,22 @@ async def _batches(
                 await independent_check(conn, target, work, outcome)
                 require_verified(target, outcome)
                 break
-            window = column <= upto if after is None else and_(column > after, column <= upto)
+            window = keyset.between(after, upto)
             await _run_step(conn, target, work, outcome, window=window, first=first, last=False)
             require_verified(target, outcome)
         outcome.batches += 1
         first = False
         after = upto
         if save_cursor is not None:
-            await save_cursor(_cursor(outcome, step, _jsonable(upto)))
+            await save_cursor(_cursor(outcome, step, json_cursor(upto)))
         if target.options.batch_delay_seconds:
             await asyncio.sleep(target.options.batch_delay_seconds)
     if save_cursor is not None:
         await save_cursor(_cursor(outcome, step + 1, None))
 
 
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, int | str | float) else str(value)
+def _key_values(saved: Any) -> list[Any] | None:
+    """A saved ``after`` as a list of key values (None: from the start of the table)."""
+    if saved is None:
+        return None
+    return list(saved) if isinstance(saved, list) else [saved]

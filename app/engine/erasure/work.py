@@ -244,11 +244,11 @@ async def count_rows(conn: AsyncConnection, table: Table, condition: ColumnEleme
 
 
 def batchable(target: Target, table: str) -> bool:
-    """Keyset batches need a single-column key and no NOT NULL self reference."""
+    """Keyset batches need a primary key (one column or several) and no NOT NULL self reference."""
     info = target.schema.tables[table]
     self_refs = target.graph.self_references.get(table, ())
     nullable = all(info.columns[c].nullable for fk in self_refs for c in fk.columns)
-    return len(info.primary_key) == 1 and nullable
+    return bool(info.primary_key) and nullable
 
 
 async def sizes_of(conn: AsyncConnection, target: Target, works: Sequence[TableWork]) -> dict[str, int]:

@@ -221,8 +221,11 @@ async def test_batched_erasure_resumes_from_its_cursor(shop: AsyncEngine) -> Non
     )
     assert outcome.verified
     assert resumed[0]["batches"] == saved[-1]["batches"] + 1
-    interrupted = await schema.snapshot(shop)
+    await _assert_same_as_uninterrupted(shop, await schema.snapshot(shop))
 
+
+async def _assert_same_as_uninterrupted(shop: AsyncEngine, interrupted: dict[str, Any]) -> None:
+    """Reseed, erase person 1 in one go: the target ends as the interrupted run left it."""
     async with shop.begin() as conn:
         await conn.execute(schema.comments.update().values(parent_id=None))  # InnoDB checks per row
         for table in reversed(schema.TABLES):
@@ -231,8 +234,69 @@ async def test_batched_erasure_resumes_from_its_cursor(shop: AsyncEngine) -> Non
             rows = schema.seed_rows(PEOPLE)[table.name]
             if rows:
                 await conn.execute(insert(table), rows)
-    await execute_erasure(shop, manifest, {"user_id": "1"}, OPTIONS)
+    await execute_erasure(shop, schema.manifest(), {"user_id": "1"}, OPTIONS)
     assert await schema.snapshot(shop) == interrupted
+
+
+async def test_composite_key_table_is_erased_in_several_batches(shop: AsyncEngine) -> None:
+    async with shop.begin() as conn:
+        await conn.execute(insert(schema.groups), [{"id": 3, "title": "walkers"}])
+        await conn.execute(
+            insert(schema.group_members),
+            [  # person 1 is already in group 2; others' keys sit between theirs
+                {"group_id": 1, "member_id": 1, "nickname": "one"},
+                {"group_id": 3, "member_id": 1, "nickname": "three"},
+                {"group_id": 3, "member_id": 2, "nickname": "other"},
+            ],
+        )
+    before = await schema.snapshot(shop)
+    saved: list[dict[str, Any]] = []
+
+    async def keep(cursor: dict[str, Any]) -> None:
+        saved.append(cursor)
+
+    options = ErasureOptions(secret=OPTIONS.secret, batch_threshold=0, batch_size=2)
+    async with shop.connect() as conn:
+        plan = await plan_erasure(conn, schema.manifest(), {"user_id": "1"}, options)
+    assert {t.table: t.batched for t in plan.tables}["group_members"]
+    outcome = await execute_erasure(shop, schema.manifest(), {"user_id": "1"}, options, save_cursor=keep)
+    after = await schema.snapshot(shop)
+
+    assert outcome.verified
+    composite = [c["after"] for c in saved if c["after"] is not None and len(c["after"]) == 2]
+    assert composite == [[2, 1], [3, 1]]  # three rows of the subject, two rows per batch
+    assert outcome.deleted["group_members"] == 3
+    gone = {(1, 1), (2, 1), (3, 1)}
+    assert not gone & set(after["group_members"])
+    assert {k: v for k, v in before["group_members"].items() if k not in gone} == after["group_members"]
+    await _assert_foreign_keys_hold(shop)
+
+
+async def test_a_cursor_saved_with_a_single_key_value_resumes(shop: AsyncEngine) -> None:
+    """Cursors saved before keys became lists hold the bare key value as ``after``."""
+    manifest = schema.manifest()
+    saved: list[dict[str, Any]] = []
+
+    async def crash_inside_a_table(cursor: dict[str, Any]) -> None:
+        saved.append(cursor)
+        if cursor["after"] is not None and len(saved) >= 3:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        await execute_erasure(shop, manifest, {"user_id": "1"}, BATCHED, save_cursor=crash_inside_a_table)
+    old = dict(saved[-1])
+    [old["after"]] = old["after"]
+    assert not isinstance(old["after"], list)
+    resumed: list[dict[str, Any]] = []
+
+    async def keep(cursor: dict[str, Any]) -> None:
+        resumed.append(cursor)
+
+    outcome = await execute_erasure(shop, manifest, {"user_id": "1"}, BATCHED, cursor=old, save_cursor=keep)
+    assert outcome.verified
+    assert resumed[0]["step"] == old["step"]
+    assert resumed[0]["batches"] == old["batches"] + 1
+    await _assert_same_as_uninterrupted(shop, await schema.snapshot(shop))
 
 
 async def test_outside_reference_anonymize_keeps_the_referenced_row(shop: AsyncEngine) -> None:
