@@ -25,6 +25,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.store import read_without_transaction
 from app.domain.external.tasks import task_views
 from app.domain.requests import queries, services
 from app.domain.requests.plans import request_plan
@@ -188,6 +189,7 @@ class RequestController(Controller):
         request_id: RequestId,
     ) -> RequestOut:
         """Counts are rows per table; ``not_found`` says the subject is unknown in that system."""
+        await read_without_transaction(db_session)
         return await _view(db_session, request_id, request.user)
 
     @get(
