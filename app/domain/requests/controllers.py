@@ -116,9 +116,10 @@ class RequestController(Controller):
         principal = request.user
 
         async def produce() -> tuple[int, object, str | None]:
-            created = await services.create_request(db_session, state.settings, principal, data)
-            progress = (await queries.get_request(db_session, created.id))[1]
-            tasks = (await task_views(db_session, [created.id]))[created.id]
+            created, progress, holds_tasks = await services.create_request_rows(
+                db_session, state.settings, principal, data
+            )
+            tasks = (await task_views(db_session, [created.id]))[created.id] if holds_tasks else []
             out = msgspec.structs.replace(queries.request_out(created, progress), external_tasks=tasks)
             if data.callback_url is not None:
                 secret = await callback_secret(db_session, state.settings, created.id)
