@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,14 @@ from app.manifest.external import is_external
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
 
-__all__ = ("RegisteredManifest", "VersionRow", "current_manifests", "manifest_at", "newest_versions")
+__all__ = (
+    "RegisteredManifest",
+    "VersionRow",
+    "current_manifests",
+    "database_manifests",
+    "manifest_at",
+    "newest_versions",
+)
 
 _CACHE: dict[tuple[str, int, str], Manifest] = {}
 """Versions are immutable, so a decoded manifest is kept for the life of the process (keyed by
@@ -94,9 +101,14 @@ async def newest_versions(session: AsyncSession) -> list[VersionRow]:
 
 async def current_manifests(session: AsyncSession) -> dict[str, RegisteredManifest]:
     """The newest version of every registered database system, by system name."""
+    return database_manifests(await newest_versions(session))
+
+
+def database_manifests(rows: Sequence[VersionRow]) -> dict[str, RegisteredManifest]:
+    """The database systems among ``rows`` (from :func:`newest_versions`), by system name."""
     return {
         row.system: RegisteredManifest(row.system, row.version, _decode(row), row.identity_columns)
-        for row in await newest_versions(session)
+        for row in rows
         if not is_external(row.document)  # external systems: app.domain.external.tasks
     }
 

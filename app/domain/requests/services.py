@@ -20,7 +20,7 @@ from app.db.requests import (
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.external import tasks
-from app.domain.requests.catalog import RegisteredManifest, current_manifests
+from app.domain.requests.catalog import RegisteredManifest, database_manifests, newest_versions
 from app.domain.requests.deadlines import add_months, check_extension, due_date
 from app.domain.requests.identities import check_identity_values
 from app.domain.requests.queries import load_request
@@ -255,8 +255,9 @@ async def create_request_rows(
 ) -> tuple[SubjectRequest, list[SubjectRequestSystem], bool]:
     """:func:`create_request`, also returning its per-system rows and whether it holds external
     tasks, so a response can be built without reading them back."""
-    registered = await current_manifests(session)
-    externals = await tasks.current_external(session)
+    rows = await newest_versions(session)  # one read for database and external systems
+    registered = database_manifests(rows)
+    externals = tasks.external_systems(rows)
     database_systems, chosen = tasks.split_selection(body.systems, externals)
     body = msgspec.structs.replace(body, systems=database_systems)
     systems = _validate(body, registered, tasks.needed_identities(chosen, externals))
