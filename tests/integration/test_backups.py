@@ -27,7 +27,7 @@ from app.config import Settings, get_settings
 from app.db.audit import ErasureTombstone
 from app.domain.audit.references import tombstone_reference
 from app.domain.audit.sequencer import sequence_now
-from app.domain.backups import services
+from app.domain.backups import replay as replay_service
 from app.domain.manifests.services import ManifestService
 from app.engine.backups import DumpFile
 from app.engine.erasure import ErasureOptions, execute_erasure
@@ -411,11 +411,11 @@ async def test_replay_after_restoring_an_old_dump_erases_the_subjects_again_and_
     restore_into(shop.url, dump)
     assert await scalar(shop.url, "SELECT count(*) FROM users WHERE id IN (2, 4)") == 2
 
-    async def replay() -> services.ReplayReport:
+    async def replay() -> replay_service.ReplayReport:
         targets = TargetRegistry(settings)
         try:
             async with AsyncSession(store_engine, expire_on_commit=False) as session, session.begin():
-                return await services.replay_erasures(
+                return await replay_service.replay_erasures(
                     session,
                     settings,
                     targets,
@@ -462,7 +462,7 @@ async def test_replay_only_considers_erasures_since_the_given_time(
     targets = TargetRegistry(settings)
     try:
         async with AsyncSession(store_engine, expire_on_commit=False) as session, session.begin():
-            report = await services.replay_erasures(
+            report = await replay_service.replay_erasures(
                 session,
                 settings,
                 targets,

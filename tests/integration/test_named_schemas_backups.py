@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.domain.audit.references import tombstone_reference
-from app.domain.backups import services
+from app.domain.backups import replay as replay_service
 from app.engine.targets import TargetRegistry
 from tests.conftest import TEST_AUDIT_KEY, make_settings
 from tests.integration.requests_support import drain
@@ -150,11 +150,11 @@ async def test_restore_test_and_replay_use_the_manifests_schemas(
     restore_into(ledger, dump)
     assert await scalar(ledger, "SELECT count(*) FROM billing.invoices WHERE id IN (2, 4)") == 2
 
-    async def replay() -> services.ReplayReport:
+    async def replay() -> replay_service.ReplayReport:
         targets = TargetRegistry(settings)
         try:
             async with AsyncSession(store_engine, expire_on_commit=False) as session, session.begin():
-                return await services.replay_erasures(
+                return await replay_service.replay_erasures(
                     session, settings, targets, system=SYSTEM, since=before, actor="test-operator"
                 )
         finally:

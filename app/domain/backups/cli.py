@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, get_settings
 from app.db.store import create_store_engine
-from app.domain.backups import services
+from app.domain.backups import replay, services
 from app.domain.backups.controllers import health_out, restore_test_out
 from app.domain.backups.schemas import BackupHealthOut, RestoreTestOut
 from app.engine.backups import STATUS_ORDER
@@ -119,10 +119,10 @@ def replay_command(system: str, since: str, actor: str | None) -> None:
     """
     moment = _since(since)
 
-    async def _replay(session: AsyncSession, settings: Settings) -> services.ReplayReport:
+    async def _replay(session: AsyncSession, settings: Settings) -> replay.ReplayReport:
         targets = TargetRegistry(settings)
         try:
-            return await services.replay_erasures(
+            return await replay.replay_erasures(
                 session,
                 settings,
                 targets,

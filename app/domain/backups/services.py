@@ -1,14 +1,12 @@
-"""Backup health, restore tests (stored and audited) and the replay of erasures after a restore."""
+"""Backup health and restore tests (stored and audited); the replay of erasures is in
+:mod:`app.domain.backups.replay`."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import func, select
@@ -18,7 +16,6 @@ from app.config import Settings
 from app.db.audit import ErasureTombstone
 from app.db.backups import BackupRestoreTest
 from app.db.requests import SubjectRequest
-from app.domain.audit.links import canonical_time
 from app.domain.audit.services import append
 from app.domain.backups.metrics import backup_metrics
 from app.domain.manifests.services import ManifestService
@@ -30,15 +27,12 @@ from app.engine.backups import (
     list_dumps,
     load_backup_config,
 )
-from app.engine.erasure import ErasureOptions, execute_erasure
 from app.engine.restore import (
     RestoreExpectation,
     RestoreOutcome,
-    find_tombstoned_keys,
     key_hasher,
     restore_test,
 )
-from app.engine.targets import TargetRegistry
 from app.lib.clock import utcnow
 from app.lib.errors import (
     ConfigurationError,
@@ -50,32 +44,24 @@ from app.lib.errors import (
     field_error,
 )
 from app.lib.logging import get_logger
-from app.manifest.model import Identity, Manifest
+from app.manifest.model import Manifest
 
 __all__ = (
-    "ReplayReport",
     "RestoreTestService",
     "ResurrectedSubject",
-    "SubjectEraser",
     "backup_config",
     "backup_metrics",
     "check_health",
-    "erasure_engine_eraser",
     "expectation_of",
     "finish_restore_test",
     "refresh_restore_gauges",
-    "replay_erasures",
     "resurrected_subjects",
     "run_restore_test",
     "start_restore_test",
+    "tombstone_refs",
 )
 
 logger = get_logger("lethe.backups")
-
-SubjectEraser = Callable[[AsyncEngine, Manifest, tuple[Any, ...]], Awaitable[int]]
-"""Erases one subject of a target, found by its key: ``(target engine, manifest, key)`` -> rows
-changed. Re-erasing an erased subject must change nothing (0)."""
-REPLAY_IDENTITY = "lethe_replay_key_"
 
 
 def backup_config(settings: Settings) -> BackupConfig:
@@ -262,7 +248,7 @@ async def start_restore_test(
     return row
 
 
-async def _tombstone_refs(session: AsyncSession, system: str, since: datetime | None = None) -> set[str]:
+async def tombstone_refs(session: AsyncSession, system: str, since: datetime | None = None) -> set[str]:
     statement = select(ErasureTombstone.subject_key_ref).where(ErasureTombstone.system == system)
     if since is not None:
         statement = statement.where(ErasureTombstone.erased_at >= since)
@@ -283,7 +269,7 @@ async def _perform(session: AsyncSession, settings: Settings, row: BackupRestore
     audit_key = settings.audit_key
     if not audit_key:
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
-    refs = await _tombstone_refs(session, row.system)
+    refs = await tombstone_refs(session, row.system)
     return await restore_test(
         newest,
         scratch.url(),
@@ -357,112 +343,3 @@ async def run_restore_test(engine: AsyncEngine, settings: Settings, test_id: uui
             row = await RestoreTestService(session=session).one(test_id)
             row.status, row.reason = "failed", f"internal error: {type(error).__name__}"
             row.finished_at = utcnow()
-
-
-# --- erasure replay ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReplayReport:
-    """What a replay did: tombstones considered, subjects found in the target, rows changed."""
-
-    system: str
-    since: datetime
-    tombstones: int
-    subjects_found: int
-    rows_changed: int
-
-
-def _keyed(manifest: Manifest) -> tuple[Manifest, list[str]]:
-    """The manifest with one extra identity per subject key column, so the erasure engine (which
-    finds subjects by identity) can be pointed at a key found by its HMAC. The identities carry
-    no tenant scope: the key alone names the subject."""
-    names = [f"{REPLAY_IDENTITY}{index}" for index in range(len(manifest.subject.key_columns))]
-    extra = {
-        name: Identity(column=column, match="exact")
-        for name, column in zip(names, manifest.subject.key_columns, strict=True)
-    }
-    subject = msgspec.structs.replace(manifest.subject, identities={**manifest.subject.identities, **extra})
-    return msgspec.structs.replace(manifest, subject=subject), names
-
-
-def erasure_engine_eraser(settings: Settings) -> SubjectEraser:
-    """Erasure of one subject by key through the erasure engine (plan, execute, verify).
-
-    Returns the rows the engine deleted or anonymized; a subject already gone is a no-op (0).
-    """
-    options = ErasureOptions(
-        secret=settings.audit_key,
-        batch_threshold=settings.erasure_batch_threshold,
-        batch_size=settings.erasure_batch_size,
-    )
-
-    async def erase(target: AsyncEngine, manifest: Manifest, key: tuple[Any, ...]) -> int:
-        keyed, names = _keyed(manifest)
-        identities = {name: str(value) for name, value in zip(names, key, strict=True)}
-        outcome = await execute_erasure(target, keyed, identities, options)
-        return sum(outcome.deleted.values()) + sum(outcome.anonymized.values())
-
-    return erase
-
-
-async def replay_erasures(
-    session: AsyncSession,
-    settings: Settings,
-    targets: TargetRegistry,
-    *,
-    system: str,
-    since: datetime,
-    actor: str,
-    eraser: SubjectEraser | None = None,
-) -> ReplayReport:
-    """Re-apply the erasure of every subject tombstoned since ``since`` that a restore brought back.
-
-    The target holds the subject's key, the store only its HMAC: every key of the subject table
-    is hashed and matched against the tombstones, then each match is erased again through the
-    erasure engine. Idempotent: a second run finds nothing left to erase (or erases 0 rows).
-    Each re-erased subject is audited under its pseudonymous reference, then a summary event.
-    ``eraser`` defaults to :func:`erasure_engine_eraser`.
-    """
-    erase = eraser or erasure_engine_eraser(settings)
-    audit_key = settings.audit_key
-    if not audit_key:
-        raise Unavailable("LETHE_AUDIT_KEY is not configured")
-    _, manifest = await ManifestService(session=session).current(system)
-    refs = await _tombstone_refs(session, system, since)
-    target = await targets.engine(system, manifest.connection)
-    async with targets.connect(system, manifest.connection) as connection:
-        matches = await find_tombstoned_keys(
-            connection,
-            manifest.subject.table,
-            manifest.subject.key_columns,
-            refs,
-            key_hasher(audit_key, system),
-        )
-    changed = 0
-    for ref, key in matches:
-        rows = await erase(target, manifest, key)
-        changed += rows
-        await append(
-            session,
-            action="backup.erasure_replayed",
-            actor=actor,
-            system=system,
-            subject_ref=ref,
-            payload={"rows_changed": rows},
-        )
-    await append(
-        session,
-        action="backup.erasures_replayed",
-        actor=actor,
-        system=system,
-        payload={
-            "since": canonical_time(since),
-            "tombstones": len(refs),
-            "subjects_found": len(matches),
-            "rows_changed": changed,
-        },
-    )
-    return ReplayReport(
-        system=system, since=since, tombstones=len(refs), subjects_found=len(matches), rows_changed=changed
-    )
