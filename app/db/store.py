@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from app.config import Settings
 from app.lib.crypto import CHAIN_OPTION, ChainKeyring
@@ -23,6 +23,7 @@ __all__ = (
     "current_revision",
     "head_revision",
     "migrate_store",
+    "read_without_transaction",
     "store_config",
     "upgrade_store",
 )
@@ -56,6 +57,16 @@ def create_store_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=settings.database_pool_size, pool_pre_ping=True, execution_options=options
     )
+
+
+async def read_without_transaction(session: AsyncSession) -> None:
+    """Run a read-only handler's statements in autocommit mode (no BEGIN, no COMMIT round trips).
+
+    Call it before the session's first statement; each statement still sees committed data only
+    (what READ COMMITTED gives a transaction on PostgreSQL as well). The pool resets the isolation
+    level when the connection is returned.
+    """
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def store_config(settings: Settings, engine: AsyncEngine | None = None) -> SQLAlchemyAsyncConfig:

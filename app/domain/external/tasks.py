@@ -25,7 +25,7 @@ from app.db.requests import FINAL_STATUSES, SubjectRequest
 from app.db.webhooks import WebhookEvent, WebhookSubscription
 from app.domain.audit import services as audit
 from app.domain.external.schemas import TaskOut, TaskStatus
-from app.domain.requests.catalog import newest_versions
+from app.domain.requests.catalog import VersionRow, newest_versions
 from app.domain.webhooks.outbox import emit, request_event
 from app.lib.errors import NotFound
 from app.manifest.durations import parse_duration
@@ -36,6 +36,7 @@ __all__ = (
     "RegisteredExternal",
     "announce_task_deadlines",
     "current_external",
+    "external_systems",
     "hold_tasks",
     "needed_identities",
     "open_tasks",
@@ -72,10 +73,13 @@ def task_path(request_id: uuid.UUID, system: str) -> str:
 
 async def current_external(session: AsyncSession) -> dict[str, RegisteredExternal]:
     """The newest version of every system registered as ``kind: external``, by system name."""
+    return external_systems(await newest_versions(session))
+
+
+def external_systems(rows: Sequence[VersionRow]) -> dict[str, RegisteredExternal]:
+    """The external systems among ``rows`` (from ``newest_versions``), by system name."""
     return {
-        row.system: (row.version, load_external(row.document))
-        for row in await newest_versions(session)
-        if is_external(row.document)
+        row.system: (row.version, load_external(row.document)) for row in rows if is_external(row.document)
     }
 
 

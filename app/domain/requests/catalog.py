@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,14 @@ from app.manifest.external import is_external
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
 
-__all__ = ("RegisteredManifest", "current_manifests", "manifest_at", "newest_versions")
+__all__ = (
+    "RegisteredManifest",
+    "VersionRow",
+    "current_manifests",
+    "database_manifests",
+    "manifest_at",
+    "newest_versions",
+)
 
 _CACHE: dict[tuple[str, int, str], Manifest] = {}
 """Versions are immutable, so a decoded manifest is kept for the life of the process (keyed by
@@ -34,36 +41,74 @@ class RegisteredManifest:
     """Reflected type of each identity's column when the version was validated live."""
 
 
-def _decode(row: ManifestVersion) -> Manifest:
+def _decode(row: ManifestVersion | VersionRow) -> Manifest:
     key = (row.system, row.version, row.content_hash)
     if key not in _CACHE:
         _CACHE[key] = load_manifest(msgspec.json.encode(row.document), "json")
     return _CACHE[key]
 
 
-async def newest_versions(session: AsyncSession) -> list[ManifestVersion]:
-    """The newest version row of every registered system (database and external), by system."""
+@dataclass(frozen=True)
+class VersionRow:
+    """The stored columns of one registered version a request needs (versions never change)."""
+
+    system: str
+    version: int
+    content_hash: str
+    document: Mapping[str, Any]
+    identity_columns: Mapping[str, Mapping[str, Any]] | None
+
+
+_ROWS: dict[tuple[str, str, int, str, object], VersionRow] = {}
+"""Registered versions by (store, system, version, content hash, registration time): a lookup of
+the newest versions reads only these key columns and loads a document once per process; a new
+registration (here or on another replica) shows up as a new key."""
+
+
+async def newest_versions(session: AsyncSession) -> list[VersionRow]:
+    """The newest version of every registered system (database and external), by system."""
     newest = (
         select(ManifestVersion.system, func.max(ManifestVersion.version).label("version"))
         .group_by(ManifestVersion.system)
         .subquery()
     )
-    rows = await session.scalars(
-        select(ManifestVersion)
-        .join(
-            newest,
-            (ManifestVersion.system == newest.c.system) & (ManifestVersion.version == newest.c.version),
+    matches = (ManifestVersion.system == newest.c.system) & (ManifestVersion.version == newest.c.version)
+    store = session.get_bind().engine.url.render_as_string(hide_password=True)
+    keys = [
+        (store, row.system, row.version, row.content_hash, row.created_at)
+        for row in await session.execute(
+            select(
+                ManifestVersion.system,
+                ManifestVersion.version,
+                ManifestVersion.content_hash,
+                ManifestVersion.created_at,
+            )
+            .join(newest, matches)
+            .order_by(ManifestVersion.system)
         )
-        .order_by(ManifestVersion.system)
-    )
-    return list(rows)
+    ]
+    missing = [key for key in keys if key not in _ROWS]
+    if missing:
+        wanted = {(key[1], key[2]) for key in missing}
+        for row in await session.scalars(select(ManifestVersion).join(newest, matches)):
+            if (row.system, row.version) in wanted:
+                key = (store, row.system, row.version, row.content_hash, row.created_at)
+                _ROWS[key] = VersionRow(
+                    row.system, row.version, row.content_hash, row.document, row.identity_columns
+                )
+    return [_ROWS[key] for key in keys if key in _ROWS]
 
 
 async def current_manifests(session: AsyncSession) -> dict[str, RegisteredManifest]:
     """The newest version of every registered database system, by system name."""
+    return database_manifests(await newest_versions(session))
+
+
+def database_manifests(rows: Sequence[VersionRow]) -> dict[str, RegisteredManifest]:
+    """The database systems among ``rows`` (from :func:`newest_versions`), by system name."""
     return {
         row.system: RegisteredManifest(row.system, row.version, _decode(row), row.identity_columns)
-        for row in await newest_versions(session)
+        for row in rows
         if not is_external(row.document)  # external systems: app.domain.external.tasks
     }
 

@@ -25,6 +25,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.store import read_without_transaction
 from app.domain.external.tasks import task_views
 from app.domain.requests import queries, services
 from app.domain.requests.plans import request_plan
@@ -115,9 +116,10 @@ class RequestController(Controller):
         principal = request.user
 
         async def produce() -> tuple[int, object, str | None]:
-            created = await services.create_request(db_session, state.settings, principal, data)
-            progress = (await queries.get_request(db_session, created.id))[1]
-            tasks = (await task_views(db_session, [created.id]))[created.id]
+            created, progress, holds_tasks = await services.create_request_rows(
+                db_session, state.settings, principal, data
+            )
+            tasks = (await task_views(db_session, [created.id]))[created.id] if holds_tasks else []
             out = msgspec.structs.replace(queries.request_out(created, progress), external_tasks=tasks)
             if data.callback_url is not None:
                 secret = await callback_secret(db_session, state.settings, created.id)
@@ -188,6 +190,7 @@ class RequestController(Controller):
         request_id: RequestId,
     ) -> RequestOut:
         """Counts are rows per table; ``not_found`` says the subject is unknown in that system."""
+        await read_without_transaction(db_session)
         return await _view(db_session, request_id, request.user)
 
     @get(

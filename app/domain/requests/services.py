@@ -20,7 +20,7 @@ from app.db.requests import (
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.external import tasks
-from app.domain.requests.catalog import RegisteredManifest, current_manifests
+from app.domain.requests.catalog import RegisteredManifest, database_manifests, newest_versions
 from app.domain.requests.deadlines import add_months, check_extension, due_date
 from app.domain.requests.identities import check_identity_values
 from app.domain.requests.queries import load_request
@@ -37,6 +37,7 @@ from app.manifest.model import IdentityMatch, default_match
 __all__ = (
     "DECISIONS",
     "create_request",
+    "create_request_rows",
     "decide",
     "decrypt_subject",
     "extend_request",
@@ -246,8 +247,17 @@ async def create_request(
     Identities and changes are encrypted at rest; the subject reference is the HMAC of the first
     identity (by name) under the audit key, the same reference the consent ledger uses.
     """
-    registered = await current_manifests(session)
-    externals = await tasks.current_external(session)
+    return (await create_request_rows(session, settings, principal, body))[0]
+
+
+async def create_request_rows(
+    session: AsyncSession, settings: Settings, principal: Principal, body: RequestIn
+) -> tuple[SubjectRequest, list[SubjectRequestSystem], bool]:
+    """:func:`create_request`, also returning its per-system rows and whether it holds external
+    tasks, so a response can be built without reading them back."""
+    rows = await newest_versions(session)  # one read for database and external systems
+    registered = database_manifests(rows)
+    externals = tasks.external_systems(rows)
     database_systems, chosen = tasks.split_selection(body.systems, externals)
     body = msgspec.structs.replace(body, systems=database_systems)
     systems = _validate(body, registered, tasks.needed_identities(chosen, externals))
@@ -279,7 +289,7 @@ async def create_request(
         updated_at=now,
     )
     session.add(request)
-    session.add_all(
+    progress = [
         SubjectRequestSystem(
             request_id=request_id,
             system=system,
@@ -292,7 +302,8 @@ async def create_request(
             updated_at=now,
         )
         for index, system in enumerate(systems)
-    )
+    ]
+    session.add_all(progress)
     await session.flush()
     await tasks.hold_tasks(session, request, chosen, externals, now)
     if body.callback_url is not None:
@@ -320,7 +331,7 @@ async def create_request(
         actor=principal.sub,
         allowed_from=frozenset({"received"}),
     )
-    return request
+    return request, progress, bool(chosen)
 
 
 async def decide(

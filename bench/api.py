@@ -1,0 +1,203 @@
+"""The request hot path over HTTP: POST /v1/requests and GET /v1/requests/{id} (PostgreSQL store).
+
+``LETHE_BENCH_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m bench api``
+
+A fresh, migrated PostgreSQL store and a small SQLite CRM target (the test suite's manifest,
+registered through the API). ``lethe run`` serves the app with uvicorn on loopback in its own
+process (one process, workers off, rate limits off). For 16 and 64 concurrent clients (one httpx
+client each, in this process), ``LETHE_BENCH_API_REQUESTS`` (default 2,000) access requests are
+created, each with its own Idempotency-Key, then each of them is read back once.
+
+Timed: the HTTP round trips from the first request sent to the last response received (client and
+server on the same machine, sharing its cores). Server CPU: user + system time of the server
+process over the timed region (``/proc``), divided by the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.config import load_settings
+from app.db.store import create_store_engine, upgrade_store
+from app.lib.auth import ALL_SCOPES, mint_token
+from bench.export import _admin_url
+from bench.workers import _env
+from tests.integration.requests_support import create_crm, crm_manifest
+
+__all__ = ("run",)
+
+REQUESTS = int(os.environ.get("LETHE_BENCH_API_REQUESTS", "2000"))
+CLIENTS = (16, 64)
+PEOPLE = 50
+ROOT = Path(__file__).parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """``lethe run`` on loopback at ``port``, in its own process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "run", "--port", str(port)], env={**os.environ, **env}, cwd=ROOT
+    )
+
+
+async def _ready(base: str, server: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient(base_url=base) as client:
+        for _ in range(300):
+            if server.poll() is not None:
+                raise SystemExit(f"the server exited with {server.returncode}")
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("the server did not become ready")
+
+
+async def _drive(
+    base: str, clients: int, pid: int, call: Any, items: list[Any]
+) -> tuple[dict[str, float], list[Any]]:
+    """Send ``call(client, item)`` for every item from ``clients`` concurrent clients."""
+    queue = list(reversed(items))
+    latencies: list[float] = []
+    results: list[Any] = []
+
+    async def client_loop() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            while queue:
+                item = queue.pop()
+                start = time.perf_counter()
+                results.append(await call(client, item))
+                latencies.append(time.perf_counter() - start)
+
+    cpu = _cpu_seconds(pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds(pid) - cpu
+    latencies.sort()
+    figures = {
+        "rps": len(items) / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "cpu": cpu * 1000 / len(items),
+    }
+    return figures, results
+
+
+async def _measure(admin_url: str) -> list[dict[str, Any]]:
+    name = f"lethe_bench_api_store_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f"CREATE DATABASE {name}"))
+    store_url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    rows: list[dict[str, Any]] = []
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            crm_url = f"sqlite+aiosqlite:///{Path(tmp) / 'crm.db'}"
+            env = _env(store_url, crm_url, Path(tmp) / "artifacts")
+            settings = load_settings(env)
+            store = create_store_engine(settings)
+            await upgrade_store(store)
+            await store.dispose()
+            await create_crm(crm_url, people=PEOPLE, orders_per_person=3)
+            token = mint_token(settings, sub="bench", scopes=list(ALL_SCOPES))
+            headers = {"Authorization": f"Bearer {token}"}
+            port = _free_port()
+            base = f"http://127.0.0.1:{port}"
+            server = _start(env, port)
+            await _ready(base, server)
+            async with httpx.AsyncClient(base_url=base) as client:
+                response = await client.post(
+                    "/v1/manifests",
+                    content=msgspec.json.encode(crm_manifest()),
+                    headers={**headers, "Content-Type": "application/json"},
+                )
+                assert response.status_code in (200, 201), response.text
+
+            async def create(client: httpx.AsyncClient, index: int) -> str:
+                body = {"kind": "access", "identities": {"user_id": str(index % PEOPLE + 1)}}
+                keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
+                response = await client.post("/v1/requests", json=body, headers=keyed)
+                assert response.status_code == 202, response.text
+                return str(response.json()["id"])
+
+            async def read(client: httpx.AsyncClient, request_id: str) -> None:
+                response = await client.get(f"/v1/requests/{request_id}", headers=headers)
+                assert response.status_code == 200, response.text
+
+            await _drive(base, 4, server.pid, create, list(range(100)))  # warm the pools and caches
+            for clients in CLIENTS:
+                posted, ids = await _drive(base, clients, server.pid, create, list(range(REQUESTS)))
+                got, _ = await _drive(base, clients, server.pid, read, ids)
+                for operation, figures in (("POST /v1/requests", posted), ("GET /v1/requests/{id}", got)):
+                    rows.append({"operation": operation, "clients": clients, **figures})
+                    print(rows[-1], flush=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        async with admin.connect() as connection:
+            await connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        await admin.dispose()
+    return rows
+
+
+def run() -> str:
+    """Measure and return the Markdown section for RESULTS.md."""
+    rows = asyncio.run(_measure(_admin_url()))
+    load = os.getloadavg()
+    lines = [
+        "## API hot path: POST /v1/requests and GET /v1/requests/{id} over HTTP (PostgreSQL store)",
+        "",
+        "`LETHE_BENCH_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m bench api` "
+        f"— `lethe run` (uvicorn, one process, workers and rate limits off, PostgreSQL store, a SQLite "
+        f"CRM target registered through the API); per case {REQUESTS:,} access requests created (each "
+        "with its own Idempotency-Key), then each read back once, by N concurrent httpx clients in the "
+        "bench process. Timed region: HTTP round trips from a client on the same machine (client, "
+        "server and PostgreSQL share the cores), first request sent to last response received. Server "
+        "CPU: user + system time of the server process over the timed region, per request.",
+        "",
+        "| operation | clients | requests/s | p50 ms | p99 ms | server CPU ms/request |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['operation']} | {r['clients']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+        f"{r['cpu']:.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Load average at the end of the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        f"(1/5/15 min) on {os.cpu_count()} CPUs, shared with other work on the machine.",
+    ]
+    return "\n".join(lines)
