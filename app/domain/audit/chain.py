@@ -7,7 +7,6 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -21,6 +20,7 @@ from app.db.audit import AuditEvent
 from app.domain.audit.links import GENESIS_HASH, LEGACY_EPOCH, canonical_time, chain_keyring, hash_of
 from app.domain.audit.queries import head
 from app.domain.audit.sequencer import pending_count
+from app.lib.clock import utcnow
 from app.lib.crypto import ChainKeyring, load_signing_key, public_key_pem
 from app.lib.errors import Unavailable, ValidationFailed, field_error
 
@@ -83,7 +83,7 @@ def sign_checkpoint(
 ) -> Checkpoint:
     """Sign (seq, head hash, time, and the witnessed links if any) with the audit signing key."""
     key = _signing_key(settings)
-    time = canonical_time(datetime.now(UTC))
+    time = canonical_time(utcnow())
     signature = key.sign(_signed_message(checkpoint_seq, head_hash, time, links))
     return Checkpoint(
         seq=checkpoint_seq,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import distinct, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
 from app.engine.subjects import subject_key_reference
+from app.lib.clock import utcnow
 from app.lib.crypto import hmac_ref
 from app.lib.errors import Unavailable
 from app.manifest.model import IdentityMatch, default_match, normalise_identity
@@ -66,7 +67,7 @@ async def add_tombstone(
         id=uuid.uuid4(),
         system=system,
         subject_key_ref=tombstone_reference(audit_key, system, key_value),
-        erased_at=erased_at or datetime.now(UTC),
+        erased_at=erased_at or utcnow(),
         request_id=request_id,
     )
     session.add(tombstone)

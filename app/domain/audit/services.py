@@ -9,7 +9,6 @@ batches, shortly after they commit.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Table, insert
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.audit import AuditPending
 from app.domain.audit.payloads import Payload, check_event_fields, validate_payload
 from app.domain.audit.sequencer import wake_on_commit
+from app.lib.clock import utcnow
 
 __all__ = ("append",)
 
@@ -57,7 +57,7 @@ async def append(
     await session.execute(
         insert(PENDING).values(
             event_id=event_id,
-            occurred_at=datetime.now(UTC),
+            occurred_at=utcnow(),
             actor=actor,
             action=action,
             request_id=request_id,

@@ -27,6 +27,7 @@ from app.domain.audit import services as audit
 from app.domain.external.schemas import TaskOut, TaskStatus
 from app.domain.requests.catalog import VersionRow, newest_versions
 from app.domain.webhooks.outbox import emit, request_event
+from app.lib.clock import utcnow
 from app.lib.errors import NotFound
 from app.manifest.durations import parse_duration
 from app.manifest.external import ExternalSystem, is_external, load_external
@@ -56,10 +57,6 @@ BATCH = 500
 
 RegisteredExternal = tuple[int, ExternalSystem]
 """An external system's newest version number and its declaration."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -138,7 +135,7 @@ async def open_tasks(session: AsyncSession, request: SubjectRequest, now: dateti
     """Open the request's held tasks: start their due time, tell each system (event
     ``external_task.created`` to its subscription, or to the request's client for ``manual``),
     one audit event each. Returns how many were opened."""
-    now = now or _now()
+    now = now or utcnow()
     held = (
         await session.scalars(
             select(ExternalTask).where(ExternalTask.request_id == request.id, ExternalTask.status == "held")
@@ -228,7 +225,7 @@ async def task_views(
         .where(ExternalTask.request_id.in_(list(found)))
         .order_by(ExternalTask.request_id, ExternalTask.system)
     )
-    moment = now or _now()
+    moment = now or utcnow()
     for task in rows:
         found[task.request_id].append(_out(task, moment))
     return found
@@ -247,7 +244,7 @@ async def announce_task_deadlines(
     """Announce once each pending task within ``due_soon_hours`` of its due time
     (``request.due_soon``) and once past it (``request.overdue``), with the task in
     ``data.external_task``, to the request's client; returns how many were announced."""
-    now = now or _now()
+    now = now or utcnow()
     sessions = async_sessionmaker(store_engine, expire_on_commit=False)
     async with sessions() as session:
         near = (

@@ -9,7 +9,7 @@ deadline is announced again when it in turn comes near.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
@@ -20,14 +20,11 @@ from app.db.requests import FINAL_STATUSES, SubjectRequest
 from app.db.webhooks import WebhookDelivery, WebhookEvent
 from app.domain.external.tasks import announce_task_deadlines
 from app.domain.webhooks.outbox import request_event
+from app.lib.clock import utcnow
 
 __all__ = ("announce_deadlines", "purge_finished", "upkeep")
 
 BATCH = 500
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _dedupe_key(request: SubjectRequest, event_type: str) -> str:
@@ -38,7 +35,7 @@ async def announce_deadlines(
     settings: Settings, store_engine: AsyncEngine, now: datetime | None = None
 ) -> int:
     """Emit due-soon/overdue events not yet announced for open requests; returns how many."""
-    now = now or _now()
+    now = now or utcnow()
     horizon = now + timedelta(hours=settings.request_due_soon_hours)
     sessions = async_sessionmaker(store_engine, expire_on_commit=False)
     due = func.coalesce(SubjectRequest.extended_due_at, SubjectRequest.due_at)
@@ -84,7 +81,7 @@ async def purge_finished(store_engine: AsyncEngine, keep_days: int, now: datetim
     """Delete delivered and dead deliveries older than ``keep_days``, and events none refers to any
     more (but keep an open request's deadline events: they stop a second announcement); how many
     deliveries went."""
-    before = (now or _now()) - timedelta(days=keep_days)
+    before = (now or utcnow()) - timedelta(days=keep_days)
     async with store_engine.begin() as connection:
         purged = await connection.execute(
             delete(WebhookDelivery).where(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -29,6 +29,7 @@ from app.domain.webhooks.deadlines import upkeep
 from app.domain.webhooks.leases import claim_due, settle
 from app.domain.webhooks.outbound import AllowList, SendResult, check_destination, post_signed, sender_client
 from app.domain.webhooks.services import HISTORY_KEPT, signing_secrets
+from app.lib.clock import utcnow
 from app.lib.errors import DestinationRefused
 from app.lib.leases import Holder, owner_id
 from app.lib.logging import get_logger
@@ -44,10 +45,6 @@ WEBHOOK_ATTEMPTS = Counter(
     ["outcome"],
 )
 _random = secrets.SystemRandom()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
@@ -80,7 +77,7 @@ class DeliveryWorker:
 
     async def _claim(self) -> tuple[Holder, WebhookDelivery, WebhookEvent, WebhookSubscription] | None:
         async with self.sessions() as session, session.begin():
-            lease = await claim_due(session, self.owner, self.settings.webhook_lease_seconds, _now())
+            lease = await claim_due(session, self.owner, self.settings.webhook_lease_seconds, utcnow())
             if lease is None:
                 return None
             delivery, event, subscription = (
@@ -98,7 +95,7 @@ class DeliveryWorker:
             destination = await check_destination(subscription.url, self.allowed, "url")
         except DestinationRefused:
             return SendResult(None, 0, "destination_refused")
-        now = _now()
+        now = utcnow()
         body = msgspec.json.encode(event.payload)
         headers = {
             "webhook-id": event.message_id,
@@ -146,7 +143,7 @@ class DeliveryWorker:
             return False
         lease, delivery, event, subscription = claimed
         result = await self._send(event, subscription)
-        values = self._outcome(delivery, result, _now())
+        values = self._outcome(delivery, result, utcnow())
         async with self.sessions() as session, session.begin():
             settled = await settle(session, lease, values)
         outcome = str(values.get("status", "retry")) if settled else "lost"

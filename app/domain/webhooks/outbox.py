@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, get_args
 
 from sqlalchemy import or_, select
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.db.webhooks import WebhookDelivery, WebhookEvent, WebhookSubscription
 from app.domain.webhooks.schemas import EventType
+from app.lib.clock import utcnow
 
 __all__ = ("EVENT_TYPES", "SYSTEM_EVENTS", "TRANSITION_EVENTS", "announce_request", "emit", "request_event")
 
@@ -28,10 +29,6 @@ TRANSITION_EVENTS = {"awaiting_approval": "request.awaiting_approval"}
 """Request states whose transition (:func:`app.domain.requests.services.transition`) is announced."""
 SYSTEM_EVENTS = frozenset({"retention.run_failed", "backups.critical"})
 """Operator events: only subscriptions created with ``requests:admin`` receive them."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _subscribers(
@@ -80,7 +77,7 @@ async def emit(
     subscribers = await _subscribers(session, event_type, client_id, request_id, subscription_id)
     if not subscribers:
         return None
-    now = now or _now()
+    now = now or utcnow()
     event = WebhookEvent(
         message_id=f"msg_{uuid.uuid4().hex}",
         type=event_type,

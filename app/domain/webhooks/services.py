@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, get_args
 
 from sqlalchemy import and_, or_, select, true
@@ -24,6 +24,7 @@ from app.domain.webhooks.schemas import (
     SubscriptionPatch,
 )
 from app.lib.auth import ADMIN_SCOPE, Principal
+from app.lib.clock import utcnow
 from app.lib.crypto import aes_key, decrypt, encrypt
 from app.lib.errors import NotFound, Unavailable
 
@@ -44,10 +45,6 @@ __all__ = (
 CALLBACK_EVENTS = [e for e in get_args(EventType) if e.startswith("request.") or e == "export.ready"]
 """What a request's ``callback_url`` receives (about that request only)."""
 HISTORY_KEPT = 20
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- secrets ----------------------------------------------------------------------------------
@@ -127,7 +124,7 @@ async def _new_subscription(
     field: str,
 ) -> tuple[WebhookSubscription, str]:
     await check_destination(url, AllowList.parse(settings.webhook_allowed_hosts), field)
-    now = _now()
+    now = utcnow()
     subscription_id = uuid.uuid4()
     secret = _new_secret()
     subscription = WebhookSubscription(
@@ -236,7 +233,7 @@ async def update_subscription(
 ) -> SubscriptionOut:
     """Change URL, events, description or state, or rotate the secret (two valid for a while)."""
     subscription = await _load(session, subscription_id, principal)
-    now = _now()
+    now = utcnow()
     if body.url is not None:
         await check_destination(body.url, AllowList.parse(settings.webhook_allowed_hosts))
         subscription.url = body.url
@@ -368,7 +365,7 @@ async def redeliver(session: AsyncSession, viewer: Principal, delivery_id: uuid.
     if row is None:
         raise NotFound(f"webhook delivery {delivery_id} does not exist")
     delivery, event = row
-    now = _now()
+    now = utcnow()
     delivery.status = "pending"
     delivery.next_attempt_at = now
     delivery.window_started_at = now
