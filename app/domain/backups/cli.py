@@ -6,7 +6,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 import msgspec
@@ -20,6 +20,7 @@ from app.domain.backups.controllers import health_out, restore_test_out
 from app.domain.backups.schemas import BackupHealthOut, RestoreTestOut
 from app.engine.backups import STATUS_ORDER
 from app.engine.targets import TargetRegistry
+from app.lib.clock import as_utc
 from app.lib.errors import ConfigurationError, LetheError
 
 __all__ = ("backups_group",)
@@ -59,7 +60,7 @@ def _since(value: str) -> datetime:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise click.BadParameter("an ISO 8601 time, e.g. 2026-11-20T03:00:00Z", param_hint="--since") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 @click.group(name="backups")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
@@ -27,7 +27,7 @@ from app.domain.audit import services as audit
 from app.domain.external.schemas import TaskOut, TaskStatus
 from app.domain.requests.catalog import VersionRow, newest_versions
 from app.domain.webhooks.outbox import emit, request_event
-from app.lib.clock import utcnow
+from app.lib.clock import as_utc, utcnow
 from app.lib.errors import NotFound
 from app.manifest.durations import parse_duration
 from app.manifest.external import ExternalSystem, is_external, load_external
@@ -57,10 +57,6 @@ BATCH = 500
 
 RegisteredExternal = tuple[int, ExternalSystem]
 """An external system's newest version number and its declaration."""
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def task_path(request_id: uuid.UUID, system: str) -> str:
@@ -204,7 +200,7 @@ def _out(task: ExternalTask, now: datetime) -> TaskOut:
         status=cast("TaskStatus", task.status),
         notify="manual" if task.notify == "manual" else "webhook",  # not another client's subscription id
         due_at=task.due_at if task.status != "held" else None,
-        overdue=task.status == "pending" and _aware(task.due_at) < now,
+        overdue=task.status == "pending" and as_utc(task.due_at) < now,
         identities_read=task.identities_read_at is not None,
         counts=dict(task.counts),
         evidence=task.evidence,
@@ -234,8 +230,8 @@ async def task_views(
 def _deadline_event(task: ExternalTask, now: datetime) -> tuple[str, str]:
     """The event a pending task's deadline calls for now, and its dedupe key (once per task,
     event and due time)."""
-    kind = "request.overdue" if _aware(task.due_at) <= now else "request.due_soon"
-    return kind, f"{kind}:task:{task.id}:{_aware(task.due_at).isoformat()}"
+    kind = "request.overdue" if as_utc(task.due_at) <= now else "request.due_soon"
+    return kind, f"{kind}:task:{task.id}:{as_utc(task.due_at).isoformat()}"
 
 
 async def announce_task_deadlines(

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Select, and_, func, or_, select, true
@@ -29,7 +29,7 @@ from app.domain.requests.schemas import (
 )
 from app.engine.storage import STORAGE_ERRORS, ArtifactMissing, ArtifactReader, artifact_name, artifact_store
 from app.lib.auth import ADMIN_SCOPE, Principal
-from app.lib.clock import utcnow
+from app.lib.clock import as_utc, utcnow
 from app.lib.errors import Conflict, ExportErased, NotFound, Unavailable, ValidationFailed, field_error
 
 __all__ = (
@@ -162,16 +162,12 @@ async def get_request(
     return request, (await _progress(session, [request_id])).get(request_id, [])
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def request_out(
     request: SubjectRequest, progress: Sequence[SubjectRequestSystem], now: datetime | None = None
 ) -> RequestOut:
     """The public view of a request (no identities, no values)."""
     now = now or utcnow()
-    due = _aware(request.effective_due_at)
+    due = as_utc(request.effective_due_at)
     available = (
         request.artifact_attempt is not None
         and request.artifact_expires_at is not None
@@ -230,7 +226,7 @@ async def open_export(settings: Settings, request: SubjectRequest, fmt: str) -> 
             f"the export of request {request.id} was deleted because its subject was erased afterwards"
         )
     expires = request.artifact_expires_at
-    if request.artifact_attempt is None or expires is None or _aware(expires) <= utcnow():
+    if request.artifact_attempt is None or expires is None or as_utc(expires) <= utcnow():
         raise NotFound(f"the export of request {request.id} has expired")
     name = artifact_name(str(request.id), request.artifact_attempt, fmt)
     try:

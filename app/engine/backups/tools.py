@@ -12,6 +12,7 @@ from typing import Any
 
 from app.engine.backups.config import PgBackRestSource, WalGSource
 from app.engine.backups.verdicts import Backup, Check, Judge
+from app.lib.clock import as_utc
 
 __all__ = ("check_pgbackrest", "check_walg", "read_document")
 
@@ -24,7 +25,7 @@ def _timestamp(value: Any) -> datetime | None:
         return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str) and value:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return as_utc(parsed)
     return None
 
 
