@@ -79,6 +79,9 @@ class ReflectionCache:
             self._entries.popitem(last=False)
         return reflection
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def forget(self, system: str | None = None) -> None:
         """Drop the entries of ``system`` (every entry without one): its manifest was registered."""
         for key in [k for k in self._entries if system is None or k[0] == system]:
