@@ -200,7 +200,7 @@ def run() -> str:
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {r['workers']} | {REQUESTS / r['span']:.0f} | {r['span']:.1f} | {r['wall']:.1f} | "
+        f"| {r['workers']} | {REQUESTS / r['span']:.1f} | {r['span']:.1f} | {r['wall']:.1f} | "
         f"{base / r['span']:.2f}x |"
         for r in rows
     ]
