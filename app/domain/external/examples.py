@@ -34,6 +34,7 @@ EXTERNAL_EXAMPLES = (
             due_at=datetime(2026, 5, 11, 9, 30, tzinfo=UTC),
             overdue=False,
             identities_read=True,
+            opened_at=datetime(2026, 5, 4, 9, 30, tzinfo=UTC),
             counts={"contacts": 1},
             evidence="MAIL-4711",
             error=None,
