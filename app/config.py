@@ -184,6 +184,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """A delivery being sent is leased this long; past it another worker may send it again."""
     webhook_poll_seconds: float = 1.0
     """Idle delivery workers look for due deliveries this often."""
+    webhook_batch_size: int = 16
+    """Due deliveries a sender leases in one transaction and posts concurrently; their outcomes
+    are written in one transaction too (1: one delivery at a time)."""
     webhook_secret_overlap_seconds: int = 86_400
     """After a secret rotation, the previous secret also signs deliveries for this long."""
     webhook_keep_days: int = 30
