@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import field
@@ -313,7 +313,8 @@ class Recipient(Spec, frozen=True):
             raise ValueError("a recipient's `client` is a client id: 1 to 255 visible characters, no spaces")
 
 
-RecipientEntry = str | Recipient
+RecipientName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+RecipientEntry = RecipientName | Recipient
 """A recipient in a manifest: its name alone (told by hand), or ``{name, client}``."""
 
 

@@ -205,7 +205,8 @@ async def recipient_views(
 async def record_notified(
     session: AsyncSession, request_id: uuid.UUID, name: str, body: RecipientNotifiedIn, principal: Principal
 ) -> RecipientOut:
-    """Record that the recipient ``name`` was told by hand (one audit event ``recipient.notified``).
+    """Record that the recipient ``name`` was told by hand: one audit event ``recipient.notified``
+    naming the recipient by its place in the request's list (names are free text).
 
     Raises:
         NotFound: no such request (or another client's), or the request lists no such recipient.
@@ -235,7 +236,7 @@ async def record_notified(
         subject_ref=request.subject_ref,
         payload={
             "kind": request.kind,
-            "recipient": name,
+            "recipient": recipient.position,  # its place in the request's list: names are free text
             "was": current.status,
             "evidence": body.evidence is not None,
         },
