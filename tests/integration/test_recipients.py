@@ -4,6 +4,7 @@ otherwise are cancelled (SQLite and PostgreSQL store, a real receiver on loopbac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +15,8 @@ import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from app.config import Settings
 from app.db.audit import AuditEvent
@@ -23,7 +24,7 @@ from app.db.external import ExternalTask
 from app.domain.audit.sequencer import sequence_now
 from app.domain.external.tasks import announce_task_deadlines
 from tests.conftest import make_settings
-from tests.integration.requests_support import SUBJECT_EMAIL, crm_manifest, drain
+from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, crm_manifest, drain
 from tests.integration.test_external_tasks import (  # noqa: F401 - crm: the target, a fixture
     create,
     crm,
@@ -264,3 +265,25 @@ async def test_malformed_recipients_are_refused_naming_the_field(
     twice = await register(client, {**mailer(), "recipients": ["a", {"name": "a", "client": "c"}]}, auth())
     assert twice.status_code == 422
     assert twice.json()["errors"][0]["field"] == "recipients"
+
+
+async def test_a_request_the_workers_fail_cancels_its_tasks(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine
+) -> None:
+    shop = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
+    assert (await register(client, manifest(), auth())).status_code == 201
+    assert (await register(client, mailer(), auth())).status_code == 201
+    request_id = await create(client, shop, "erasure")
+    target = create_async_engine(os.environ[TARGET_ENV])
+    async with target.begin() as connection:  # the target changed under the manifest: erasure fails
+        await connection.execute(text("DROP TABLE team_members"))
+    await target.dispose()
+    assert await drain(settings, store_engine) == 1
+    view = (await client.get(f"/v1/requests/{request_id}", headers=shop)).json()
+    assert view["status"] == "failed"
+    assert [(t["system"], t["status"], t["overdue"]) for t in view["external_tasks"]] == [
+        ("mailer", "cancelled", False)
+    ]
+    assert view["recipients"] == []
+    late = await client.post(f"/v1/requests/{request_id}/systems/mailer/complete", json={}, headers=shop)
+    assert (late.status_code, late.json()["type"]) == (409, "urn:lethe:problem:task-cancelled")
