@@ -3,7 +3,7 @@ and the export part a system reported for an access request (frame-encrypted, ke
 export is assembled).
 
 Revision ID: 0015_external_parts
-Revises: 0013_external_tasks
+Revises: 0014_recipients
 Create Date: 2026-11-30
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision = "0015_external_parts"
-down_revision = "0013_external_tasks"
+down_revision = "0014_recipients"
 branch_labels = None
 depends_on = None
 

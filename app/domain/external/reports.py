@@ -37,6 +37,7 @@ from app.lib.errors import (
     IdentitiesExpired,
     NotFound,
     PayloadTooLarge,
+    TaskCancelled,
     ValidationFailed,
     field_error,
 )
@@ -63,7 +64,12 @@ async def _task(
     return request, task
 
 
-def _require_pending(task: ExternalTask, request_id: uuid.UUID) -> None:
+def _require_pending(task: ExternalTask, request_id: uuid.UUID, request_status: str) -> None:
+    if task.status == "cancelled":
+        raise TaskCancelled(
+            f"the task of system '{task.system}' in request {request_id} was cancelled: "
+            f"the request is {request_status}; nothing more is expected from this system"
+        )
     if task.status != "pending":
         what = "waits for the request's approval" if task.status == "held" else f"is {task.status} already"
         raise Conflict(f"the task of system '{task.system}' in request {request_id} {what}")
@@ -80,7 +86,7 @@ async def _settle(
 ) -> SubjectRequest:
     """Record ``principal``'s report on the pending task (one audit event); the locked request."""
     request, task = await _task(session, request_id, system, principal)
-    _require_pending(task, request_id)
+    _require_pending(task, request_id, request.status)
     for name, value in {**fields, "status": status, "actor": principal.sub, "updated_at": utcnow()}.items():
         setattr(task, name, value)
     await session.flush()
@@ -108,7 +114,7 @@ async def read_identities(
         IdentitiesExpired: the read's time to live is over (the task can still be reported).
     """
     request, task = await _task(session, request_id, system, principal)
-    _require_pending(task, request_id)
+    _require_pending(task, request_id, request.status)
     if task.identities_read_at is not None:
         raise Conflict(f"the identities of the task of system '{system}' were read already")
     ttl = timedelta(seconds=settings.external_identities_ttl_seconds)
@@ -180,12 +186,12 @@ async def complete_task(
 
     Raises:
         NotFound: no such task, or not ``principal``'s.
-        Conflict: the task is not pending.
+        Conflict: the task is not pending (``TaskCancelled``: its request ended).
         ValidationFailed: an export part on a request that is not an access request.
         PayloadTooLarge: the export part is over the limit.
     """
     request, task = await _task(session, request_id, system, principal)
-    _require_pending(task, request_id)
+    _require_pending(task, request_id, request.status)
     part = _sealed_part(settings, request, system, body)
     request = await _settle(
         session,
@@ -229,7 +235,7 @@ async def fail_task(
 
     Raises:
         NotFound: no such task, or not ``principal``'s.
-        Conflict: the task is not pending.
+        Conflict: the task is not pending (``TaskCancelled``: its request ended).
     """
     request = await _settle(session, request_id, system, principal, "failed", {}, error=body.reason)
     if request.status in FINAL_STATUSES:
