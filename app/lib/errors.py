@@ -13,6 +13,7 @@ __all__ = (
     "Gone",
     "IdempotencyConflict",
     "IdempotencyInProgress",
+    "IdentitiesExpired",
     "InsufficientScope",
     "InvalidToken",
     "LetheError",
@@ -22,6 +23,7 @@ __all__ = (
     "SelfApproval",
     "TargetRefused",
     "TargetUnavailable",
+    "TaskCancelled",
     "TooManyRequests",
     "Unavailable",
     "UnsupportedMediaType",
@@ -144,6 +146,13 @@ class ExportErased(Gone):
     title = "Export deleted by an erasure"
 
 
+class IdentitiesExpired(Gone):
+    """An external task's one-time identity read is past its time to live."""
+
+    slug = "task-identities-expired"
+    title = "The task's identities are no longer available"
+
+
 class Conflict(LetheError):
     """The resource is not in a state that allows the operation."""
 
@@ -157,6 +166,13 @@ class IdempotencyInProgress(Conflict):
 
     slug = "idempotency-in-progress"
     title = "A request with this Idempotency-Key is in progress"
+
+
+class TaskCancelled(Conflict):
+    """An external system reported on a task its request no longer waits for (it ended)."""
+
+    slug = "task-cancelled"
+    title = "The task was cancelled: its request ended"
 
 
 class PayloadTooLarge(LetheError):

@@ -3,7 +3,8 @@ shown with its view, and announced again when past their own due time.
 
 A request of any kind gives each selected ``kind: external`` system one task. The event
 ``external_task.created`` says what to do and which identity names the system needs, never an
-identity: the task's owner reads those once with ``GET .../identities``
+identity: the task's owner reads those (and a rectification's new values) once with
+``GET .../identities``, within ``LETHE_EXTERNAL_IDENTITIES_TTL_SECONDS`` of the task's opening
 (:mod:`app.domain.external.reports`).
 """
 
@@ -36,6 +37,7 @@ __all__ = (
     "ACTIONS",
     "RegisteredExternal",
     "announce_task_deadlines",
+    "cancel_tasks",
     "current_external",
     "external_systems",
     "hold_tasks",
@@ -145,6 +147,7 @@ async def open_tasks(session: AsyncSession, request: SubjectRequest, now: dateti
         subscription = await _subscription(session, task.notify) if task.notify != "manual" else None
         task.status = "pending"
         task.due_at = parse_duration(declared.due).after(now)
+        task.opened_at = now
         task.client_id = subscription.client_id if subscription is not None else request.client_id
         task.updated_at = now
         path = task_path(request.id, task.system)
@@ -192,6 +195,33 @@ async def pending_tasks(session: AsyncSession, request_id: uuid.UUID) -> int:
     return int(count or 0)
 
 
+async def cancel_tasks(session: AsyncSession, request: SubjectRequest, now: datetime | None = None) -> int:
+    """Cancel the tasks of ``request`` still held or pending, in the caller's transaction (the
+    request ended otherwise than completed): they are no longer overdue nor announced, and a late
+    report answers 409 ``task-cancelled``. One audit event each; returns how many."""
+    now = now or utcnow()
+    open_ = (
+        await session.scalars(
+            select(ExternalTask).where(
+                ExternalTask.request_id == request.id, ExternalTask.status.in_(("held", "pending"))
+            )
+        )
+    ).all()
+    for task in open_:
+        previous, task.status, task.updated_at = task.status, "cancelled", now
+        await audit.append(
+            session,
+            action="external_task.cancelled",
+            actor="lethe",
+            request_id=str(request.id),
+            system=task.system,
+            subject_ref=request.subject_ref,
+            payload={"kind": request.kind, "from": previous, "request_status": request.status},
+        )
+    await session.flush()
+    return len(open_)
+
+
 def _out(task: ExternalTask, now: datetime) -> TaskOut:
     return TaskOut(
         id=task.id,
@@ -202,6 +232,7 @@ def _out(task: ExternalTask, now: datetime) -> TaskOut:
         due_at=task.due_at if task.status != "held" else None,
         overdue=task.status == "pending" and as_utc(task.due_at) < now,
         identities_read=task.identities_read_at is not None,
+        opened_at=task.opened_at if task.status != "held" else None,
         counts=dict(task.counts),
         evidence=task.evidence,
         error=task.error,
