@@ -66,18 +66,15 @@ async def emit(
     dedupe_key: str | None = None,
     now: datetime | None = None,
     subscription_id: uuid.UUID | None = None,
-    subscribers: list[WebhookSubscription] | None = None,
 ) -> WebhookEvent | None:
     """Write one event and its deliveries in ``session``'s transaction; None when nobody subscribed.
 
-    ``subscription_id`` sends the event to that subscription only (an external system's receiver);
-    ``subscribers`` are the matching subscriptions when the caller looked them up already.
+    ``subscription_id`` sends the event to that subscription only (an external system's receiver).
 
     Raises:
         IntegrityError: ``dedupe_key`` was announced already (by another replica, say).
     """
-    if subscribers is None:
-        subscribers = await _subscribers(session, event_type, client_id, request_id, subscription_id)
+    subscribers = await _subscribers(session, event_type, client_id, request_id, subscription_id)
     if not subscribers:
         return None
     now = now or utcnow()
@@ -139,12 +136,8 @@ async def request_event(
 ) -> WebhookEvent | None:
     """Emit ``event_type`` about ``request`` to its client's subscriptions (and operators').
 
-    ``progress`` adds each system's status and row counts (for completion and failure), read only
-    when someone subscribed to the event.
+    ``progress`` adds each system's status and row counts (for completion and failure).
     """
-    subscribers = await _subscribers(session, event_type, request.client_id, request.id)
-    if not subscribers:
-        return None
     data: dict[str, Any] = {
         "request_id": str(request.id),
         "kind": request.kind,
@@ -165,7 +158,6 @@ async def request_event(
         request_id=request.id,
         dedupe_key=dedupe_key,
         now=now,
-        subscribers=subscribers,
     )
 
 
