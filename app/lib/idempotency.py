@@ -4,7 +4,8 @@ Same key + same body -> the stored response is replayed and nothing is created a
 different body -> 422; a duplicate arriving while the first is still running -> 409. The pending
 record is committed on its own connection *before* the work starts (that is what lets a concurrent
 duplicate see it); the stored response is written in the caller's transaction, so it commits or
-rolls back with the work.
+rolls back with the work (:func:`run_idempotent`), or in the caller's group-commit unit
+(:func:`run_idempotent_unit`), so it commits with that unit.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from typing import Annotated
 import msgspec
 from litestar import Response
 from litestar.params import HeaderParameter
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.db.group_commit import Write
 from app.db.models import IdempotencyRecord
 from app.lib.clock import utcnow
 from app.lib.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed, field_error
 
-__all__ = ("IdempotencyKeyHeader", "body_fingerprint", "run_idempotent")
+__all__ = ("IdempotencyKeyHeader", "Remember", "body_fingerprint", "run_idempotent", "run_idempotent_unit")
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -46,6 +48,21 @@ IdempotencyKeyHeader = Annotated[
 MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(minutes=5)
 """A pending record older than this belongs to a crashed attempt and may be taken over."""
+Remember = Callable[[int, bytes, str | None], list[Write]]
+"""``remember(status, encoded body, location)``: the writes storing a response (none without a key)."""
+STORE_RESPONSE = (
+    update(IdempotencyRecord)
+    .where(
+        IdempotencyRecord.client_id == bindparam("record_client_id"),
+        IdempotencyRecord.key == bindparam("record_key"),
+    )
+    .values(
+        status_code=bindparam("record_status"),
+        response_body=bindparam("record_body"),
+        location=bindparam("record_location"),
+    )
+)
+"""The stored response as a group-commit write (one statement object: batched together)."""
 
 
 def body_fingerprint(body: object) -> str:
@@ -136,22 +153,13 @@ async def run_idempotent(
         body: the decoded request body, fingerprinted to detect reuse with another body.
         produce: does the work in ``session`` and returns (status, body struct, location or None).
     """
-    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise ValidationFailed(
-            "Idempotency-Key must be 1 to 255 characters",
-            [field_error("header.Idempotency-Key", "1 to 255 characters")],
-        )
+    _check_key(key)
     if key is None:
         status, content, location = await produce()
         return _response(status, msgspec.json.encode(content), location)
-    fingerprint = body_fingerprint(body)
-    existing = await _claim(engine, client_id, key, operation, fingerprint)
-    if existing is not None:
-        if existing.request_hash != fingerprint or existing.operation != operation:
-            raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
-        if existing.status_code is None:
-            raise IdempotencyInProgress("a request with this Idempotency-Key is still in progress")
-        return _replay(existing)
+    replay = await _claim_or_replay(engine, client_id, key, operation, body)
+    if replay is not None:
+        return replay
     try:
         status, content, location = await produce()
         encoded = msgspec.json.encode(content)
@@ -167,6 +175,72 @@ async def run_idempotent(
         await _abandon(engine, client_id, key)
         raise
     return _response(status, encoded, location)
+
+
+def _check_key(key: str | None) -> None:
+    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise ValidationFailed(
+            "Idempotency-Key must be 1 to 255 characters",
+            [field_error("header.Idempotency-Key", "1 to 255 characters")],
+        )
+
+
+async def _claim_or_replay(
+    engine: AsyncEngine, client_id: str, key: str, operation: str, body: object
+) -> Response[bytes] | None:
+    """Claim the key (None: go ahead), or the first response to replay; 422/409 on misuse."""
+    fingerprint = body_fingerprint(body)
+    existing = await _claim(engine, client_id, key, operation, fingerprint)
+    if existing is None:
+        return None
+    if existing.request_hash != fingerprint or existing.operation != operation:
+        raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
+    if existing.status_code is None:
+        raise IdempotencyInProgress("a request with this Idempotency-Key is still in progress")
+    return _replay(existing)
+
+
+async def run_idempotent_unit(
+    *,
+    engine: AsyncEngine,
+    client_id: str,
+    key: str | None,
+    operation: str,
+    body: object,
+    produce: Callable[[Remember], Awaitable[tuple[int, bytes, str | None]]],
+) -> Response[bytes]:
+    """Like :func:`run_idempotent`, for work written as one group-commit unit.
+
+    ``produce`` gets ``remember(status, encoded body, location)``, which returns the writes that
+    store the response (none without a key); it adds them to its unit, submits it, and returns
+    (status, encoded body, location) once the unit is committed.
+    """
+    _check_key(key)
+
+    def forget(_status: int, _encoded: bytes, _location: str | None) -> list[Write]:
+        return []
+
+    if key is None:
+        return _response(*await produce(forget))
+    replay = await _claim_or_replay(engine, client_id, key, operation, body)
+    if replay is not None:
+        return replay
+
+    def remember(status: int, encoded: bytes, location: str | None) -> list[Write]:
+        row = {
+            "record_client_id": client_id,
+            "record_key": key,
+            "record_status": status,
+            "record_body": encoded,
+            "record_location": location,
+        }
+        return [Write(STORE_RESPONSE, row)]
+
+    try:
+        return _response(*await produce(remember))
+    except BaseException:
+        await _abandon(engine, client_id, key)
+        raise
 
 
 def _response(status: int, encoded: bytes, location: str | None) -> Response[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, cast
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -17,6 +18,7 @@ from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import ConsentEvent
+from app.db.group_commit import GroupCommitter
 from app.domain.consent import services
 from app.domain.consent.schemas import (
     ConsentEventIn,
@@ -27,7 +29,7 @@ from app.domain.consent.schemas import (
 )
 from app.lib.auth import Principal, requires
 from app.lib.clock import utcnow
-from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
+from app.lib.idempotency import IdempotencyKeyHeader, Remember, run_idempotent_unit
 from app.lib.pagination import clamp_limit, decode_time_cursor, encode_cursor
 from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
@@ -86,12 +88,15 @@ class ConsentController(Controller):
     async def record(
         self,
         request: Request[Principal, Any, Any],
-        db_session: NamedDependency[AsyncSession],
         state: State,
         data: JSONBody[ConsentEventIn],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[ConsentEventOut]:
-        """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log."""
+        """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log.
+
+        The consent, its audit event and the stored idempotent response are one unit of the
+        group committer: the response is sent once all three are committed.
+        """
         principal = request.user
         subject_ref = services.consent_subject_reference(state.settings, data.subject_type, data.subject)
         consent = services.NewConsent(
@@ -103,14 +108,16 @@ class ConsentController(Controller):
             source=data.source,
             occurred_at=data.occurred_at,
         )
+        committer: GroupCommitter = state.group_committer
 
-        async def produce() -> tuple[int, object, str | None]:
-            event, audit_event_id = await services.record_consent(db_session, consent, actor=principal.sub)
-            return 201, _event_out(event, audit_event_id), None
+        async def produce(remember: Remember) -> tuple[int, bytes, str | None]:
+            unit = services.consent_unit(consent, actor=principal.sub)
+            encoded = msgspec.json.encode(_event_out(unit.event, unit.audit_event_id))
+            await committer.submit([*unit.writes, *remember(201, encoded, None)])
+            return 201, encoded, None
 
-        response = await run_idempotent(
+        response = await run_idempotent_unit(
             engine=state.store_engine,
-            session=db_session,
             client_id=principal.client_id,
             key=idempotency_key,
             operation="consents.create",
