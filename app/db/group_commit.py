@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import StatementError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from app.lib.errors import Unavailable
@@ -92,7 +92,7 @@ class GroupCommitter:
     """One writer task, a bounded queue of units, one transaction and commit per batch.
 
     Args:
-        engine: the store engine; the writer holds one of its connections per batch.
+        engine: the store engine; the writer keeps one of its connections while it runs.
         max_batch: at most this many units per transaction.
         queue_size: at most this many units waiting; :meth:`submit` waits for room beyond it
             (backpressure instead of unbounded memory).
@@ -114,6 +114,7 @@ class GroupCommitter:
         self._queue: asyncio.Queue[_Unit | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._connection: AsyncConnection | None = None
 
     def start(self) -> None:
         """Start the writer task on the running event loop (the app's lifespan does)."""
@@ -130,7 +131,10 @@ class GroupCommitter:
         self._closing = True
         await self._queue.put(None)  # behind every unit already queued
         task, self._task, self._queue = self._task, None, None
-        await task
+        try:
+            await task
+        finally:
+            await self._release()
 
     async def submit(self, writes: Sequence[Write]) -> None:
         """Write ``writes`` in one transaction with other callers' units; return once committed.
@@ -193,13 +197,22 @@ class GroupCommitter:
             self._after_commit()
 
     async def _write(self, units: Sequence[_Unit]) -> None:
-        async with self._engine.connect() as connection:
+        """One transaction on the writer's own connection (kept between batches: no pool checkout,
+        statements stay prepared); after any failure the connection goes back to the pool."""
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        connection = self._connection
+        try:
             transaction = await connection.begin()
-            try:
-                for statement, rows in _grouped(units):
-                    await connection.execute(statement, rows)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await transaction.rollback()
-                raise
+            for statement, rows in _grouped(units):
+                await connection.execute(statement, rows)
             await transaction.commit()
+        except BaseException:
+            await self._release()
+            raise
+
+    async def _release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()  # rolls back whatever is left of a failed transaction
