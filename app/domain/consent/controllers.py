@@ -94,8 +94,8 @@ class ConsentController(Controller):
     ) -> Response[ConsentEventOut]:
         """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log.
 
-        The consent, its audit event and the stored idempotent response are one unit of the
-        group committer: the response is sent once all three are committed.
+        Answered once the consent and its audit event are durably committed, together (and the
+        stored response with an `Idempotency-Key`).
         """
         principal = request.user
         subject_ref = services.consent_subject_reference(state.settings, data.subject_type, data.subject)
