@@ -24,6 +24,7 @@ from app.domain.examples import EXAMPLES
 from app.domain.external.controllers import ExternalTaskController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
+from app.domain.recipients.controllers import RecipientController
 from app.domain.requests.controllers import RequestController
 from app.domain.requests.jobs import start_request_work
 from app.domain.retention.controllers import RetentionController
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ManifestController,
             RequestController,
             ExternalTaskController,
+            RecipientController,
             RetentionController,
             BackupController,
             WebhookController,
