@@ -83,6 +83,18 @@ def _grouped(units: Sequence[_Unit]) -> list[tuple[Executable, list[dict[str, An
     return list(groups.values())
 
 
+def _waiting(queue: asyncio.Queue[_Unit | None]) -> list[_Unit]:
+    """Take every unit still queued."""
+    units: list[_Unit] = []
+    while True:
+        try:
+            unit = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return units
+        if unit is not None:
+            units.append(unit)
+
+
 def _refused(error: BaseException) -> bool:
     """The database answered with an error: the transaction was rolled back, nothing committed."""
     return isinstance(error, StatementError) and not getattr(error, "connection_invalidated", False)
@@ -151,22 +163,30 @@ class GroupCommitter:
         await unit.done
 
     async def _run(self, queue: asyncio.Queue[_Unit | None]) -> None:
-        stopping = False
-        while not stopping:
-            first = await queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    unit = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if unit is None:
-                    stopping = True
-                    break
-                batch.append(unit)
-            await self._commit(batch)
+        batch: list[_Unit] = []
+        try:
+            while True:
+                first = await queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stopping = False
+                while len(batch) < self._max_batch:
+                    try:
+                        unit = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if unit is None:
+                        stopping = True
+                        break
+                    batch.append(unit)
+                await self._commit(batch)
+                if stopping:
+                    return
+        finally:  # cancelled (the loop is closing): no caller may wait forever
+            for unit in [*batch, *_waiting(queue)]:
+                if not unit.done.done():
+                    unit.done.set_exception(Unavailable("the store writer stopped before writing this"))
 
     async def _commit(self, batch: Sequence[_Unit]) -> None:
         """Write a batch; on a refusal write its units one by one; resolve every future."""
