@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -128,7 +129,7 @@ async def test_a_verified_token_is_remembered_until_it_expires() -> None:
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     with pytest.raises(InvalidToken):  # another token (a tampered signature) is checked in full
         await verifier.verify(forged)
-    time.sleep(3.1)
+    await asyncio.sleep(3.1)
     with pytest.raises(InvalidToken, match="expired"):  # the remembered answer ends with the token
         await verifier.verify(token)
 
