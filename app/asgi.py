@@ -22,6 +22,7 @@ from app.domain.examples import EXAMPLES
 from app.domain.external.controllers import ExternalTaskController
 from app.domain.manifests.controllers import ManifestController
 from app.domain.manifests.services import register_directory
+from app.domain.recipients.controllers import RecipientController
 from app.domain.requests.controllers import RequestController
 from app.domain.requests.jobs import start_request_work
 from app.domain.retention.controllers import RetentionController
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ManifestController,
             RequestController,
             ExternalTaskController,
+            RecipientController,
             RetentionController,
             BackupController,
             WebhookController,

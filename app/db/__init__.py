@@ -8,6 +8,7 @@ from app.db.erasure import ErasurePlanRecord
 from app.db.external import ExternalTask
 from app.db.manifests import ManifestVersion
 from app.db.models import IdempotencyRecord
+from app.db.recipients import RequestRecipient
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.db.retention import RetentionPolicyRecord, RetentionRun
 from app.db.webhooks import WebhookDelivery, WebhookEvent, WebhookSubscription
@@ -21,6 +22,7 @@ __all__ = (
     "ExternalTask",
     "IdempotencyRecord",
     "ManifestVersion",
+    "RequestRecipient",
     "RetentionPolicyRecord",
     "RetentionRun",
     "SubjectRequest",

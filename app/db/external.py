@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = ("TASK_STATUSES", "ExternalTask")
 
-TASK_STATUSES = ("pending", "completed", "failed")
+TASK_STATUSES = ("held", "pending", "completed", "failed", "cancelled")
 
 
 class ExternalTask(DefaultBase):

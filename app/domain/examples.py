@@ -9,6 +9,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import msgspec
+
 from app.domain.audit.schemas import (
     AuditEventOut,
     AuditEventPage,
@@ -34,6 +36,7 @@ from app.domain.manifests.schemas import (
     Registration,
     ValidationReport,
 )
+from app.domain.recipients.examples import RECIPIENT_EXAMPLES, RECIPIENTS
 from app.domain.requests.schemas import (
     ErasurePlanOut,
     ExtensionIn,
@@ -301,6 +304,17 @@ EXAMPLES = (
         ),
     ),
     BodyExample("completed", "A completed access request", _REQUEST),
+    BodyExample(
+        "erased",
+        "A completed erasure and the recipients told of it (Art. 19)",
+        msgspec.structs.replace(
+            _REQUEST,
+            kind="erasure",
+            export_available=False,
+            export_expires_at=None,
+            recipients=RECIPIENTS,
+        ),
+    ),
     BodyExample("page", "One page of requests", RequestPage(items=[_REQUEST], next_cursor=None)),
     BodyExample(
         "one-month",
@@ -445,5 +459,6 @@ EXAMPLES = (
     ),
     *WEBHOOK_EXAMPLES,
     *EXTERNAL_EXAMPLES,
+    *RECIPIENT_EXAMPLES,
 )
 """Every example, attached by the OpenAPI completion to each body whose struct it is."""

@@ -32,7 +32,7 @@ from app.engine.subjects import (
     subject_key_reference,
 )
 from app.lib.crypto import aes_key
-from app.manifest.model import Manifest, TableSpec
+from app.manifest.model import Manifest, TableSpec, recipient_names
 
 __all__ = (
     "EXPORT_FORMAT",
@@ -100,7 +100,7 @@ def table_metadata(manifest: Manifest, table: str, links: Sequence[str]) -> dict
         "purpose": spec.purpose,
         "legal_basis": spec.legal_basis,
         "categories": sorted({column.category for column in spec.columns.values()}),
-        "recipients": list(spec.recipients),
+        "recipients": recipient_names(spec.recipients),
         "retention": _jsonable(spec.retention) if spec.retention else None,
         "columns": columns,
         "links": sorted(links),

@@ -22,6 +22,7 @@ __all__ = (
     "SelfApproval",
     "TargetRefused",
     "TargetUnavailable",
+    "TaskCancelled",
     "TooManyRequests",
     "Unavailable",
     "UnsupportedMediaType",
@@ -157,6 +158,13 @@ class IdempotencyInProgress(Conflict):
 
     slug = "idempotency-in-progress"
     title = "A request with this Idempotency-Key is in progress"
+
+
+class TaskCancelled(Conflict):
+    """An external system reported on a task its request no longer waits for (it ended)."""
+
+    slug = "task-cancelled"
+    title = "The task was cancelled: its request ended"
 
 
 class PayloadTooLarge(LetheError):

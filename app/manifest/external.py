@@ -1,10 +1,11 @@
 """External systems: personal data Lethe cannot reach by SQL (a CRM, a mail provider, a team).
 
 A manifest declaring ``kind: external`` names no database. It says what the system holds and
-why (purpose, legal basis, categories, recipients), which identity names it needs to find the
-subject, how it is told about a request (``notify: manual`` or ``notify: {webhook: <id>}``, a
-subscription of ``/v1/webhooks``) and how long it has to report back (``due``, ISO 8601). It is
-stored as a manifest version like a database manifest, without reflection.
+why (purpose, legal basis, categories, recipients: names or ``{name, client}``), which identity
+names it needs to find the subject, how it is told about a request (``notify: manual`` or
+``notify: {webhook: <id>}``, a subscription of ``/v1/webhooks``) and how long it has to report
+back (``due``, ISO 8601). It is stored as a manifest version like a database manifest, without
+reflection.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import msgspec
 from app.manifest.durations import IsoDuration, parse_duration
 from app.manifest.issues import Issue, raise_for_errors
 from app.manifest.loading import load_manifest, parse_document
-from app.manifest.model import Manifest, Spec
+from app.manifest.model import Manifest, RecipientEntry, Spec, recipients_of
 
 __all__ = ("ExternalSystem", "WebhookNotify", "is_external", "load_any", "load_external")
 
@@ -46,7 +47,9 @@ class ExternalSystem(Spec, frozen=True):
     due: IsoDuration = "P7D"
     """How long the system has to report a task done (counted from the task's creation)."""
     categories: tuple[_Text, ...] = ()
-    recipients: tuple[_Text, ...] = ()
+    recipients: tuple[RecipientEntry, ...] = ()
+    """Who receives the system's data: names, or ``{name, client}`` (told of rectifications and
+    erasures, Art. 19; see :class:`app.manifest.model.Recipient`)."""
     version: int = 1
 
     @property
@@ -81,6 +84,10 @@ def load_external(data: Any) -> ExternalSystem:
         parse_duration(system.due)
     except ValueError as exc:
         raise_for_errors([Issue(kind="structure", path="due", message=str(exc))], "external system")
+    try:
+        recipients_of(system.recipients)
+    except ValueError as exc:
+        raise_for_errors([Issue(kind="structure", path="recipients", message=str(exc))], "external system")
     return system
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import field
@@ -37,6 +37,8 @@ __all__ = (
     "Link",
     "Manifest",
     "OutsideReference",
+    "Recipient",
+    "RecipientEntry",
     "Retention",
     "RetentionFilter",
     "RetentionPolicy",
@@ -47,6 +49,8 @@ __all__ = (
     "TableSpec",
     "default_match",
     "normalise_identity",
+    "recipient_names",
+    "recipients_of",
 )
 
 
@@ -62,6 +66,7 @@ _TEXT_LENGTHS = {"unique": UNIQUE_SURROGATE_MAX_LENGTH, "email": EMAIL_SURROGATE
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+_CLIENT = re.compile(r"^[!-~]{1,255}$")
 _SYSTEM = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
@@ -292,6 +297,46 @@ class ColumnSpec(Spec, frozen=True):
         return self.surrogate if isinstance(self.surrogate, Surrogate) else None
 
 
+class Recipient(Spec, frozen=True):
+    """Someone the data is disclosed to (Art. 13(1)(e)), told about rectifications and erasures
+    (Art. 19). ``client`` is the OAuth client id of the recipient's service: its webhook
+    subscriptions to ``recipient.notice`` are told through the outbox; without it (or without
+    such a subscription) an operator tells the recipient and records it."""
+
+    name: str
+    client: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or len(self.name) > 200:
+            raise ValueError("a recipient's `name` needs 1 to 200 characters")
+        if self.client is not None and not _CLIENT.match(self.client):
+            raise ValueError("a recipient's `client` is a client id: 1 to 255 visible characters, no spaces")
+
+
+RecipientName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+RecipientEntry = RecipientName | Recipient
+"""A recipient in a manifest: its name alone (told by hand), or ``{name, client}``."""
+
+
+def recipients_of(entries: tuple[RecipientEntry, ...]) -> list[Recipient]:
+    """A recipient list as :class:`Recipient` entries (names alone have no client), in order.
+
+    Raises:
+        ValueError: a name is empty, too long or given twice.
+    """
+    found = [Recipient(name=e) if isinstance(e, str) else e for e in entries]
+    names = [r.name for r in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"`recipients` names `{twice[0]}` twice")
+    return found
+
+
+def recipient_names(entries: tuple[RecipientEntry, ...]) -> list[str]:
+    """The names of a recipient list, in order."""
+    return [e if isinstance(e, str) else e.name for e in entries]
+
+
 class TableSpec(Spec, frozen=True):
     """A table holding the subject's data.
 
@@ -303,7 +348,8 @@ class TableSpec(Spec, frozen=True):
 
     purpose: str | None = None
     legal_basis: str | None = None
-    recipients: tuple[str, ...] = ()
+    recipients: tuple[RecipientEntry, ...] = ()
+    """Who receives the table's data: names, or ``{name, client}`` (see :class:`Recipient`)."""
     strategy: RowStrategy = "anonymize"
     retention: Retention | None = None
     link: Link | None = None
@@ -316,6 +362,7 @@ class TableSpec(Spec, frozen=True):
             raise ValueError("give either `link` or `links`, not both")
         if self.links is not None and not self.links:
             raise ValueError("`links` needs at least one named link")
+        recipients_of(self.recipients)  # names checked; entries kept as written (content hash)
 
 
 class RetentionFilter(Spec, frozen=True):

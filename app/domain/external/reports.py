@@ -27,7 +27,7 @@ from app.domain.requests.services import decrypt_subject, transition
 from app.domain.webhooks.outbox import announce_request
 from app.lib.auth import ADMIN_SCOPE, Principal
 from app.lib.clock import utcnow
-from app.lib.errors import Conflict, NotFound
+from app.lib.errors import Conflict, NotFound, TaskCancelled
 from app.manifest.external import load_external
 
 __all__ = ("complete_task", "fail_task", "read_identities")
@@ -51,7 +51,12 @@ async def _task(
     return request, task
 
 
-def _require_pending(task: ExternalTask, request_id: uuid.UUID) -> None:
+def _require_pending(task: ExternalTask, request_id: uuid.UUID, request_status: str) -> None:
+    if task.status == "cancelled":
+        raise TaskCancelled(
+            f"the task of system '{task.system}' in request {request_id} was cancelled: "
+            f"the request is {request_status}; nothing more is expected from this system"
+        )
     if task.status != "pending":
         what = "waits for the request's approval" if task.status == "held" else f"is {task.status} already"
         raise Conflict(f"the task of system '{task.system}' in request {request_id} {what}")
@@ -68,7 +73,7 @@ async def _settle(
 ) -> SubjectRequest:
     """Record ``principal``'s report on the pending task (one audit event); the locked request."""
     request, task = await _task(session, request_id, system, principal)
-    _require_pending(task, request_id)
+    _require_pending(task, request_id, request.status)
     for name, value in {**fields, "status": status, "actor": principal.sub, "updated_at": utcnow()}.items():
         setattr(task, name, value)
     await session.flush()
@@ -94,7 +99,7 @@ async def read_identities(
         Conflict: the task is not pending, or its identities were read already.
     """
     request, task = await _task(session, request_id, system, principal)
-    _require_pending(task, request_id)
+    _require_pending(task, request_id, request.status)
     if task.identities_read_at is not None:
         raise Conflict(f"the identities of the task of system '{system}' were read already")
     identities, tenant, _ = decrypt_subject(settings, request)
@@ -132,7 +137,7 @@ async def complete_task(
 
     Raises:
         NotFound: no such task, or not ``principal``'s.
-        Conflict: the task is not pending.
+        Conflict: the task is not pending (``TaskCancelled``: its request ended).
     """
     request = await _settle(
         session,
@@ -172,7 +177,7 @@ async def fail_task(
 
     Raises:
         NotFound: no such task, or not ``principal``'s.
-        Conflict: the task is not pending.
+        Conflict: the task is not pending (``TaskCancelled``: its request ended).
     """
     request = await _settle(session, request_id, system, principal, "failed", {}, error=body.reason)
     if request.status in FINAL_STATUSES:

@@ -12,9 +12,10 @@ from app.lib.schema import BaseStruct, InputStruct
 
 __all__ = ("TaskCompleteIn", "TaskFailIn", "TaskIdentitiesOut", "TaskOut", "TaskStatus")
 
-TaskStatus = Literal["held", "pending", "completed", "failed"]
+TaskStatus = Literal["held", "pending", "completed", "failed", "cancelled"]
 """``held``: the request waits for approval (the system is not told yet); ``pending``: told,
-waiting for its report; ``completed`` / ``failed``: reported."""
+waiting for its report; ``completed`` / ``failed``: reported; ``cancelled``: the request ended
+(failed, rejected or cancelled) before the system reported, nothing more is expected of it."""
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 

@@ -36,6 +36,7 @@ __all__ = (
     "ACTIONS",
     "RegisteredExternal",
     "announce_task_deadlines",
+    "cancel_tasks",
     "current_external",
     "external_systems",
     "hold_tasks",
@@ -190,6 +191,33 @@ async def pending_tasks(session: AsyncSession, request_id: uuid.UUID) -> int:
         .where(ExternalTask.request_id == request_id, ExternalTask.status.in_(("held", "pending")))
     )
     return int(count or 0)
+
+
+async def cancel_tasks(session: AsyncSession, request: SubjectRequest, now: datetime | None = None) -> int:
+    """Cancel the tasks of ``request`` still held or pending, in the caller's transaction (the
+    request ended otherwise than completed): they are no longer overdue nor announced, and a late
+    report answers 409 ``task-cancelled``. One audit event each; returns how many."""
+    now = now or utcnow()
+    open_ = (
+        await session.scalars(
+            select(ExternalTask).where(
+                ExternalTask.request_id == request.id, ExternalTask.status.in_(("held", "pending"))
+            )
+        )
+    ).all()
+    for task in open_:
+        previous, task.status, task.updated_at = task.status, "cancelled", now
+        await audit.append(
+            session,
+            action="external_task.cancelled",
+            actor="lethe",
+            request_id=str(request.id),
+            system=task.system,
+            subject_ref=request.subject_ref,
+            payload={"kind": request.kind, "from": previous, "request_status": request.status},
+        )
+    await session.flush()
+    return len(open_)
 
 
 def _out(task: ExternalTask, now: datetime) -> TaskOut:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.store import read_without_transaction, retry_if_dropped
 from app.domain.external.tasks import task_views
+from app.domain.recipients.services import recipient_views
 from app.domain.requests import queries, services
 from app.domain.requests.plans import request_plan
 from app.domain.requests.schemas import (
@@ -86,7 +87,12 @@ RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
     request, progress = await queries.get_request(session, request_id, viewer)
     tasks = await task_views(session, [request_id])
-    return msgspec.structs.replace(queries.request_out(request, progress), external_tasks=tasks[request_id])
+    recipients = await recipient_views(session, [request_id])
+    return msgspec.structs.replace(
+        queries.request_out(request, progress),
+        external_tasks=tasks[request_id],
+        recipients=recipients[request_id],
+    )
 
 
 class RequestController(Controller):
@@ -170,9 +176,12 @@ class RequestController(Controller):
             limit=size,
         )
         tasks = await task_views(db_session, [r.id for r, _ in page])
+        recipients = await recipient_views(db_session, [r.id for r, _ in page])
         return RequestPage(
             items=[
-                msgspec.structs.replace(queries.request_out(r, p), external_tasks=tasks[r.id])
+                msgspec.structs.replace(
+                    queries.request_out(r, p), external_tasks=tasks[r.id], recipients=recipients[r.id]
+                )
                 for r, p in page
             ],
             next_cursor=encode_cursor(last[0].isoformat(), str(last[1])) if last else None,

@@ -30,7 +30,8 @@ from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.consent.services import consent_history
-from app.domain.external.tasks import pending_tasks
+from app.domain.external.tasks import cancel_tasks, pending_tasks
+from app.domain.recipients.services import record_recipients
 from app.domain.requests.artifacts import remove_artifacts
 from app.domain.requests.catalog import manifest_at
 from app.domain.requests.housekeeping import GAUGE_INTERVAL_SECONDS, PURGE_INTERVAL, purge_expired_artifacts
@@ -237,6 +238,7 @@ class RequestWorker:
                 },
             )
             if not waiting:  # else the last external system's report completes it
+                await record_recipients(session, request, now)
                 await announce_request(session, claim.request_id, "request.completed")
                 if outcome.artifact:
                     await announce_request(session, claim.request_id, "export.ready")
@@ -303,7 +305,10 @@ class RequestWorker:
                         )
                         .values(status="failed", error=reason, attempt=claim.attempt, updated_at=now)
                     )
-                subject_ref = await _subject_ref(session, claim.request_id)
+                failed = await session.get(SubjectRequest, claim.request_id, populate_existing=True)
+                assert failed is not None  # noqa: S101 - fenced above
+                await cancel_tasks(session, failed, now)
+                subject_ref = failed.subject_ref
                 payload: dict[str, Any] = {
                     "kind": claim.kind,
                     "from": "running",

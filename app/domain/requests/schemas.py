@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from app.domain.external.schemas import TaskOut
+from app.domain.recipients.schemas import RecipientOut
 from app.lib.schema import BaseStruct, InputStruct
 
 __all__ = (
@@ -118,6 +119,9 @@ class RequestOut(BaseStruct):
     """The ``whsec_`` secret signing ``callback_url`` deliveries: only in the creation answer."""
     external_tasks: list[TaskOut] = []
     """One task per external system (``kind: external`` manifest) the request involves."""
+    recipients: list[RecipientOut] = []
+    """Art. 19: for a completed rectification or erasure, every recipient the manifests name for
+    a table (or external system) it changed, and whether it was told."""
 
 
 class RequestPage(BaseStruct):

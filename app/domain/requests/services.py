@@ -20,6 +20,7 @@ from app.db.requests import (
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.external import tasks
+from app.domain.recipients.services import record_recipients
 from app.domain.requests.catalog import RegisteredManifest, database_manifests, newest_versions
 from app.domain.requests.deadlines import add_months, check_extension, due_date
 from app.domain.requests.identities import check_identity_values
@@ -236,6 +237,10 @@ async def transition(
     if to == "queued":
         await queued_in(session)
         await tasks.open_tasks(session, request, now)
+    elif to == "completed":
+        await record_recipients(session, request, now)
+    elif to in FINAL_STATUSES:  # failed, rejected, cancelled: nothing more is expected of any system
+        await tasks.cancel_tasks(session, request, now)
     if to in outbox.TRANSITION_EVENTS:
         await outbox.request_event(session, request, outbox.TRANSITION_EVENTS[to])
     await audit.append(

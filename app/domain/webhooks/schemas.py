@@ -31,10 +31,12 @@ EventType = Literal[
     "request.overdue",
     "export.ready",
     "external_task.created",
+    "recipient.notice",
     "retention.run_failed",
     "backups.critical",
 ]
-"""What happened; ``retention.run_failed`` and ``backups.critical`` reach operators' subscriptions."""
+"""What happened; ``retention.run_failed`` and ``backups.critical`` reach operators' subscriptions;
+``recipient.notice`` reaches the client a manifest names as a recipient (Art. 19)."""
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 """``pending``: waiting for its next try or being sent; ``dead``: retries exhausted (redeliver it)."""
 WebhookUrl = Annotated[str, msgspec.Meta(min_length=8, max_length=2048)]

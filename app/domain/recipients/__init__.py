@@ -1,0 +1,1 @@
+"""Art. 19: recipients told of completed rectifications and erasures."""
