@@ -87,11 +87,12 @@ RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
     request, progress = await queries.get_request(session, request_id, viewer)
     tasks = await task_views(session, [request_id])
-    recipients = await recipient_views(session, [request_id])
+    # recipients are listed in the transaction that completes a request: none before that
+    recipients = (
+        (await recipient_views(session, [request_id]))[request_id] if request.status == "completed" else []
+    )
     return msgspec.structs.replace(
-        queries.request_out(request, progress),
-        external_tasks=tasks[request_id],
-        recipients=recipients[request_id],
+        queries.request_out(request, progress), external_tasks=tasks[request_id], recipients=recipients
     )
 
 
