@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -20,6 +20,7 @@ from app.db.requests import (
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.external import tasks
+from app.domain.external.parts import clear_parts
 from app.domain.recipients.services import record_recipients
 from app.domain.requests.catalog import RegisteredManifest, database_manifests, newest_versions
 from app.domain.requests.deadlines import add_months, check_extension, due_date
@@ -143,10 +144,18 @@ def _match_rule(
     return default_match(name)
 
 
-def _change_errors(body: RequestIn, selected: Mapping[str, RegisteredManifest]) -> list[dict[str, str]]:
+def _change_errors(
+    body: RequestIn, selected: Mapping[str, RegisteredManifest], external: Collection[str] = ()
+) -> list[dict[str, str]]:
+    """``external`` systems declare no tables: their changes are ``{record: {field: value}}``
+    under names of the caller's choosing, handed to the system with its task's identities."""
     errors: list[dict[str, str]] = []
     for system, tables in (body.changes or {}).items():
         where = f"body.changes.{system}"
+        if system in external:
+            if not tables or not all(tables.values()):
+                errors.append(field_error(where, "names no record and field"))
+            continue
         if system not in selected:
             errors.append(field_error(where, "not a selected system"))
             continue
@@ -171,7 +180,9 @@ def _change_errors(body: RequestIn, selected: Mapping[str, RegisteredManifest]) 
     return errors
 
 
-def _check_changes(body: RequestIn, selected: Mapping[str, RegisteredManifest]) -> None:
+def _check_changes(
+    body: RequestIn, selected: Mapping[str, RegisteredManifest], external: Collection[str] = ()
+) -> None:
     if body.kind != "rectification":
         if body.changes is not None:
             raise ValidationFailed(
@@ -180,13 +191,16 @@ def _check_changes(body: RequestIn, selected: Mapping[str, RegisteredManifest]) 
         return
     if not body.changes:
         raise ValidationFailed("a rectification needs changes", [field_error("body.changes", "required")])
-    errors = _change_errors(body, selected)
+    errors = _change_errors(body, selected, external)
     if errors:
         raise ValidationFailed("malformed changes: " + "; ".join(e["field"] for e in errors), errors)
 
 
 def _validate(
-    body: RequestIn, registered: Mapping[str, RegisteredManifest], external_identities: set[str] | None = None
+    body: RequestIn,
+    registered: Mapping[str, RegisteredManifest],
+    external_identities: set[str] | None = None,
+    external: Collection[str] = (),
 ) -> list[str]:
     if body.dry_run and body.kind != "erasure":
         raise ValidationFailed(
@@ -196,7 +210,7 @@ def _validate(
     selected = {s: registered[s] for s in systems}
     _check_identities(body, list(selected.values()), external_identities)
     check_identity_values(body.identities, list(selected.values()))
-    _check_changes(body, selected)
+    _check_changes(body, selected, external)
     return systems
 
 
@@ -234,6 +248,8 @@ async def transition(
     previous = request.status
     for name, value in values.items():
         setattr(request, name, value)
+    if to in FINAL_STATUSES:
+        await clear_parts(session, request.id)
     if to == "queued":
         await queued_in(session)
         await tasks.open_tasks(session, request, now)
@@ -274,7 +290,7 @@ async def create_request_rows(
     externals = tasks.external_systems(rows)
     database_systems, chosen = tasks.split_selection(body.systems, externals)
     body = msgspec.structs.replace(body, systems=database_systems)
-    systems = _validate(body, registered, tasks.needed_identities(chosen, externals))
+    systems = _validate(body, registered, tasks.needed_identities(chosen, externals), chosen)
     if not settings.audit_key:
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
     now = utcnow()
