@@ -109,7 +109,6 @@ class ConsentController(Controller):
             return 201, _event_out(event, audit_event_id), None
 
         response = await run_idempotent(
-            engine=state.store_engine,
             session=db_session,
             client_id=principal.client_id,
             key=idempotency_key,
