@@ -188,10 +188,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """A delivery being sent is leased this long; past it another worker may send it again."""
     webhook_poll_seconds: float = 1.0
     """Idle delivery workers look for due deliveries this often."""
+    webhook_batch_size: int = 16
+    """Due deliveries a sender leases in one transaction and posts concurrently; their outcomes
+    are written in one transaction too (1: one delivery at a time)."""
     webhook_secret_overlap_seconds: int = 86_400
     """After a secret rotation, the previous secret also signs deliveries for this long."""
     webhook_keep_days: int = 30
     """Delivered and dead deliveries (and their events) are deleted this many days after creation."""
+    external_identities_ttl_seconds: int = 3600
+    """An external system's one-time read of its task's identities is possible this long after
+    the task is opened; later it answers 410 (the task can still be reported)."""
+    external_export_part_bytes: int = 262_144
+    """Largest export part (encoded JSON) an external system may report with an access task."""
     request_due_soon_hours: int = 72
     """``request.due_soon`` is sent this long before a request's deadline in force."""
     deadline_check_interval_seconds: float = 300.0

@@ -8,7 +8,8 @@ from typing import Any
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, Uuid
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = ("TASK_STATUSES", "ExternalTask")
@@ -43,9 +44,18 @@ class ExternalTask(DefaultBase):
     status: Mapped[str] = mapped_column(String(16))
     due_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     identities_read_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    opened_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    """When the task was opened (its system told); its one-time identity read is refused (410)
+    ``LETHE_EXTERNAL_IDENTITIES_TTL_SECONDS`` later. Null while held (and for tasks opened before
+    this column existed: their ``updated_at`` counts)."""
     counts: Mapped[dict[str, Any]] = mapped_column(JsonB)
     evidence: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(String(500))
     actor: Mapped[str | None] = mapped_column(String(255))
+    export_part: Mapped[bytes | None] = mapped_column(
+        LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+    )
+    """Access requests: the system's part of the subject's export, frame-encrypted
+    (:mod:`app.domain.external.parts`); deleted once the export is assembled or the request ends."""
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

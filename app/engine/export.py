@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.engine.artifacts import EncryptedWriter
 from app.engine.dialects import dialect_of
-from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
+from app.engine.runs import (
+    ExternalSection,
+    RequestFailed,
+    RequestOutcome,
+    RequestRun,
+    SystemOutcome,
+    SystemRun,
+)
 from app.engine.storage import artifact_name, artifact_store
 from app.engine.subjects import (
     ReflectedTarget,
@@ -302,13 +309,31 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
     return SystemOutcome(not_found=not found, counts=counts, subject_key_ref=reference)
 
 
+def _external_system(section: ExternalSection, artifacts: _Artifacts) -> None:
+    """An external system's section: its manifest's facts, its counts and the part it reported
+    (``data``, null without one); in the archive ``<system>/metadata.json`` and, with a part,
+    ``<system>/data.json``."""
+    header = {
+        "manifest_version": section.manifest_version,
+        **section.metadata,
+        "counts": dict(section.counts),
+    }
+    artifacts.json.write(
+        _ENCODER.encode(section.system) + b":" + _ENCODER.encode({**header, "data": section.data})
+    )
+    artifacts.write_entry(f"{section.system}/metadata.json", _ENCODER.encode(header))
+    if section.data is not None:
+        artifacts.write_entry(f"{section.system}/data.json", _ENCODER.encode(section.data))
+
+
 def _consent_rows(history: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     header = ["occurred_at", "purpose", "granted", "policy_version", "text_hash", "source", "recorded_at"]
     return header, _csv_rows([[event.get(k) for k in header] for event in history], [2])
 
 
 async def run_access(run: RequestRun) -> RequestOutcome:
-    """Export the subject from every selected system into encrypted JSON and ZIP artifacts.
+    """Export the subject from every selected system into encrypted JSON and ZIP artifacts,
+    with the sections the external systems reported (``run.external``) after the databases'.
 
     A resumed attempt exports again from the start into files of its own attempt number; only the
     attempt that completes (fenced) is recorded, so the artifacts equal an uninterrupted run's.
@@ -330,6 +355,10 @@ async def run_access(run: RequestRun) -> RequestOutcome:
             outcome = await _export_system(run, system_run, artifacts)
             outcomes[system_run.system] = outcome
             await run.progress.complete_system(system_run.system, outcome, action=None)
+        for index, section in enumerate(run.external, start=len(run.systems)):
+            if index:
+                artifacts.json.write(b",")
+            _external_system(section, artifacts)
         artifacts.json.write(b"}}")
         header, rows = _consent_rows(run.consent_history)
         consent = _CsvEntry(artifacts, "consent_history.csv", header)
@@ -340,10 +369,12 @@ async def run_access(run: RequestRun) -> RequestOutcome:
     except BaseException:
         artifacts.abort()
         raise
-    audit = {
+    audit: dict[str, Any] = {
         "systems": {
             name: {"not_found": outcome.not_found, "rows": sum(outcome.counts.values())}
             for name, outcome in outcomes.items()
         }
     }
+    if run.external:
+        audit["external"] = {section.system: {"part": section.data is not None} for section in run.external}
     return RequestOutcome(audit=audit, artifact=True)

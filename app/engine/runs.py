@@ -24,6 +24,7 @@ from app.lib.leases import LeaseLost
 from app.manifest.model import Manifest
 
 __all__ = (
+    "ExternalSection",
     "LeaseLost",
     "ProgressSink",
     "RequestFailed",
@@ -103,6 +104,19 @@ class TargetSource(Protocol):
         """The async engine of ``system``; raises ``TargetUnavailable`` when it cannot connect."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExternalSection:
+    """An external system's part of an access export, as it reported it with its task."""
+
+    system: str
+    manifest_version: int
+    metadata: Mapping[str, Any]
+    """The Art. 15(1) facts its manifest declares (purpose, legal basis, categories, recipients)."""
+    counts: Mapping[str, int]
+    data: Any = None
+    """The export part (a JSON object or array), or None when the system reported none."""
+
+
 @dataclass(kw_only=True)
 class RequestRun:
     """Everything an engine needs to carry out one request."""
@@ -123,6 +137,8 @@ class RequestRun:
     settings: Settings
     progress: ProgressSink
     targets: TargetSource
+    external: list[ExternalSection] = field(default_factory=list)
+    """Access: the sections of the request's external systems, every one of them reported."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ __all__ = (
     "Gone",
     "IdempotencyConflict",
     "IdempotencyInProgress",
+    "IdentitiesExpired",
     "InsufficientScope",
     "InvalidToken",
     "LetheError",
@@ -143,6 +144,13 @@ class ExportErased(Gone):
 
     slug = "export-erased"
     title = "Export deleted by an erasure"
+
+
+class IdentitiesExpired(Gone):
+    """An external task's one-time identity read is past its time to live."""
+
+    slug = "task-identities-expired"
+    title = "The task's identities are no longer available"
 
 
 class Conflict(LetheError):

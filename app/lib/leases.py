@@ -10,7 +10,8 @@ row that can be leased keeps, in columns of its own, the lease *owner*, when the
   available (by default: no lease, or an expired one) and raises the token, so exactly one of
   several concurrent callers wins (PostgreSQL, MariaDB and SQLite alike).
   :meth:`LeaseTable.claim_next` first picks the oldest available row (``FOR UPDATE SKIP LOCKED``
-  on PostgreSQL, so replicas never wait on each other), then acquires it.
+  on PostgreSQL, so replicas never wait on each other), then acquires it;
+  :meth:`LeaseTable.claim_batch` does so for several rows in one transaction.
 - :meth:`LeaseTable.renew` extends the lease *and fences*: it matches the row only while the
   caller's token (or owner, for a table without token) is still the current one. Call it at the
   start of every write the holder makes, in the same transaction: once another replica has taken
@@ -198,30 +199,58 @@ class LeaseTable:
         locked; elsewhere the conditional update alone decides, and a lost race returns ``None``
         (look again at the next poll).
         """
+        holders = await self.claim_batch(
+            session,
+            owner=owner,
+            seconds=seconds,
+            ready=ready,
+            order_by=order_by,
+            limit=1,
+            columns=columns,
+            values=values,
+            now=now,
+        )
+        return holders[0] if holders else None
+
+    async def claim_batch(
+        self,
+        session: AsyncSession,
+        *,
+        owner: str,
+        seconds: float,
+        ready: ColumnElement[bool],
+        order_by: Sequence[Any],
+        limit: int,
+        columns: Sequence[Any] = (),
+        values: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> list[Holder]:
+        """:meth:`claim_next` for up to ``limit`` rows in one transaction; each holder has its own
+        token. Rows another transaction took meanwhile are left out."""
         now = now or utcnow()
         keys = [self.key] if self.token is None else [self.key, self.token]
         statement = (
             select(*keys, *columns)
             .where(ready)
             .order_by(*order_by)
-            .limit(1)
+            .limit(limit)
             .with_for_update(skip_locked=True)
         )  # SQLite renders no FOR UPDATE: there the conditional update alone decides
-        row = (await session.execute(statement)).first()
-        if row is None:
-            return None
-        token = row[1] if self.token is not None else None
-        holder = await self.acquire(
-            session,
-            row[0],
-            owner=owner,
-            seconds=seconds,
-            available=ready,
-            token=token,
-            values=values,
-            now=now,
-        )
-        return None if holder is None else replace(holder, row=tuple(row[len(keys) :]))
+        holders = []
+        for row in (await session.execute(statement)).all():
+            holder = await self.acquire(
+                session,
+                row[0],
+                owner=owner,
+                seconds=seconds,
+                available=ready,
+                token=row[1] if self.token is not None else None,
+                values=values,
+                now=now,
+            )
+            if holder is not None:
+                holders.append(replace(holder, row=tuple(row[len(keys) :])))
+        return holders
 
     async def renew(
         self,

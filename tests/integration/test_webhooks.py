@@ -58,8 +58,8 @@ async def send_due(settings: Settings, store: AsyncEngine, *, rounds: int = 1) -
     sent = 0
     try:
         for _ in range(rounds):
-            while await worker.run_one():
-                sent += 1
+            while attempted := await worker.run_batch():
+                sent += attempted
     finally:
         await worker.close()
     return sent
@@ -154,7 +154,7 @@ async def test_retries_stop_dead_after_the_period_and_redeliver_replays(
         database_url=store_url,
         webhook_allowed_hosts="127.0.0.1",
         webhook_backoff_base_seconds="0.2",
-        webhook_retry_period_seconds="1",
+        webhook_retry_period_seconds="3",  # room for two attempts on a loaded machine
     )
     caller = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
     with receiver(script=(503,) * 50) as hooks:
@@ -385,22 +385,10 @@ async def test_due_soon_and_overdue_are_announced_once(
 async def test_a_request_s_later_event_waits_for_an_earlier_one_still_failing(
     client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine
 ) -> None:
-    from app.domain.webhooks.outbox import emit
-
     caller = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
-    request_id = uuid.uuid4()
-    sessions = async_sessionmaker(store_engine, expire_on_commit=False)
     with receiver(script=(500, 500)) as hooks:
         await subscribe(client, caller, hooks.url, ["request.received", "request.completed"])
-        for event_type in ("request.received", "request.completed"):
-            async with sessions() as session, session.begin():
-                await emit(
-                    session,
-                    event_type,
-                    {"request_id": str(request_id)},
-                    client_id="shop",
-                    request_id=request_id,
-                )
+        await emit_pairs(store_engine, [uuid.uuid4()])
 
         async def both_delivered() -> bool:
             await send_due(settings, store_engine)
@@ -413,6 +401,43 @@ async def test_a_request_s_later_event_waits_for_an_earlier_one_still_failing(
         ("request.received", 200),
         ("request.completed", 200),
     ]
+
+
+async def emit_pairs(store: AsyncEngine, requests: list[uuid.UUID]) -> None:
+    """``request.received`` for each request, then ``request.completed`` for each (client ``shop``)."""
+    from app.domain.webhooks.outbox import emit
+
+    sessions = async_sessionmaker(store, expire_on_commit=False)
+    for event_type in ("request.received", "request.completed"):
+        for request_id in requests:
+            async with sessions() as session, session.begin():
+                await emit(
+                    session,
+                    event_type,
+                    {"request_id": str(request_id)},
+                    client_id="shop",
+                    request_id=request_id,
+                )
+
+
+async def test_a_batch_sends_one_event_per_request_at_a_time(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine
+) -> None:
+    from app.domain.webhooks.delivery import DeliveryWorker
+
+    caller = auth(*CLIENT_SCOPES, sub="shop", client_id="shop")
+    worker = DeliveryWorker(settings, store_engine, "batch")
+    with receiver() as hooks:
+        await subscribe(client, caller, hooks.url, ["request.received", "request.completed"])
+        await emit_pairs(store_engine, [uuid.uuid4() for _ in range(5)])
+        try:
+            assert await worker.run_batch() == 5  # the first event of each request, together
+            assert await worker.run_batch() == 5  # then the second of each
+            assert await worker.run_batch() == 0
+        finally:
+            await worker.close()
+    assert [hit.event["type"] for hit in hooks.hits] == ["request.received"] * 5 + ["request.completed"] * 5
+    assert all(d.status == "delivered" for d in await deliveries(store_engine))
 
 
 async def test_concurrent_senders_deliver_each_event_once(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, cast
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -29,7 +28,7 @@ from app.domain.consent.schemas import (
 )
 from app.lib.auth import Principal, requires
 from app.lib.clock import utcnow
-from app.lib.idempotency import IdempotencyKeyHeader, Remember, run_idempotent_unit
+from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
 from app.lib.pagination import clamp_limit, decode_time_cursor, encode_cursor
 from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
@@ -88,6 +87,7 @@ class ConsentController(Controller):
     async def record(
         self,
         request: Request[Principal, Any, Any],
+        db_session: NamedDependency[AsyncSession],
         state: State,
         data: JSONBody[ConsentEventIn],
         idempotency_key: IdempotencyKeyHeader = None,
@@ -110,14 +110,17 @@ class ConsentController(Controller):
         )
         committer: GroupCommitter = state.group_committer
 
-        async def produce(remember: Remember) -> tuple[int, bytes, str | None]:
-            unit = services.consent_unit(consent, actor=principal.sub)
-            encoded = msgspec.json.encode(_event_out(unit.event, unit.audit_event_id))
-            await committer.submit([*unit.writes, *remember(201, encoded, None)])
-            return 201, encoded, None
+        async def produce() -> tuple[int, object, str | None]:
+            if idempotency_key is None:  # one commit shared with the other consents waiting
+                event, audit_event_id = await services.record_consent(committer, consent, actor=principal.sub)
+            else:  # the key's claim and stored response commit in the request's own transaction
+                event, audit_event_id = await services.record_consent_in(
+                    db_session, consent, actor=principal.sub
+                )
+            return 201, _event_out(event, audit_event_id), None
 
-        response = await run_idempotent_unit(
-            engine=state.store_engine,
+        response = await run_idempotent(
+            session=db_session,
             client_id=principal.client_id,
             key=idempotency_key,
             operation="consents.create",

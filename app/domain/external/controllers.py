@@ -39,7 +39,7 @@ class ExternalTaskController(Controller):
         operation_id="ReadTaskIdentities",
         summary="The identities an external system needs, once",
         guards=[requires("requests:write")],
-        responses=problem_responses(401, 403, 404, 409),
+        responses=problem_responses(401, 403, 404, 409, 410),
     )
     async def identities(
         self,
@@ -49,8 +49,12 @@ class ExternalTaskController(Controller):
         request_id: RequestId,
         system: SystemName,
     ) -> TaskIdentitiesOut:
-        """Only the task's owner (the notified subscription's client, else the request's), and
-        only once per task: a second read answers 409. Read them, act, forget them."""
+        """Only the task's owner (the notified subscription's client, else the request's), only
+        once per task (a second read answers 409) and only within
+        ``LETHE_EXTERNAL_IDENTITIES_TTL_SECONDS`` of the task's ``opened_at`` (later 410
+        ``urn:lethe:problem:task-identities-expired``, the task can still be reported). For a
+        rectification the answer also carries this system's ``changes``. Read them, act, forget
+        them."""
         return await reports.read_identities(db_session, state.settings, request_id, system, request.user)
 
     @post(
@@ -65,12 +69,16 @@ class ExternalTaskController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db_session: NamedDependency[AsyncSession],
+        state: State,
         request_id: RequestId,
         system: SystemName,
         data: JSONBody[TaskCompleteIn],
     ) -> TaskOut:
-        """The last report, once every database system is done, completes the request."""
-        await reports.complete_task(db_session, request_id, system, data, request.user)
+        """The last report, once every database system is done, completes the request. For an
+        access request the report may carry an ``export_part``: it joins the subject's export,
+        which a worker assembles once every system is done (413 beyond
+        ``LETHE_EXTERNAL_EXPORT_PART_BYTES``, 422 on another kind of request)."""
+        await reports.complete_task(db_session, state.settings, request_id, system, data, request.user)
         return await _view(db_session, request_id, system)
 
     @post(

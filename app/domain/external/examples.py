@@ -20,6 +20,14 @@ EXTERNAL_EXAMPLES = (
         TaskCompleteIn(counts={"contacts": 1}, evidence="MAIL-4711"),
     ),
     BodyExample(
+        "export_part",
+        "Access: the mail provider's part of the subject's export",
+        TaskCompleteIn(
+            counts={"contacts": 1},
+            export_part={"contacts": [{"email": "ada@example.com", "lists": ["news"], "opted_in": True}]},
+        ),
+    ),
+    BodyExample(
         "failed", "The system could not act", TaskFailIn(reason="the account is locked by a legal hold")
     ),
     BodyExample(
@@ -34,10 +42,24 @@ EXTERNAL_EXAMPLES = (
             due_at=datetime(2026, 5, 11, 9, 30, tzinfo=UTC),
             overdue=False,
             identities_read=True,
+            opened_at=datetime(2026, 5, 4, 9, 30, tzinfo=UTC),
             counts={"contacts": 1},
             evidence="MAIL-4711",
             error=None,
             updated_at=datetime(2026, 5, 5, 14, 2, tzinfo=UTC),
+        ),
+    ),
+    BodyExample(
+        "rectification",
+        "A rectification: the identities and the new values this system must write (once)",
+        TaskIdentitiesOut(
+            task_id=TASK_ID,
+            request_id=REQUEST_ID,
+            system="mailer",
+            kind="rectification",
+            identities={"email": "ada@example.com"},
+            tenant=None,
+            changes={"contact": {"email": "ada.lovelace@example.org"}},
         ),
     ),
     BodyExample(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -27,6 +27,11 @@ class TaskCompleteIn(InputStruct):
     ] = {}
     evidence: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] | None = None
     """A reference to the system's own record (a ticket id, a URL): never personal data."""
+    export_part: dict[str, Any] | list[Any] | None = None
+    """Access requests only: what the system holds about the subject (any JSON object or array,
+    at most ``LETHE_EXTERNAL_EXPORT_PART_BYTES`` encoded). It joins the subject's export: the
+    JSON document's ``systems.<system>.data`` and the archive's ``<system>/data.json``. Kept
+    encrypted until the export is assembled, then deleted."""
 
 
 class TaskFailIn(InputStruct):
@@ -47,6 +52,9 @@ class TaskOut(BaseStruct):
     due_at: datetime | None
     overdue: bool
     identities_read: bool
+    opened_at: datetime | None
+    """When the system was told (null while held): its owner may read the identities once
+    within ``LETHE_EXTERNAL_IDENTITIES_TTL_SECONDS`` of it."""
     counts: dict[str, int]
     evidence: str | None
     error: str | None
@@ -54,7 +62,8 @@ class TaskOut(BaseStruct):
 
 
 class TaskIdentitiesOut(BaseStruct):
-    """The identities the system needs, decrypted once for the task's owner."""
+    """The identities the system needs, decrypted once for the task's owner; for a rectification
+    also the new values the controller asks of this system."""
 
     task_id: uuid.UUID
     request_id: uuid.UUID
@@ -62,3 +71,5 @@ class TaskIdentitiesOut(BaseStruct):
     kind: str
     identities: dict[str, str]
     tenant: str | None
+    changes: dict[str, dict[str, str | int | float | bool | None]] | None = None
+    """Rectification: ``{record: {field: new value}}``, as the request gave them for this system."""

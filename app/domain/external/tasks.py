@@ -3,7 +3,8 @@ shown with its view, and announced again when past their own due time.
 
 A request of any kind gives each selected ``kind: external`` system one task. The event
 ``external_task.created`` says what to do and which identity names the system needs, never an
-identity: the task's owner reads those once with ``GET .../identities``
+identity: the task's owner reads those (and a rectification's new values) once with
+``GET .../identities``, within ``LETHE_EXTERNAL_IDENTITIES_TTL_SECONDS`` of the task's opening
 (:mod:`app.domain.external.reports`).
 """
 
@@ -146,6 +147,7 @@ async def open_tasks(session: AsyncSession, request: SubjectRequest, now: dateti
         subscription = await _subscription(session, task.notify) if task.notify != "manual" else None
         task.status = "pending"
         task.due_at = parse_duration(declared.due).after(now)
+        task.opened_at = now
         task.client_id = subscription.client_id if subscription is not None else request.client_id
         task.updated_at = now
         path = task_path(request.id, task.system)
@@ -230,6 +232,7 @@ def _out(task: ExternalTask, now: datetime) -> TaskOut:
         due_at=task.due_at if task.status != "held" else None,
         overdue=task.status == "pending" and as_utc(task.due_at) < now,
         identities_read=task.identities_read_at is not None,
+        opened_at=task.opened_at if task.status != "held" else None,
         counts=dict(task.counts),
         evidence=task.evidence,
         error=task.error,

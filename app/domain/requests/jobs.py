@@ -30,6 +30,7 @@ from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.consent.services import consent_history
+from app.domain.external.parts import clear_parts, external_sections
 from app.domain.external.tasks import cancel_tasks, pending_tasks
 from app.domain.recipients.services import record_recipients
 from app.domain.requests.artifacts import remove_artifacts
@@ -134,6 +135,11 @@ class RequestWorker:
                 for p in progress
             ]
             history = await self._consent_history(session, identities) if request.kind == "access" else []
+            external = (
+                await external_sections(session, self.settings, request.id)
+                if request.kind == "access"
+                else []
+            )
             started_at = request.started_at or utcnow()
 
         async def target(system: str, manifest: Manifest) -> AsyncEngine:
@@ -154,6 +160,7 @@ class RequestWorker:
             settings=self.settings,
             progress=fence,
             targets=target,
+            external=external,
         )
 
     async def _run_with_heartbeat(
@@ -168,9 +175,12 @@ class RequestWorker:
         )
 
     async def process(self, claim: Claim) -> str:
-        """Carry out a claimed request; returns ``completed``, ``failed``, ``deferred`` or ``lost``."""
+        """Carry out a claimed request; returns ``completed``, ``failed``, ``deferred``,
+        ``awaiting_systems`` or ``lost``."""
         fence = Fence(self.sessions, claim, self.settings.worker_lease_seconds, artifact_store(self.settings))
         try:
+            if claim.kind == "access" and await self._await_systems(claim, fence):
+                return "awaiting_systems"
             run = await self._build_run(claim, fence)
             handler = HANDLERS[claim.kind]
             outcome = await self._run_with_heartbeat(handler, run, fence)
@@ -181,6 +191,34 @@ class RequestWorker:
         except Exception as exc:  # every failure ends the attempt cleanly (see _settle_error)
             return await self._settle_error(claim, fence, exc)
         return "completed"
+
+    async def _await_systems(self, claim: Claim, fence: Fence) -> bool:
+        """An access export is assembled once, with every external system's part: while one has
+        not reported, put the request in ``awaiting_systems`` without exporting (the last report
+        queues it again) and return True."""
+        async with self.sessions() as session, session.begin():
+            now = await fence.fence(session)
+            if await pending_tasks(session, claim.request_id) == 0:
+                return False
+            await session.execute(
+                update(SubjectRequest)
+                .where(SubjectRequest.id == claim.request_id)
+                .values(status="awaiting_systems", lease_owner=None, lease_expires_at=None, updated_at=now)
+            )
+            await audit.append(
+                session,
+                action="request.awaiting_systems",
+                actor=WORKER_ACTOR,
+                request_id=str(claim.request_id),
+                subject_ref=await _subject_ref(session, claim.request_id),
+                payload={
+                    "kind": claim.kind,
+                    "from": "running",
+                    "to": "awaiting_systems",
+                    "attempt": claim.attempt,
+                },
+            )
+        return True
 
     async def _settle_error(self, claim: Claim, fence: Fence, exc: Exception) -> str:
         """Fail the request with a reason free of personal data, or defer it while a target is down."""
@@ -214,6 +252,7 @@ class RequestWorker:
             }
             if not waiting:
                 values.update(completed_at=now, identities_encrypted=None, changes_encrypted=None)
+                await clear_parts(session, claim.request_id)  # assembled into the export, if any
             if outcome.artifact:
                 values.update(
                     artifact_attempt=claim.attempt, artifact_expires_at=now + artifact_ttl(self.settings)
@@ -305,6 +344,7 @@ class RequestWorker:
                         )
                         .values(status="failed", error=reason, attempt=claim.attempt, updated_at=now)
                     )
+                await clear_parts(session, claim.request_id)
                 failed = await session.get(SubjectRequest, claim.request_id, populate_existing=True)
                 assert failed is not None  # noqa: S101 - fenced above
                 await cancel_tasks(session, failed, now)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -20,6 +20,7 @@ from app.db.requests import (
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.external import tasks
+from app.domain.external.parts import clear_parts
 from app.domain.recipients.services import record_recipients
 from app.domain.requests.catalog import RegisteredManifest, database_manifests, newest_versions
 from app.domain.requests.deadlines import add_months, check_extension, due_date
@@ -51,6 +52,16 @@ DECISIONS: dict[str, tuple[frozenset[str], str, str]] = {
     "cancel": (frozenset({"received", "awaiting_approval", "queued"}), "cancelled", "request.cancelled"),
 }
 """Decision -> (states it is allowed from, state it leads to, audit action)."""
+
+
+REQUESTS = cast("Table", SubjectRequest.__table__)
+PROGRESS = cast("Table", SubjectRequestSystem.__table__)
+
+
+def _columns(row: SubjectRequest | SubjectRequestSystem, table: Table) -> dict[str, Any]:
+    """The column values set on a transient ``row`` (those left unset are NULL in the row)."""
+    values = row.__dict__
+    return {column.key: values[column.key] for column in table.columns if column.key in values}
 
 
 # --- secrets at rest --------------------------------------------------------------------------
@@ -133,10 +144,18 @@ def _match_rule(
     return default_match(name)
 
 
-def _change_errors(body: RequestIn, selected: Mapping[str, RegisteredManifest]) -> list[dict[str, str]]:
+def _change_errors(
+    body: RequestIn, selected: Mapping[str, RegisteredManifest], external: Collection[str] = ()
+) -> list[dict[str, str]]:
+    """``external`` systems declare no tables: their changes are ``{record: {field: value}}``
+    under names of the caller's choosing, handed to the system with its task's identities."""
     errors: list[dict[str, str]] = []
     for system, tables in (body.changes or {}).items():
         where = f"body.changes.{system}"
+        if system in external:
+            if not tables or not all(tables.values()):
+                errors.append(field_error(where, "names no record and field"))
+            continue
         if system not in selected:
             errors.append(field_error(where, "not a selected system"))
             continue
@@ -161,7 +180,9 @@ def _change_errors(body: RequestIn, selected: Mapping[str, RegisteredManifest]) 
     return errors
 
 
-def _check_changes(body: RequestIn, selected: Mapping[str, RegisteredManifest]) -> None:
+def _check_changes(
+    body: RequestIn, selected: Mapping[str, RegisteredManifest], external: Collection[str] = ()
+) -> None:
     if body.kind != "rectification":
         if body.changes is not None:
             raise ValidationFailed(
@@ -170,13 +191,16 @@ def _check_changes(body: RequestIn, selected: Mapping[str, RegisteredManifest]) 
         return
     if not body.changes:
         raise ValidationFailed("a rectification needs changes", [field_error("body.changes", "required")])
-    errors = _change_errors(body, selected)
+    errors = _change_errors(body, selected, external)
     if errors:
         raise ValidationFailed("malformed changes: " + "; ".join(e["field"] for e in errors), errors)
 
 
 def _validate(
-    body: RequestIn, registered: Mapping[str, RegisteredManifest], external_identities: set[str] | None = None
+    body: RequestIn,
+    registered: Mapping[str, RegisteredManifest],
+    external_identities: set[str] | None = None,
+    external: Collection[str] = (),
 ) -> list[str]:
     if body.dry_run and body.kind != "erasure":
         raise ValidationFailed(
@@ -186,7 +210,7 @@ def _validate(
     selected = {s: registered[s] for s in systems}
     _check_identities(body, list(selected.values()), external_identities)
     check_identity_values(body.identities, list(selected.values()))
-    _check_changes(body, selected)
+    _check_changes(body, selected, external)
     return systems
 
 
@@ -215,16 +239,17 @@ async def transition(
     if to in FINAL_STATUSES:
         values.update(identities_encrypted=None, changes_encrypted=None, completed_at=now)
     result = await session.execute(
-        update(SubjectRequest)
-        .where(SubjectRequest.id == request.id, SubjectRequest.status.in_(allowed_from))
+        update(REQUESTS)
+        .where(REQUESTS.c.id == request.id, REQUESTS.c.status.in_(allowed_from))
         .values(**values)
-        .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"request {request.id} is {request.status}; cannot move it to {to}")
     previous = request.status
     for name, value in values.items():
         setattr(request, name, value)
+    if to in FINAL_STATUSES:
+        await clear_parts(session, request.id)
     if to == "queued":
         await queued_in(session)
         await tasks.open_tasks(session, request, now)
@@ -265,7 +290,7 @@ async def create_request_rows(
     externals = tasks.external_systems(rows)
     database_systems, chosen = tasks.split_selection(body.systems, externals)
     body = msgspec.structs.replace(body, systems=database_systems)
-    systems = _validate(body, registered, tasks.needed_identities(chosen, externals))
+    systems = _validate(body, registered, tasks.needed_identities(chosen, externals), chosen)
     if not settings.audit_key:
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
     now = utcnow()
@@ -293,7 +318,6 @@ async def create_request_rows(
         attempt=0,
         updated_at=now,
     )
-    session.add(request)
     progress = [
         SubjectRequestSystem(
             request_id=request_id,
@@ -308,8 +332,11 @@ async def create_request_rows(
         )
         for index, system in enumerate(systems)
     ]
-    session.add_all(progress)
-    await session.flush()
+    # Core inserts of the rows the objects describe: the objects stay out of the session (no
+    # unit-of-work flush on the hot path) and answer the response as they are.
+    await session.execute(insert(REQUESTS).values(_columns(request, REQUESTS)))
+    if progress:
+        await session.execute(insert(PROGRESS), [_columns(row, PROGRESS) for row in progress])
     await tasks.hold_tasks(session, request, chosen, externals, now)
     if body.callback_url is not None:
         await attach_callback(session, settings, principal, request_id, body.callback_url)

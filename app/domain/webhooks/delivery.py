@@ -60,7 +60,8 @@ def sign(secrets_: list[str], message_id: str, timestamp: datetime, body: bytes)
 
 
 class DeliveryWorker:
-    """One sender: leases a due delivery, signs and posts it, records the attempt (fenced)."""
+    """One sender: leases a batch of due deliveries, signs and posts them concurrently, records
+    the attempts (each fenced by its own claim)."""
 
     def __init__(self, settings: Settings, store_engine: AsyncEngine, name: str) -> None:
         self.settings = settings
@@ -75,20 +76,30 @@ class DeliveryWorker:
         """Close the HTTP client."""
         await self.client.aclose()
 
-    async def _claim(self) -> tuple[Holder, WebhookDelivery, WebhookEvent, WebhookSubscription] | None:
+    async def _claim(self) -> list[tuple[Holder, WebhookDelivery, WebhookEvent, WebhookSubscription]]:
+        """Lease up to ``webhook_batch_size`` due deliveries, with their events and subscriptions."""
         async with self.sessions() as session, session.begin():
-            lease = await claim_due(session, self.owner, self.settings.webhook_lease_seconds, utcnow())
-            if lease is None:
-                return None
-            delivery, event, subscription = (
-                await session.execute(
-                    select(WebhookDelivery, WebhookEvent, WebhookSubscription)
-                    .join(WebhookEvent, WebhookEvent.seq == WebhookDelivery.event_seq)
-                    .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-                    .where(WebhookDelivery.id == lease.key)
-                )
-            ).one()
-            return lease, delivery, event, subscription
+            leases = await claim_due(
+                session,
+                self.owner,
+                self.settings.webhook_lease_seconds,
+                utcnow(),
+                limit=self.settings.webhook_batch_size,
+            )
+            if not leases:
+                return []
+            rows = {
+                delivery.id: (delivery, event, subscription)
+                for delivery, event, subscription in (
+                    await session.execute(
+                        select(WebhookDelivery, WebhookEvent, WebhookSubscription)
+                        .join(WebhookEvent, WebhookEvent.seq == WebhookDelivery.event_seq)
+                        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+                        .where(WebhookDelivery.id.in_([lease.key for lease in leases]))
+                    )
+                ).tuples()
+            }
+            return [(lease, *rows[lease.key]) for lease in leases]
 
     async def _send(self, event: WebhookEvent, subscription: WebhookSubscription) -> SendResult:
         try:
@@ -137,22 +148,39 @@ class DeliveryWorker:
         return {**values, "next_attempt_at": retry_at}
 
     async def run_one(self) -> bool:
-        """Send one due delivery; False when none was due."""
+        """Send one batch of due deliveries (see :meth:`run_batch`); False when none was due."""
+        return await self.run_batch() > 0
+
+    async def run_batch(self) -> int:
+        """Lease up to ``webhook_batch_size`` due deliveries in one transaction, post them
+        concurrently, write their outcomes (each fenced by its own claim) in one transaction;
+        returns how many were attempted."""
         claimed = await self._claim()
-        if claimed is None:
-            return False
-        lease, delivery, event, subscription = claimed
-        result = await self._send(event, subscription)
-        values = self._outcome(delivery, result, utcnow())
+        if not claimed:
+            return 0
+        results = await asyncio.gather(
+            *(self._send(event, subscription) for _, _, event, subscription in claimed)
+        )
+        now = utcnow()
+        outcomes = [
+            self._outcome(delivery, result, now)
+            for (_, delivery, _, _), result in zip(claimed, results, strict=True)
+        ]
         async with self.sessions() as session, session.begin():
-            settled = await settle(session, lease, values)
-        outcome = str(values.get("status", "retry")) if settled else "lost"
-        WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
-        if not settled:
-            logger.warning("delivery lease lost", delivery_id=str(lease.key))
-        if outcome == "dead":
-            logger.warning("webhook delivery dead", delivery_id=str(lease.key), attempts=values["attempts"])
-        return True
+            settled = [
+                await settle(session, lease, values)
+                for (lease, *_), values in zip(claimed, outcomes, strict=True)
+            ]
+        for (lease, *_), values, held in zip(claimed, outcomes, settled, strict=True):
+            outcome = str(values.get("status", "retry")) if held else "lost"
+            WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
+            if not held:
+                logger.warning("delivery lease lost", delivery_id=str(lease.key))
+            if outcome == "dead":
+                logger.warning(
+                    "webhook delivery dead", delivery_id=str(lease.key), attempts=values["attempts"]
+                )
+        return len(claimed)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """:meth:`loop` until ``stop``, then close the HTTP client."""

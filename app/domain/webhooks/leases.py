@@ -49,18 +49,23 @@ def _due(now: datetime) -> Any:
     )
 
 
-async def claim_due(session: AsyncSession, owner: str, lease_seconds: int, now: datetime) -> Holder | None:
-    """Lease the delivery due first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), in ``session``.
+async def claim_due(
+    session: AsyncSession, owner: str, lease_seconds: int, now: datetime, limit: int = 1
+) -> list[Holder]:
+    """Lease up to ``limit`` deliveries due first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), in
+    ``session``. Each is the earliest pending delivery of its request for its subscription (see
+    :func:`_due`), so a batch never holds two events of one request: their order is kept.
 
     Ordered by ``next_attempt_at`` alone: the due index is walked in order and the search stops
-    at the first due row (a secondary sort would evaluate every pending delivery).
+    after the first due rows (a secondary sort would evaluate every pending delivery).
     """
-    return await DELIVERY_LEASE.claim_next(
+    return await DELIVERY_LEASE.claim_batch(
         session,
         owner=owner,
         seconds=lease_seconds,
         ready=_due(now),
         order_by=(WebhookDelivery.next_attempt_at,),
+        limit=limit,
         now=now,
     )
 
