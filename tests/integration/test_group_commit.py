@@ -170,11 +170,10 @@ async def test_shutdown_writes_every_queued_unit_then_refuses(engine: AsyncEngin
         await writer.submit(consent_unit(_consent(1, 0), actor="op").writes)
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # a backend to end mid-COMMIT
 async def test_a_connection_lost_during_commit_fails_the_caller_with_nothing_written(
     engine: AsyncEngine, committer: GroupCommitter
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("a backend to terminate mid-COMMIT: PostgreSQL")
     async with engine.begin() as connection:
         await connection.execute(
             text(
