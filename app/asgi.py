@@ -12,9 +12,11 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
 from app.config import Settings, get_settings
+from app.db.group_commit import GroupCommitter
 from app.db.store import create_store_engine, store_config
 from app.domain.audit.controllers import AuditController
 from app.domain.audit.jobs import audit_lifespan
+from app.domain.audit.sequencer import wake_now
 from app.domain.backups.controllers import BackupController
 from app.domain.backups.jobs import start_backup_gauges
 from app.domain.consent.controllers import ConsentController
@@ -54,10 +56,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     retention_runner = RetentionRunner(engine, targets, settings)
     loops = LoopWatch(grace_seconds=settings.worker_lease_seconds)
     limiter = RateLimiter(engine, parse_limits(settings.rate_limits))
+    committer = GroupCommitter(
+        engine,
+        max_batch=settings.group_commit_batch_size,
+        queue_size=settings.group_commit_queue_size,
+        after_commit=wake_now,
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         """Start-up and shutdown: every background loop runs on ``loops`` (see app.lib.loops)."""
+        committer.start()
         try:
             if settings.manifests_dir:
                 await register_directory(engine, Path(settings.manifests_dir))
@@ -66,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             start_backup_gauges(loops, settings, engine)
             yield
         finally:
+            await committer.close()  # every queued consent is written before the engine goes
             await loops.stop()  # graceful: running requests finish within the grace
             await targets.dispose()
             await engine.dispose()
@@ -108,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "retention_runner": retention_runner,
                 "loops": loops,
                 "rate_limiter": limiter,
+                "group_committer": committer,
             }
         ),
         openapi_config=openapi_config(),

@@ -39,6 +39,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Service store. SQLite (embedded default) or ``postgresql+asyncpg://...``."""
     database_pool_size: int = 10
     """Connections kept per replica when the store is PostgreSQL."""
+    group_commit_batch_size: int = 500
+    """Most units (a consent and its audit event, ...) the group committer writes per commit."""
+    group_commit_queue_size: int = 10000
+    """Most units waiting for the group committer; callers beyond it wait for room (backpressure)."""
     jwt_secret: str | None = None
     """HS256 shared secret, at least 32 bytes."""
     jwt_public_key: str | None = None

@@ -4,18 +4,24 @@
 
 A fresh, migrated PostgreSQL store and a small SQLite CRM target (the test suite's manifest,
 registered through the API). ``lethe run`` serves the app with uvicorn on loopback in its own
-process (one process, workers off, rate limits off). For 16 and 64 concurrent clients (one httpx
-client each, in this process), ``LETHE_BENCH_API_REQUESTS`` (default 2,000) access requests are
-created, each with its own Idempotency-Key, then each of them is read back once.
+process (one process, workers off, rate limits off). For 16 and 64 concurrent clients,
+``LETHE_BENCH_API_REQUESTS`` (default 2,000) access requests are created, each with its own
+Idempotency-Key, then each of them is read back once.
 
-Timed: the HTTP round trips from the first request sent to the last response received (client and
-server on the same machine, sharing its cores). Server CPU: user + system time of the server
-process over the timed region (``/proc``), divided by the requests.
+The load comes from :data:`LOAD_PROCESSES` separate processes, each holding its share of the
+clients as keep-alive aiohttp connections: an httpx client per connection in the bench process
+spent about as much CPU per request as the server, on the same two cores, and so measured the
+client as much as the server.
+
+Timed: the HTTP round trips from the first request sent to the last response received, over all
+load processes (client and server on the same machine, sharing its cores). Server CPU: user +
+system time of the server process over the timed region (``/proc``), divided by the requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import socket
 import statistics
@@ -24,9 +30,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import msgspec
 from sqlalchemy import text
@@ -47,6 +56,7 @@ CLIENTS = (16, 64)
 PEOPLE = 50
 ROOT = Path(__file__).parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
+LOAD_PROCESSES = 2
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -82,28 +92,78 @@ async def _ready(base: str, server: subprocess.Popen[bytes]) -> None:
     raise SystemExit("the server did not become ready")
 
 
-async def _drive(
-    base: str, clients: int, pid: int, call: Any, items: list[Any]
-) -> tuple[dict[str, float], list[Any]]:
-    """Send ``call(client, item)`` for every item from ``clients`` concurrent clients."""
+async def _create(session: aiohttp.ClientSession, headers: dict[str, str], index: int) -> str:
+    body = msgspec.json.encode({"kind": "access", "identities": {"user_id": str(index % PEOPLE + 1)}})
+    keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"}
+    async with session.post("/v1/requests", data=body, headers=keyed) as response:
+        text = await response.read()
+        assert response.status == 202, text
+        return str(msgspec.json.decode(text)["id"])
+
+
+async def _read(session: aiohttp.ClientSession, headers: dict[str, str], request_id: str) -> None:
+    async with session.get(f"/v1/requests/{request_id}", headers=headers) as response:
+        text = await response.read()
+        assert response.status == 200, text
+
+
+CALLS: dict[str, Callable[..., Any]] = {"create": _create, "read": _read}
+
+
+async def _load(
+    base: str, headers: dict[str, str], operation: str, clients: int, items: list[Any]
+) -> tuple[float, float, list[float], list[Any]]:
+    """One load process: ``clients`` keep-alive connections working through ``items``."""
+    call = CALLS[operation]
     queue = list(reversed(items))
     latencies: list[float] = []
     results: list[Any] = []
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(60)) as session:
 
-    async def client_loop() -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        async def client_loop() -> None:
             while queue:
                 item = queue.pop()
-                start = time.perf_counter()
-                results.append(await call(client, item))
-                latencies.append(time.perf_counter() - start)
+                start = time.monotonic()
+                results.append(await call(session, headers, item))
+                latencies.append(time.monotonic() - start)
 
+        started = time.monotonic()
+        await asyncio.gather(*(client_loop() for _ in range(clients)))
+        return started, time.monotonic(), latencies, results
+
+
+def _load_process(
+    base: str, headers: dict[str, str], operation: str, clients: int, items: list[Any]
+) -> tuple[float, float, list[float], list[Any]]:
+    return asyncio.run(_load(base, headers, operation, clients, items))
+
+
+async def _drive(
+    pool: ProcessPoolExecutor,
+    base: str,
+    headers: dict[str, str],
+    clients: int,
+    pid: int,
+    operation: str,
+    items: list[Any],
+) -> tuple[dict[str, float], list[Any]]:
+    """Send ``operation`` for every item from ``clients`` connections over the load processes."""
+    loop = asyncio.get_running_loop()
+    shares = [items[i::LOAD_PROCESSES] for i in range(LOAD_PROCESSES)]
     cpu = _cpu_seconds(pid)
-    started = time.perf_counter()
-    await asyncio.gather(*(client_loop() for _ in range(clients)))
-    elapsed = time.perf_counter() - started
+    done = await asyncio.gather(
+        *(
+            loop.run_in_executor(
+                pool, _load_process, base, headers, operation, max(1, clients // LOAD_PROCESSES), share
+            )
+            for share in shares
+        )
+    )
     cpu = _cpu_seconds(pid) - cpu
-    latencies.sort()
+    elapsed = max(d[1] for d in done) - min(d[0] for d in done)
+    latencies = sorted(latency for d in done for latency in d[2])
+    results = [result for d in done for result in d[3]]
     figures = {
         "rps": len(items) / elapsed,
         "p50": statistics.median(latencies) * 1000,
@@ -144,24 +204,18 @@ async def _measure(admin_url: str) -> list[dict[str, Any]]:
                 )
                 assert response.status_code in (200, 201), response.text
 
-            async def create(client: httpx.AsyncClient, index: int) -> str:
-                body = {"kind": "access", "identities": {"user_id": str(index % PEOPLE + 1)}}
-                keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
-                response = await client.post("/v1/requests", json=body, headers=keyed)
-                assert response.status_code == 202, response.text
-                return str(response.json()["id"])
-
-            async def read(client: httpx.AsyncClient, request_id: str) -> None:
-                response = await client.get(f"/v1/requests/{request_id}", headers=headers)
-                assert response.status_code == 200, response.text
-
-            await _drive(base, 4, server.pid, create, list(range(100)))  # warm the pools and caches
-            for clients in CLIENTS:
-                posted, ids = await _drive(base, clients, server.pid, create, list(range(REQUESTS)))
-                got, _ = await _drive(base, clients, server.pid, read, ids)
-                for operation, figures in (("POST /v1/requests", posted), ("GET /v1/requests/{id}", got)):
-                    rows.append({"operation": operation, "clients": clients, **figures})
-                    print(rows[-1], flush=True)
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(LOAD_PROCESSES, mp_context=spawn) as pool:
+                # warm the pools and caches (and start the load processes)
+                await _drive(pool, base, headers, 4, server.pid, "create", list(range(100)))
+                for clients in CLIENTS:
+                    posted, ids = await _drive(
+                        pool, base, headers, clients, server.pid, "create", list(range(REQUESTS))
+                    )
+                    got, _ = await _drive(pool, base, headers, clients, server.pid, "read", ids)
+                    for operation, figures in (("POST /v1/requests", posted), ("GET /v1/requests/{id}", got)):
+                        rows.append({"operation": operation, "clients": clients, **figures})
+                        print(rows[-1], flush=True)
     finally:
         if server is not None:
             server.terminate()
@@ -182,10 +236,12 @@ def run() -> str:
         "`LETHE_BENCH_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m bench api` "
         f"— `lethe run` (uvicorn, one process, workers and rate limits off, PostgreSQL store, a SQLite "
         f"CRM target registered through the API); per case {REQUESTS:,} access requests created (each "
-        "with its own Idempotency-Key), then each read back once, by N concurrent httpx clients in the "
-        "bench process. Timed region: HTTP round trips from a client on the same machine (client, "
-        "server and PostgreSQL share the cores), first request sent to last response received. Server "
-        "CPU: user + system time of the server process over the timed region, per request.",
+        "with its own Idempotency-Key), then each read back once, over N concurrent keep-alive "
+        f"connections spread over {LOAD_PROCESSES} load processes (aiohttp; separate from the bench "
+        "process, so the server is measured, not an in-process client competing with it). Timed "
+        "region: HTTP round trips from clients on the same machine (load processes, server and "
+        "PostgreSQL share the cores), first request sent to last response received. Server CPU: user + "
+        "system time of the server process over the timed region, per request.",
         "",
         "| operation | clients | requests/s | p50 ms | p99 ms | server CPU ms/request |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

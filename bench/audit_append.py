@@ -1,13 +1,16 @@
 """Chained audit appends per second on PostgreSQL, against plain INSERT+COMMIT at the same concurrency.
 
-Both sides run in one process, on one pooled engine, each write its own transaction through an
-``AsyncSession`` (as a feature records one action). Plain = one Core INSERT of the same row shape
-into a copy of ``audit_event`` without triggers, then COMMIT. Chained = ``append()`` (payload
-rules, INSERT into ``audit_pending``) then COMMIT, while the production sequencer
-(``run_sequencer``) links the events in batches in the same process; the timed region ends when
-the last event is linked into the chain, so the rate is of durable *chained* events. A consent
-run (``record_consent``: the consent row and its audit event, one transaction) gives the write
-latency at that rate. Sequencing lag is read from the exported histogram
+Everything runs in one process, on one pooled engine. Plain = each write its own transaction
+through an ``AsyncSession``: one Core INSERT of the same row shape into a copy of
+``audit_event`` without triggers, then COMMIT. In-transaction = ``append()`` (payload rules,
+INSERT into ``audit_pending``) then COMMIT, each write its own transaction (the path of a state
+change that must commit with its event). Group = the event's row (``pending_write``, the same
+rules) submitted to the process's ``GroupCommitter``; the writer returns once the batch holding
+it is committed. The production sequencer (``run_sequencer``) links the events in batches in the
+same process; for both chained paths the timed region ends when the last event is linked into
+the chain, so the rate is of durable *chained* events. A consent run (``record_consent``: the
+consent row and its audit event, one unit of the group committer) gives the write latency at
+that rate. Sequencing lag is also read from the exported histogram
 (``lethe_audit_sequencing_lag_seconds``), so its p99 is stated as the bucket it falls in.
 """
 
@@ -26,11 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from app.config import Settings
 from app.db.audit import AuditEvent, AuditPending
+from app.db.group_commit import BATCH_UNITS, GroupCommitter
 from app.db.store import upgrade_store
 from app.domain.audit.chain import verify_chain
 from app.domain.audit.references import subject_reference
-from app.domain.audit.sequencer import LAG_SECONDS, run_sequencer
-from app.domain.audit.services import append
+from app.domain.audit.sequencer import LAG_SECONDS, run_sequencer, wake_now
+from app.domain.audit.services import append, pending_write
 from app.domain.consent.services import NewConsent, record_consent
 from app.lib.crypto import CHAIN_OPTION, ChainKeyring
 
@@ -38,6 +42,9 @@ __all__ = ("run",)
 
 ADMIN_URL = os.environ.get("LETHE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TOTAL = int(os.environ.get("LETHE_BENCH_AUDIT_APPENDS", "8000"))
+GROUP_TOTAL = int(os.environ.get("LETHE_BENCH_AUDIT_GROUP_APPENDS", "24000"))
+"""The group path is several times faster from 8 writers: more writes there (at most ``TOTAL``
+per writer), so its timed region is not a blink."""
 WRITERS = (1, 8, 32, 64)
 CONSENT_WRITERS = 32
 CHAIN_KEY = b"bench-audit-chain-key-of-at-least-32-bytes"
@@ -46,10 +53,11 @@ PLAIN = AuditEvent.__table__.to_metadata(MetaData(), name="audit_event_plain")
 """The columns and types of ``audit_event``; created by ``LIKE ... INCLUDING ALL`` (no triggers)."""
 
 Writer = Callable[[int, int, list[float]], Awaitable[None]]
-Row = tuple[int, float, float, float, float, float, float]
-"""writers, chained/s, chained write p99, plain/s, plain write p99, lag p99, histogram p99 bucket"""
-Consent = tuple[float, float, float, float]
-"""consent writes/s, write p99, lag p99, histogram p99 bucket"""
+Chained = tuple[float, float, float, float, float]
+"""chained/s until linked, write p99, commit-to-link lag p99, histogram p99 bucket (seconds), and
+this process's CPU seconds per write (writers, group committer and sequencer)"""
+Row = tuple[int, float, float, Chained, Chained, float]
+"""writers, plain/s, plain write p99, in-transaction, group, mean units per group commit"""
 
 
 def _async(url: str, database: str | None = None) -> str:
@@ -87,6 +95,23 @@ def _chained(engine: AsyncEngine, committed: dict[uuid.UUID, float]) -> Writer:
     return write
 
 
+def _grouped(committer: GroupCommitter, committed: dict[uuid.UUID, float]) -> Writer:
+    async def write(writer: int, count: int, latencies: list[float]) -> None:
+        for index in range(count):
+            started = time.perf_counter()
+            event_id, row = pending_write(
+                action="bench.append",
+                actor=f"writer-{writer}",
+                request_id="bench",
+                payload={"table": "users", "rows": index},
+            )
+            await committer.submit([row])
+            committed[event_id] = time.perf_counter()
+            latencies.append(committed[event_id] - started)
+
+    return write
+
+
 def _plain(engine: AsyncEngine, seqs: list[int]) -> Writer:
     async def write(writer: int, count: int, latencies: list[float]) -> None:
         for index in range(count):
@@ -113,7 +138,7 @@ def _plain(engine: AsyncEngine, seqs: list[int]) -> Writer:
     return write
 
 
-def _consent(engine: AsyncEngine, committed: dict[uuid.UUID, float]) -> Writer:
+def _consent(committer: GroupCommitter, committed: dict[uuid.UUID, float]) -> Writer:
     async def write(writer: int, count: int, latencies: list[float]) -> None:
         for index in range(count):
             consent = NewConsent(
@@ -125,9 +150,7 @@ def _consent(engine: AsyncEngine, committed: dict[uuid.UUID, float]) -> Writer:
                 source="bench",
             )
             started = time.perf_counter()
-            async with AsyncSession(engine) as session:
-                _, event_id = await record_consent(session, consent, actor=f"writer-{writer}")
-                await session.commit()
+            _, event_id = await record_consent(committer, consent, actor=f"writer-{writer}")
             committed[event_id] = time.perf_counter()
             latencies.append(committed[event_id] - started)
 
@@ -184,9 +207,11 @@ def _p99(latencies: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-async def _rate(writers: int, work: Writer, drain: AsyncEngine | None = None) -> tuple[float, float]:
+async def _rate(
+    writers: int, work: Writer, drain: AsyncEngine | None = None, total: int = TOTAL
+) -> tuple[float, float]:
     """Writes/s (until the last is linked, when ``drain``) and the p99 write latency in seconds."""
-    per_writer = TOTAL // writers
+    per_writer = total // writers
     latencies: list[float] = []
     started = time.perf_counter()
     await asyncio.gather(*(work(n, per_writer, latencies) for n in range(writers)))
@@ -195,46 +220,67 @@ async def _rate(writers: int, work: Writer, drain: AsyncEngine | None = None) ->
     return per_writer * writers / (time.perf_counter() - started), _p99(latencies)
 
 
+def _batch_units() -> tuple[float, float]:
+    """(units, commits) observed so far by the group committer's histogram."""
+    samples = {s.name: s.value for s in BATCH_UNITS.collect()[0].samples}
+    return samples["lethe_group_commit_batch_units_sum"], samples["lethe_group_commit_batch_units_count"]
+
+
 async def _chained_rate(
-    engine: AsyncEngine, writers: int, make: Callable[[AsyncEngine, dict[uuid.UUID, float]], Writer]
-) -> tuple[float, float, float]:
-    """Chained writes/s until the last is linked, write p99, and commit-to-link lag p99 (seconds)."""
+    engine: AsyncEngine, writers: int, work: Callable[[dict[uuid.UUID, float]], Writer], total: int
+) -> Chained:
+    """Chained writes/s until the last is linked, write p99, lag p99 and its histogram bucket."""
     committed: dict[uuid.UUID, float] = {}
     linked: dict[uuid.UUID, float] = {}
     stop = asyncio.Event()
+    before = _lag_buckets()
     watcher = asyncio.create_task(_watch_links(engine, linked, stop))
+    cpu = time.process_time()
     try:
-        rate, p99 = await _rate(writers, make(engine, committed), drain=engine)
+        rate, p99 = await _rate(writers, work(committed), drain=engine, total=total)
+        cpu = (time.process_time() - cpu) / len(committed)
     finally:
         stop.set()
         await watcher
-    return rate, p99, _commit_to_link_p99(committed, linked)
+    return rate, p99, _commit_to_link_p99(committed, linked), _lag_p99(before), cpu
 
 
-async def _measure(url: str) -> tuple[list[Row], Consent]:
+async def _measure(url: str) -> tuple[list[Row], Chained]:
     settings = _settings(url)
     keyring = ChainKeyring(1, {1: CHAIN_KEY})
     engine = create_async_engine(
         url, pool_size=max(WRITERS) + 4, max_overflow=0, execution_options={CHAIN_OPTION: keyring}
+    )
+    committer = GroupCommitter(
+        engine,
+        max_batch=settings.group_commit_batch_size,
+        queue_size=settings.group_commit_queue_size,
+        after_commit=wake_now,
     )
     try:
         await upgrade_store(engine)
         async with engine.begin() as connection:
             await connection.execute(text("CREATE TABLE audit_event_plain (LIKE audit_event INCLUDING ALL)"))
         sequencer = asyncio.create_task(run_sequencer(settings, engine))
+        committer.start()
         seqs = [0]
         rows = []
         linked = 0
         for writers in WRITERS:
             plain, plain_p99 = await _rate(writers, _plain(engine, seqs))
-            before = _lag_buckets()
-            chained, chained_p99, lag = await _chained_rate(engine, writers, _chained)
-            linked += TOTAL // writers * writers
-            rows.append((writers, chained, chained_p99, plain, plain_p99, lag, _lag_p99(before)))
-        before = _lag_buckets()
-        consent_rate, consent_p99, consent_lag = await _chained_rate(engine, CONSENT_WRITERS, _consent)
-        consent = (consent_rate, consent_p99, consent_lag, _lag_p99(before))
-        linked += TOTAL // CONSENT_WRITERS * CONSENT_WRITERS
+            in_transaction = await _chained_rate(engine, writers, lambda done: _chained(engine, done), TOTAL)
+            units, commits = _batch_units()
+            group_total = min(GROUP_TOTAL, TOTAL * writers)
+            group = await _chained_rate(engine, writers, lambda done: _grouped(committer, done), group_total)
+            units_after, commits_after = _batch_units()
+            linked += TOTAL // writers * writers + group_total // writers * writers
+            per_commit = (units_after - units) / max(1.0, commits_after - commits)
+            rows.append((writers, plain, plain_p99, in_transaction, group, per_commit))
+        consent = await _chained_rate(
+            engine, CONSENT_WRITERS, lambda done: _consent(committer, done), GROUP_TOTAL
+        )
+        linked += GROUP_TOTAL // CONSENT_WRITERS * CONSENT_WRITERS
+        await committer.close()
         sequencer.cancel()
         await asyncio.gather(sequencer, return_exceptions=True)
         async with AsyncSession(engine) as session:
@@ -243,10 +289,11 @@ async def _measure(url: str) -> tuple[list[Row], Consent]:
         assert (report.head_seq, report.pending) == (linked, 0), report
         return rows, consent
     finally:
+        await committer.close()
         await engine.dispose()
 
 
-async def _main() -> tuple[list[Row], Consent]:
+async def _main() -> tuple[list[Row], Chained]:
     name = f"lethe_bench_audit_{uuid.uuid4().hex[:8]}"
     admin = create_async_engine(_async(ADMIN_URL), isolation_level="AUTOCOMMIT")
     try:
@@ -263,38 +310,53 @@ async def _main() -> tuple[list[Row], Consent]:
 
 def run() -> str:
     """Measure and return the Markdown section for RESULTS.md."""
-    load_before = os.getloadavg()[0]
-    rows, (consent_rate, consent_p99, consent_lag, consent_bucket) = asyncio.run(_main())
+    load_before = os.getloadavg()
+    rows, (consent_rate, consent_p99, consent_lag, consent_bucket, consent_cpu) = asyncio.run(_main())
+    load_after = os.getloadavg()
     lines = [
         "## Audit log: chained appends vs plain INSERT+COMMIT (PostgreSQL)",
         "",
-        f"`LETHE_BENCH_POSTGRES_URL=... python -m bench audit_append` — {TOTAL} writes per "
-        "configuration, each its own transaction through an `AsyncSession` on one pooled engine "
-        "(asyncpg), both sides in the same run. Plain = INSERT of the same row shape into a "
-        "trigger-less copy of `audit_event` + COMMIT. Chained = `append()` (payload rules, INSERT "
-        "into `audit_pending`) + COMMIT while the production sequencer (`run_sequencer`, batches of "
-        "1,000, one commit each, keyed HMAC links) runs in the same process; the timed region ends "
-        "when the last event is linked, so chained/s counts durable chained events. Lag = from the "
-        "writer's commit to the event being visible in the chain to a reader polling every 25 ms; "
-        "the exported histogram `lethe_audit_sequencing_lag_seconds` (append to link, so it also "
-        "holds the writer's own commit) is given as the bucket its p99 falls in. The chain is "
-        "verified at the end (every event linked, no gap). "
-        f"Load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on "
+        f"`LETHE_BENCH_POSTGRES_URL=... python -m bench audit_append` — one process, one pooled "
+        "engine (asyncpg), every side in the same run. **Plain** = INSERT of the same row shape into "
+        "a trigger-less copy of `audit_event` + COMMIT, each write its own transaction through an "
+        f"`AsyncSession` on a pooled connection ({TOTAL} writes). **In-transaction** = `append()` "
+        "(payload rules, INSERT into `audit_pending`) + COMMIT, each write its own transaction, the "
+        f"path of a state change that commits with its event ({TOTAL} writes). **Group** = the same "
+        "event row submitted to the process's `GroupCommitter` (one writer task, every unit waiting "
+        "at that moment in one transaction: one executemany, one commit); a writer's call returns "
+        f"once its event is committed ({TOTAL} writes at 1 writer, {GROUP_TOTAL} from 8). For both "
+        "chained paths the production "
+        "sequencer (`run_sequencer`, batches of up to 1,000, one commit each, keyed HMAC links) runs "
+        "in the same process, and the timed region runs from the first write to the last event "
+        "linked into the chain, so chained/s counts durable *chained* events. Write p99 = one "
+        "writer's call until its commit returned. Lag = from that commit to the event being "
+        "visible in the chain to a reader polling every 25 ms; the exported histogram "
+        "`lethe_audit_sequencing_lag_seconds` (append to link) is given as the bucket its p99 "
+        "falls in. CPU = this process's CPU time (writers, group committer, sequencer, the lag "
+        "reader) over the timed region, per write: what a write costs whatever the load. With every "
+        "writer waiting for its own commit, n writers cannot exceed n / (commit latency) writes/s "
+        "(Little's law): the figures below follow this machine's fsync latency at the time. "
+        "The chain is verified at the end (every event linked, no gap). "
+        f"Load average (1/5/15 min): {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f} "
+        f"before, {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} after, on "
         f"{os.cpu_count()} CPUs shared with other jobs.",
         "",
-        "| writers | chained appends/s | plain INSERTs/s | chained / plain | chained write p99 ms "
-        "| plain write p99 ms | lag p99 ms | histogram p99 |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| writers | plain INSERTs/s | group chained/s | group / plain | in-transaction chained/s "
+        "| in-tx / plain | plain p99 ms | group p99 ms | in-tx p99 ms | units per group commit "
+        "| group lag p99 ms | in-tx lag p99 ms | histogram p99 (group) | CPU us per write group / in-tx |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {w} | {c:,.0f} | {p:,.0f} | {c / p:.2f} | {cp * 1000:.1f} | {pp * 1000:.1f} | "
-        f"{lag * 1000:.0f} | <= {bucket:g} s |"
-        for w, c, cp, p, pp, lag, bucket in rows
+        f"| {w} | {p:,.0f} | {g[0]:,.0f} | {g[0] / p:.2f} | {t[0]:,.0f} | {t[0] / p:.2f} "
+        f"| {pp * 1000:.1f} | {g[1] * 1000:.1f} | {t[1] * 1000:.1f} | {units:.1f} "
+        f"| {g[2] * 1000:.0f} | {t[2] * 1000:.0f} | <= {g[3]:g} s | {g[4] * 1e6:.0f} / {t[4] * 1e6:.0f} |"
+        for w, p, pp, t, g, units in rows
     ]
     lines += [
         "",
-        f"Consent writes (`record_consent`: consent row + audit event, one transaction) at "
-        f"{CONSENT_WRITERS} writers: {consent_rate:,.0f}/s linked, write p99 {consent_p99 * 1000:.1f} ms, "
-        f"commit-to-link lag p99 {consent_lag * 1000:.0f} ms (histogram p99 <= {consent_bucket:g} s).",
+        f"Consent writes (`record_consent`: consent row + audit event, one unit of the group "
+        f"committer) at {CONSENT_WRITERS} writers, {GROUP_TOTAL} writes: {consent_rate:,.0f}/s linked, "
+        f"write p99 {consent_p99 * 1000:.1f} ms, commit-to-link lag p99 {consent_lag * 1000:.0f} ms "
+        f"(histogram p99 <= {consent_bucket:g} s), {consent_cpu * 1e6:.0f} us of CPU per write.",
     ]
     return "\n".join(lines) + "\n"

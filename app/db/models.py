@@ -15,8 +15,9 @@ __all__ = ("IdempotencyRecord", "RateLimitWindow")
 class IdempotencyRecord(DefaultBase):
     """One ``Idempotency-Key`` of one calling client, with the response it produced.
 
-    A row is committed as *pending* before the work starts, so a concurrent duplicate sees it
-    and gets 409 instead of doing the work twice; the response is stored when the work commits.
+    The row is inserted as *pending* first in the transaction of the work and gets its response at
+    the end of it, so a concurrent duplicate waits on the key and then replays the response
+    instead of doing the work twice (see :mod:`app.lib.idempotency`).
     """
 
     __tablename__ = "idempotency_record"

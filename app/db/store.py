@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from advanced_alchemy.config import AlembicAsyncConfig, AsyncSessionConfig
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
@@ -12,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from app.config import Settings
@@ -24,11 +26,15 @@ __all__ = (
     "head_revision",
     "migrate_store",
     "read_without_transaction",
+    "retry_if_dropped",
     "store_config",
     "upgrade_store",
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+POOL_RECYCLE_SECONDS = 1800
+"""Pooled connections are replaced after this long, before servers or proxies drop idle ones."""
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -41,6 +47,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def create_store_engine(settings: Settings) -> AsyncEngine:
     """One pooled async engine for the service store (WAL and a busy timeout on SQLite).
+
+    No pre-ping (a round trip on every checkout): connections are recycled after
+    :data:`POOL_RECYCLE_SECONDS`, and the hot handlers run under :func:`retry_if_dropped`, so a
+    connection the server dropped in between costs one retry instead of a ping per request.
 
     The engine carries the audit chain keyring as an execution option, so every session on it
     appends keyed links (:func:`app.domain.audit.services.append`) without a global.
@@ -55,7 +65,10 @@ def create_store_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        url, pool_size=settings.database_pool_size, pool_pre_ping=True, execution_options=options
+        url,
+        pool_size=settings.database_pool_size,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        execution_options=options,
     )
 
 
@@ -67,6 +80,25 @@ async def read_without_transaction(session: AsyncSession) -> None:
     level when the connection is returned.
     """
     await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+async def retry_if_dropped(session: AsyncSession, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` in ``session``; run it once more on a fresh connection if the first one
+    turned out to be dropped (the server restarted, or ended the idle connection).
+
+    Safe because nothing of ``work`` can have been applied: the session commits only after
+    ``work`` returns, a dropped connection loses its open transaction, and autocommit reads
+    change nothing. ``work`` must start its transaction afresh (e.g. call
+    :func:`read_without_transaction` itself). A drop during the final commit is not retried here:
+    a POST is retried by its client, the ``Idempotency-Key`` making that safe.
+    """
+    try:
+        return await work()
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    await session.rollback()
+    return await work()
 
 
 def store_config(settings: Settings, engine: AsyncEngine | None = None) -> SQLAlchemyAsyncConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,11 @@ MAX_PRINCIPAL_CHARS = 255
 """Longest ``sub``/``client_id``: what the store's actor and client columns hold."""
 MAX_TOKEN_BYTES = 8192
 """A bearer token longer than this is refused before it is decoded."""
+VERIFIED_CACHE_SECONDS = 60
+"""A verified token is trusted again without re-verifying for at most this long (and never past
+its expiry): a key withdrawn from the JWKS stops being accepted within a minute of the key cache."""
+VERIFIED_CACHE_SIZE = 4096
+"""Verified tokens remembered per process; the oldest is forgotten first."""
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -70,6 +76,7 @@ class TokenVerifier:
         self._settings = settings
         self._algorithms = settings.algorithms
         self._jwks: jwt.PyJWKClient | None = None
+        self._verified: dict[bytes, tuple[float, Principal]] = {}
         if settings.jwks_url:
             self._jwks = jwt.PyJWKClient(
                 settings.jwks_url, cache_keys=True, lifespan=settings.jwks_cache_seconds, timeout=5
@@ -95,9 +102,32 @@ class TokenVerifier:
         raise InvalidToken(f"algorithm '{alg}' is not accepted")
 
     async def verify(self, token: str) -> Principal:
-        """Decode and check a token; every failure is an :class:`InvalidToken`."""
+        """Decode and check a token; every failure is an :class:`InvalidToken`.
+
+        A token that passed is remembered by its SHA-256 until it expires (or for
+        :data:`VERIFIED_CACHE_SECONDS`, whichever comes first), so a client's next calls skip the
+        signature check; a token that failed is never remembered.
+        """
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken(f"token longer than {MAX_TOKEN_BYTES} bytes")
+        digest = hashlib.sha256(token.encode()).digest()
+        now = time.time()
+        remembered = self._verified.get(digest)
+        if remembered is not None:
+            if now < remembered[0]:
+                return remembered[1]
+            del self._verified[digest]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]
+        self._verified[digest] = (
+            min(expires + self._settings.jwt_leeway_seconds, now + VERIFIED_CACHE_SECONDS),
+            principal,
+        )
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """The principal of a token and its expiry (epoch seconds), after every check."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:  # malformed, a non-string kid, an unknown crit extension
@@ -125,7 +155,7 @@ class TokenVerifier:
             raise InvalidToken("token issuer is not accepted") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token signature or claims are invalid") from exc
-        return _principal(claims)
+        return _principal(claims), float(claims["exp"])
 
 
 def _scopes(claims: dict[str, Any]) -> list[str]:

@@ -1,10 +1,13 @@
 """``Idempotency-Key`` for POSTs that create things, scoped to the calling client.
 
 Same key + same body -> the stored response is replayed and nothing is created again; same key +
-different body -> 422; a duplicate arriving while the first is still running -> 409. The pending
-record is committed on its own connection *before* the work starts (that is what lets a concurrent
-duplicate see it); the stored response is written in the caller's transaction, so it commits or
-rolls back with the work.
+different body -> 422. The record is claimed by an INSERT as the first statement of the caller's
+transaction and its response written at the end of it, so claim, work and response commit or roll
+back together: a concurrent duplicate's INSERT waits on the key until the first commits (PostgreSQL
+and MariaDB lock the key, SQLite serialises writers), then fails and the duplicate replays the first
+response; if the first rolled back, the duplicate does the work. A pending record committed without
+a response (written by an earlier version, which committed the claim on its own connection first)
+answers 409 while it is fresh and is taken over once stale.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import Response
 from litestar.params import HeaderParameter
-from sqlalchemy import delete, update
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import IdempotencyRecord
 from app.lib.clock import utcnow
@@ -46,6 +50,7 @@ IdempotencyKeyHeader = Annotated[
 MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(minutes=5)
 """A pending record older than this belongs to a crashed attempt and may be taken over."""
+RECORDS = cast("Table", IdempotencyRecord.__table__)
 
 
 def body_fingerprint(body: object) -> str:
@@ -53,7 +58,7 @@ def body_fingerprint(body: object) -> str:
     return hashlib.sha256(msgspec.json.encode(msgspec.to_builtins(body), order="sorted")).hexdigest()
 
 
-def _replay(record: IdempotencyRecord) -> Response[bytes]:
+def _replay(record: Row[Any]) -> Response[bytes]:
     headers = {"Idempotent-Replayed": "true"}
     if record.location:
         headers["Location"] = record.location
@@ -66,14 +71,18 @@ def _replay(record: IdempotencyRecord) -> Response[bytes]:
 
 
 async def _claim(
-    engine: AsyncEngine, client_id: str, key: str, operation: str, fingerprint: str
-) -> IdempotencyRecord | None:
-    """Commit a pending record; return the existing one if the key was used before."""
+    session: AsyncSession, client_id: str, key: str, operation: str, fingerprint: str
+) -> Row[Any] | None:
+    """Insert the pending record in the session's (new) transaction; return the existing record
+    instead if the key was used before (the transaction is then rolled back: nothing was done)."""
+    if session.in_transaction():
+        msg = "the idempotency claim must be the first statement of the transaction"
+        raise RuntimeError(msg)
     now = utcnow()
     for _ in range(2):
-        async with AsyncSession(engine, expire_on_commit=False) as session:
-            session.add(
-                IdempotencyRecord(
+        try:
+            await session.execute(
+                insert(RECORDS).values(
                     client_id=client_id,
                     key=key,
                     operation=operation,
@@ -81,43 +90,33 @@ async def _claim(
                     created_at=now,
                 )
             )
-            try:
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()
-            else:
-                return None
-            existing = await session.get(IdempotencyRecord, (client_id, key))
-            if existing is None:
-                continue  # the other attempt was abandoned in between: try again
-            if existing.status_code is None and existing.created_at < now - STALE_AFTER:
-                await session.execute(
-                    delete(IdempotencyRecord).where(
-                        IdempotencyRecord.client_id == client_id,
-                        IdempotencyRecord.key == key,
-                        IdempotencyRecord.status_code.is_(None),
-                    )
-                )
-                await session.commit()
-                continue
-            return existing
-    raise IdempotencyInProgress(f"a request with this Idempotency-Key for '{operation}' is in progress")
-
-
-async def _abandon(engine: AsyncEngine, client_id: str, key: str) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.client_id == client_id,
-                IdempotencyRecord.key == key,
-                IdempotencyRecord.status_code.is_(None),
+        except IntegrityError:
+            await session.rollback()
+        else:
+            return None
+        existing = (
+            await session.execute(
+                select(RECORDS).where(RECORDS.c.client_id == client_id, RECORDS.c.key == key)
             )
-        )
+        ).first()
+        if existing is None:
+            await session.rollback()
+            continue  # the other attempt rolled back in between: try again
+        if existing.status_code is None and existing.created_at < now - STALE_AFTER:
+            await session.execute(
+                delete(RECORDS).where(
+                    RECORDS.c.client_id == client_id, RECORDS.c.key == key, RECORDS.c.status_code.is_(None)
+                )
+            )
+            await session.commit()
+            continue
+        await session.rollback()
+        return existing
+    raise IdempotencyInProgress(f"a request with this Idempotency-Key for '{operation}' is in progress")
 
 
 async def run_idempotent(
     *,
-    engine: AsyncEngine,
     session: AsyncSession,
     client_id: str,
     key: str | None,
@@ -128,8 +127,8 @@ async def run_idempotent(
     """Run ``produce`` at most once per (client, key).
 
     Args:
-        engine: the store engine, used for the pending record's own short transaction.
-        session: the request's session; the response is recorded in it so it commits with the work.
+        session: the request's session, with no statement run yet: claim, work and response
+            commit or roll back together in its transaction.
         client_id: the calling client (idempotency keys are scoped to it).
         key: the ``Idempotency-Key`` header, or None to run without idempotency.
         operation: a stable name of the operation, e.g. ``consents.create``.
@@ -145,27 +144,20 @@ async def run_idempotent(
         status, content, location = await produce()
         return _response(status, msgspec.json.encode(content), location)
     fingerprint = body_fingerprint(body)
-    existing = await _claim(engine, client_id, key, operation, fingerprint)
+    existing = await _claim(session, client_id, key, operation, fingerprint)
     if existing is not None:
         if existing.request_hash != fingerprint or existing.operation != operation:
             raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
         if existing.status_code is None:
             raise IdempotencyInProgress("a request with this Idempotency-Key is still in progress")
         return _replay(existing)
-    try:
-        status, content, location = await produce()
-        encoded = msgspec.json.encode(content)
-        await session.execute(
-            update(IdempotencyRecord)
-            .where(
-                IdempotencyRecord.client_id == client_id,
-                IdempotencyRecord.key == key,
-            )
-            .values(status_code=status, response_body=encoded, location=location)
-        )
-    except BaseException:
-        await _abandon(engine, client_id, key)
-        raise
+    status, content, location = await produce()
+    encoded = msgspec.json.encode(content)
+    await session.execute(
+        update(RECORDS)
+        .where(RECORDS.c.client_id == client_id, RECORDS.c.key == key)
+        .values(status_code=status, response_body=encoded, location=location)
+    )
     return _response(status, encoded, location)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
+from app.db.group_commit import GroupCommitter
 from app.db.store import create_store_engine
 from app.domain.audit.chain import make_checkpoint, verify_chain, verify_checkpoint_signature
 from app.domain.audit.links import event_hash
@@ -97,9 +98,11 @@ async def test_payload_with_personal_data_is_refused(engine: AsyncEngine) -> Non
 
 async def _seed_append_only_rows(engine: AsyncEngine) -> None:
     ref = subject_reference(TEST_AUDIT_KEY, None, "email", "seed@example.com")
-    async with AsyncSession(engine) as session:
+    committer = GroupCommitter(engine, max_batch=10, queue_size=10)
+    committer.start()
+    try:
         await record_consent(
-            session,
+            committer,
             NewConsent(
                 subject_ref=ref,
                 purpose="marketing",
@@ -110,6 +113,9 @@ async def _seed_append_only_rows(engine: AsyncEngine) -> None:
             ),
             actor="op",
         )
+    finally:
+        await committer.close()
+    async with AsyncSession(engine) as session:
         session.add(
             ErasureTombstone(
                 id=uuid.uuid4(),

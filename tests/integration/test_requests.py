@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import Settings
@@ -373,9 +373,58 @@ async def test_truly_concurrent_duplicates_create_one_request(
     responses = await asyncio.gather(
         *(_create(client, auth, body, **{"Idempotency-Key": "same"}) for _ in range(4))
     )
-    assert {r.status_code for r in responses} <= {202, 409}
+    # the claim shares the work's transaction: each duplicate waits on the key, then replays
+    assert [r.status_code for r in responses] == [202] * 4, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert (
+        sorted(r.headers.get("idempotent-replayed", "false") for r in responses) == ["false"] + ["true"] * 3
+    )
     async with store_engine.connect() as connection:
         assert len((await connection.execute(select(SubjectRequest.id))).all()) == 1
+        pending = await connection.execute(
+            select(IdempotencyRecord.key).where(IdempotencyRecord.status_code.is_(None))
+        )
+        assert pending.all() == []
+
+
+async def _terminate_other_backends(store_engine: AsyncEngine) -> int:
+    """End every other server connection to the store database (what a server restart does)."""
+    async with store_engine.connect() as connection:
+        ended = await connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        return len(ended.all())
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_a_dropped_store_connection_is_retried_once(
+    client: AsyncTestClient[Litestar], auth: Headers, store_engine: AsyncEngine, crm_sqlite: str
+) -> None:
+    await register_crm(client, auth())
+    body = {"kind": "access", "identities": {"email": SUBJECT_EMAIL}}
+    created = await _create(client, auth, body, **{"Idempotency-Key": "before-drop"})
+    assert created.status_code == 202
+    request_id = created.json()["id"]
+    assert (await client.get(f"/v1/requests/{request_id}", headers=auth())).status_code == 200
+
+    # the pool keeps its (now dead) connections: no ping on checkout, the handler retries
+    assert await _terminate_other_backends(store_engine) >= 1
+    read = await client.get(f"/v1/requests/{request_id}", headers=auth())
+    assert read.status_code == 200, read.text
+    assert read.json()["id"] == request_id
+
+    assert await _terminate_other_backends(store_engine) >= 1
+    second = await _create(client, auth, body, **{"Idempotency-Key": "after-drop"})
+    assert second.status_code == 202, second.text
+    replayed = await _create(client, auth, body, **{"Idempotency-Key": "after-drop"})
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json()["id"] == second.json()["id"]
+    async with store_engine.connect() as connection:
+        assert len((await connection.execute(select(SubjectRequest.id))).all()) == 2
+    assert await _actions(store_engine, second.json()["id"]) == ["request.received", "request.queued"]
 
 
 # --- lifecycle -----------------------------------------------------------------------------------

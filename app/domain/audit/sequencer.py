@@ -48,6 +48,7 @@ __all__ = (
     "release_lease",
     "run_sequencer",
     "sequence_now",
+    "wake_now",
     "wake_on_commit",
 )
 
@@ -76,6 +77,11 @@ _WAKE = CommitSignal("audit_sequencer")
 def wake_on_commit(session: Any) -> None:
     """Wake this process's sequencer once ``session`` commits (it queued an audit event)."""
     _WAKE.mark(session)
+
+
+def wake_now() -> None:
+    """Wake this process's sequencer now (events were committed outside a session: group commit)."""
+    _WAKE.set()
 
 
 # --- the lease (app.lib.leases: one well-known row of audit_sequencer) ------------------------

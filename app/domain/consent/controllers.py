@@ -17,6 +17,7 @@ from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import ConsentEvent
+from app.db.group_commit import GroupCommitter
 from app.domain.consent import services
 from app.domain.consent.schemas import (
     ConsentEventIn,
@@ -91,7 +92,11 @@ class ConsentController(Controller):
         data: JSONBody[ConsentEventIn],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[ConsentEventOut]:
-        """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log."""
+        """Immutable: a withdrawal is a new event, never an edit. Mirrored in the audit log.
+
+        Answered once the consent and its audit event are durably committed, together (and the
+        stored response with an `Idempotency-Key`).
+        """
         principal = request.user
         subject_ref = services.consent_subject_reference(state.settings, data.subject_type, data.subject)
         consent = services.NewConsent(
@@ -103,13 +108,18 @@ class ConsentController(Controller):
             source=data.source,
             occurred_at=data.occurred_at,
         )
+        committer: GroupCommitter = state.group_committer
 
         async def produce() -> tuple[int, object, str | None]:
-            event, audit_event_id = await services.record_consent(db_session, consent, actor=principal.sub)
+            if idempotency_key is None:  # one commit shared with the other consents waiting
+                event, audit_event_id = await services.record_consent(committer, consent, actor=principal.sub)
+            else:  # the key's claim and stored response commit in the request's own transaction
+                event, audit_event_id = await services.record_consent_in(
+                    db_session, consent, actor=principal.sub
+                )
             return 201, _event_out(event, audit_event_id), None
 
         response = await run_idempotent(
-            engine=state.store_engine,
             session=db_session,
             client_id=principal.client_id,
             key=idempotency_key,

@@ -1,5 +1,9 @@
 """Recording consent events (mirrored into the audit chain) and deriving status and history.
 
+A consent and its audit event are one unit of the process's group committer
+(:mod:`app.db.group_commit`): they commit together, in one transaction shared with other
+callers' consents, and :func:`record_consent` returns once they are durable.
+
 Other services (the access export) call :func:`consent_history` with the subject's reference
 from :func:`consent_subject_reference`.
 """
@@ -9,25 +13,31 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.audit import ConsentEvent
+from app.db.group_commit import GroupCommitter, Write
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
+from app.domain.audit.sequencer import wake_on_commit
 from app.lib.clock import utcnow
 from app.lib.errors import Unavailable, ValidationFailed, field_error
 
 __all__ = (
     "ConsentStatus",
+    "ConsentUnit",
     "NewConsent",
     "consent_history",
     "consent_history_page",
     "consent_status",
     "consent_subject_reference",
+    "consent_unit",
     "record_consent",
+    "record_consent_in",
 )
 
 
@@ -37,6 +47,10 @@ def consent_subject_reference(settings: Settings, identity_type: str, value: str
         raise Unavailable("LETHE_AUDIT_KEY is not configured")
     return subject_reference(settings.audit_key, None, identity_type, value)
 
+
+INSERT_CONSENT = insert(cast("Table", ConsentEvent.__table__))
+"""Built once: the group committer batches the consents of one commit into one executemany."""
+CONSENT_COLUMNS = tuple(column.key for column in cast("Table", ConsentEvent.__table__).columns)
 
 FUTURE_SKEW = timedelta(minutes=5)
 """How far ahead of the service's clock a consent's ``occurred_at`` may be (clock skew)."""
@@ -55,14 +69,21 @@ class NewConsent:
     occurred_at: datetime | None = None
 
 
-async def record_consent(
-    session: AsyncSession, consent: NewConsent, *, actor: str
-) -> tuple[ConsentEvent, uuid.UUID]:
-    """Insert one immutable consent event and its audit event in the caller's transaction.
+@dataclass(frozen=True, kw_only=True)
+class ConsentUnit:
+    """A consent ready to write: the event, its audit event's id, and the rows of both."""
 
-    Returns:
-        The event and the id of the audit event that mirrors it (linked by the sequencer
-        shortly after the commit; ``event_id`` in the audit log).
+    event: ConsentEvent
+    """Not attached to a session: the rows are written by the group committer."""
+    audit_event_id: uuid.UUID
+    writes: list[Write]
+
+
+def consent_unit(consent: NewConsent, *, actor: str) -> ConsentUnit:
+    """Check a consent and build its rows: the consent event and the audit event that mirrors it.
+
+    Raises:
+        ValidationFailed: ``occurred_at`` is too far in the future.
     """
     now = utcnow()
     if consent.occurred_at is not None and consent.occurred_at.astimezone(UTC) > now + FUTURE_SKEW:
@@ -82,10 +103,7 @@ async def record_consent(
         recorded_at=now,
         actor=actor,
     )
-    session.add(event)
-    await session.flush()
-    audit_event_id = await audit.append(
-        session,
+    audit_event_id, audit_write = audit.pending_write(
         action="consent.granted" if consent.granted else "consent.withdrawn",
         actor=actor,
         subject_ref=consent.subject_ref,
@@ -98,7 +116,35 @@ async def record_consent(
             "source": consent.source,
         },
     )
-    return event, audit_event_id
+    row = {name: getattr(event, name) for name in CONSENT_COLUMNS}
+    writes = [Write(INSERT_CONSENT, row), audit_write]
+    return ConsentUnit(event=event, audit_event_id=audit_event_id, writes=writes)
+
+
+async def record_consent(
+    committer: GroupCommitter, consent: NewConsent, *, actor: str
+) -> tuple[ConsentEvent, uuid.UUID]:
+    """Write one immutable consent event and its audit event atomically; return once committed.
+
+    Returns:
+        The event and the id of the audit event that mirrors it (linked by the sequencer
+        shortly after the commit; ``event_id`` in the audit log).
+    """
+    unit = consent_unit(consent, actor=actor)
+    await committer.submit(unit.writes)
+    return unit.event, unit.audit_event_id
+
+
+async def record_consent_in(
+    session: AsyncSession, consent: NewConsent, *, actor: str
+) -> tuple[ConsentEvent, uuid.UUID]:
+    """The same rows in the caller's transaction (with an idempotency claim that must commit with
+    them); the sequencer is woken once it commits."""
+    unit = consent_unit(consent, actor=actor)
+    for write in unit.writes:
+        await session.execute(write.statement, write.params)
+    wake_on_commit(session)
+    return unit.event, unit.audit_event_id
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.store import read_without_transaction
+from app.db.store import read_without_transaction, retry_if_dropped
 from app.domain.external.tasks import task_views
 from app.domain.recipients.services import recipient_views
 from app.domain.requests import queries, services
@@ -87,11 +87,12 @@ RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
     request, progress = await queries.get_request(session, request_id, viewer)
     tasks = await task_views(session, [request_id])
-    recipients = await recipient_views(session, [request_id])
+    # recipients are listed in the transaction that completes a request: none before that
+    recipients = (
+        (await recipient_views(session, [request_id]))[request_id] if request.status == "completed" else []
+    )
     return msgspec.structs.replace(
-        queries.request_out(request, progress),
-        external_tasks=tasks[request_id],
-        recipients=recipients[request_id],
+        queries.request_out(request, progress), external_tasks=tasks[request_id], recipients=recipients
     )
 
 
@@ -132,14 +133,16 @@ class RequestController(Controller):
                 out = msgspec.structs.replace(out, callback_secret=secret)
             return 202, out, f"/v1/requests/{created.id}"
 
-        response = await run_idempotent(
-            engine=state.store_engine,
-            session=db_session,
-            client_id=principal.client_id,
-            key=idempotency_key,
-            operation="requests.create",
-            body=data,
-            produce=produce,
+        response = await retry_if_dropped(
+            db_session,
+            lambda: run_idempotent(
+                session=db_session,
+                client_id=principal.client_id,
+                key=idempotency_key,
+                operation="requests.create",
+                body=data,
+                produce=produce,
+            ),
         )
         return cast("Response[RequestOut]", response)
 
@@ -199,8 +202,12 @@ class RequestController(Controller):
         request_id: RequestId,
     ) -> RequestOut:
         """Counts are rows per table; ``not_found`` says the subject is unknown in that system."""
-        await read_without_transaction(db_session)
-        return await _view(db_session, request_id, request.user)
+
+        async def view() -> RequestOut:
+            await read_without_transaction(db_session)
+            return await _view(db_session, request_id, request.user)
+
+        return await retry_if_dropped(db_session, view)
 
     @get(
         "/{request_id:uuid}/plan",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -118,3 +119,24 @@ async def test_hs256_token_is_refused_when_only_rs256_is_pinned() -> None:
 async def test_garbage_is_a_malformed_token() -> None:
     with pytest.raises(InvalidToken, match="malformed"):
         await TokenVerifier(_settings()).verify("not-a-jwt")
+
+
+async def test_a_verified_token_is_remembered_until_it_expires() -> None:
+    verifier = TokenVerifier(_settings(LETHE_JWT_LEEWAY_SECONDS="0"))
+    token = jwt.encode(_claims(exp=int(time.time()) + 2), SECRET, algorithm="HS256")
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first  # answered from the cache, not decoded again
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(InvalidToken):  # another token (a tampered signature) is checked in full
+        await verifier.verify(forged)
+    await asyncio.sleep(3.1)
+    with pytest.raises(InvalidToken, match="expired"):  # the remembered answer ends with the token
+        await verifier.verify(token)
+
+
+async def test_a_rejected_token_is_not_remembered() -> None:
+    verifier = TokenVerifier(_settings())
+    token = jwt.encode(_claims(), "another-secret-that-is-also-32-bytes-long", algorithm="HS256")
+    for _ in range(2):
+        with pytest.raises(InvalidToken, match="signature"):
+            await verifier.verify(token)
