@@ -110,8 +110,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Secret key paired with ``artifact_s3_access_key_id``."""
     workers_enabled: bool = True
     """Run request workers and the retention scheduler in this process (off for API-only replicas)."""
-    worker_concurrency: int = 2
-    """Requests processed at once by one replica (SQLite always uses one)."""
+    worker_concurrency: int = 4
+    """Requests processed at once by one replica (SQLite always uses one); most of a request's
+    time is spent waiting on the store and the targets, so a few overlap well on one core."""
     worker_lease_seconds: int = 60
     """A claimed request whose heartbeat is older than this is taken over by another worker."""
     worker_poll_seconds: float = 1.0

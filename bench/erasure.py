@@ -124,13 +124,17 @@ HAND_WRITTEN = [
 # --- data ----------------------------------------------------------------------------------
 
 
-async def _load(dsn: str, size: int) -> None:
-    """Recreate the schema and load ``size`` rows per table for the subject (COPY)."""
+async def _load(dsn: str, size: int, *, keep_schema: bool = False) -> None:
+    """Recreate the schema (``keep_schema``: empty its tables) and load ``size`` rows per table for
+    the subject (COPY)."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("DROP TABLE IF EXISTS messages, orders, sessions, comments, users CASCADE")
-        for statement in SCHEMA:
-            await conn.execute(statement)
+        if keep_schema:
+            await conn.execute("TRUNCATE messages, orders, sessions, comments, users")
+        else:
+            await conn.execute("DROP TABLE IF EXISTS messages, orders, sessions, comments, users CASCADE")
+            for statement in SCHEMA:
+                await conn.execute(statement)
         people = [(p, f"person{p}@example.com", f"Person {p}") for p in range(1, OTHERS + 2)]
         await conn.copy_records_to_table("users", records=people)
         owners = [(SUBJECT, size)] + [(p, max(size // 10, 1)) for p in range(2, OTHERS + 2)]

@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from app.lib.auth import ALL_SCOPES, mint_token
 from bench.export import _admin_url
 from tests.integration.requests_support import TARGET_ENV, create_crm, register_crm
 
-__all__ = ("run",)
+__all__ = ("run", "scratch_databases")
 
 REQUESTS = int(os.environ.get("LETHE_BENCH_WORKER_REQUESTS", "2000"))
 WORKERS = (1, 2, 4)
@@ -123,17 +125,28 @@ async def _check(store: AsyncEngine, ids: list[str]) -> float:
     return (last - first).total_seconds()
 
 
-async def _measure(admin_url: str) -> list[dict[str, Any]]:
+@asynccontextmanager
+async def scratch_databases(admin_url: str, *names: str) -> AsyncIterator[list[str]]:
+    """Fresh PostgreSQL databases ``lethe_bench_<name>_<random>`` (their URLs), dropped afterwards."""
     suffix = uuid.uuid4().hex[:8]
-    names = {"store": f"lethe_bench_workers_store_{suffix}", "crm": f"lethe_bench_workers_crm_{suffix}"}
+    databases = [f"lethe_bench_{name}_{suffix}" for name in names]
     admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as connection:
-        for name in names.values():
-            await connection.execute(text(f"CREATE DATABASE {name}"))
+        for database in databases:
+            await connection.execute(text(f"CREATE DATABASE {database}"))
     url = make_url(admin_url)
-    store_url, crm_url = (url.set(database=n).render_as_string(hide_password=False) for n in names.values())
-    rows: list[dict[str, Any]] = []
     try:
+        yield [url.set(database=d).render_as_string(hide_password=False) for d in databases]
+    finally:
+        async with admin.connect() as connection:
+            for database in databases:
+                await connection.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        await admin.dispose()
+
+
+async def _measure(admin_url: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    async with scratch_databases(admin_url, "workers_store", "workers_crm") as (store_url, crm_url):
         with tempfile.TemporaryDirectory() as tmp:
             env = _env(store_url, crm_url, Path(tmp) / "artifacts")
             os.environ[TARGET_ENV] = crm_url
@@ -164,11 +177,6 @@ async def _measure(admin_url: str) -> list[dict[str, Any]]:
                 assert verified.returncode == 0, verified.stdout + verified.stderr
             finally:
                 await store.dispose()
-    finally:
-        async with admin.connect() as connection:
-            for name in names.values():
-                await connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        await admin.dispose()
     return rows
 
 
@@ -192,7 +200,7 @@ def run() -> str:
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {r['workers']} | {REQUESTS / r['span']:.0f} | {r['span']:.1f} | {r['wall']:.1f} | "
+        f"| {r['workers']} | {REQUESTS / r['span']:.1f} | {r['span']:.1f} | {r['wall']:.1f} | "
         f"{base / r['span']:.2f}x |"
         for r in rows
     ]

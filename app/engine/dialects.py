@@ -9,13 +9,27 @@ has it build the SQL that differs (``dialect.md5_hex(value)``) instead of compar
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Integer, LargeBinary, String, Text, and_, cast, func, literal, select, text
+from sqlalchemy import (
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect as SqlalchemyDialect
 from sqlalchemy.exc import CompileError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -106,6 +120,21 @@ class Dialect:
     def tid_range_scans(self) -> bool:
         """Rows can be addressed by physical block ranges (PostgreSQL >= 14 ``ctid`` ranges)."""
         return False
+
+    def _fingerprint_query(self, schemas: Sequence[str]) -> Any:
+        """One catalog query whose rows change whenever reflection would see something else."""
+        raise NotImplementedError
+
+    async def schema_fingerprint(self, connection: AsyncConnection, schemas: Sequence[str] = ()) -> str:
+        """A digest of the catalog of the default schema and ``schemas``: tables, columns and
+        their types and nullability, keys, foreign keys, CHECKs and unique indexes, in ONE query.
+
+        Equal digests mean a reflection taken before still describes the target
+        (:class:`app.engine.reflection_cache.ReflectionCache`); any DDL on those schemas changes it.
+        """
+        rows = (await connection.execute(self._fingerprint_query(schemas))).all()
+        lines = sorted("\x1f".join("" if v is None else str(v) for v in row) for row in rows)
+        return hashlib.sha256("\x00".join([self.name, *schemas, *lines]).encode()).hexdigest()
 
     # --- subject conditions ------------------------------------------------------------------
 
@@ -228,6 +257,9 @@ class PostgreSQL(Dialect):
     inet_arithmetic = True
     listens = True
 
+    def _fingerprint_query(self, schemas: Sequence[str]) -> Any:
+        return text(_PG_FINGERPRINT).bindparams(bindparam("named", list(schemas), type_=ARRAY(Text)))
+
     @property
     def tid_range_scans(self) -> bool:
         version = getattr(self.sqlalchemy, "server_version_info", None) or (0,)
@@ -286,6 +318,9 @@ class MySQL(Dialect):
     _session_timeouts: ClassVar[tuple[str, ...]] = ("innodb_lock_wait_timeout",)
     _lock_errors: ClassVar[frozenset[int]] = frozenset({1205, 1213})  # lock wait timeout, deadlock
     _statement_errors: ClassVar[frozenset[int]] = frozenset({1969, 3024})  # MariaDB, MySQL
+
+    def _fingerprint_query(self, schemas: Sequence[str]) -> Any:
+        return text(_MYSQL_FINGERPRINT).bindparams(bindparam("named", list(schemas), expanding=True))
 
     def hmac_sha256(
         self, inner_pad: bytes, outer_pad: bytes, value: ColumnElement[str], bind: Any
@@ -357,6 +392,9 @@ class SQLite(Dialect):
     embedded = True
     snapshot_isolation = None
 
+    def _fingerprint_query(self, schemas: Sequence[str]) -> Any:
+        return text("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")
+
     @property
     def index_reflection_options(self) -> dict[str, Any]:
         return {"include_auto_indexes": True}  # inline UNIQUE shows only as an automatic index
@@ -398,6 +436,55 @@ class SQLite(Dialect):
     def insert(self, table: Any) -> Any:
         return sqlite.insert(table)
 
+
+_PG_FINGERPRINT = """
+SELECT md5(coalesce(string_agg(item, E'\\n' ORDER BY item), '')), current_schemas(false)::text FROM (
+  SELECT concat_ws('|', 'a', c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, a.atttypid,
+                   a.atttypmod, a.attnotnull, a.attidentity, a.attgenerated) AS item
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    AND n.nspname = ANY(current_schemas(false) || :named)
+  UNION ALL
+  SELECT concat_ws('|', 'k', o.oid, o.conname, o.contype, o.conrelid, o.confrelid, o.conkey::text,
+                   o.confkey::text, o.confdeltype, o.confupdtype, md5(pg_get_constraintdef(o.oid)))
+  FROM pg_constraint o JOIN pg_namespace n ON n.oid = o.connamespace
+  WHERE n.nspname = ANY(current_schemas(false) || :named)
+  UNION ALL
+  SELECT concat_ws('|', 'i', i.indexrelid, i.indrelid, i.indisunique, i.indkey::text,
+                   pg_get_expr(i.indpred, i.indrelid))
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = ANY(current_schemas(false) || :named)
+  UNION ALL
+  SELECT concat_ws('|', 'e', e.enumtypid, e.enumsortorder, e.enumlabel) FROM pg_enum e
+) AS catalog
+"""
+"""PostgreSQL's schema fingerprint: one md5 over columns, constraints, indexes and enum labels of
+the search_path's schemas and the named ones, computed in the server (one row back)."""
+
+_MYSQL_FINGERPRINT = """
+SELECT 'c', TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_TYPE, IS_NULLABLE,
+       COLUMN_KEY, EXTRA
+FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() OR TABLE_SCHEMA IN :named
+UNION ALL
+SELECT 'k', k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION, k.COLUMN_NAME,
+       k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME
+FROM information_schema.KEY_COLUMN_USAGE k
+WHERE k.TABLE_SCHEMA = DATABASE() OR k.TABLE_SCHEMA IN :named
+UNION ALL
+SELECT 'r', CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE, UPDATE_RULE,
+       UNIQUE_CONSTRAINT_NAME, REFERENCED_TABLE_NAME, NULL
+FROM information_schema.REFERENTIAL_CONSTRAINTS
+WHERE CONSTRAINT_SCHEMA = DATABASE() OR CONSTRAINT_SCHEMA IN :named
+UNION ALL
+SELECT 'x', CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE, NULL, NULL, NULL, NULL
+FROM information_schema.CHECK_CONSTRAINTS
+WHERE CONSTRAINT_SCHEMA = DATABASE() OR CONSTRAINT_SCHEMA IN :named
+UNION ALL
+SELECT 'i', TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX, COLUMN_NAME, NON_UNIQUE, NULL, NULL
+FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() OR TABLE_SCHEMA IN :named
+"""
+"""MySQL's and MariaDB's schema fingerprint: the rows of ``information_schema`` reflection reads
+for the current database and the named ones (hashed here)."""
 
 DialectLike = Dialect | str
 """A :class:`Dialect`, or a SQLAlchemy dialect name (``mysql`` stands for MariaDB too)."""

@@ -271,7 +271,8 @@ async def _export_system(run: RequestRun, system_run: SystemRun, artifacts: _Art
     header = {"manifest_version": system_run.manifest_version}
     async with engine.connect() as raw:
         connection = await _begin_snapshot(raw)
-        target: ReflectedTarget = await reflect_target(connection, manifest)
+        reflection = await run.reflection(connection, system_run, only=manifest.managed_tables())
+        target: ReflectedTarget = await reflect_target(connection, manifest, reflection)
         subject_table = target.tables[manifest.subject.table]
         key = await resolve_subject(connection, manifest, subject_table, run.identities, run.tenant)
         found = key is not None

@@ -120,7 +120,8 @@ async def _rectify_system(run: RequestRun, system_run: SystemRun) -> SystemOutco
     engine = await run.targets(system_run.system, system_run.manifest)
     changes = run.changes.get(system_run.system, {})
     async with engine.begin() as connection:
-        target = await reflect_target(connection, system_run.manifest)
+        reflection = await run.reflection(connection, system_run, only=system_run.manifest.managed_tables())
+        target = await reflect_target(connection, system_run.manifest, reflection)
         checked = _checked_changes(system_run, target.tables, changes)
         manifest = system_run.manifest
         subject_table = target.tables[manifest.subject.table]

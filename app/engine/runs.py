@@ -11,17 +11,20 @@ they raise :class:`LeaseLost` and the engine must stop without touching anything
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.config import Settings
 from app.engine.errors import EngineError
+from app.engine.reflection_cache import ReflectionCache
+from app.engine.schema_info import Reflection, reflect
 from app.lib.leases import LeaseLost
 from app.manifest.model import Manifest
+from app.manifest.names import manifest_schemas
 
 __all__ = (
     "ExternalSection",
@@ -139,6 +142,24 @@ class RequestRun:
     targets: TargetSource
     external: list[ExternalSection] = field(default_factory=list)
     """Access: the sections of the request's external systems, every one of them reported."""
+    reflections: ReflectionCache | None = None
+    """The worker's reflections of its targets (None: every run reflects anew)."""
+
+    async def reflection(
+        self, connection: AsyncConnection, system: SystemRun, *, only: Collection[str] | None = None
+    ) -> Reflection:
+        """The target of ``system`` reflected (its manifest's schemas; ``only`` those tables and the
+        ones they reference): the worker's cached reflection while the catalog is unchanged.
+
+        Raises:
+            ManifestInvalid: a named schema does not exist (or the target is SQLite).
+        """
+        schemas = manifest_schemas(system.manifest)
+        if self.reflections is None:
+            return await reflect(connection, schemas, only=only)
+        return await self.reflections.reflection(
+            connection, system.system, system.manifest_version, schemas, only=only
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

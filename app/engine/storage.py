@@ -53,6 +53,8 @@ S3_PARTS_IN_FLIGHT = 2
 """Parts uploading at once: memory of one upload stays below ``(this + 1) * S3_PART_BYTES``."""
 S3_READ_BYTES = 1024 * 1024
 """Range fetched per GET while an artifact is read."""
+READINESS_PREFIX = "readiness-probe"
+"""What the readiness check lists in the bucket (under the prefix; nothing is stored there)."""
 
 
 class ArtifactMissing(EngineError):
@@ -95,6 +97,10 @@ class ArtifactStore(Protocol):
         ...
 
     def delete(self, names: Iterable[str]) -> None: ...
+
+    def check(self) -> str | None:
+        """None when artifacts can be written, else what fails (no URL, key or credential)."""
+        ...
 
 
 def artifact_name(request_id: str, attempt: int, fmt: str) -> str:
@@ -153,6 +159,17 @@ class FileStore:
     def delete(self, names: Iterable[str]) -> None:
         for name in names:
             (self.directory / name).unlink(missing_ok=True)
+
+    def check(self) -> str | None:
+        """Create the directory if needed, then write and remove a probe file in it."""
+        probe = self.directory / f".readiness-{os.getpid()}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            return f"artifact directory is not writable ({type(error).__name__})"
+        return None
 
 
 class _S3Sink:
@@ -248,6 +265,14 @@ class S3ArtifactStore:
         batch = [_key(name) for name in names]
         if batch:
             obstore.delete(self._store, batch)
+
+    def check(self) -> str | None:
+        """One listing request under the prefix: the bucket exists and the credentials hold."""
+        try:
+            obstore.list_with_delimiter(self._store, prefix=READINESS_PREFIX)
+        except (BaseError, OSError) as error:
+            return f"S3 bucket unreachable ({type(error).__name__})"
+        return None
 
 
 @lru_cache(maxsize=8)

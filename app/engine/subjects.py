@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.engine.casts import hop_source
 from app.engine.dialects import Dialect, DialectLike, as_dialect, dialect_of
 from app.engine.runs import RequestFailed
-from app.engine.schema_info import reflect
+from app.engine.schema_info import Reflection, reflect
 from app.engine.surrogates import placeholder_bind
 from app.manifest.graph import SubjectGraph, SubjectPath, build_graph
 from app.manifest.model import Identity, Manifest, normalise_identity
@@ -113,13 +113,17 @@ class ReflectedTarget:
     dialect: Dialect
 
 
-async def reflect_target(connection: AsyncConnection, manifest: Manifest) -> ReflectedTarget:
-    """Reflect the tables the manifest covers (and those they reference) and build the graph.
+async def reflect_target(
+    connection: AsyncConnection, manifest: Manifest, reflection: Reflection | None = None
+) -> ReflectedTarget:
+    """Reflect the tables the manifest covers (and those they reference) and build the graph;
+    ``reflection`` is such a reflection already at hand (``RequestRun.reflection``).
 
     Raises:
         ManifestInvalid: the manifest does not fit the live schema (unknown table, broken link).
     """
-    reflection = await reflect(connection, manifest_schemas(manifest), only=manifest.managed_tables())
+    if reflection is None:
+        reflection = await reflect(connection, manifest_schemas(manifest), only=manifest.managed_tables())
     graph = build_graph(manifest, reflection.schema)
     return ReflectedTarget(tables=reflection.tables, graph=graph, dialect=dialect_of(connection))
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.config import Settings
 from app.engine.check_proof import prove_checks
+from app.engine.reflection_cache import ReflectionCache
 from app.engine.schema_info import reflect, reflect_schema
 from app.engine.surrogates import install_sqlite_functions
 from app.lib.errors import TargetRefused, TargetUnavailable
@@ -269,6 +270,8 @@ class TargetRegistry:
         self._sources = _sources(settings, environ)
         self._engines: dict[str, tuple[URL, AsyncEngine]] = {}
         self._lock = asyncio.Lock()
+        self.reflections = ReflectionCache()
+        """Reflections of the targets, reused by workers while each catalog is unchanged."""
 
     @property
     def surrogate_secret(self) -> str | None:

@@ -7,22 +7,32 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.db.audit import AuditEvent, ErasureTombstone
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.domain.audit.sequencer import sequence_now
+from app.domain.manifests.services import ManifestService, register_manifest
 from app.domain.requests import jobs
+from app.engine.reflection_cache import REFLECTIONS
 from app.engine.runs import RequestOutcome, RequestRun, SystemOutcome
 from app.engine.targets import TargetRegistry
-from tests.integration.requests_support import SUBJECT_EMAIL, TARGET_ENV, create_crm, register_crm
+from app.manifest.external import load_any
+from tests.integration.requests_support import (
+    SUBJECT_EMAIL,
+    TARGET_ENV,
+    create_crm,
+    crm_manifest,
+    register_crm,
+)
 
 Headers = Callable[..., dict[str, str]]
 
@@ -176,3 +186,77 @@ async def test_an_unreachable_target_is_retried_then_fails_cleanly(
     )
     assert await _count(store_engine, "request.deferred", request_id) == 1
     assert await _count(store_engine, "request.failed", request_id) == 1
+
+
+async def test_drain_runs_the_workers_side_by_side_and_completes_each_request_once(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine, crm: str
+) -> None:
+    """``lethe worker --once``: ``worker_count`` workers drain the queue together (one on SQLite),
+    reflect the target once between them and complete every request exactly once."""
+    await register_crm(client, auth())
+    ids = []
+    for _ in range(6):
+        response = await client.post(
+            "/v1/requests", json={"kind": "access", "identities": {"email": SUBJECT_EMAIL}}, headers=auth()
+        )
+        ids.append(uuid.UUID(response.json()["id"]))
+    targets = TargetRegistry(settings)
+    count = jobs.worker_count(settings)
+    assert count == (1 if settings.is_sqlite else settings.worker_concurrency)
+    assert settings.is_sqlite or count > 1
+    workers = [jobs.RequestWorker(settings, store_engine, targets, f"w{i}") for i in range(count)]
+    running, peak = 0, 0
+    for worker in workers:
+        process = worker.process
+
+        async def tracked(claim: jobs.Claim, process: Callable[..., Any] = process) -> str:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            try:
+                return str(await process(claim))
+            finally:
+                running -= 1
+
+        worker.process = tracked  # type: ignore[method-assign]
+    reflected = REFLECTIONS.labels(outcome="reflected")._value.get()
+    try:
+        await jobs.drain(workers)
+        assert len(targets.reflections) == 1
+        assert REFLECTIONS.labels(outcome="reflected")._value.get() - reflected <= count
+    finally:
+        await targets.dispose()
+    assert peak == count
+    async with store_engine.connect() as connection:
+        statuses = (
+            await connection.execute(select(SubjectRequest.status).where(SubjectRequest.id.in_(ids)))
+        ).scalars()
+        assert list(statuses) == ["completed"] * len(ids)
+    for request_id in ids:
+        assert await _count(store_engine, "request.completed", request_id) == 1
+
+
+async def test_registering_a_manifest_drops_the_systems_kept_reflections(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine, crm: str
+) -> None:
+    await register_crm(client, auth())
+    await client.post(
+        "/v1/requests", json={"kind": "access", "identities": {"email": SUBJECT_EMAIL}}, headers=auth()
+    )
+    targets = TargetRegistry(settings)
+    try:
+        assert await jobs.RequestWorker(settings, store_engine, targets, "w").run_one()
+        assert len(targets.reflections) == 1
+        document = crm_manifest()
+        document["tables"]["orders"]["purpose"] = "invoicing and delivery"
+        async with AsyncSession(store_engine) as session, session.begin():
+            _, created, _ = await register_manifest(
+                ManifestService(session=session),
+                load_any(msgspec.json.encode(document), "json"),
+                targets,
+                "t",
+            )
+        assert created
+        assert len(targets.reflections) == 0
+    finally:
+        await targets.dispose()

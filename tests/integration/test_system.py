@@ -15,6 +15,7 @@ from app.asgi import create_app
 from app.db.store import upgrade_store
 from app.openapi import render_openapi
 from tests.conftest import make_settings
+from tests.s3_server import S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,3 +106,56 @@ async def test_metrics_follow_prometheus_conventions(
     for retention in ("lethe_retention_rows", "lethe_retention_runs", "lethe_retention_run_failures"):
         assert retention in ours
     assert "lethe_requests_total" not in text, "HTTP metrics are named apart from data-subject requests"
+
+
+async def test_readyz_is_503_while_the_artifact_directory_is_not_writable(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    engine = create_async_engine(settings.database_url)
+    await upgrade_store(engine)
+    await engine.dispose()
+    blocked = Path(settings.artifacts_dir)
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("a file where the directory should be")
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["store"] == "reachable"
+        assert body["artifacts"] == "unavailable"
+        assert "artifact directory is not writable" in body["detail"]
+        assert str(tmp_path) not in body["detail"]
+        blocked.unlink()
+        response = await client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json()["artifacts"] == "writable"
+
+
+async def test_readyz_checks_the_s3_bucket_without_showing_credentials(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    bucket = s3_server.create_bucket()
+    settings = make_settings(
+        tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}", **s3_server.settings(bucket)
+    )
+    engine = create_async_engine(settings.database_url)
+    await upgrade_store(engine)
+    await engine.dispose()
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json()["artifacts"] == "writable"
+    missing = make_settings(
+        tmp_path,
+        database_url=settings.database_url,
+        **s3_server.settings(bucket + "-missing"),
+    )
+    async with AsyncTestClient(app=create_app(missing)) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["artifacts"] == "unavailable"
+    assert body["detail"].startswith("S3 bucket unreachable")
+    secrets = (missing.artifact_s3_access_key_id, missing.artifact_s3_secret_access_key, s3_server.endpoint)
+    for secret in secrets:
+        assert secret
+        assert secret not in response.text

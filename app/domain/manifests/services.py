@@ -273,6 +273,7 @@ async def register_manifest(
     check = await check_live(manifest, targets, strict_mode=strict_mode)
     raise_for_errors(check.issues)
     row, created = await service.store(manifest, created_by, check.identity_columns)
+    targets.reflections.forget(manifest.system)  # the schema was just looked at anew
     return row, created, check
 
 

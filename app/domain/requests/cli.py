@@ -18,7 +18,7 @@ async def _serve(*, once: bool) -> None:
     from app.config import get_settings
     from app.db.store import create_store_engine
     from app.domain.audit.sequencer import run_sequencer, sequence_now
-    from app.domain.requests.jobs import RequestWorker, run_workers
+    from app.domain.requests.jobs import RequestWorker, drain, run_workers, worker_count
     from app.engine.targets import TargetRegistry
     from app.lib.logging import configure_logging
 
@@ -29,9 +29,8 @@ async def _serve(*, once: bool) -> None:
         if once:
             targets = TargetRegistry(settings)
             try:
-                worker = RequestWorker(settings, engine, targets, "once")
-                while await worker.run_one():
-                    pass
+                count = worker_count(settings)
+                await drain([RequestWorker(settings, engine, targets, f"once-{i}") for i in range(count)])
                 await sequence_now(engine, batch_size=settings.audit_sequencer_batch_size)
             finally:
                 await targets.dispose()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -62,7 +62,7 @@ from app.lib.logging import get_logger
 from app.lib.loops import LoopWatch
 from app.manifest.model import Manifest
 
-__all__ = ("HANDLERS", "RequestWorker", "run_workers", "start_request_work")
+__all__ = ("HANDLERS", "RequestWorker", "drain", "run_workers", "start_request_work", "worker_count")
 
 logger = get_logger("lethe.workers")
 
@@ -160,6 +160,7 @@ class RequestWorker:
             settings=self.settings,
             progress=fence,
             targets=target,
+            reflections=self.targets.reflections,
             external=external,
         )
 
@@ -402,6 +403,21 @@ async def _subject_ref(session: AsyncSession, request_id: uuid.UUID) -> str:
     return ref
 
 
+def worker_count(settings: Settings) -> int:
+    """Requests one process works on at once: ``worker_concurrency``, one on a SQLite store."""
+    return 1 if settings.is_sqlite else max(settings.worker_concurrency, 1)
+
+
+async def drain(workers: Sequence[RequestWorker]) -> None:
+    """Run ``workers`` side by side until none finds a ready request (``lethe worker --once``)."""
+
+    async def one(worker: RequestWorker) -> None:
+        while await worker.run_one():
+            pass
+
+    await asyncio.gather(*(one(worker) for worker in workers))
+
+
 def start_request_work(
     loops: LoopWatch, settings: Settings, store_engine: AsyncEngine, targets: TargetRegistry
 ) -> None:
@@ -415,8 +431,7 @@ def start_request_work(
     loops.every("request-gauges", GAUGE_INTERVAL_SECONDS, lambda: refresh_request_gauges(store_engine))
     if not settings.workers_enabled:
         return
-    count = 1 if settings.is_sqlite else max(settings.worker_concurrency, 1)
-    for i in range(count):
+    for i in range(worker_count(settings)):
         worker = RequestWorker(settings, store_engine, targets, f"w{i}")
         loops.start(f"request-worker-{i}", partial(worker.loop, loops.stopping), graceful=True)
     loops.start("request-wakeup", partial(listen_for_work, store_engine, loops.stopping), graceful=True)

@@ -81,8 +81,10 @@ async def report_job(
     JOBS.labels(kind=kind, outcome=outcome).inc()
     JOB_SECONDS[kind].labels(outcome=outcome).observe(seconds)
     async with sessions() as session:
-        reason = await session.scalar(
-            select(SubjectRequest.failure_reason).where(SubjectRequest.id == request_id)
+        reason = (
+            await session.scalar(select(SubjectRequest.failure_reason).where(SubjectRequest.id == request_id))
+            if outcome == "failed"
+            else None
         )
         rows = await session.scalars(
             select(SubjectRequestSystem)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
@@ -10,11 +12,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.config import Settings
 from app.db.store import current_revision, head_revision
 from app.domain.system.schemas import Health, Readiness
+from app.engine.storage import artifact_store
 from app.lib.settings_checks import missing_keys
 
-__all__ = ("MetricsController", "SystemController")
+__all__ = ("ARTIFACT_CHECK_SECONDS", "MetricsController", "SystemController")
+
+ARTIFACT_CHECK_SECONDS = 2.0
+"""How long readiness waits for the artifact store (a probe must answer before its own timeout)."""
 
 METRICS_EXAMPLE = """\
 # HELP lethe_subject_requests Data-subject requests in the store, by kind and status
@@ -36,16 +43,19 @@ class SystemController(Controller):
     @get(
         "/readyz",
         operation_id="Readyz",
-        summary="Readiness: store reachable and migrated",
+        summary="Readiness: store reachable and migrated, artifact store writable",
         responses={
             503: ResponseSpec(
-                data_container=Readiness, description="Store unreachable or not migrated, or a key missing"
+                data_container=Readiness,
+                description="Store unreachable or not migrated, a key missing, or the artifact store "
+                "(directory or S3 bucket) unavailable",
             )
         },
     )
     async def readyz(self, state: State) -> Response[Readiness]:
-        """503 until the store answers, is at the migration head this build ships, and every key
-        the service needs is configured."""
+        """503 until the store answers, is at the migration head this build ships, every key the
+        service needs is configured, and the artifact store takes writes (the directory is
+        writable, or the S3 bucket answers a listing) within ``ARTIFACT_CHECK_SECONDS``."""
         head = head_revision()
         try:
             async with state.store_engine.connect() as connection:
@@ -88,7 +98,28 @@ class SystemController(Controller):
                 detail="; ".join(missing),
             )
             return Response(body, status_code=503)
-        return Response(Readiness(status="ok", store="reachable", revision=revision, head=head))
+        if problem := await _artifact_problem(state.settings):
+            body = Readiness(
+                status="unavailable",
+                store="reachable",
+                revision=revision,
+                head=head,
+                detail=problem,
+                artifacts="unavailable",
+            )
+            return Response(body, status_code=503)
+        body = Readiness(status="ok", store="reachable", revision=revision, head=head, artifacts="writable")
+        return Response(body)
+
+
+async def _artifact_problem(settings: Settings) -> str | None:
+    """What keeps exports from being stored (see ``ArtifactStore.check``), within
+    :data:`ARTIFACT_CHECK_SECONDS`; None when the artifact store answers."""
+    try:
+        async with asyncio.timeout(ARTIFACT_CHECK_SECONDS):
+            return await asyncio.to_thread(artifact_store(settings).check)
+    except TimeoutError:
+        return f"artifact store did not answer within {ARTIFACT_CHECK_SECONDS:g} s"
 
 
 class MetricsController(Controller):

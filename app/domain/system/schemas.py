@@ -21,3 +21,6 @@ class Readiness(BaseStruct):
     revision: str | None
     head: str | None
     detail: str | None = None
+    artifacts: str | None = None
+    """``writable`` or ``unavailable`` (the artifact store: filesystem directory or S3 bucket);
+    None when the store was not reached first."""

@@ -10,9 +10,8 @@ from app.engine.erasure.execute import execute_erasure
 from app.engine.erasure.model import ErasureBlocked, ErasureOptions, SystemPlan, plan_document
 from app.engine.erasure.plan import plan_erasure
 from app.engine.runs import RequestFailed, RequestOutcome, RequestRun, SystemOutcome, SystemRun
-from app.engine.schema_info import Reflection, reflect
+from app.engine.schema_info import Reflection
 from app.engine.subjects import subject_key_reference
-from app.manifest.names import manifest_schemas
 
 __all__ = ("run_erasure",)
 
@@ -30,7 +29,8 @@ def _options(run: RequestRun) -> ErasureOptions:
 
 async def _plan_only(run: RequestRun, system: SystemRun, target: AsyncEngine) -> None:
     async with target.connect() as conn:
-        plan = await plan_erasure(conn, system.manifest, run.identities, _options(run))
+        reflection = await run.reflection(conn, system)
+        plan = await plan_erasure(conn, system.manifest, run.identities, _options(run), reflection=reflection)
     await run.progress.record_plan(system.system, plan_document(plan))
     outcome = SystemOutcome(
         not_found=not plan.found,
@@ -51,9 +51,10 @@ async def _erase_system(run: RequestRun, system: SystemRun, target: AsyncEngine)
     if cursor is None:
         # Every erasure executes its plan: a subject erased before (a tombstone exists) whose rows
         # came back from a backup or a re-import is erased again; one with nothing left is a no-op.
-        # The target is reflected once; execution reuses that reflection and the plan's counts.
+        # The target is reflected once (or its cached reflection checked against the catalog);
+        # execution reuses that reflection and the plan's counts.
         async with target.connect() as conn:
-            reflection = await reflect(conn, manifest_schemas(manifest))
+            reflection = await run.reflection(conn, system)
             plan = await plan_erasure(conn, manifest, run.identities, options, reflection=reflection)
         await run.progress.record_plan(system.system, plan_document(plan))
 

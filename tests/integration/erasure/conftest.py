@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.engine.targets import TargetRegistry
+from tests.conftest import make_settings
+from tests.integration.erasure import schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
@@ -26,3 +31,17 @@ async def target_engine(target_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(target_url)
     yield engine
     await engine.dispose()
+
+
+@asynccontextmanager
+async def seeded_shop(target_url: str, tmp_path: Path, people: int) -> AsyncIterator[AsyncEngine]:
+    """The test schema seeded with ``people``, through a registry (SQLite gets foreign keys)."""
+    registry = TargetRegistry(make_settings(tmp_path), environ={"LETHE_TARGET_ERASURETEST_URL": target_url})
+    if target_url.startswith("sqlite"):
+        (tmp_path / "target.db").touch()
+    try:
+        engine = await registry.engine("shop", schema.manifest().connection)
+        await schema.create_target(engine, people)
+        yield engine
+    finally:
+        await registry.dispose()

@@ -10,11 +10,9 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.config import Settings
 from app.engine.erasure import ErasureBlocked, ErasureOptions, execute_erasure, plan_erasure
-from app.engine.targets import TargetRegistry
-from tests.conftest import make_settings
 from tests.integration.erasure import schema
+from tests.integration.erasure.conftest import seeded_shop
 
 PEOPLE = 6
 OPTIONS = ErasureOptions(secret="erasure-test-secret-erasure-test-secret")
@@ -23,14 +21,8 @@ OPTIONS = ErasureOptions(secret="erasure-test-secret-erasure-test-secret")
 @pytest.fixture
 async def shop(target_url: str, tmp_path: Any) -> AsyncIterator[AsyncEngine]:
     """The seeded target, through the registry (SQLite gets foreign keys enforced)."""
-    settings: Settings = make_settings(tmp_path)
-    registry = TargetRegistry(settings, environ={"LETHE_TARGET_ERASURETEST_URL": target_url})
-    if target_url.startswith("sqlite"):
-        (tmp_path / "target.db").touch()
-    engine = await registry.engine("shop", schema.manifest().connection)
-    await schema.create_target(engine, PEOPLE)
-    yield engine
-    await registry.dispose()
+    async with seeded_shop(target_url, tmp_path, PEOPLE) as engine:
+        yield engine
 
 
 def _subject_rows(before: dict[str, dict[Any, Any]], subject: int) -> dict[str, set[Any]]:

@@ -8,11 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
 from app.engine.erasure import ErasureBlocked, ErasureOptions, execute_erasure
-from app.engine.targets import TargetRegistry
-from tests.conftest import make_settings
 from tests.integration.erasure import schema
+from tests.integration.erasure.conftest import seeded_shop
 
 OPTIONS = ErasureOptions(secret="erasure-test-secret-erasure-test-secret")
 BATCHED = ErasureOptions(secret=OPTIONS.secret, batch_threshold=0, batch_size=1)
@@ -22,14 +20,8 @@ WRONG = {"logical": True, "reason": "the comment id is the user id (it is not)"}
 @pytest.fixture
 async def shop(target_url: str, tmp_path: Any) -> AsyncIterator[AsyncEngine]:
     """The seeded erasure target on each dialect."""
-    settings: Settings = make_settings(tmp_path)
-    registry = TargetRegistry(settings, environ={"LETHE_TARGET_ERASURETEST_URL": target_url})
-    if target_url.startswith("sqlite"):
-        (tmp_path / "target.db").touch()
-    engine = await registry.engine("shop", schema.manifest().connection)
-    await schema.create_target(engine, 12)
-    yield engine
-    await registry.dispose()
+    async with seeded_shop(target_url, tmp_path, 12) as engine:
+        yield engine
 
 
 @pytest.mark.parametrize("options", [OPTIONS, BATCHED], ids=["one-transaction", "batched"])
