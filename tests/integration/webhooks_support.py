@@ -40,6 +40,10 @@ class Hit:
         return dict(Webhook(secret).verify(self.body, self.headers))
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # senders post a batch at once; the default backlog of 5 drops connects
+
+
 class Receiver:
     """Answers the statuses in ``script`` in turn, then 200; the first ``hang`` POSTs block until
     :meth:`release` (so a sender can be killed mid-send)."""
@@ -51,7 +55,7 @@ class Receiver:
         self.hanging = threading.Event()
         self._released = threading.Event()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
 
     @property
