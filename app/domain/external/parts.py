@@ -19,12 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.external import ExternalTask
-from app.db.manifests import ManifestVersion
+from app.domain.requests.catalog import external_at
 from app.engine.artifacts import EncryptedWriter, read_frames
 from app.engine.runs import ExternalSection
 from app.lib.crypto import aes_key
 from app.lib.errors import Unavailable
-from app.manifest.external import load_external
 
 __all__ = ("clear_parts", "external_sections", "open_part", "seal_part")
 
@@ -86,8 +85,7 @@ async def external_sections(
     ).all()
     sections = []
     for task in tasks:
-        version = await session.get(ManifestVersion, (task.system, task.manifest_version))
-        declared = load_external(version.document) if version is not None else None
+        declared = await external_at(session, task.system, task.manifest_version)
         metadata = {
             "kind": "external",
             "purpose": declared.purpose if declared else None,

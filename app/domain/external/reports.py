@@ -20,13 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.external import ExternalTask
-from app.db.manifests import ManifestVersion
 from app.db.requests import FINAL_STATUSES, SubjectRequest
 from app.domain.audit import services as audit
 from app.domain.external.parts import seal_part
 from app.domain.external.schemas import TaskCompleteIn, TaskFailIn, TaskIdentitiesOut
 from app.domain.external.tasks import pending_tasks
 from app.domain.requests.artifacts import remove_artifacts
+from app.domain.requests.catalog import external_at
 from app.domain.requests.queries import load_request
 from app.domain.requests.services import decrypt_subject, transition
 from app.domain.webhooks.outbox import announce_request
@@ -41,7 +41,6 @@ from app.lib.errors import (
     ValidationFailed,
     field_error,
 )
-from app.manifest.external import load_external
 
 __all__ = ("complete_task", "fail_task", "read_identities")
 
@@ -123,8 +122,8 @@ async def read_identities(
         until = as_utc(expires).isoformat()
         raise IdentitiesExpired(f"the identities of the task of system '{system}' expired at {until}")
     identities, tenant, changes = decrypt_subject(settings, request)
-    version = await session.get(ManifestVersion, (system, task.manifest_version))
-    needed = set(load_external(version.document).identities) if version is not None else set()
+    declared = await external_at(session, system, task.manifest_version)
+    needed = set(declared.identities) if declared is not None else set()
     task.identities_read_at = task.updated_at = utcnow()
     await audit.append(
         session,

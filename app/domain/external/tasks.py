@@ -21,12 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.external import ExternalTask
-from app.db.manifests import ManifestVersion
 from app.db.requests import FINAL_STATUSES, SubjectRequest
 from app.db.webhooks import WebhookEvent, WebhookSubscription
 from app.domain.audit import services as audit
 from app.domain.external.schemas import TaskOut, TaskStatus
-from app.domain.requests.catalog import VersionRow, newest_versions
+from app.domain.requests.catalog import VersionRow, external_at, newest_versions
 from app.domain.webhooks.outbox import emit, request_event
 from app.lib.clock import as_utc, utcnow
 from app.lib.errors import NotFound
@@ -140,10 +139,9 @@ async def open_tasks(session: AsyncSession, request: SubjectRequest, now: dateti
         )
     ).all()
     for task in held:
-        version = await session.get(ManifestVersion, (task.system, task.manifest_version))
-        if version is None:  # versions are never deleted: a broken store
+        declared = await external_at(session, task.system, task.manifest_version)
+        if declared is None:
             raise NotFound(f"manifest version {task.manifest_version} of system '{task.system}' is missing")
-        declared = load_external(version.document)
         subscription = await _subscription(session, task.notify) if task.notify != "manual" else None
         task.status = "pending"
         task.due_at = parse_duration(declared.due).after(now)

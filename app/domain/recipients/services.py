@@ -21,19 +21,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.external import ExternalTask
-from app.db.manifests import ManifestVersion
 from app.db.recipients import RequestRecipient
 from app.db.requests import SubjectRequest, SubjectRequestSystem
 from app.db.webhooks import WebhookDelivery
 from app.domain.audit import services as audit
 from app.domain.recipients.schemas import RecipientNotifiedIn, RecipientOut, RecipientStatus
-from app.domain.requests.catalog import manifest_at
+from app.domain.requests.catalog import external_at, manifest_at
 from app.domain.requests.queries import load_request
 from app.domain.webhooks.outbox import emit
 from app.lib.auth import Principal
 from app.lib.clock import as_utc, utcnow
 from app.lib.errors import Conflict, NotFound
-from app.manifest.external import load_external
 from app.manifest.model import Recipient, recipients_of
 
 __all__ = ("NOTICE_KINDS", "recipient_views", "record_notified", "record_recipients")
@@ -102,10 +100,9 @@ async def _external_recipients(
         changed = _changed(dict(task.counts))
         if task.counts and not changed:
             continue
-        version = await session.get(ManifestVersion, (task.system, task.manifest_version))
-        if version is None:
+        declared = await external_at(session, task.system, task.manifest_version)
+        if declared is None:
             continue
-        declared = load_external(version.document)
         for recipient in recipients_of(declared.recipients):
             _name(found, recipient, task.system, changed).categories.update(declared.categories)
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.manifests import ManifestVersion
 from app.lib.errors import NotFound
-from app.manifest.external import is_external
+from app.manifest.external import ExternalSystem, is_external, load_external
 from app.manifest.loading import load_manifest
 from app.manifest.model import Manifest
 
@@ -123,3 +123,10 @@ async def manifest_at(session: AsyncSession, system: str, version: int) -> Manif
     if row is None:
         raise NotFound(f"manifest version {version} of system '{system}' is not registered")
     return _decode(row)
+
+
+async def external_at(session: AsyncSession, system: str, version: int) -> ExternalSystem | None:
+    """The declaration of external ``system`` at the version its task recorded (``None``: that
+    version is not in the registry, which never deletes one, so a broken store)."""
+    row = await session.get(ManifestVersion, (system, version))
+    return load_external(row.document) if row is not None else None
