@@ -8,7 +8,7 @@ from typing import Any
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, Select, String, Uuid, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.kinds import REQUEST_KINDS
@@ -104,3 +104,8 @@ class SubjectRequestSystem(DefaultBase):
     subject_key_ref: Mapped[str | None] = mapped_column(String(64))
     """HMAC of the subject's key in this system (as on erasure tombstones); None: not resolved."""
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+    @classmethod
+    def of_request(cls, request_id: uuid.UUID) -> Select[tuple[SubjectRequestSystem]]:
+        """The request's rows in the order its systems are worked through."""
+        return select(cls).where(cls.request_id == request_id).order_by(cls.position)

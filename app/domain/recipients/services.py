@@ -63,13 +63,7 @@ def _name(found: dict[str, _Found], recipient: Recipient, system: str, tables: d
 async def _database_recipients(
     session: AsyncSession, request_id: uuid.UUID, found: dict[str, _Found]
 ) -> None:
-    rows = (
-        await session.scalars(
-            select(SubjectRequestSystem)
-            .where(SubjectRequestSystem.request_id == request_id)
-            .order_by(SubjectRequestSystem.position)
-        )
-    ).all()
+    rows = (await session.scalars(SubjectRequestSystem.of_request(request_id))).all()
     for row in rows:
         changed = _changed(dict(row.counts))
         if not changed:

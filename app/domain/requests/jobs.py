@@ -115,13 +115,7 @@ class RequestWorker:
             if request is None:
                 raise LeaseLost(f"request {claim.request_id} disappeared")
             identities, tenant, changes = decrypt_subject(self.settings, request)
-            progress = (
-                await session.scalars(
-                    select(SubjectRequestSystem)
-                    .where(SubjectRequestSystem.request_id == claim.request_id)
-                    .order_by(SubjectRequestSystem.position)
-                )
-            ).all()
+            progress = (await session.scalars(SubjectRequestSystem.of_request(claim.request_id))).all()
             systems = [
                 SystemRun(
                     system=p.system,

@@ -86,11 +86,7 @@ async def report_job(
             if outcome == "failed"
             else None
         )
-        rows = await session.scalars(
-            select(SubjectRequestSystem)
-            .where(SubjectRequestSystem.request_id == request_id)
-            .order_by(SubjectRequestSystem.position)
-        )
+        rows = await session.scalars(SubjectRequestSystem.of_request(request_id))
         systems = {
             row.system: {"status": row.status, "not_found": row.not_found, "rows": dict(row.counts)}
             for row in rows

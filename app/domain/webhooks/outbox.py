@@ -111,13 +111,7 @@ async def emit(
 
 
 async def _system_progress(session: AsyncSession, request_id: uuid.UUID) -> list[dict[str, Any]]:
-    rows = (
-        await session.scalars(
-            select(SubjectRequestSystem)
-            .where(SubjectRequestSystem.request_id == request_id)
-            .order_by(SubjectRequestSystem.position)
-        )
-    ).all()
+    rows = (await session.scalars(SubjectRequestSystem.of_request(request_id))).all()
     return [
         {"system": r.system, "status": r.status, "not_found": r.not_found, "counts": dict(r.counts)}
         for r in rows
