@@ -12,7 +12,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
@@ -23,10 +23,12 @@ __all__ = (
     "MIGRATIONS_DIR",
     "create_store_engine",
     "current_revision",
+    "dropped",
     "head_revision",
     "migrate_store",
     "read_without_transaction",
     "retry_if_dropped",
+    "retry_once_if_dropped",
     "store_config",
     "upgrade_store",
 )
@@ -43,6 +45,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _closed_by_the_server(context: ExceptionContext) -> DBAPIError | None:
+    """Report a driver error that left its connection closed as a dropped connection.
+
+    SQLAlchemy asks the dialect about disconnects for DBAPI errors only; when the server's
+    termination notice races the next statement, asyncpg raises ``InternalClientError`` ("cannot
+    switch to state ...") instead, which would reach the caller as an unexplained error and leave
+    the dead connection in the pool. Invalidating it and raising a :class:`DBAPIError` marked
+    ``connection_invalidated`` lets :func:`retry_if_dropped` and the workers treat it as the drop it is.
+    Parameters are hidden: they may hold what the statement was about to write.
+    """
+    if context.sqlalchemy_exception is not None or context.connection is None:
+        return None
+    driver = context.connection.connection.driver_connection
+    is_closed = getattr(driver, "is_closed", None)
+    if not callable(is_closed) or not is_closed():
+        return None
+    context.is_disconnect = True  # type: ignore[misc]  # settable, see ExceptionContext.is_disconnect
+    return DBAPIError(
+        context.statement,
+        context.parameters,
+        context.original_exception,
+        hide_parameters=True,
+        connection_invalidated=True,
+    )
 
 
 def create_store_engine(settings: Settings) -> AsyncEngine:
@@ -64,12 +92,14 @@ def create_store_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(url, execution_options=options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.database_pool_size,
         pool_recycle=POOL_RECYCLE_SECONDS,
         execution_options=options,
     )
+    event.listen(engine.sync_engine, "handle_error", _closed_by_the_server)
+    return engine
 
 
 async def read_without_transaction(session: AsyncSession) -> None:
@@ -82,6 +112,30 @@ async def read_without_transaction(session: AsyncSession) -> None:
     await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
+def dropped(error: BaseException) -> bool:
+    """``error`` says the connection was lost (and invalidated), not that a statement was refused."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+async def retry_once_if_dropped(
+    work: Callable[[], Awaitable[T]], before_retry: Callable[[], Awaitable[None]] | None = None
+) -> T:
+    """Run ``work``; run it once more if its connection turned out to be dropped.
+
+    Only for work whose transaction a drop rolls back whole, so running it again applies it
+    once (a drop during the final COMMIT may have applied it: use this where one extra
+    application is harmless, such as counting a call, or where the caller's retry is idempotent).
+    """
+    try:
+        return await work()
+    except DBAPIError as error:
+        if not dropped(error):
+            raise
+    if before_retry is not None:
+        await before_retry()
+    return await work()
+
+
 async def retry_if_dropped(session: AsyncSession, work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work`` in ``session``; run it once more on a fresh connection if the first one
     turned out to be dropped (the server restarted, or ended the idle connection).
@@ -92,13 +146,7 @@ async def retry_if_dropped(session: AsyncSession, work: Callable[[], Awaitable[T
     :func:`read_without_transaction` itself). A drop during the final commit is not retried here:
     a POST is retried by its client, the ``Idempotency-Key`` making that safe.
     """
-    try:
-        return await work()
-    except DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-    await session.rollback()
-    return await work()
+    return await retry_once_if_dropped(work, session.rollback)
 
 
 def store_config(settings: Settings, engine: AsyncEngine | None = None) -> SQLAlchemyAsyncConfig:

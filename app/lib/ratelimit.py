@@ -10,6 +10,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import RateLimitWindow
+from app.db.store import retry_once_if_dropped
 from app.engine.dialects import dialect_of
 from app.lib.errors import ConfigurationError, TooManyRequests
 
@@ -67,16 +68,23 @@ class RateLimiter:
             index_elements=["client_id", "scope", "window_start"],
             set_={"calls": RateLimitWindow.calls + 1},
         ).returning(RateLimitWindow.calls)
-        async with self._engine.begin() as connection:
-            calls = (await connection.execute(counted)).scalar_one()
-            if calls == 1:  # first call of a window: forget this client's older windows
-                await connection.execute(
-                    delete(RateLimitWindow).where(
-                        RateLimitWindow.client_id == client_id,
-                        RateLimitWindow.scope == scope,
-                        RateLimitWindow.window_start < start,
+
+        async def count() -> int:
+            async with self._engine.begin() as connection:
+                calls = (await connection.execute(counted)).scalar_one()
+                if calls == 1:  # first call of a window: forget this client's older windows
+                    await connection.execute(
+                        delete(RateLimitWindow).where(
+                            RateLimitWindow.client_id == client_id,
+                            RateLimitWindow.scope == scope,
+                            RateLimitWindow.window_start < start,
+                        )
                     )
-                )
+            return int(calls)
+
+        # a pooled connection the server dropped costs a retry, not a 500 (at worst a call
+        # counted twice, when the drop hit the COMMIT)
+        calls = await retry_once_if_dropped(count)
         if calls > limit.calls:
             retry = max(1, math.ceil(start + limit.seconds - now))
             raise TooManyRequests(

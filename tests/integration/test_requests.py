@@ -410,11 +410,14 @@ async def test_a_dropped_store_connection_is_retried_once(
     request_id = created.json()["id"]
     assert (await client.get(f"/v1/requests/{request_id}", headers=auth())).status_code == 200
 
-    # the pool keeps its (now dead) connections: no ping on checkout, the handler retries
-    assert await _terminate_other_backends(store_engine) >= 1
-    read = await client.get(f"/v1/requests/{request_id}", headers=auth())
-    assert read.status_code == 200, read.text
-    assert read.json()["id"] == request_id
+    # the pool keeps its (now dead) connections: no ping on checkout, the handler retries. The
+    # server's notice can race the next statement (asyncpg then reports an internal state error
+    # rather than a closed connection), so the drop is repeated to meet both orders.
+    for _ in range(12):
+        assert await _terminate_other_backends(store_engine) >= 1
+        read = await client.get(f"/v1/requests/{request_id}", headers=auth())
+        assert read.status_code == 200, read.text
+        assert read.json()["id"] == request_id
 
     assert await _terminate_other_backends(store_engine) >= 1
     second = await _create(client, auth, body, **{"Idempotency-Key": "after-drop"})
