@@ -13,6 +13,10 @@ clients as keep-alive aiohttp connections: an httpx client per connection in the
 spent about as much CPU per request as the server, on the same two cores, and so measured the
 client as much as the server.
 
+``LETHE_BENCH_PROFILE=DIR`` records the server with py-spy during each measured case (one
+collapsed-stack file per case in DIR, for flame graphs); the figures of such a run are not
+comparable with an unprofiled one.
+
 Timed: the HTTP round trips from the first request sent to the last response received, over all
 load processes (client and server on the same machine, sharing its cores). Server CPU: user +
 system time of the server process over the timed region (``/proc``), divided by the requests.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -57,6 +62,7 @@ PEOPLE = 50
 ROOT = Path(__file__).parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_PROCESSES = 2
+PROFILE = os.environ.get("LETHE_BENCH_PROFILE", "")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -139,6 +145,15 @@ def _load_process(
     return asyncio.run(_load(base, headers, operation, clients, items))
 
 
+def _profile(pid: int, case: str) -> subprocess.Popen[bytes]:
+    """py-spy recording process ``pid`` into ``$LETHE_BENCH_PROFILE/api-<case>.txt`` until SIGINT."""
+    out = Path(PROFILE) / f"api-{case}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "-o", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def _drive(
     pool: ProcessPoolExecutor,
     base: str,
@@ -151,6 +166,7 @@ async def _drive(
     """Send ``operation`` for every item from ``clients`` connections over the load processes."""
     loop = asyncio.get_running_loop()
     shares = [items[i::LOAD_PROCESSES] for i in range(LOAD_PROCESSES)]
+    profiler = _profile(pid, f"{operation}-{clients}") if PROFILE and len(items) >= REQUESTS else None
     cpu = _cpu_seconds(pid)
     done = await asyncio.gather(
         *(
@@ -161,6 +177,9 @@ async def _drive(
         )
     )
     cpu = _cpu_seconds(pid) - cpu
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
     elapsed = max(d[1] for d in done) - min(d[0] for d in done)
     latencies = sorted(latency for d in done for latency in d[2])
     results = [result for d in done for result in d[3]]

@@ -9,6 +9,9 @@ requests are created through the API (workers off, rate limits off), then that m
 LOCKED``) with the default ``LETHE_WORKER_CONCURRENCY`` until none is ready, and exits. Exports go
 to the filesystem artifact store.
 
+``LETHE_BENCH_WORKER_REQUESTS`` and ``LETHE_BENCH_WORKER_PROCESSES`` (``1,2,4``) change the
+load; ``LETHE_BENCH_PROFILE=DIR`` records each worker process with py-spy.
+
 Timed: from the first ``request.running`` to the last ``request.completed`` audit event of the
 batch (the work itself), and the wall time from starting the processes until the last one exited
 (start-up and the final empty poll included). Checked: every request completed, exactly one
@@ -46,7 +49,8 @@ from tests.integration.requests_support import TARGET_ENV, create_crm, register_
 __all__ = ("run", "scratch_databases")
 
 REQUESTS = int(os.environ.get("LETHE_BENCH_WORKER_REQUESTS", "2000"))
-WORKERS = (1, 2, 4)
+WORKERS = tuple(int(n) for n in os.environ.get("LETHE_BENCH_WORKER_PROCESSES", "1,2,4").split(","))
+PROFILE = os.environ.get("LETHE_BENCH_PROFILE", "")
 PEOPLE = 50
 ROOT = Path(__file__).parents[1]
 
@@ -79,13 +83,24 @@ async def _enqueue(client: AsyncTestClient[Any], headers: dict[str, str]) -> lis
     return list(await asyncio.gather(*(one(i) for i in range(REQUESTS))))
 
 
+def _profiled(command: list[str], case: str) -> list[str]:
+    """``command`` under py-spy when ``LETHE_BENCH_PROFILE`` names a directory (collapsed stacks
+    in ``<dir>/<case>.txt``); the figures of such a run are not comparable with an unprofiled one."""
+    if not PROFILE:
+        return command
+    Path(PROFILE).mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    return [spy, "record", "--format", "raw", "--rate", "250", "-o", f"{PROFILE}/{case}.txt", "--", *command]
+
+
 def _drain(env: dict[str, str], workers: int) -> float:
     """Start ``workers`` processes of ``lethe worker --once``; seconds until the last one exited."""
     full = {**os.environ, **env, "LETHE_WORKERS_ENABLED": "true"}
+    command = [sys.executable, "-m", "app", "worker", "--once"]
     started = time.perf_counter()
     processes = [
-        subprocess.Popen([sys.executable, "-m", "app", "worker", "--once"], env=full, cwd=ROOT)
-        for _ in range(workers)
+        subprocess.Popen(_profiled(command, f"workers-{workers}-{index}"), env=full, cwd=ROOT)
+        for index in range(workers)
     ]
     for process in processes:
         assert process.wait(timeout=1800) == 0

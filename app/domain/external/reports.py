@@ -216,9 +216,8 @@ async def complete_task(
         payload={"system": system},
     )
     if not assemble:
-        await announce_request(session, request_id, "request.completed")
-        if request.artifact_attempt is not None:
-            await announce_request(session, request_id, "export.ready")
+        ready = ("export.ready",) if request.artifact_attempt is not None else ()
+        await announce_request(session, request, "request.completed", *ready)
 
 
 async def fail_task(
@@ -252,5 +251,5 @@ async def fail_task(
         allowed_from=frozenset({request.status}),
         payload={"system": system},
     )
-    await announce_request(session, request_id, "request.failed", failure_reason=reason)
+    await announce_request(session, request, "request.failed", failure_reason=reason)
     await remove_artifacts(settings, request_id, keep=None)

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.requests import SubjectRequest, SubjectRequestSystem
+from app.db.store import read_without_transaction
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
 from app.domain.consent.services import consent_history
@@ -109,8 +110,20 @@ class RequestWorker:
             for e in events
         ]
 
-    async def _build_run(self, claim: Claim, fence: Fence) -> RequestRun:
+    async def _build_run(
+        self, claim: Claim, fence: Fence, *, external_done: bool = False
+    ) -> RequestRun | None:
+        """Everything the engine needs, read in autocommit (each read sees committed rows; the
+        claim's lease keeps them from changing under it). None for an access request with an
+        external system yet to report (unless ``external_done``): see :meth:`_await_systems`."""
         async with self.sessions() as session:
+            await read_without_transaction(session)
+            if (
+                claim.kind == "access"
+                and not external_done
+                and await pending_tasks(session, claim.request_id)
+            ):
+                return None
             request = await session.get(SubjectRequest, claim.request_id)
             if request is None:
                 raise LeaseLost(f"request {claim.request_id} disappeared")
@@ -174,9 +187,12 @@ class RequestWorker:
         ``awaiting_systems`` or ``lost``."""
         fence = Fence(self.sessions, claim, self.settings.worker_lease_seconds, artifact_store(self.settings))
         try:
-            if claim.kind == "access" and await self._await_systems(claim, fence):
-                return "awaiting_systems"
             run = await self._build_run(claim, fence)
+            if run is None:  # an external system has not reported: check again under the fence
+                if await self._await_systems(claim, fence):
+                    return "awaiting_systems"
+                run = await self._build_run(claim, fence, external_done=True)
+                assert run is not None  # noqa: S101 - built whatever the tasks say
             handler = HANDLERS[claim.kind]
             outcome = await self._run_with_heartbeat(handler, run, fence)
             await self._complete(claim, fence, outcome)
@@ -252,11 +268,14 @@ class RequestWorker:
                 values.update(
                     artifact_attempt=claim.attempt, artifact_expires_at=now + artifact_ttl(self.settings)
                 )
-            await session.execute(
-                update(SubjectRequest).where(SubjectRequest.id == claim.request_id).values(**values)
-            )
-            request = await session.get(SubjectRequest, claim.request_id)
-            assert request is not None  # noqa: S101 - fenced above
+            request = (
+                await session.scalars(
+                    update(SubjectRequest)
+                    .where(SubjectRequest.id == claim.request_id)
+                    .values(**values)
+                    .returning(SubjectRequest)
+                )
+            ).one()  # fenced above
             await audit.append(
                 session,
                 action="request.awaiting_systems" if waiting else "request.completed",
@@ -273,9 +292,8 @@ class RequestWorker:
             )
             if not waiting:  # else the last external system's report completes it
                 await record_recipients(session, request, now)
-                await announce_request(session, claim.request_id, "request.completed")
-                if outcome.artifact:
-                    await announce_request(session, claim.request_id, "export.ready")
+                ready = ("export.ready",) if outcome.artifact else ()
+                await announce_request(session, request, "request.completed", *ready)
             received_at = request.received_at
         if not waiting:
             observe_completion(claim.kind, received_at, now)
@@ -359,7 +377,7 @@ class RequestWorker:
                     subject_ref=subject_ref,
                     payload=payload,
                 )
-                await announce_request(session, claim.request_id, "request.failed", failure_reason=reason)
+                await announce_request(session, failed, "request.failed", failure_reason=reason)
         except LeaseLost:
             return "lost"
         await remove_artifacts(self.settings, claim.request_id, keep=None)

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.requests import REQUEST_KINDS, REQUEST_STATUSES, SubjectRequest, SubjectRequestSystem
+from app.db.store import read_without_transaction
 from app.lib.clock import utcnow
 from app.lib.logging import get_logger
 
@@ -81,6 +82,7 @@ async def report_job(
     JOBS.labels(kind=kind, outcome=outcome).inc()
     JOB_SECONDS[kind].labels(outcome=outcome).observe(seconds)
     async with sessions() as session:
+        await read_without_transaction(session)  # a log line: no transaction for it
         reason = (
             await session.scalar(select(SubjectRequest.failure_reason).where(SubjectRequest.id == request_id))
             if outcome == "failed"

@@ -33,27 +33,35 @@ SYSTEM_EVENTS = frozenset({"retention.run_failed", "backups.critical"})
 
 async def _subscribers(
     session: AsyncSession,
-    event_type: str,
     client_id: str | None,
     request_id: uuid.UUID | None,
     subscription_id: uuid.UUID | None = None,
 ) -> list[WebhookSubscription]:
+    """Active subscriptions that may hear about ``request_id`` (of its client, the operators',
+    the request's own callback), whatever their event filter: one query for several events."""
     if subscription_id is not None:  # one named receiver (an external system's), whatever its filter
         named = await session.get(WebhookSubscription, subscription_id)
         return [named] if named is not None and named.active else []
     owners: list[Any] = [WebhookSubscription.admin.is_(True)]
     if client_id is not None:
         owners.append(WebhookSubscription.client_id == client_id)
-    candidates = (
-        await session.scalars(
-            select(WebhookSubscription).where(
-                WebhookSubscription.active.is_(True),
-                or_(*owners),
-                or_(WebhookSubscription.request_id.is_(None), WebhookSubscription.request_id == request_id),
+    return list(
+        (
+            await session.scalars(
+                select(WebhookSubscription).where(
+                    WebhookSubscription.active.is_(True),
+                    or_(*owners),
+                    or_(
+                        WebhookSubscription.request_id.is_(None), WebhookSubscription.request_id == request_id
+                    ),
+                )
             )
-        )
-    ).all()
-    return [s for s in candidates if event_type in s.events]
+        ).all()
+    )
+
+
+def _listening(subscriptions: list[WebhookSubscription], event_type: str) -> list[WebhookSubscription]:
+    return [s for s in subscriptions if event_type in s.events]
 
 
 async def emit(
@@ -74,7 +82,21 @@ async def emit(
     Raises:
         IntegrityError: ``dedupe_key`` was announced already (by another replica, say).
     """
-    subscribers = await _subscribers(session, event_type, client_id, request_id, subscription_id)
+    subscribers = _listening(await _subscribers(session, client_id, request_id, subscription_id), event_type)
+    return await _write(session, subscribers, event_type, data, client_id, request_id, dedupe_key, now)
+
+
+async def _write(
+    session: AsyncSession,
+    subscribers: list[WebhookSubscription],
+    event_type: str,
+    data: Mapping[str, Any],
+    client_id: str | None,
+    request_id: uuid.UUID | None,
+    dedupe_key: str | None,
+    now: datetime | None,
+) -> WebhookEvent | None:
+    """The event and one delivery per subscriber (none: nothing written)."""
     if not subscribers:
         return None
     now = now or utcnow()
@@ -118,48 +140,47 @@ async def _system_progress(session: AsyncSession, request_id: uuid.UUID) -> list
     ]
 
 
-async def request_event(
-    session: AsyncSession,
-    request: SubjectRequest,
-    event_type: str,
-    *,
-    progress: bool = False,
-    dedupe_key: str | None = None,
-    now: datetime | None = None,
-    **extra: Any,
-) -> WebhookEvent | None:
-    """Emit ``event_type`` about ``request`` to its client's subscriptions (and operators').
-
-    ``progress`` adds each system's status and row counts (for completion and failure).
-    """
-    data: dict[str, Any] = {
+def _request_data(
+    request: SubjectRequest, systems: list[dict[str, Any]] | None, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    return {
         "request_id": str(request.id),
         "kind": request.kind,
         "status": request.status,
         "subject_ref": request.subject_ref,
         "due_at": request.effective_due_at.isoformat(),
         **extra,
+        "systems": systems if systems is not None else [{"system": s} for s in request.systems],
     }
-    if progress:
-        data["systems"] = await _system_progress(session, request.id)
-    else:
-        data["systems"] = [{"system": s} for s in request.systems]
-    return await emit(
-        session,
-        event_type,
-        data,
-        client_id=request.client_id,
-        request_id=request.id,
-        dedupe_key=dedupe_key,
-        now=now,
-    )
+
+
+async def request_event(
+    session: AsyncSession,
+    request: SubjectRequest,
+    event_type: str,
+    *,
+    dedupe_key: str | None = None,
+    now: datetime | None = None,
+    **extra: Any,
+) -> WebhookEvent | None:
+    """Emit ``event_type`` about ``request`` to its client's subscriptions (and operators'),
+    naming its systems."""
+    subscribers = _listening(await _subscribers(session, request.client_id, request.id), event_type)
+    data = _request_data(request, None, extra)
+    client_id, request_id = request.client_id, request.id
+    return await _write(session, subscribers, event_type, data, client_id, request_id, dedupe_key, now)
 
 
 async def announce_request(
-    session: AsyncSession, request_id: uuid.UUID, event_type: str, **extra: Any
-) -> WebhookEvent | None:
-    """:func:`request_event` with per-system progress, for a request known by id (workers)."""
-    request = await session.get(SubjectRequest, request_id)
-    if request is None:
-        return None
-    return await request_event(session, request, event_type, progress=True, **extra)
+    session: AsyncSession, request: SubjectRequest, *event_types: str, **extra: Any
+) -> None:
+    """Emit ``event_types``, in that order, about ``request`` with each system's status and row
+    counts (completion, failure): subscriptions and progress are read once for all of them, and
+    progress only when somebody listens."""
+    subscriptions = await _subscribers(session, request.client_id, request.id)
+    listening = [(event_type, _listening(subscriptions, event_type)) for event_type in event_types]
+    if not any(subscribers for _, subscribers in listening):
+        return
+    data = _request_data(request, await _system_progress(session, request.id), extra)
+    for event_type, subscribers in listening:
+        await _write(session, subscribers, event_type, data, request.client_id, request.id, None, None)
