@@ -23,7 +23,7 @@ from app.domain.audit.payloads import Payload, check_event_fields, validate_payl
 from app.domain.audit.sequencer import wake_on_commit
 from app.lib.clock import utcnow
 
-__all__ = ("EventFields", "append", "pending_write")
+__all__ = ("EventFields", "append", "append_all", "pending_write")
 
 PENDING = cast("Table", AuditPending.__table__)
 """A Core insert into the table: no ORM bookkeeping on the hottest write path."""
@@ -86,3 +86,11 @@ async def append(session: AsyncSession, **event: Unpack[EventFields]) -> uuid.UU
     await session.execute(write.statement, write.params)
     wake_on_commit(session)
     return event_id
+
+
+async def append_all(session: AsyncSession, *events: EventFields) -> list[uuid.UUID]:
+    """:func:`append` for several events in one statement, linked in the order given."""
+    writes = [pending_write(**event) for event in events]
+    await session.execute(INSERT_PENDING, [write.params for _, write in writes])
+    wake_on_commit(session)
+    return [event_id for event_id, _ in writes]

@@ -248,25 +248,43 @@ async def transition(
     previous = request.status
     for name, value in values.items():
         setattr(request, name, value)
+    await _entered(session, request, now)
+    await audit.append(session, **_moved(request, previous, action, actor, payload))
+
+
+def _moved(
+    request: SubjectRequest, previous: str, action: str, actor: str, payload: Mapping[str, Any] | None = None
+) -> audit.EventFields:
+    """The audit event of ``request``'s move from ``previous`` to its status."""
+    return audit.EventFields(
+        action=action,
+        actor=actor,
+        request_id=str(request.id),
+        subject_ref=request.subject_ref,
+        payload={"kind": request.kind, "from": previous, "to": request.status, **(payload or {})},
+    )
+
+
+async def _entered(
+    session: AsyncSession, request: SubjectRequest, now: datetime, *, tasks_held: bool = True
+) -> None:
+    """What entering its status sets off for ``request`` (in the caller's transaction): wake
+    workers and open its external tasks when queued, list recipients when completed, cancel
+    tasks when ended otherwise, announce a transition event. ``tasks_held``: False when the
+    request is known to hold no external task (no need to look for one)."""
+    to = request.status
     if to in FINAL_STATUSES:
         await clear_parts(session, request.id)
     if to == "queued":
         await queued_in(session)
-        await tasks.open_tasks(session, request, now)
+        if tasks_held:
+            await tasks.open_tasks(session, request, now)
     elif to == "completed":
         await record_recipients(session, request, now)
     elif to in FINAL_STATUSES:  # failed, rejected, cancelled: nothing more is expected of any system
         await tasks.cancel_tasks(session, request, now)
     if to in outbox.TRANSITION_EVENTS:
         await outbox.request_event(session, request, outbox.TRANSITION_EVENTS[to])
-    await audit.append(
-        session,
-        action=action,
-        actor=actor,
-        request_id=str(request.id),
-        subject_ref=request.subject_ref,
-        payload={"kind": request.kind, "from": previous, "to": to, **(payload or {})},
-    )
 
 
 async def create_request(
@@ -333,15 +351,18 @@ async def create_request_rows(
         for index, system in enumerate(systems)
     ]
     # Core inserts of the rows the objects describe: the objects stay out of the session (no
-    # unit-of-work flush on the hot path) and answer the response as they are.
-    await session.execute(insert(REQUESTS).values(_columns(request, REQUESTS)))
+    # unit-of-work flush on the hot path) and answer the response as they are. The row goes in
+    # at the status it moves to at once (queued, or awaiting approval); the trail still records
+    # both steps, and request.received is announced as received.
+    waits = body.kind in settings.approval_kinds
+    to = "awaiting_approval" if waits else "queued"
+    await session.execute(insert(REQUESTS).values({**_columns(request, REQUESTS), "status": to}))
     if progress:
         await session.execute(insert(PROGRESS), [_columns(row, PROGRESS) for row in progress])
     await tasks.hold_tasks(session, request, chosen, externals, now)
     if body.callback_url is not None:
         await attach_callback(session, settings, principal, request_id, body.callback_url)
-    await audit.append(
-        session,
+    received = audit.EventFields(
         action="request.received",
         actor=principal.sub,
         request_id=str(request_id),
@@ -354,15 +375,9 @@ async def create_request_rows(
         },
     )
     await outbox.request_event(session, request, "request.received")
-    waits = body.kind in settings.approval_kinds
-    await transition(
-        session,
-        request,
-        to="awaiting_approval" if waits else "queued",
-        action="request.awaiting_approval" if waits else "request.queued",
-        actor=principal.sub,
-        allowed_from=frozenset({"received"}),
-    )
+    request.status = to
+    await _entered(session, request, now, tasks_held=bool(chosen))
+    await audit.append_all(session, received, _moved(request, "received", f"request.{to}", principal.sub))
     return request, progress, bool(chosen)
 
 
