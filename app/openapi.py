@@ -69,6 +69,7 @@ _PROBLEMS = {
     400: "Malformed request: a parameter or body that does not match this document",
     415: "The body's Content-Type is not one this operation reads",
     429: "Too many requests; retry after `Retry-After` seconds",
+    503: "The service store or a target database is unavailable",
 }
 
 
@@ -143,10 +144,11 @@ def _problem(status: int, description: str) -> dict[str, Any]:
         "description": description,
         "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}},
     }
-    if status == 429:
+    if status in (429, 503):
         response["headers"] = {
             "Retry-After": {
-                "description": "Seconds to wait before the next attempt.",
+                "description": "Seconds to wait before the next attempt (on a 503, when a retry is "
+                "expected to succeed soon).",
                 "schema": {"type": "integer", "minimum": 0},
             }
         }
@@ -202,6 +204,9 @@ def _complete_operation(
         _attach_examples(body["content"], by_component)
     if path.startswith("/v1/"):
         responses["429"] = _problem(429, _PROBLEMS[429])
+        # every /v1 operation uses the store: a connection the server ended answers 503
+        unavailable = responses.setdefault("503", _problem(503, _PROBLEMS[503]))
+        unavailable.setdefault("headers", {}).update(_problem(503, "")["headers"])
     idempotent = any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters)
     for status, response in responses.items():
         for header in response.get("headers", {}).values():

@@ -29,8 +29,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
-from app.db.store import dropped
-from app.lib.errors import Unavailable
+from app.lib.errors import Unavailable, connection_dropped
 from app.lib.logging import get_logger
 
 __all__ = ("BATCH_UNITS", "WAIT_SECONDS", "GroupCommitter", "Write")
@@ -98,7 +97,7 @@ def _waiting(queue: asyncio.Queue[_Unit | None]) -> list[_Unit]:
 
 def _refused(error: BaseException) -> bool:
     """The database answered with an error: the transaction was rolled back, nothing committed."""
-    return isinstance(error, StatementError) and not dropped(error)
+    return isinstance(error, StatementError) and not connection_dropped(error)
 
 
 class GroupCommitter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,21 +11,23 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import Column, ColumnElement, event, inspect, select
 from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.sql._typing import _ColumnExpressionArgument
 
 from app.config import Settings
 from app.lib.crypto import CHAIN_OPTION, ChainKeyring
+from app.lib.errors import connection_dropped
 
 __all__ = (
     "MIGRATIONS_DIR",
     "create_store_engine",
     "current_revision",
-    "dropped",
     "head_revision",
     "migrate_store",
+    "read_detached",
     "read_without_transaction",
     "retry_if_dropped",
     "retry_once_if_dropped",
@@ -37,6 +39,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 POOL_RECYCLE_SECONDS = 1800
 """Pooled connections are replaced after this long, before servers or proxies drop idle ones."""
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -102,6 +105,37 @@ def create_store_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+def _column_keys(model: type[Any]) -> list[tuple[str, Column[Any]]]:
+    """(attribute, column) of each column a model maps, in table order; computed once per model."""
+    found = _COLUMN_KEYS.get(model)
+    if found is None:
+        found = _COLUMN_KEYS[model] = [(a.key, a.columns[0]) for a in inspect(model).column_attrs]
+    return found
+
+
+_COLUMN_KEYS: dict[type[Any], list[tuple[str, Column[Any]]]] = {}
+
+
+async def read_detached(
+    session: AsyncSession,
+    model: type[M],
+    *where: ColumnElement[bool],
+    order_by: Sequence[_ColumnExpressionArgument[Any]] = (),
+) -> list[M]:
+    """Rows of ``model`` read with Core on ``session``'s connection, as instances of no session.
+
+    For read-only views on the hot path: the ORM's loading (identity map, instance state, change
+    tracking) costs about as much CPU again as the statement; these instances are built from the
+    row's values only, so nothing tracks them and nothing of them is ever flushed.
+    """
+    columns = _column_keys(model)
+    statement = select(*(column for _, column in columns)).where(*where).order_by(*order_by)
+    await session.flush()  # what the session changed and has not written is read too, as the ORM would
+    result = await (await session.connection()).execute(statement)
+    keys = [key for key, _ in columns]
+    return [model(**dict(zip(keys, row, strict=True))) for row in result]
+
+
 async def read_without_transaction(session: AsyncSession) -> None:
     """Run a read-only handler's statements in autocommit mode (no BEGIN, no COMMIT round trips).
 
@@ -110,11 +144,6 @@ async def read_without_transaction(session: AsyncSession) -> None:
     level when the connection is returned.
     """
     await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-
-
-def dropped(error: BaseException) -> bool:
-    """``error`` says the connection was lost (and invalidated), not that a statement was refused."""
-    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 async def retry_once_if_dropped(
@@ -129,7 +158,7 @@ async def retry_once_if_dropped(
     try:
         return await work()
     except DBAPIError as error:
-        if not dropped(error):
+        if not connection_dropped(error):
             raise
     if before_retry is not None:
         await before_retry()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from sqlalchemy.exc import DBAPIError
+
 __all__ = (
     "ConfigurationError",
     "Conflict",
@@ -28,6 +30,7 @@ __all__ = (
     "Unavailable",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "connection_dropped",
     "field_error",
     "problem_type",
 )
@@ -242,6 +245,12 @@ class TooManyRequests(LetheError):
     status = 429
     slug = "too-many-requests"
     title = "Too many requests"
+
+
+def connection_dropped(error: BaseException) -> bool:
+    """``error`` says a database connection was lost (and invalidated), not that a statement was
+    refused: nothing of its transaction was applied, and the pool holds no dead connection."""
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 class Unavailable(LetheError):

@@ -16,9 +16,10 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError
 
 from app.engine.errors import EngineError, TargetBlocks
-from app.lib.errors import Conflict, LetheError, problem_type
+from app.lib.errors import Conflict, LetheError, connection_dropped, problem_type
 from app.lib.logging import get_logger
 from app.lib.schema import Problem, ProblemFieldError
 
@@ -156,6 +157,23 @@ def _unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return _response(problem)
 
 
+def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[bytes]:
+    """A connection the database server ended (restart, failover, a proxy's idle timeout) is a
+    503 to retry: nothing of the request's transaction was applied, and the pool has let go of
+    the dead connection. Any other database error is unexpected."""
+    if not connection_dropped(exc):
+        return _unexpected(request, exc)
+    logger.warning("database connection lost", error_type=type(exc.orig).__name__, path=request.url.path)
+    problem = Problem(
+        type=problem_type("unavailable"),
+        title="Service unavailable",
+        status=503,
+        detail="the connection to a database was lost; nothing was changed, retry the call",
+        instance=request.url.path,
+    )
+    return _response(problem, {"Retry-After": "1"})
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     # The exception text may contain values from a target database: log only its type.
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
@@ -183,6 +201,7 @@ exception_handlers: ExceptionHandlersMap = {
     HTTPException: _http_error,
     RecursionError: _unreadable_body,
     UnicodeDecodeError: _unreadable_body,
+    DBAPIError: _database_error,
     Exception: _unexpected,
 }
 

@@ -430,6 +430,27 @@ async def test_a_dropped_store_connection_is_retried_once(
     assert await _actions(store_engine, second.json()["id"]) == ["request.received", "request.queued"]
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_a_dropped_store_connection_elsewhere_answers_503_then_recovers(
+    client: AsyncTestClient[Litestar], auth: Headers, store_engine: AsyncEngine, crm_sqlite: str
+) -> None:
+    await register_crm(client, auth())
+    body = {"kind": "access", "identities": {"email": SUBJECT_EMAIL}}
+    assert (await _create(client, auth, body)).status_code == 202
+
+    # the list is not retried: the lost connection is a 503 to retry, not an internal error
+    assert await _terminate_other_backends(store_engine) >= 1
+    listed = await client.get("/v1/requests", headers=auth("requests:read"))
+    assert listed.status_code == 503, listed.text
+    assert listed.headers["content-type"].startswith("application/problem+json")
+    assert listed.json()["type"] == "urn:lethe:problem:unavailable"
+    assert listed.headers["retry-after"] == "1"
+    # the pool let go of its dead connections: the retry is served
+    again = await client.get("/v1/requests", headers=auth("requests:read"))
+    assert again.status_code == 200, again.text
+    assert len(again.json()["items"]) == 1
+
+
 # --- lifecycle -----------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.external import ExternalTask
 from app.db.requests import FINAL_STATUSES, SubjectRequest
+from app.db.store import read_detached
 from app.db.webhooks import WebhookEvent, WebhookSubscription
 from app.domain.audit import services as audit
 from app.domain.external.schemas import TaskOut, TaskStatus
@@ -245,10 +246,11 @@ async def task_views(
     found: dict[uuid.UUID, list[TaskOut]] = {request_id: [] for request_id in request_ids}
     if not found:
         return found
-    rows = await session.scalars(
-        select(ExternalTask)
-        .where(ExternalTask.request_id.in_(list(found)))
-        .order_by(ExternalTask.request_id, ExternalTask.system)
+    rows = await read_detached(
+        session,
+        ExternalTask,
+        ExternalTask.request_id.in_(list(found)),
+        order_by=[ExternalTask.request_id, ExternalTask.system],
     )
     moment = now or utcnow()
     for task in rows:

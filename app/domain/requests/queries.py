@@ -20,6 +20,7 @@ from app.db.requests import (
     SubjectRequest,
     SubjectRequestSystem,
 )
+from app.db.store import read_detached
 from app.domain.requests.schemas import (
     RequestKind,
     RequestOut,
@@ -157,9 +158,18 @@ async def _progress(
 async def get_request(
     session: AsyncSession, request_id: uuid.UUID, viewer: Principal | None = None
 ) -> tuple[SubjectRequest, list[SubjectRequestSystem]]:
-    """A request and its per-system progress (404 for another client's request)."""
-    request = await load_request(session, request_id, viewer=viewer)
-    return request, (await _progress(session, [request_id])).get(request_id, [])
+    """A request and its per-system progress (404 for another client's request), read for a view
+    (instances of no session: see :func:`app.db.store.read_detached`)."""
+    found = await read_detached(session, SubjectRequest, SubjectRequest.id == request_id, visible_to(viewer))
+    if not found:
+        raise NotFound(f"request {request_id} does not exist")
+    progress = await read_detached(
+        session,
+        SubjectRequestSystem,
+        SubjectRequestSystem.request_id == request_id,
+        order_by=[SubjectRequestSystem.position],
+    )
+    return found[0], progress
 
 
 def request_out(
