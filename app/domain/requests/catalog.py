@@ -119,6 +119,16 @@ async def manifest_at(session: AsyncSession, system: str, version: int) -> Manif
     Raises:
         NotFound: that version is not in the registry (it never is deleted, so: a broken store).
     """
+    content_hash = await session.scalar(
+        select(ManifestVersion.content_hash).where(
+            ManifestVersion.system == system, ManifestVersion.version == version
+        )
+    )
+    if content_hash is None:
+        raise NotFound(f"manifest version {version} of system '{system}' is not registered")
+    decoded = _CACHE.get((system, version, content_hash))
+    if decoded is not None:  # the document is read once per process, its hash every time
+        return decoded
     row = await session.get(ManifestVersion, (system, version))
     if row is None:
         raise NotFound(f"manifest version {version} of system '{system}' is not registered")

@@ -195,7 +195,9 @@ class RequestWorker:
                 assert run is not None  # noqa: S101 - built whatever the tasks say
             handler = HANDLERS[claim.kind]
             outcome = await self._run_with_heartbeat(handler, run, fence)
-            await self._complete(claim, fence, outcome)
+            # an access request's parts are the completed tasks' (read into the run): none, none to clear
+            parts = claim.kind != "access" or bool(run.external)
+            await self._complete(claim, fence, outcome, parts=parts)
         except LeaseLost:
             logger.warning("lease lost", request_id=str(claim.request_id), attempt=claim.attempt)
             return "lost"
@@ -251,7 +253,7 @@ class RequestWorker:
             reason = f"unexpected error ({type(exc).__name__})"
         return await self._fail(claim, fence, reason, system)
 
-    async def _complete(self, claim: Claim, fence: Fence, outcome: RequestOutcome) -> None:
+    async def _complete(self, claim: Claim, fence: Fence, outcome: RequestOutcome, *, parts: bool) -> None:
         async with self.sessions() as session, session.begin():
             now = await fence.fence(session)
             waiting = await pending_tasks(session, claim.request_id) > 0  # external systems to report
@@ -263,7 +265,8 @@ class RequestWorker:
             }
             if not waiting:
                 values.update(completed_at=now, identities_encrypted=None, changes_encrypted=None)
-                await clear_parts(session, claim.request_id)  # assembled into the export, if any
+                if parts:
+                    await clear_parts(session, claim.request_id)  # assembled into the export
             if outcome.artifact:
                 values.update(
                     artifact_attempt=claim.attempt, artifact_expires_at=now + artifact_ttl(self.settings)
