@@ -18,13 +18,10 @@ other work, round trips are what a change to the hot path can be judged by betwe
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from litestar.testing import AsyncTestClient
@@ -32,19 +29,15 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
-from app.config import load_settings
-from app.db.store import create_store_engine, upgrade_store
 from app.domain.requests.jobs import RequestWorker, drain
 from app.engine.targets import TargetRegistry
-from app.lib.auth import ALL_SCOPES, mint_token
 from bench.export import _admin_url
-from bench.workers import _env, scratch_databases
-from tests.integration.requests_support import TARGET_ENV, create_crm, register_crm
+from bench.workers import PEOPLE, crm_bench
+from tests.integration.requests_support import register_crm
 
 __all__ = ("run",)
 
 SAMPLES = 20
-PEOPLE = 50
 
 
 def _sent(connection: Any) -> bool:
@@ -86,51 +79,38 @@ async def _per_operation(
 
 
 async def _measure(admin_url: str) -> dict[str, dict[str, float]]:
-    async with scratch_databases(admin_url, "round_trips_store", "round_trips_crm") as (store_url, crm_url):
-        with tempfile.TemporaryDirectory() as tmp:
-            env = _env(store_url, crm_url, Path(tmp) / "artifacts")
-            os.environ[TARGET_ENV] = crm_url
-            settings = load_settings(env)
-            store = create_store_engine(settings)
-            await upgrade_store(store)
-            await create_crm(crm_url, people=PEOPLE, orders_per_person=3)
-            headers = {
-                "Authorization": f"Bearer {mint_token(settings, sub='bench', scopes=list(ALL_SCOPES))}"
-            }
-            created: list[str] = []
-            try:
-                app = create_app(settings)
-                served: AsyncEngine = app.state["store_engine"]
-                async with AsyncTestClient(app=app) as client:
-                    await register_crm(client, headers)
+    async with crm_bench(admin_url, "round_trips") as bench:
+        headers = bench.headers
+        created: list[str] = []
+        app = create_app(bench.settings)
+        served: AsyncEngine = app.state["store_engine"]
+        async with AsyncTestClient(app=app) as client:
+            await register_crm(client, headers)
 
-                    async def post(index: int) -> None:
-                        body = {"kind": "access", "identities": {"user_id": str(index % PEOPLE + 1)}}
-                        keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
-                        response = await client.post("/v1/requests", json=body, headers=keyed)
-                        assert response.status_code == 202, response.text
-                        created.append(response.json()["id"])
+            async def post(index: int) -> None:
+                body = {"kind": "access", "identities": {"user_id": str(index % PEOPLE + 1)}}
+                keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
+                response = await client.post("/v1/requests", json=body, headers=keyed)
+                assert response.status_code == 202, response.text
+                created.append(response.json()["id"])
 
-                    async def get(index: int) -> None:
-                        response = await client.get(f"/v1/requests/{created[index]}", headers=headers)
-                        assert response.status_code == 200, response.text
+            async def get(index: int) -> None:
+                response = await client.get(f"/v1/requests/{created[index + 1]}", headers=headers)
+                assert response.status_code == 200, response.text
 
-                    await post(0)  # warm: manifests, pools
-                    created.clear()
-                    figures = {"POST /v1/requests": await _per_operation(served, post)}
-                    figures["GET /v1/requests/{id}"] = await _per_operation(served, get)
-                targets = TargetRegistry(settings)
-                try:
-                    worker = RequestWorker(settings, store, targets, "round-trips")
-                    async with _counting(store) as counts:
-                        await drain([worker])
-                finally:
-                    await targets.dispose()
-                figures["worker: one access request"] = {
-                    key: counts[key] / len(created) for key in ("statements", "transactions", "commits")
-                }
-            finally:
-                await store.dispose()
+            await post(0)  # warm: manifests, pools
+            figures = {"POST /v1/requests": await _per_operation(served, post)}
+            figures["GET /v1/requests/{id}"] = await _per_operation(served, get)
+        targets = TargetRegistry(bench.settings)
+        try:
+            worker = RequestWorker(bench.settings, bench.store, targets, "round-trips")
+            async with _counting(bench.store) as counts:
+                await drain([worker])
+        finally:
+            await targets.dispose()
+        figures["worker: one access request"] = {
+            key: counts[key] / len(created) for key in ("statements", "transactions", "commits")
+        }
     return figures
 
 

@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.asgi import create_app
-from app.config import load_settings
+from app.config import Settings, load_settings
 from app.db.audit import AuditEvent
 from app.db.requests import SubjectRequest
 from app.db.store import create_store_engine, upgrade_store
@@ -46,7 +47,7 @@ from app.lib.auth import ALL_SCOPES, mint_token
 from bench.export import _admin_url
 from tests.integration.requests_support import TARGET_ENV, create_crm, register_crm
 
-__all__ = ("run", "scratch_databases")
+__all__ = ("CrmBench", "crm_bench", "run", "scratch_databases")
 
 REQUESTS = int(os.environ.get("LETHE_BENCH_WORKER_REQUESTS", "2000"))
 WORKERS = tuple(int(n) for n in os.environ.get("LETHE_BENCH_WORKER_PROCESSES", "1,2,4").split(","))
@@ -159,39 +160,56 @@ async def scratch_databases(admin_url: str, *names: str) -> AsyncIterator[list[s
         await admin.dispose()
 
 
-async def _measure(admin_url: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    async with scratch_databases(admin_url, "workers_store", "workers_crm") as (store_url, crm_url):
+@dataclass(frozen=True)
+class CrmBench:
+    """A migrated scratch store and a CRM target, the settings naming them, an all-scopes token."""
+
+    env: dict[str, str]
+    settings: Settings
+    store: AsyncEngine
+    headers: dict[str, str]
+
+
+@asynccontextmanager
+async def crm_bench(admin_url: str, name: str) -> AsyncIterator[CrmBench]:
+    """Fresh PostgreSQL store (migrated) and CRM target (:data:`PEOPLE` people, three orders
+    each), exports into a temporary directory; everything dropped afterwards."""
+    async with scratch_databases(admin_url, f"{name}_store", f"{name}_crm") as (store_url, crm_url):
         with tempfile.TemporaryDirectory() as tmp:
             env = _env(store_url, crm_url, Path(tmp) / "artifacts")
             os.environ[TARGET_ENV] = crm_url
             settings = load_settings(env)
             store = create_store_engine(settings)
-            await upgrade_store(store)
-            await create_crm(crm_url, people=PEOPLE, orders_per_person=3)
-            token = mint_token(settings, sub="bench", scopes=list(ALL_SCOPES))
-            headers = {"Authorization": f"Bearer {token}"}
             try:
-                async with AsyncTestClient(app=create_app(settings)) as client:
-                    await register_crm(client, headers)
-                    for workers in WORKERS:
-                        ids = await _enqueue(client, headers)
-                        wall = await asyncio.to_thread(_drain, env, workers)
-                        span = await _check(store, ids)
-                        rows.append({"workers": workers, "span": span, "wall": wall})
-                        print(rows[-1], flush=True)
-                verified = await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, "-m", "app", "audit", "verify"],
-                    env={**os.environ, **env},
-                    cwd=ROOT,
-                    check=False,
-                    capture_output=True,
-                    text=True,
-                )
-                assert verified.returncode == 0, verified.stdout + verified.stderr
+                await upgrade_store(store)
+                await create_crm(crm_url, people=PEOPLE, orders_per_person=3)
+                token = mint_token(settings, sub="bench", scopes=list(ALL_SCOPES))
+                yield CrmBench(env, settings, store, {"Authorization": f"Bearer {token}"})
             finally:
                 await store.dispose()
+
+
+async def _measure(admin_url: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    async with crm_bench(admin_url, "workers") as bench:
+        async with AsyncTestClient(app=create_app(bench.settings)) as client:
+            await register_crm(client, bench.headers)
+            for workers in WORKERS:
+                ids = await _enqueue(client, bench.headers)
+                wall = await asyncio.to_thread(_drain, bench.env, workers)
+                span = await _check(bench.store, ids)
+                rows.append({"workers": workers, "span": span, "wall": wall})
+                print(rows[-1], flush=True)
+        verified = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "app", "audit", "verify"],
+            env={**os.environ, **bench.env},
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
     return rows
 
 
