@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -186,6 +186,59 @@ async def test_an_unreachable_target_is_retried_then_fails_cleanly(
     )
     assert await _count(store_engine, "request.deferred", request_id) == 1
     assert await _count(store_engine, "request.failed", request_id) == 1
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_a_store_connection_lost_mid_run_defers_the_request_instead_of_failing_it(
+    client: AsyncTestClient[Litestar], auth: Headers, settings: Settings, store_engine: AsyncEngine, crm: str
+) -> None:
+    """A store restart or failover under a running request: the request is resumed by the next
+    claim, not failed for good."""
+    await register_crm(client, auth())
+    created = await client.post(
+        "/v1/requests", json={"kind": "access", "identities": {"email": SUBJECT_EMAIL}}, headers=auth()
+    )
+    request_id = uuid.UUID(created.json()["id"])
+    cut: list[str] = []
+
+    def drop_at_progress_write(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE subject_request_system") and not cut:
+            cut.append(statement)  # the server ends the connection as the system's outcome is written
+            connection.connection.driver_connection.terminate()
+
+    targets = TargetRegistry(settings)
+    worker = jobs.RequestWorker(settings, store_engine, targets, "w")
+    event.listen(store_engine.sync_engine, "before_cursor_execute", drop_at_progress_write)
+    try:
+        first = await worker.claim()
+        assert first is not None
+        assert await worker.process(first) == "deferred"
+        assert cut  # the drop did happen, at the progress write
+        event.remove(store_engine.sync_engine, "before_cursor_execute", drop_at_progress_write)
+        async with store_engine.begin() as connection:
+            row = (
+                await connection.execute(select(SubjectRequest).where(SubjectRequest.id == request_id))
+            ).one()
+            assert (row.status, row.lease_owner, row.failure_reason) == ("running", None, None)
+            await connection.execute(
+                update(SubjectRequest)
+                .where(SubjectRequest.id == request_id)
+                .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        second = await worker.claim()
+        assert second is not None
+        assert second.attempt == first.attempt + 1
+        assert await worker.process(second) == "completed"
+    finally:
+        if event.contains(store_engine.sync_engine, "before_cursor_execute", drop_at_progress_write):
+            event.remove(store_engine.sync_engine, "before_cursor_execute", drop_at_progress_write)
+        await targets.dispose()
+    body = (await client.get(f"/v1/requests/{request_id}", headers=auth())).json()
+    assert body["status"] == "completed"
+    assert body["export_available"] is True
+    assert await _count(store_engine, "request.deferred", request_id) == 1
+    assert await _count(store_engine, "request.failed", request_id) == 0
+    assert await _count(store_engine, "request.completed", request_id) == 1
 
 
 async def test_drain_runs_the_workers_side_by_side_and_completes_each_request_once(

@@ -57,7 +57,7 @@ from app.engine.runs import (
 from app.engine.storage import artifact_store
 from app.engine.targets import TargetRegistry
 from app.lib.clock import utcnow
-from app.lib.errors import LetheError, TargetUnavailable
+from app.lib.errors import LetheError, TargetUnavailable, connection_dropped
 from app.lib.leases import LeaseLost, hold, owner_id
 from app.lib.logging import get_logger
 from app.lib.loops import LoopWatch
@@ -236,8 +236,11 @@ class RequestWorker:
     async def _settle_error(self, claim: Claim, fence: Fence, exc: Exception) -> str:
         """Fail the request with a reason free of personal data, or defer it while a target is down."""
         system: str | None = None
-        if isinstance(exc, TargetUnavailable) and claim.attempt < self.settings.worker_max_attempts:
-            return await self._defer(claim, fence, exc.extra.get("system"))
+        if claim.attempt < self.settings.worker_max_attempts:
+            if isinstance(exc, TargetUnavailable):
+                return await self._defer(claim, fence, exc.extra.get("system"), "target_unavailable")
+            if connection_dropped(exc):  # the store restarted or failed over under the run
+                return await self._defer(claim, fence, None, "store_connection_lost")
         if isinstance(exc, EngineError):  # RequestFailed and every other engine error
             reason, system = exc.detail, exc.system
         elif isinstance(exc, LetheError):
@@ -303,8 +306,9 @@ class RequestWorker:
         if outcome.artifact:
             await remove_artifacts(self.settings, claim.request_id, keep=claim.attempt)
 
-    async def _defer(self, claim: Claim, fence: Fence, system: str | None) -> str:
-        """A target is down: leave the request running with no owner until the lease runs out.
+    async def _defer(self, claim: Claim, fence: Fence, system: str | None, reason: str) -> str:
+        """A target is down, or a store connection was lost mid-run: leave the request running
+        with no owner until the lease runs out (``reason`` goes to the audit event).
 
         Another worker (or this one) resumes it then, from its saved progress; after
         ``worker_max_attempts`` claims the request fails instead.
@@ -325,7 +329,7 @@ class RequestWorker:
                     request_id=str(claim.request_id),
                     system=system,
                     subject_ref=subject_ref,
-                    payload={"kind": claim.kind, "attempt": claim.attempt, "reason": "target_unavailable"},
+                    payload={"kind": claim.kind, "attempt": claim.attempt, "reason": reason},
                 )
         except LeaseLost:
             return "lost"
