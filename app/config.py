@@ -118,7 +118,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     worker_poll_seconds: float = 1.0
     """Idle workers look for new work this often."""
     worker_max_attempts: int = 5
-    """Claims of one request before a target that stays unreachable fails it (retried per lease)."""
+    """Claims of one request before a target that stays unreachable, or a store that keeps dropping
+    its connection, fails it (retried per lease)."""
     approval_required: str = ""
     """Request kinds that wait for approval before running (e.g. ``erasure``)."""
     approval_four_eyes: bool = True
