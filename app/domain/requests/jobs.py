@@ -195,9 +195,12 @@ class RequestWorker:
                 assert run is not None  # noqa: S101 - built whatever the tasks say
             handler = HANDLERS[claim.kind]
             outcome = await self._run_with_heartbeat(handler, run, fence)
-            # an access request's parts are the completed tasks' (read into the run): none, none to clear
-            parts = claim.kind != "access" or bool(run.external)
-            await self._complete(claim, fence, outcome, parts=parts)
+            # An access request runs once no external task is pending (checked above) and its
+            # parts are those of the completed tasks, read into the run: none, none to clear.
+            access = claim.kind == "access"
+            await self._complete(
+                claim, fence, outcome, parts=not access or bool(run.external), may_wait=not access
+            )
         except LeaseLost:
             logger.warning("lease lost", request_id=str(claim.request_id), attempt=claim.attempt)
             return "lost"
@@ -256,10 +259,14 @@ class RequestWorker:
             reason = f"unexpected error ({type(exc).__name__})"
         return await self._fail(claim, fence, reason, system)
 
-    async def _complete(self, claim: Claim, fence: Fence, outcome: RequestOutcome, *, parts: bool) -> None:
+    async def _complete(
+        self, claim: Claim, fence: Fence, outcome: RequestOutcome, *, parts: bool, may_wait: bool
+    ) -> None:
+        """Complete the request, or leave it ``awaiting_systems`` while an external system has not
+        reported (``may_wait``: whether one may not have)."""
         async with self.sessions() as session, session.begin():
             now = await fence.fence(session)
-            waiting = await pending_tasks(session, claim.request_id) > 0  # external systems to report
+            waiting = may_wait and await pending_tasks(session, claim.request_id) > 0
             values: dict[str, Any] = {
                 "status": "awaiting_systems" if waiting else "completed",
                 "lease_owner": None,
