@@ -11,7 +11,9 @@ row that can be leased keeps, in columns of its own, the lease *owner*, when the
   several concurrent callers wins (PostgreSQL, MariaDB and SQLite alike).
   :meth:`LeaseTable.claim_next` first picks the oldest available row (``FOR UPDATE SKIP LOCKED``
   on PostgreSQL, so replicas never wait on each other), then acquires it;
-  :meth:`LeaseTable.claim_batch` does so for several rows in one transaction.
+  :meth:`LeaseTable.claim_batch` does so for several rows with one SELECT and one UPDATE (each
+  row taken only if still available and its token unchanged, ``RETURNING`` the ones taken: a
+  store that has ``UPDATE ... RETURNING``, as PostgreSQL and SQLite do).
 - :meth:`LeaseTable.renew` extends the lease *and fences*: it matches the row only while the
   caller's token (or owner, for a table without token) is still the current one. Call it at the
   start of every write the holder makes, in the same transaction: once another replica has taken
@@ -56,11 +58,11 @@ import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, or_, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -236,21 +238,39 @@ class LeaseTable:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )  # SQLite renders no FOR UPDATE: there the conditional update alone decides
-        holders = []
-        for row in (await session.execute(statement)).all():
-            holder = await self.acquire(
-                session,
-                row[0],
+        rows = (await session.execute(statement)).all()
+        if not rows:
+            return []
+        # One UPDATE takes them all, each only if still ready (and, with tokens, unchanged since
+        # read: compare-and-set per row); RETURNING says which were taken, with their new tokens.
+        changes = {self.owner.key: owner} | self._lease_values(now, seconds) | dict(values or {})
+        if self.token is not None:
+            read = tuple_(self.key, self.token).in_([(row[0], row[1]) for row in rows])
+            changes[self.token.key] = self.token + 1
+            returned = [self.key, self.token]
+        else:
+            read = self.key.in_([row[0] for row in rows])
+            returned = [self.key, self.key]
+        result = await session.execute(
+            update(self._model)
+            .where(read, ready)
+            .values(changes)
+            .returning(*returned)
+            .execution_options(synchronize_session=False)
+        )
+        taken: dict[Any, Any] = dict(result.tuples().all())
+        expires_at = changes[self.expires_at.key]
+        return [
+            Holder(
+                key=row[0],
                 owner=owner,
-                seconds=seconds,
-                available=ready,
-                token=row[1] if self.token is not None else None,
-                values=values,
-                now=now,
+                token=taken[row[0]] if self.token is not None else None,
+                expires_at=expires_at,
+                row=tuple(row[len(keys) :]),
             )
-            if holder is not None:
-                holders.append(replace(holder, row=tuple(row[len(keys) :])))
-        return holders
+            for row in rows
+            if row[0] in taken
+        ]
 
     async def renew(
         self,
