@@ -8,12 +8,15 @@ and MariaDB lock the key, SQLite serialises writers), then fails and the duplica
 response; if the first rolled back, the duplicate does the work. A pending record committed without
 a response (written by an earlier version, which committed the claim on its own connection first)
 answers 409 while it is fresh and is taken over once stale.
+
+Work that is a unit of the group committer (a consent and its audit event) goes through
+:func:`run_idempotent_unit`: the record joins the unit with its response already in it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, cast
 
@@ -25,11 +28,12 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.group_commit import GroupCommitter, Write
 from app.db.models import IdempotencyRecord
 from app.lib.clock import utcnow
 from app.lib.errors import IdempotencyConflict, IdempotencyInProgress, ValidationFailed, field_error
 
-__all__ = ("IdempotencyKeyHeader", "body_fingerprint", "run_idempotent")
+__all__ = ("IdempotencyKeyHeader", "body_fingerprint", "run_idempotent", "run_idempotent_unit")
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -51,6 +55,8 @@ MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(minutes=5)
 """A pending record older than this belongs to a crashed attempt and may be taken over."""
 RECORDS = cast("Table", IdempotencyRecord.__table__)
+INSERT_RECORD = insert(RECORDS)
+"""Built once: the group committer batches the writes of one statement object together."""
 
 
 def body_fingerprint(body: object) -> str:
@@ -115,6 +121,14 @@ async def _claim(
     raise IdempotencyInProgress(f"a request with this Idempotency-Key for '{operation}' is in progress")
 
 
+def _check_key(key: str | None) -> None:
+    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise ValidationFailed(
+            "Idempotency-Key must be 1 to 255 characters",
+            [field_error("header.Idempotency-Key", "1 to 255 characters")],
+        )
+
+
 async def run_idempotent(
     *,
     session: AsyncSession,
@@ -135,22 +149,14 @@ async def run_idempotent(
         body: the decoded request body, fingerprinted to detect reuse with another body.
         produce: does the work in ``session`` and returns (status, body struct, location or None).
     """
-    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise ValidationFailed(
-            "Idempotency-Key must be 1 to 255 characters",
-            [field_error("header.Idempotency-Key", "1 to 255 characters")],
-        )
+    _check_key(key)
     if key is None:
         status, content, location = await produce()
         return _response(status, msgspec.json.encode(content), location)
     fingerprint = body_fingerprint(body)
     existing = await _claim(session, client_id, key, operation, fingerprint)
     if existing is not None:
-        if existing.request_hash != fingerprint or existing.operation != operation:
-            raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
-        if existing.status_code is None:
-            raise IdempotencyInProgress("a request with this Idempotency-Key is still in progress")
-        return _replay(existing)
+        return _answered(existing, operation, fingerprint)
     status, content, location = await produce()
     encoded = msgspec.json.encode(content)
     await session.execute(
@@ -159,6 +165,71 @@ async def run_idempotent(
         .values(status_code=status, response_body=encoded, location=location)
     )
     return _response(status, encoded, location)
+
+
+def _answered(existing: Row[Any], operation: str, fingerprint: str) -> Response[bytes]:
+    """The answer to a key used before: its stored response, or why there is none to give."""
+    if existing.request_hash != fingerprint or existing.operation != operation:
+        raise IdempotencyConflict("this Idempotency-Key was already used with a different request body")
+    if existing.status_code is None:
+        raise IdempotencyInProgress("a request with this Idempotency-Key is still in progress")
+    return _replay(existing)
+
+
+async def run_idempotent_unit(
+    *,
+    session: AsyncSession,
+    committer: GroupCommitter,
+    client_id: str,
+    key: str | None,
+    operation: str,
+    body: object,
+    prepare: Callable[[], tuple[Sequence[Write], int, object]],
+) -> Response[bytes]:
+    """:func:`run_idempotent` for work that is one unit of the group committer.
+
+    ``prepare`` builds the unit's rows and the response they answer with, writing nothing. With a
+    key, the record, already holding that response, joins the unit: claim, work and response
+    commit together in one commit shared with the other callers waiting. A key used before makes
+    the unit fail on the record's primary key (the committer writes a refused batch again one unit
+    at a time, so only this caller's unit fails); the stored response is then replayed, or the
+    conflict reported, exactly as :func:`run_idempotent` does.
+
+    Args:
+        session: the request's session, used only to read the record of a key used before.
+    """
+    _check_key(key)
+    writes, status, content = prepare()
+    encoded = msgspec.json.encode(content)
+    if key is None:
+        await committer.submit(writes)
+        return _response(status, encoded, None)
+    fingerprint = body_fingerprint(body)
+    record = Write(
+        INSERT_RECORD,
+        {
+            "client_id": client_id,
+            "key": key,
+            "operation": operation,
+            "request_hash": fingerprint,
+            "created_at": utcnow(),
+            "status_code": status,
+            "response_body": encoded,
+            "location": None,
+        },
+    )
+    try:
+        await committer.submit([record, *writes])
+    except IntegrityError:
+        existing = (
+            await session.execute(
+                select(RECORDS).where(RECORDS.c.client_id == client_id, RECORDS.c.key == key)
+            )
+        ).first()
+        if existing is None:  # refused for another reason than the key
+            raise
+        return _answered(existing, operation, fingerprint)
+    return _response(status, encoded, None)
 
 
 def _response(status: int, encoded: bytes, location: str | None) -> Response[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -164,6 +165,23 @@ async def test_idempotent_consent(client: Client, auth: Auth, store_engine: Asyn
     assert changed.status_code == 422
     assert changed.json()["type"] == "urn:lethe:problem:idempotency-key-reused"
     assert await _count(store_engine, "consent_event") == 1
+
+
+async def test_a_keyed_consent_sent_twice_at_once_is_recorded_once(
+    client: Client, auth: Auth, store_engine: AsyncEngine
+) -> None:
+    body = _consent("twice@example.com", granted=True)
+    first, second = await asyncio.gather(*(_post(client, auth, body, key="twice") for _ in range(2)))
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json() == second.json()
+    replayed = [first.headers.get("idempotent-replayed"), second.headers.get("idempotent-replayed")]
+    assert sorted(replayed, key=str) == sorted([None, "true"], key=str)
+    assert await _count(store_engine, "consent_event") == 1
+    await sequence_now(store_engine)
+    assert await _count(store_engine, "audit_event") == 1
+    other = await _post(client, auth, body | {"purpose": "analytics"}, key="twice")
+    assert other.status_code == 422
+    assert other.json()["type"] == "urn:lethe:problem:idempotency-key-reused"
 
 
 IDENTITIES = ["hana@example.com", "Hana@Example.com", "ivan.petrov@example.org", "user-770301"]

@@ -7,9 +7,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from litestar import Response
 from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.audit import AuditEvent, AuditPending, ConsentEvent
@@ -19,7 +20,8 @@ from app.domain.audit.chain import verify_chain
 from app.domain.audit.references import subject_reference
 from app.domain.audit.sequencer import sequence_now
 from app.domain.consent.services import NewConsent, consent_unit, record_consent
-from app.lib.errors import Unavailable
+from app.lib.errors import IdempotencyConflict, Unavailable
+from app.lib.idempotency import run_idempotent_unit
 from tests.conftest import TEST_AUDIT_KEY
 
 PROBES = MetaData()
@@ -109,6 +111,47 @@ async def test_concurrent_consents_share_commits_and_each_has_one_audit_event(
     assert sorted(mirrored) == sorted(recorded)  # exactly one audit event per consent
     assert report.ok, report
     assert (report.head_seq, report.pending) == (320, 0)
+
+
+async def test_keyed_units_share_commits_and_a_key_used_before_replays(
+    engine: AsyncEngine, committer: GroupCommitter
+) -> None:
+    """``run_idempotent_unit``: the key's record, holding the response, is one more row of the
+    unit, so keyed callers share commits too; a key used before fails its unit on the record's
+    primary key alone and answers with the stored response (or 422 for another body)."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def call(number: int, key: str, body: object) -> Response[bytes]:
+        def prepare() -> tuple[list[Write], int, object]:
+            unit = consent_unit(_consent(9, number), actor="op")
+            return list(unit.writes), 201, {"consent": str(unit.event.id)}
+
+        async with sessions() as session:
+            return await run_idempotent_unit(
+                session=session,
+                committer=committer,
+                client_id="client",
+                key=key,
+                operation="consents.create",
+                body=body,
+                prepare=prepare,
+            )
+
+    units, commits = _histogram()
+    answers = await asyncio.gather(*(call(n, f"key-{n}", {"n": n}) for n in range(32)))
+    assert [a.status_code for a in answers] == [201] * 32
+    units_after, commits_after = _histogram()
+    assert units_after - units == 32
+    assert commits_after - commits < 32 / 4  # callers shared commits
+    assert await _count(engine, ConsentEvent) == 32
+
+    again = await asyncio.gather(*(call(n + 100, f"key-{n}", {"n": n}) for n in range(32)))
+    assert [a.content for a in again] == [a.content for a in answers]  # the first answers, replayed
+    assert {a.headers["Idempotent-Replayed"] for a in again} == {"true"}
+    assert await _count(engine, ConsentEvent) == 32  # nothing written again
+    with pytest.raises(IdempotencyConflict):
+        await call(200, "key-0", {"n": "another body"})
+    assert await _count(engine, ConsentEvent) == 32
 
 
 async def test_a_refused_unit_fails_only_its_caller(engine: AsyncEngine, committer: GroupCommitter) -> None:

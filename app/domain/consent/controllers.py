@@ -7,6 +7,7 @@ pseudonymous reference is stored or returned.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, Response, get, post
@@ -17,7 +18,7 @@ from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.audit import ConsentEvent
-from app.db.group_commit import GroupCommitter
+from app.db.group_commit import GroupCommitter, Write
 from app.domain.consent import services
 from app.domain.consent.schemas import (
     ConsentEventIn,
@@ -28,7 +29,7 @@ from app.domain.consent.schemas import (
 )
 from app.lib.auth import Principal, requires
 from app.lib.clock import utcnow
-from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent
+from app.lib.idempotency import IdempotencyKeyHeader, run_idempotent_unit
 from app.lib.pagination import clamp_limit, decode_time_cursor, encode_cursor
 from app.lib.params import DATE_TIME, PageCursor, PageLimit, parse_instant
 from app.lib.problems import problem_responses
@@ -110,22 +111,19 @@ class ConsentController(Controller):
         )
         committer: GroupCommitter = state.group_committer
 
-        async def produce() -> tuple[int, object, str | None]:
-            if idempotency_key is None:  # one commit shared with the other consents waiting
-                event, audit_event_id = await services.record_consent(committer, consent, actor=principal.sub)
-            else:  # the key's claim and stored response commit in the request's own transaction
-                event, audit_event_id = await services.record_consent_in(
-                    db_session, consent, actor=principal.sub
-                )
-            return 201, _event_out(event, audit_event_id), None
+        def prepare() -> tuple[Sequence[Write], int, object]:
+            unit = services.consent_unit(consent, actor=principal.sub)
+            return unit.writes, 201, _event_out(unit.event, unit.audit_event_id)
 
-        response = await run_idempotent(
+        # one commit shared with the other consents waiting, the key's record (if any) in it
+        response = await run_idempotent_unit(
             session=db_session,
+            committer=committer,
             client_id=principal.client_id,
             key=idempotency_key,
             operation="consents.create",
             body=data,
-            produce=produce,
+            prepare=prepare,
         )
         return cast("Response[ConsentEventOut]", response)
 

@@ -23,7 +23,6 @@ from app.db.audit import ConsentEvent
 from app.db.group_commit import GroupCommitter, Write
 from app.domain.audit import services as audit
 from app.domain.audit.references import subject_reference
-from app.domain.audit.sequencer import wake_on_commit
 from app.lib.clock import utcnow
 from app.lib.errors import Unavailable, ValidationFailed, field_error
 
@@ -37,7 +36,6 @@ __all__ = (
     "consent_subject_reference",
     "consent_unit",
     "record_consent",
-    "record_consent_in",
 )
 
 
@@ -132,18 +130,6 @@ async def record_consent(
     """
     unit = consent_unit(consent, actor=actor)
     await committer.submit(unit.writes)
-    return unit.event, unit.audit_event_id
-
-
-async def record_consent_in(
-    session: AsyncSession, consent: NewConsent, *, actor: str
-) -> tuple[ConsentEvent, uuid.UUID]:
-    """The same rows in the caller's transaction (with an idempotency claim that must commit with
-    them); the sequencer is woken once it commits."""
-    unit = consent_unit(consent, actor=actor)
-    for write in unit.writes:
-        await session.execute(write.statement, write.params)
-    wake_on_commit(session)
     return unit.event, unit.audit_event_id
 
 
