@@ -10,7 +10,8 @@ it is committed. The production sequencer (``run_sequencer``) links the events i
 same process; for both chained paths the timed region ends when the last event is linked into
 the chain, so the rate is of durable *chained* events. A consent run (``record_consent``: the
 consent row and its audit event, one unit of the group committer) gives the write latency at
-that rate. Sequencing lag is also read from the exported histogram
+that rate, and a second one the same with an ``Idempotency-Key`` (``run_idempotent_unit``: the
+key's record, holding the response, is one more row of the unit). Sequencing lag is also read from the exported histogram
 (``lethe_audit_sequencing_lag_seconds``), so its p99 is stated as the bucket it falls in.
 """
 
@@ -29,14 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from app.config import Settings
 from app.db.audit import AuditEvent, AuditPending
-from app.db.group_commit import BATCH_UNITS, GroupCommitter
+from app.db.group_commit import BATCH_UNITS, GroupCommitter, Write
 from app.db.store import upgrade_store
 from app.domain.audit.chain import verify_chain
 from app.domain.audit.references import subject_reference
 from app.domain.audit.sequencer import LAG_SECONDS, run_sequencer, wake_now
 from app.domain.audit.services import append, pending_write
-from app.domain.consent.services import NewConsent, record_consent
+from app.domain.consent.services import NewConsent, consent_unit, record_consent
 from app.lib.crypto import CHAIN_OPTION, ChainKeyring
+from app.lib.idempotency import run_idempotent_unit
 
 __all__ = ("run",)
 
@@ -57,6 +59,7 @@ Chained = tuple[float, float, float, float, float]
 """chained/s until linked, write p99, commit-to-link lag p99, histogram p99 bucket (seconds), and
 this process's CPU seconds per write (writers, group committer and sequencer)"""
 Row = tuple[int, float, float, Chained, Chained, float]
+Prepared = tuple[list[Write], int, object]
 """writers, plain/s, plain write p99, in-transaction, group, mean units per group commit"""
 
 
@@ -138,21 +141,59 @@ def _plain(engine: AsyncEngine, seqs: list[int]) -> Writer:
     return write
 
 
+def _new_consent(writer: int, index: int) -> NewConsent:
+    return NewConsent(
+        subject_ref=subject_reference(AUDIT_KEY, None, "email", f"p-{writer}-{index}@example.com"),
+        purpose="newsletter",
+        granted=index % 2 == 0,
+        policy_version="v1",
+        text_hash="a" * 64,
+        source="bench",
+    )
+
+
 def _consent(committer: GroupCommitter, committed: dict[uuid.UUID, float]) -> Writer:
     async def write(writer: int, count: int, latencies: list[float]) -> None:
         for index in range(count):
-            consent = NewConsent(
-                subject_ref=subject_reference(AUDIT_KEY, None, "email", f"p-{writer}-{index}@example.com"),
-                purpose="newsletter",
-                granted=index % 2 == 0,
-                policy_version="v1",
-                text_hash="a" * 64,
-                source="bench",
-            )
+            consent = _new_consent(writer, index)
             started = time.perf_counter()
             _, event_id = await record_consent(committer, consent, actor=f"writer-{writer}")
             committed[event_id] = time.perf_counter()
             latencies.append(committed[event_id] - started)
+
+    return write
+
+
+def _keyed_consent(
+    engine: AsyncEngine, committer: GroupCommitter, committed: dict[uuid.UUID, float]
+) -> Writer:
+    """The path of ``POST /v1/consents`` with an ``Idempotency-Key``: the key's record, holding the
+    response, joins the consent's unit (:func:`run_idempotent_unit`)."""
+
+    async def write(writer: int, count: int, latencies: list[float]) -> None:
+        for index in range(count):
+            consent = _new_consent(writer, index)
+            events: list[uuid.UUID] = []
+
+            def prepare(consent: NewConsent = consent, events: list[uuid.UUID] = events) -> Prepared:
+                unit = consent_unit(consent, actor=f"writer-{writer}")
+                events.append(unit.audit_event_id)
+                return unit.writes, 201, {"id": str(unit.event.id)}
+
+            started = time.perf_counter()
+            async with AsyncSession(engine) as session:
+                response = await run_idempotent_unit(
+                    session=session,
+                    committer=committer,
+                    client_id="bench",
+                    key=f"consent-{writer}-{index}-{uuid.uuid4().hex}",
+                    operation="consents.create",
+                    body={"writer": writer, "index": index},
+                    prepare=prepare,
+                )
+            assert response.status_code == 201
+            committed[events[0]] = time.perf_counter()
+            latencies.append(committed[events[0]] - started)
 
     return write
 
@@ -245,7 +286,7 @@ async def _chained_rate(
     return rate, p99, _commit_to_link_p99(committed, linked), _lag_p99(before), cpu
 
 
-async def _measure(url: str) -> tuple[list[Row], Chained]:
+async def _measure(url: str) -> tuple[list[Row], Chained, Chained]:
     settings = _settings(url)
     keyring = ChainKeyring(1, {1: CHAIN_KEY})
     engine = create_async_engine(
@@ -279,7 +320,10 @@ async def _measure(url: str) -> tuple[list[Row], Chained]:
         consent = await _chained_rate(
             engine, CONSENT_WRITERS, lambda done: _consent(committer, done), GROUP_TOTAL
         )
-        linked += GROUP_TOTAL // CONSENT_WRITERS * CONSENT_WRITERS
+        keyed = await _chained_rate(
+            engine, CONSENT_WRITERS, lambda done: _keyed_consent(engine, committer, done), GROUP_TOTAL
+        )
+        linked += 2 * (GROUP_TOTAL // CONSENT_WRITERS * CONSENT_WRITERS)
         await committer.close()
         sequencer.cancel()
         await asyncio.gather(sequencer, return_exceptions=True)
@@ -287,13 +331,13 @@ async def _measure(url: str) -> tuple[list[Row], Chained]:
             report = await verify_chain(session)
         assert report.ok, report
         assert (report.head_seq, report.pending) == (linked, 0), report
-        return rows, consent
+        return rows, consent, keyed
     finally:
         await committer.close()
         await engine.dispose()
 
 
-async def _main() -> tuple[list[Row], Chained]:
+async def _main() -> tuple[list[Row], Chained, Chained]:
     name = f"lethe_bench_audit_{uuid.uuid4().hex[:8]}"
     admin = create_async_engine(_async(ADMIN_URL), isolation_level="AUTOCOMMIT")
     try:
@@ -311,7 +355,7 @@ async def _main() -> tuple[list[Row], Chained]:
 def run() -> str:
     """Measure and return the Markdown section for RESULTS.md."""
     load_before = os.getloadavg()
-    rows, (consent_rate, consent_p99, consent_lag, consent_bucket, consent_cpu) = asyncio.run(_main())
+    rows, (consent_rate, consent_p99, consent_lag, consent_bucket, consent_cpu), keyed = asyncio.run(_main())
     load_after = os.getloadavg()
     lines = [
         "## Audit log: chained appends vs plain INSERT+COMMIT (PostgreSQL)",
@@ -357,6 +401,10 @@ def run() -> str:
         f"Consent writes (`record_consent`: consent row + audit event, one unit of the group "
         f"committer) at {CONSENT_WRITERS} writers, {GROUP_TOTAL} writes: {consent_rate:,.0f}/s linked, "
         f"write p99 {consent_p99 * 1000:.1f} ms, commit-to-link lag p99 {consent_lag * 1000:.0f} ms "
-        f"(histogram p99 <= {consent_bucket:g} s), {consent_cpu * 1e6:.0f} us of CPU per write.",
+        f"(histogram p99 <= {consent_bucket:g} s), {consent_cpu * 1e6:.0f} us of CPU per write. "
+        f"With an `Idempotency-Key` (`run_idempotent_unit`: the key's record, holding the response, "
+        f"one more row of the unit; a new key each): {keyed[0]:,.0f}/s linked, write p99 "
+        f"{keyed[1] * 1000:.1f} ms, commit-to-link lag p99 {keyed[2] * 1000:.0f} ms, "
+        f"{keyed[4] * 1e6:.0f} us of CPU per write.",
     ]
     return "\n".join(lines) + "\n"
