@@ -11,8 +11,9 @@ same process; for both chained paths the timed region ends when the last event i
 the chain, so the rate is of durable *chained* events. A consent run (``record_consent``: the
 consent row and its audit event, one unit of the group committer) gives the write latency at
 that rate, and a second one the same with an ``Idempotency-Key`` (``run_idempotent_unit``: the
-key's record, holding the response, is one more row of the unit). Sequencing lag is also read from the exported histogram
-(``lethe_audit_sequencing_lag_seconds``), so its p99 is stated as the bucket it falls in.
+key's record, holding the response, is one more row of the unit). Sequencing lag is also read
+from the exported histogram (``lethe_audit_sequencing_lag_seconds``), so its p99 is stated as the
+bucket it falls in.
 """
 
 from __future__ import annotations
