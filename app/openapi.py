@@ -139,19 +139,23 @@ def _scope(handler: HTTPRouteHandler | None) -> str | None:
     return scopes[0] if scopes else None
 
 
+def _retry_after() -> dict[str, Any]:
+    return {
+        "Retry-After": {
+            "description": "Seconds to wait before the next attempt (on a 503, when a retry is "
+            "expected to succeed soon).",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
+
+
 def _problem(status: int, description: str) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
         "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}},
     }
     if status in (429, 503):
-        response["headers"] = {
-            "Retry-After": {
-                "description": "Seconds to wait before the next attempt (on a 503, when a retry is "
-                "expected to succeed soon).",
-                "schema": {"type": "integer", "minimum": 0},
-            }
-        }
+        response["headers"] = _retry_after()
     return response
 
 
@@ -206,7 +210,7 @@ def _complete_operation(
         responses["429"] = _problem(429, _PROBLEMS[429])
         # every /v1 operation uses the store: a connection the server ended answers 503
         unavailable = responses.setdefault("503", _problem(503, _PROBLEMS[503]))
-        unavailable.setdefault("headers", {}).update(_problem(503, "")["headers"])
+        unavailable.setdefault("headers", {}).update(_retry_after())
     idempotent = any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters)
     for status, response in responses.items():
         for header in response.get("headers", {}).values():

@@ -76,6 +76,12 @@ def _replay(record: Row[Any]) -> Response[bytes]:
     )
 
 
+async def _record(session: AsyncSession, client_id: str, key: str) -> Row[Any] | None:
+    """The record of ``key`` for ``client_id``, if the key was used."""
+    statement = select(RECORDS).where(RECORDS.c.client_id == client_id, RECORDS.c.key == key)
+    return (await session.execute(statement)).first()
+
+
 async def _claim(
     session: AsyncSession, client_id: str, key: str, operation: str, fingerprint: str
 ) -> Row[Any] | None:
@@ -100,11 +106,7 @@ async def _claim(
             await session.rollback()
         else:
             return None
-        existing = (
-            await session.execute(
-                select(RECORDS).where(RECORDS.c.client_id == client_id, RECORDS.c.key == key)
-            )
-        ).first()
+        existing = await _record(session, client_id, key)
         if existing is None:
             await session.rollback()
             continue  # the other attempt rolled back in between: try again
@@ -221,11 +223,7 @@ async def run_idempotent_unit(
     try:
         await committer.submit([record, *writes])
     except IntegrityError:
-        existing = (
-            await session.execute(
-                select(RECORDS).where(RECORDS.c.client_id == client_id, RECORDS.c.key == key)
-            )
-        ).first()
+        existing = await _record(session, client_id, key)
         if existing is None:  # refused for another reason than the key
             raise
         return _answered(existing, operation, fingerprint)

@@ -142,6 +142,18 @@ async def test_concurrent_workers_claim_different_requests(
         assert len(taken) == 4  # SKIP LOCKED: nobody waits, nobody loses
 
 
+async def _deferred_then_expired(store: AsyncEngine, request_id: uuid.UUID) -> None:
+    """The request was deferred (still running, no owner, no failure); its lease then runs out."""
+    async with store.begin() as connection:
+        row = (await connection.execute(select(SubjectRequest).where(SubjectRequest.id == request_id))).one()
+        assert (row.status, row.lease_owner, row.failure_reason) == ("running", None, None)
+        await connection.execute(
+            update(SubjectRequest)
+            .where(SubjectRequest.id == request_id)
+            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+
 async def test_an_unreachable_target_is_retried_then_fails_cleanly(
     client: AsyncTestClient[Litestar],
     auth: Headers,
@@ -164,16 +176,7 @@ async def test_an_unreachable_target_is_retried_then_fails_cleanly(
         first = await worker.claim()
         assert first is not None
         assert await worker.process(first) == "deferred"
-        async with store_engine.begin() as connection:
-            row = (
-                await connection.execute(select(SubjectRequest).where(SubjectRequest.id == request_id))
-            ).one()
-            assert (row.status, row.lease_owner, row.failure_reason) == ("running", None, None)
-            await connection.execute(
-                update(SubjectRequest)
-                .where(SubjectRequest.id == request_id)
-                .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
-            )
+        await _deferred_then_expired(store_engine, request_id)
         second = await worker.claim()
         assert second is not None
         assert await worker.process(second) == "failed"
@@ -215,16 +218,7 @@ async def test_a_store_connection_lost_mid_run_defers_the_request_instead_of_fai
         assert await worker.process(first) == "deferred"
         assert cut  # the drop did happen, at the progress write
         event.remove(store_engine.sync_engine, "before_cursor_execute", drop_at_progress_write)
-        async with store_engine.begin() as connection:
-            row = (
-                await connection.execute(select(SubjectRequest).where(SubjectRequest.id == request_id))
-            ).one()
-            assert (row.status, row.lease_owner, row.failure_reason) == ("running", None, None)
-            await connection.execute(
-                update(SubjectRequest)
-                .where(SubjectRequest.id == request_id)
-                .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
-            )
+        await _deferred_then_expired(store_engine, request_id)
         second = await worker.claim()
         assert second is not None
         assert second.attempt == first.attempt + 1

@@ -144,10 +144,11 @@ async def _progress(
 ) -> dict[uuid.UUID, list[SubjectRequestSystem]]:
     if not request_ids:
         return {}
-    rows = await session.scalars(
-        select(SubjectRequestSystem)
-        .where(SubjectRequestSystem.request_id.in_(request_ids))
-        .order_by(SubjectRequestSystem.request_id, SubjectRequestSystem.position)
+    rows = await read_detached(
+        session,
+        SubjectRequestSystem,
+        SubjectRequestSystem.request_id.in_(request_ids),
+        order_by=[SubjectRequestSystem.request_id, SubjectRequestSystem.position],
     )
     grouped: dict[uuid.UUID, list[SubjectRequestSystem]] = {}
     for row in rows:
@@ -163,13 +164,7 @@ async def get_request(
     found = await read_detached(session, SubjectRequest, SubjectRequest.id == request_id, visible_to(viewer))
     if not found:
         raise NotFound(f"request {request_id} does not exist")
-    progress = await read_detached(
-        session,
-        SubjectRequestSystem,
-        SubjectRequestSystem.request_id == request_id,
-        order_by=[SubjectRequestSystem.position],
-    )
-    return found[0], progress
+    return found[0], (await _progress(session, [request_id])).get(request_id, [])
 
 
 def request_out(
