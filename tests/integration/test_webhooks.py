@@ -102,6 +102,7 @@ async def test_request_events_arrive_signed_in_order_without_identities(
     events = [hit.verify(created["secret"]) for hit in hooks.hits]
     assert [e["type"] for e in events] == ["request.received", "request.completed", "export.ready"]
     assert {e["data"]["request_id"] for e in events} == {request_id}
+    assert events[0]["data"]["status"] == "received"  # announced as received, though stored queued
     assert events[1]["data"]["status"] == "completed"
     assert events[1]["data"]["systems"][0]["counts"]["users"] == 1
     assert all(SUBJECT_EMAIL not in hit.body.decode() for hit in hooks.hits)
