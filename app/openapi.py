@@ -26,7 +26,7 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from app import __version__
 from app.config import Settings, load_settings
-from app.lib.auth import ALL_SCOPES, ScopeGuard
+from app.lib.auth import ALL_SCOPES, REQUIRED_SCOPE
 from app.lib.schema import BaseStruct, BodyExample, InputStruct
 
 __all__ = ("DOCS_ASSETS_PATH", "complete_openapi", "docs_assets_router", "openapi_config", "render_openapi")
@@ -134,9 +134,8 @@ def _handlers(app: Litestar) -> dict[tuple[str, str], HTTPRouteHandler]:
 def _scope(handler: HTTPRouteHandler | None) -> str | None:
     if handler is None:
         return None
-    guards = [g for layer in handler.ownership_layers for g in (layer.guards or ())]
-    scopes = [g.scope for g in guards if isinstance(g, ScopeGuard)]
-    return scopes[0] if scopes else None
+    scope: str | None = handler.opt.get(REQUIRED_SCOPE)
+    return scope
 
 
 def _retry_after() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Annotated, Any, cast
 import msgspec
 from litestar import Response
 from litestar.params import HeaderParameter
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,6 +56,10 @@ STALE_AFTER = timedelta(minutes=5)
 """A pending record older than this belongs to a crashed attempt and may be taken over."""
 RECORDS = cast("Table", IdempotencyRecord.__table__)
 INSERT_RECORD = insert(RECORDS)
+_KEY_IS = (RECORDS.c.client_id == bindparam("w_client")) & (RECORDS.c.key == bindparam("w_key"))
+_RECORD = select(RECORDS).where(_KEY_IS)
+_ANSWER = update(RECORDS).where(_KEY_IS)
+"""Built once (SQL compiled once per process); the SET columns come with each call's values."""
 """Built once: the group committer batches the writes of one statement object together."""
 
 
@@ -78,8 +82,7 @@ def _replay(record: Row[Any]) -> Response[bytes]:
 
 async def _record(session: AsyncSession, client_id: str, key: str) -> Row[Any] | None:
     """The record of ``key`` for ``client_id``, if the key was used."""
-    statement = select(RECORDS).where(RECORDS.c.client_id == client_id, RECORDS.c.key == key)
-    return (await session.execute(statement)).first()
+    return (await session.execute(_RECORD, {"w_client": client_id, "w_key": key})).first()
 
 
 async def _claim(
@@ -94,13 +97,14 @@ async def _claim(
     for _ in range(2):
         try:
             await session.execute(
-                insert(RECORDS).values(
-                    client_id=client_id,
-                    key=key,
-                    operation=operation,
-                    request_hash=fingerprint,
-                    created_at=now,
-                )
+                INSERT_RECORD,
+                {
+                    "client_id": client_id,
+                    "key": key,
+                    "operation": operation,
+                    "request_hash": fingerprint,
+                    "created_at": now,
+                },
             )
         except IntegrityError:
             await session.rollback()
@@ -162,9 +166,14 @@ async def run_idempotent(
     status, content, location = await produce()
     encoded = msgspec.json.encode(content)
     await session.execute(
-        update(RECORDS)
-        .where(RECORDS.c.client_id == client_id, RECORDS.c.key == key)
-        .values(status_code=status, response_body=encoded, location=location)
+        _ANSWER,
+        {
+            "w_client": client_id,
+            "w_key": key,
+            "status_code": status,
+            "response_body": encoded,
+            "location": location,
+        },
     )
     return _response(status, encoded, location)
 

@@ -117,7 +117,7 @@ class AuditController(Controller):
     @get(
         "/events",
         operation_id="ListAuditEvents",
-        guards=[requires("audit:read")],
+        opt=requires("audit:read"),
         summary="Audit events, filtered, in seq order",
         responses=problem_responses(401, 403, 422),
     )
@@ -177,7 +177,7 @@ class AuditController(Controller):
     @get(
         "/verify",
         operation_id="VerifyAuditChain",
-        guards=[requires("audit:read")],
+        opt=requires("audit:read"),
         summary="Recompute the hash chain",
         responses=problem_responses(401, 403, 422, 503),
     )
@@ -217,7 +217,7 @@ class AuditController(Controller):
     @get(
         "/checkpoints",
         operation_id="GetAuditCheckpoint",
-        guards=[requires("audit:read")],
+        opt=requires("audit:read"),
         summary="A signed checkpoint of the head",
         responses=problem_responses(401, 403, 503),
     )
@@ -237,7 +237,7 @@ class AuditController(Controller):
     @get(
         "/pending",
         operation_id="ListPendingAuditEvents",
-        guards=[requires("audit:read")],
+        opt=requires("audit:read"),
         summary="Audit events committed and not yet linked into the chain",
         responses=problem_responses(401, 403, 422),
     )

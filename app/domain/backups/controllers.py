@@ -102,7 +102,7 @@ class BackupController(Controller):
         "/health",
         operation_id="GetBackupHealth",
         summary="Health of every system's backups",
-        guards=[requires("backups:read")],
+        opt=requires("backups:read"),
         responses=problem_responses(401, 403, 503),
     )
     async def health(self, db_session: NamedDependency[AsyncSession], state: State) -> BackupHealthOut:
@@ -119,7 +119,7 @@ class BackupController(Controller):
         "/restore-tests",
         operation_id="StartRestoreTest",
         summary="Restore the newest dump into a scratch database",
-        guards=[requires("backups:run")],
+        opt=requires("backups:run"),
         status_code=HTTP_202_ACCEPTED,
         response_headers=[location("/v1/backups/restore-tests/{id}")],
         responses=problem_responses(401, 403, 404, 409, 422, 503),
@@ -147,7 +147,7 @@ class BackupController(Controller):
         "/restore-tests/{test_id:uuid}",
         operation_id="GetRestoreTest",
         summary="One restore test",
-        guards=[requires("backups:read")],
+        opt=requires("backups:read"),
         responses=problem_responses(401, 403, 404, 503),
     )
     async def get_restore_test(

@@ -76,7 +76,7 @@ class ConsentController(Controller):
         "/",
         operation_id="RecordConsentEvent",
         summary="Record a grant or withdrawal",
-        guards=[requires("consent:write")],
+        opt=requires("consent:write"),
         status_code=201,
         responses={
             201: ResponseSpec(
@@ -131,7 +131,7 @@ class ConsentController(Controller):
         "/status",
         operation_id="GetConsentStatus",
         summary="Consent for a purpose, now or as of a time",
-        guards=[requires("consent:read")],
+        opt=requires("consent:read"),
         responses=problem_responses(401, 403, 422),
     )
     async def status(
@@ -164,7 +164,7 @@ class ConsentController(Controller):
         "/",
         operation_id="ListConsentEvents",
         summary="A subject's consent history",
-        guards=[requires("consent:read")],
+        opt=requires("consent:read"),
         responses=problem_responses(401, 403, 422),
     )
     async def history(

@@ -38,7 +38,7 @@ class ExternalTaskController(Controller):
         "/identities",
         operation_id="ReadTaskIdentities",
         summary="The identities an external system needs, once",
-        guards=[requires("requests:write")],
+        opt=requires("requests:write"),
         responses=problem_responses(401, 403, 404, 409, 410),
     )
     async def identities(
@@ -61,7 +61,7 @@ class ExternalTaskController(Controller):
         "/complete",
         operation_id="CompleteTask",
         summary="Report an external system's task done",
-        guards=[requires("requests:write")],
+        opt=requires("requests:write"),
         status_code=200,
         responses=problem_responses(401, 403, 404, 409, 413, 422),
     )
@@ -85,7 +85,7 @@ class ExternalTaskController(Controller):
         "/fail",
         operation_id="FailTask",
         summary="Report that an external system could not do its task",
-        guards=[requires("requests:write")],
+        opt=requires("requests:write"),
         status_code=200,
         responses=problem_responses(401, 403, 404, 409, 413, 422),
     )

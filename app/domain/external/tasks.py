@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.external import ExternalTask
 from app.db.requests import FINAL_STATUSES, SubjectRequest
-from app.db.store import read_detached
+from app.db.store import DetachedRead
 from app.db.webhooks import WebhookEvent, WebhookSubscription
 from app.domain.audit import services as audit
 from app.domain.external.schemas import TaskOut, TaskStatus
@@ -239,6 +239,13 @@ def _out(task: ExternalTask, now: datetime) -> TaskOut:
     )
 
 
+_TASKS = DetachedRead(
+    ExternalTask,
+    ExternalTask.request_id.in_(bindparam("request_ids", expanding=True)),
+    order_by=[ExternalTask.request_id, ExternalTask.system],
+)
+
+
 async def task_views(
     session: AsyncSession, request_ids: Sequence[uuid.UUID], now: datetime | None = None
 ) -> dict[uuid.UUID, list[TaskOut]]:
@@ -246,12 +253,7 @@ async def task_views(
     found: dict[uuid.UUID, list[TaskOut]] = {request_id: [] for request_id in request_ids}
     if not found:
         return found
-    rows = await read_detached(
-        session,
-        ExternalTask,
-        ExternalTask.request_id.in_(list(found)),
-        order_by=[ExternalTask.request_id, ExternalTask.system],
-    )
+    rows = await _TASKS(session, request_ids=list(found))
     moment = now or utcnow()
     for task in rows:
         found[task.request_id].append(_out(task, moment))

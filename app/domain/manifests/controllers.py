@@ -104,7 +104,7 @@ class ManifestController(Controller):
         "/",
         operation_id="RegisterManifest",
         summary="Register a manifest version",
-        guards=[requires("manifests:write")],
+        opt=requires("manifests:write"),
         operation_class=_ManifestBody,
         status_code=201,
         responses={
@@ -144,7 +144,7 @@ class ManifestController(Controller):
         "/",
         operation_id="ListManifests",
         summary="Latest version of every system",
-        guards=[requires("manifests:read")],
+        opt=requires("manifests:read"),
         responses=problem_responses(401, 403, 422),
     )
     async def list_manifests(
@@ -169,7 +169,7 @@ class ManifestController(Controller):
         "/{system:str}",
         operation_id="GetManifest",
         summary="A system's manifest (latest or ?version=)",
-        guards=[requires("manifests:read")],
+        opt=requires("manifests:read"),
         responses=problem_responses(401, 403, 404, 422),
     )
     async def get_manifest(
@@ -186,7 +186,7 @@ class ManifestController(Controller):
         operation_id="ValidateManifest",
         status_code=200,
         summary="Re-check a registered manifest against the live target",
-        guards=[requires("manifests:read")],
+        opt=requires("manifests:read"),
         responses=problem_responses(401, 403, 404, 422, 503),
     )
     async def validate_manifest(

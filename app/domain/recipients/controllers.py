@@ -33,7 +33,7 @@ class RecipientController(Controller):
         "/notified",
         operation_id="RecordRecipientNotified",
         summary="Record that a recipient was told of a rectification or erasure by hand",
-        guards=[requires("requests:write")],
+        opt=requires("requests:write"),
         status_code=200,
         responses=problem_responses(401, 403, 404, 409, 413, 422),
     )

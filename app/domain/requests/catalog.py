@@ -65,32 +65,36 @@ the newest versions reads only these key columns and loads a document once per p
 registration (here or on another replica) shows up as a new key."""
 
 
+_NEWEST = (
+    select(ManifestVersion.system, func.max(ManifestVersion.version).label("version"))
+    .group_by(ManifestVersion.system)
+    .subquery()
+)
+_IS_NEWEST = (ManifestVersion.system == _NEWEST.c.system) & (ManifestVersion.version == _NEWEST.c.version)
+_NEWEST_KEYS = (
+    select(
+        ManifestVersion.system,
+        ManifestVersion.version,
+        ManifestVersion.content_hash,
+        ManifestVersion.created_at,
+    )
+    .join(_NEWEST, _IS_NEWEST)
+    .order_by(ManifestVersion.system)
+)
+_NEWEST_ROWS = select(ManifestVersion).join(_NEWEST, _IS_NEWEST)
+
+
 async def newest_versions(session: AsyncSession) -> list[VersionRow]:
     """The newest version of every registered system (database and external), by system."""
-    newest = (
-        select(ManifestVersion.system, func.max(ManifestVersion.version).label("version"))
-        .group_by(ManifestVersion.system)
-        .subquery()
-    )
-    matches = (ManifestVersion.system == newest.c.system) & (ManifestVersion.version == newest.c.version)
     store = session.get_bind().engine.url.render_as_string(hide_password=True)
     keys = [
         (store, row.system, row.version, row.content_hash, row.created_at)
-        for row in await session.execute(
-            select(
-                ManifestVersion.system,
-                ManifestVersion.version,
-                ManifestVersion.content_hash,
-                ManifestVersion.created_at,
-            )
-            .join(newest, matches)
-            .order_by(ManifestVersion.system)
-        )
+        for row in await session.execute(_NEWEST_KEYS)
     ]
     missing = [key for key in keys if key not in _ROWS]
     if missing:
         wanted = {(key[1], key[2]) for key in missing}
-        for row in await session.scalars(select(ManifestVersion).join(newest, matches)):
+        for row in await session.scalars(_NEWEST_ROWS):
             if (row.system, row.version) in wanted:
                 key = (store, row.system, row.version, row.content_hash, row.created_at)
                 _ROWS[key] = VersionRow(

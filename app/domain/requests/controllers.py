@@ -106,7 +106,7 @@ class RequestController(Controller):
         "/",
         operation_id="CreateRequest",
         summary="Submit a data-subject request",
-        guards=[requires("requests:write")],
+        opt=requires("requests:write"),
         status_code=202,
         response_headers=[location("/v1/requests/{id}")],
         responses=problem_responses(401, 403, 409, 413, 422, 503),
@@ -150,7 +150,7 @@ class RequestController(Controller):
         "/",
         operation_id="ListRequests",
         summary="Requests, oldest first, with filters",
-        guards=[requires("requests:read")],
+        opt=requires("requests:read"),
         responses=problem_responses(401, 403, 422),
     )
     async def list_requests(
@@ -192,7 +192,7 @@ class RequestController(Controller):
         "/{request_id:uuid}",
         operation_id="GetRequest",
         summary="A request with per-system progress and counts",
-        guards=[requires("requests:read")],
+        opt=requires("requests:read"),
         responses=problem_responses(401, 403, 404),
     )
     async def get_request(
@@ -213,7 +213,7 @@ class RequestController(Controller):
         "/{request_id:uuid}/plan",
         operation_id="GetErasurePlan",
         summary="The erasure plan: per system and table, strategy, rows affected and SQL",
-        guards=[requires("requests:read")],
+        opt=requires("requests:read"),
         responses=problem_responses(401, 403, 404, 409, 503),
     )
     async def get_plan(
@@ -230,7 +230,7 @@ class RequestController(Controller):
         "/{request_id:uuid}/approve",
         operation_id="ApproveRequest",
         summary="Release a request held for approval",
-        guards=[requires("requests:approve")],
+        opt=requires("requests:approve"),
         status_code=200,
         responses=problem_responses(401, 403, 404, 409, 422),
     )
@@ -251,7 +251,7 @@ class RequestController(Controller):
         "/{request_id:uuid}/reject",
         operation_id="RejectRequest",
         summary="Refuse a request held for approval",
-        guards=[requires("requests:approve")],
+        opt=requires("requests:approve"),
         status_code=200,
         responses=problem_responses(401, 403, 404, 409, 422),
     )
@@ -272,7 +272,7 @@ class RequestController(Controller):
         "/{request_id:uuid}/cancel",
         operation_id="CancelRequest",
         summary="Withdraw a request that has not started",
-        guards=[requires("requests:write")],
+        opt=requires("requests:write"),
         status_code=200,
         responses=problem_responses(401, 403, 404, 409, 422),
     )
@@ -293,7 +293,7 @@ class RequestController(Controller):
         "/{request_id:uuid}/extend",
         operation_id="ExtendRequest",
         summary="Extend the deadline by up to two months",
-        guards=[requires("requests:write")],
+        opt=requires("requests:write"),
         status_code=200,
         responses=problem_responses(401, 403, 404, 409, 422),
     )
@@ -312,7 +312,7 @@ class RequestController(Controller):
         "/{request_id:uuid}/export",
         operation_id="DownloadExport",
         summary="Download the access export (JSON document or ZIP of CSVs)",
-        guards=[requires("requests:read")],
+        opt=requires("requests:read"),
         operation_class=ExportDownload,
         responses=problem_responses(401, 403, 404, 409, 410, 422),
     )

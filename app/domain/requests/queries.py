@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, func, or_, select, true
+from sqlalchemy import Select, and_, bindparam, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -20,7 +20,7 @@ from app.db.requests import (
     SubjectRequest,
     SubjectRequestSystem,
 )
-from app.db.store import read_detached
+from app.db.store import DetachedRead
 from app.domain.requests.schemas import (
     RequestKind,
     RequestOut,
@@ -55,6 +55,11 @@ def visible_to(viewer: Principal | None) -> Any:
     if viewer is None or ADMIN_SCOPE in viewer.scopes:
         return true()
     return SubjectRequest.client_id == viewer.client_id
+
+
+def sees(viewer: Principal | None, request: SubjectRequest) -> bool:
+    """:func:`visible_to` for a request already read."""
+    return viewer is None or ADMIN_SCOPE in viewer.scopes or request.client_id == viewer.client_id
 
 
 async def load_request(
@@ -139,19 +144,21 @@ async def list_requests(
     return page, last
 
 
+_PROGRESS = DetachedRead(
+    SubjectRequestSystem,
+    SubjectRequestSystem.request_id.in_(bindparam("request_ids", expanding=True)),
+    order_by=[SubjectRequestSystem.request_id, SubjectRequestSystem.position],
+)
+_REQUEST = DetachedRead(SubjectRequest, SubjectRequest.id == bindparam("request_id"))
+
+
 async def _progress(
     session: AsyncSession, request_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[SubjectRequestSystem]]:
     if not request_ids:
         return {}
-    rows = await read_detached(
-        session,
-        SubjectRequestSystem,
-        SubjectRequestSystem.request_id.in_(request_ids),
-        order_by=[SubjectRequestSystem.request_id, SubjectRequestSystem.position],
-    )
     grouped: dict[uuid.UUID, list[SubjectRequestSystem]] = {}
-    for row in rows:
+    for row in await _PROGRESS(session, request_ids=list(request_ids)):
         grouped.setdefault(row.request_id, []).append(row)
     return grouped
 
@@ -160,9 +167,9 @@ async def get_request(
     session: AsyncSession, request_id: uuid.UUID, viewer: Principal | None = None
 ) -> tuple[SubjectRequest, list[SubjectRequestSystem]]:
     """A request and its per-system progress (404 for another client's request), read for a view
-    (instances of no session: see :func:`app.db.store.read_detached`)."""
-    found = await read_detached(session, SubjectRequest, SubjectRequest.id == request_id, visible_to(viewer))
-    if not found:
+    (instances of no session: see :class:`app.db.store.DetachedRead`)."""
+    found = await _REQUEST(session, request_id=request_id)
+    if not found or not sees(viewer, found[0]):
         raise NotFound(f"request {request_id} does not exist")
     return found[0], (await _progress(session, [request_id])).get(request_id, [])
 

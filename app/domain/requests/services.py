@@ -56,6 +56,8 @@ DECISIONS: dict[str, tuple[frozenset[str], str, str]] = {
 
 REQUESTS = cast("Table", SubjectRequest.__table__)
 PROGRESS = cast("Table", SubjectRequestSystem.__table__)
+_INSERT_REQUEST = insert(REQUESTS)
+_INSERT_PROGRESS = insert(PROGRESS)
 
 
 def _columns(row: SubjectRequest | SubjectRequestSystem, table: Table) -> dict[str, Any]:
@@ -356,9 +358,9 @@ async def create_request_rows(
     # both steps, and request.received is announced as received.
     waits = body.kind in settings.approval_kinds
     to = "awaiting_approval" if waits else "queued"
-    await session.execute(insert(REQUESTS).values({**_columns(request, REQUESTS), "status": to}))
+    await session.execute(_INSERT_REQUEST, {**_columns(request, REQUESTS), "status": to})
     if progress:
-        await session.execute(insert(PROGRESS), [_columns(row, PROGRESS) for row in progress])
+        await session.execute(_INSERT_PROGRESS, [_columns(row, PROGRESS) for row in progress])
     await tasks.hold_tasks(session, request, chosen, externals, now)
     if body.callback_url is not None:
         await attach_callback(session, settings, principal, request_id, body.callback_url)

@@ -27,6 +27,7 @@ CHANNEL = "lethe_requests"
 """The PostgreSQL notification channel of queued requests."""
 
 _WAKE = CommitSignal("workers")
+_NOTIFY = text("SELECT pg_notify(:channel, '')")
 _RECONNECT_SECONDS = 5.0
 
 logger = get_logger("lethe.workers")
@@ -36,7 +37,7 @@ async def queued_in(session: AsyncSession) -> None:
     """Wake workers once ``session``'s transaction commits (it queued a request)."""
     _WAKE.mark(session)
     if session.bind is not None and dialect_of(session.bind).listens:
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        await session.execute(_NOTIFY, {"channel": CHANNEL})
 
 
 async def wait_for_work(stop: asyncio.Event, poll_seconds: float) -> None:

@@ -125,7 +125,7 @@ class RetentionController(Controller):
         "/policies",
         operation_id="ListRetentionPolicies",
         summary="Retention policies of every system",
-        guards=[requires("retention:read")],
+        opt=requires("retention:read"),
         responses=problem_responses(401, 403, 422),
     )
     async def list_policies(
@@ -151,7 +151,7 @@ class RetentionController(Controller):
         "/policies",
         operation_id="CreateRetentionPolicy",
         summary="Add a retention policy (checked on the live target)",
-        guards=[requires("retention:write")],
+        opt=requires("retention:write"),
         status_code=201,
         responses=problem_responses(400, 401, 403, 409, 413, 422, 503),
     )
@@ -171,7 +171,7 @@ class RetentionController(Controller):
         "/policies/{policy_id:uuid}",
         operation_id="UpdateRetentionPolicy",
         summary="Change an API policy (re-checked on the live target)",
-        guards=[requires("retention:write")],
+        opt=requires("retention:write"),
         responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503),
     )
     async def update_policy(
@@ -192,7 +192,7 @@ class RetentionController(Controller):
         "/policies/{policy_id:uuid}",
         operation_id="DeleteRetentionPolicy",
         summary="Remove an API policy (its runs stay)",
-        guards=[requires("retention:write")],
+        opt=requires("retention:write"),
         responses=problem_responses(401, 403, 404, 409),
     )
     async def delete_policy(
@@ -208,7 +208,7 @@ class RetentionController(Controller):
         "/policies/{policy_id:uuid}/run",
         operation_id="RunRetentionPolicy",
         summary="Dry run (count and SQL) or real run of a policy",
-        guards=[requires("retention:run")],
+        opt=requires("retention:run"),
         status_code=200,
         responses=problem_responses(401, 403, 404, 409, 422, 503),
     )
@@ -237,7 +237,7 @@ class RetentionController(Controller):
         "/runs",
         operation_id="ListRetentionRuns",
         summary="Runs, newest first, with progress",
-        guards=[requires("retention:read")],
+        opt=requires("retention:read"),
         responses=problem_responses(401, 403, 422),
     )
     async def list_runs(

@@ -42,7 +42,7 @@ class WebhookController(Controller):
         "/",
         operation_id="CreateWebhook",
         summary="Subscribe a receiver to events",
-        guards=[requires("webhooks:write")],
+        opt=requires("webhooks:write"),
         status_code=201,
         response_headers=[location("/v1/webhooks/{id}")],
         responses=problem_responses(401, 403, 413, 422, 503),
@@ -62,7 +62,7 @@ class WebhookController(Controller):
         "/",
         operation_id="ListWebhooks",
         summary="The calling client's subscriptions, oldest first",
-        guards=[requires("webhooks:read")],
+        opt=requires("webhooks:read"),
         responses=problem_responses(401, 403, 422),
     )
     async def list_subscriptions(
@@ -86,7 +86,7 @@ class WebhookController(Controller):
         "/{subscription_id:uuid}",
         operation_id="UpdateWebhook",
         summary="Change a subscription or rotate its secret",
-        guards=[requires("webhooks:write")],
+        opt=requires("webhooks:write"),
         responses=problem_responses(401, 403, 404, 413, 422, 503),
     )
     async def update(
@@ -106,7 +106,7 @@ class WebhookController(Controller):
         "/{subscription_id:uuid}",
         operation_id="DeleteWebhook",
         summary="Remove a subscription and its pending deliveries",
-        guards=[requires("webhooks:write")],
+        opt=requires("webhooks:write"),
         status_code=204,
         responses=problem_responses(401, 403, 404),
     )
@@ -123,7 +123,7 @@ class WebhookController(Controller):
         "/deliveries",
         operation_id="ListWebhookDeliveries",
         summary="Deliveries and their attempts: status, response code, latency, next try",
-        guards=[requires("webhooks:read")],
+        opt=requires("webhooks:read"),
         responses=problem_responses(401, 403, 422),
     )
     async def deliveries(
@@ -158,7 +158,7 @@ class WebhookController(Controller):
         "/deliveries/{delivery_id:uuid}/redeliver",
         operation_id="RedeliverWebhook",
         summary="Send a delivery again (same webhook-id)",
-        guards=[requires("webhooks:write")],
+        opt=requires("webhooks:write"),
         status_code=202,
         responses=problem_responses(401, 403, 404),
     )

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, get_args
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.requests import SubjectRequest, SubjectRequestSystem
@@ -31,6 +31,15 @@ SYSTEM_EVENTS = frozenset({"retention.run_failed", "backups.critical"})
 """Operator events: only subscriptions created with ``requests:admin`` receive them."""
 
 
+_LISTENERS = select(WebhookSubscription).where(
+    WebhookSubscription.active.is_(True),
+    or_(WebhookSubscription.admin.is_(True), WebhookSubscription.client_id == bindparam("client_id")),
+    or_(WebhookSubscription.request_id.is_(None), WebhookSubscription.request_id == bindparam("request_id")),
+)
+"""Active subscriptions of a client (none matches a NULL client), the operators', and those
+limited to a request (none matches a NULL request): built once, its SQL compiled once."""
+
+
 async def _subscribers(
     session: AsyncSession,
     client_id: str | None,
@@ -42,22 +51,8 @@ async def _subscribers(
     if subscription_id is not None:  # one named receiver (an external system's), whatever its filter
         named = await session.get(WebhookSubscription, subscription_id)
         return [named] if named is not None and named.active else []
-    owners: list[Any] = [WebhookSubscription.admin.is_(True)]
-    if client_id is not None:
-        owners.append(WebhookSubscription.client_id == client_id)
-    return list(
-        (
-            await session.scalars(
-                select(WebhookSubscription).where(
-                    WebhookSubscription.active.is_(True),
-                    or_(*owners),
-                    or_(
-                        WebhookSubscription.request_id.is_(None), WebhookSubscription.request_id == request_id
-                    ),
-                )
-            )
-        ).all()
-    )
+    found = await session.scalars(_LISTENERS, {"client_id": client_id, "request_id": request_id})
+    return list(found.all())
 
 
 def _listening(subscriptions: list[WebhookSubscription], event_type: str) -> list[WebhookSubscription]:
