@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import app.db  # noqa: F401  (registers every model on the metadata)
+from app.db.store import migration_connection
 
 config = context.config
 target_metadata = metadata_registry.get(None)
@@ -51,9 +52,8 @@ def _run_on(connection: Connection) -> None:
 async def run_migrations_online() -> None:
     """Run against a live database, with the connection the caller passed or a new engine."""
     engine = getattr(config, "engine", None) or create_async_engine(_database_url(), poolclass=pool.NullPool)
-    async with engine.connect() as connection:
+    async with migration_connection(engine) as connection:
         await connection.run_sync(_run_on)
-        await connection.commit()
     await engine.dispose()
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, Select, String, Uuid, select
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, Select, String, Uuid, false, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.kinds import REQUEST_KINDS
@@ -73,6 +73,9 @@ class SubjectRequest(DefaultBase):
     artifact_expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     artifact_erased_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     """When the export was deleted because its subject was erased (downloads answer 410)."""
+    holds_tasks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Whether the request was created with external systems (tasks held for them): fixed at
+    creation, so the many requests without one skip every look for tasks."""
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
     @property

@@ -142,6 +142,8 @@ class RequestRun:
     targets: TargetSource
     external: list[ExternalSection] = field(default_factory=list)
     """Access: the sections of the request's external systems, every one of them reported."""
+    holds_tasks: bool = False
+    """Whether the request has external systems (whose tasks may still be pending)."""
     reflections: ReflectionCache | None = None
     """The worker's reflections of its targets (None: every run reflects anew)."""
 

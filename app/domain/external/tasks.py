@@ -133,6 +133,8 @@ async def open_tasks(session: AsyncSession, request: SubjectRequest, now: dateti
     """Open the request's held tasks: start their due time, tell each system (event
     ``external_task.created`` to its subscription, or to the request's client for ``manual``),
     one audit event each. Returns how many were opened."""
+    if not request.holds_tasks:
+        return 0
     now = now or utcnow()
     held = (
         await session.scalars(
@@ -198,6 +200,8 @@ async def cancel_tasks(session: AsyncSession, request: SubjectRequest, now: date
     """Cancel the tasks of ``request`` still held or pending, in the caller's transaction (the
     request ended otherwise than completed): they are no longer overdue nor announced, and a late
     report answers 409 ``task-cancelled``. One audit event each; returns how many."""
+    if not request.holds_tasks:
+        return 0
     now = now or utcnow()
     open_ = (
         await session.scalars(
@@ -249,7 +253,8 @@ _TASKS = DetachedRead(
 async def task_views(
     session: AsyncSession, request_ids: Sequence[uuid.UUID], now: datetime | None = None
 ) -> dict[uuid.UUID, list[TaskOut]]:
-    """The tasks of each request (by system; none: an empty list), for their public views."""
+    """The tasks of each request (by system; none: an empty list), for their public views (ask
+    only about requests that hold some: ``SubjectRequest.holds_tasks``)."""
     found: dict[uuid.UUID, list[TaskOut]] = {request_id: [] for request_id in request_ids}
     if not found:
         return found

@@ -86,13 +86,15 @@ RequestId = Annotated[uuid.UUID, PathParameter(description="The request's id.")]
 
 async def _view(session: AsyncSession, request_id: uuid.UUID, viewer: Principal) -> RequestOut:
     request, progress = await queries.get_request(session, request_id, viewer)
-    tasks = await task_views(session, [request_id])
+    tasks = await task_views(session, [request_id] if request.holds_tasks else [])
     # recipients are listed in the transaction that completes a request: none before that
     recipients = (
         (await recipient_views(session, [request_id]))[request_id] if request.status == "completed" else []
     )
     return msgspec.structs.replace(
-        queries.request_out(request, progress), external_tasks=tasks[request_id], recipients=recipients
+        queries.request_out(request, progress),
+        external_tasks=tasks.get(request_id, []),
+        recipients=recipients,
     )
 
 
@@ -123,10 +125,10 @@ class RequestController(Controller):
         principal = request.user
 
         async def produce() -> tuple[int, object, str | None]:
-            created, progress, holds_tasks = await services.create_request_rows(
+            created, progress = await services.create_request_rows(
                 db_session, state.settings, principal, data
             )
-            tasks = (await task_views(db_session, [created.id]))[created.id] if holds_tasks else []
+            tasks = (await task_views(db_session, [created.id]))[created.id] if created.holds_tasks else []
             out = msgspec.structs.replace(queries.request_out(created, progress), external_tasks=tasks)
             if data.callback_url is not None:
                 secret = await callback_secret(db_session, state.settings, created.id)
@@ -176,12 +178,12 @@ class RequestController(Controller):
             after=decode_time_cursor(cursor),
             limit=size,
         )
-        tasks = await task_views(db_session, [r.id for r, _ in page])
+        tasks = await task_views(db_session, [r.id for r, _ in page if r.holds_tasks])
         recipients = await recipient_views(db_session, [r.id for r, _ in page])
         return RequestPage(
             items=[
                 msgspec.structs.replace(
-                    queries.request_out(r, p), external_tasks=tasks[r.id], recipients=recipients[r.id]
+                    queries.request_out(r, p), external_tasks=tasks.get(r.id, []), recipients=recipients[r.id]
                 )
                 for r, p in page
             ],

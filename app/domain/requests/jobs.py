@@ -118,15 +118,16 @@ class RequestWorker:
         external system yet to report (unless ``external_done``): see :meth:`_await_systems`."""
         async with self.sessions() as session:
             await read_without_transaction(session)
+            request = await session.get(SubjectRequest, claim.request_id)
+            if request is None:
+                raise LeaseLost(f"request {claim.request_id} disappeared")
             if (
                 claim.kind == "access"
+                and request.holds_tasks
                 and not external_done
                 and await pending_tasks(session, claim.request_id)
             ):
                 return None
-            request = await session.get(SubjectRequest, claim.request_id)
-            if request is None:
-                raise LeaseLost(f"request {claim.request_id} disappeared")
             identities, tenant, changes = decrypt_subject(self.settings, request)
             progress = (await session.scalars(SubjectRequestSystem.of_request(claim.request_id))).all()
             systems = [
@@ -144,7 +145,7 @@ class RequestWorker:
             history = await self._consent_history(session, identities) if request.kind == "access" else []
             external = (
                 await external_sections(session, self.settings, request.id)
-                if request.kind == "access"
+                if request.kind == "access" and request.holds_tasks
                 else []
             )
             started_at = request.started_at or utcnow()
@@ -169,6 +170,7 @@ class RequestWorker:
             targets=target,
             reflections=self.targets.reflections,
             external=external,
+            holds_tasks=request.holds_tasks,
         )
 
     async def _run_with_heartbeat(
@@ -199,7 +201,11 @@ class RequestWorker:
             # parts are those of the completed tasks, read into the run: none, none to clear.
             access = claim.kind == "access"
             await self._complete(
-                claim, fence, outcome, parts=not access or bool(run.external), may_wait=not access
+                claim,
+                fence,
+                outcome,
+                parts=run.holds_tasks and (not access or bool(run.external)),
+                may_wait=not access and run.holds_tasks,
             )
         except LeaseLost:
             logger.warning("lease lost", request_id=str(claim.request_id), attempt=claim.attempt)
@@ -371,9 +377,10 @@ class RequestWorker:
                         )
                         .values(status="failed", error=reason, attempt=claim.attempt, updated_at=now)
                     )
-                await clear_parts(session, claim.request_id)
                 failed = await session.get(SubjectRequest, claim.request_id, populate_existing=True)
                 assert failed is not None  # noqa: S101 - fenced above
+                if failed.holds_tasks:
+                    await clear_parts(session, claim.request_id)
                 await cancel_tasks(session, failed, now)
                 subject_ref = failed.subject_ref
                 payload: dict[str, Any] = {

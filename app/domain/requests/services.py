@@ -267,20 +267,16 @@ def _moved(
     )
 
 
-async def _entered(
-    session: AsyncSession, request: SubjectRequest, now: datetime, *, tasks_held: bool = True
-) -> None:
+async def _entered(session: AsyncSession, request: SubjectRequest, now: datetime) -> None:
     """What entering its status sets off for ``request`` (in the caller's transaction): wake
     workers and open its external tasks when queued, list recipients when completed, cancel
-    tasks when ended otherwise, announce a transition event. ``tasks_held``: False when the
-    request is known to hold no external task (no need to look for one)."""
+    tasks when ended otherwise, announce a transition event."""
     to = request.status
-    if to in FINAL_STATUSES:
+    if to in FINAL_STATUSES and request.holds_tasks:
         await clear_parts(session, request.id)
     if to == "queued":
         await queued_in(session)
-        if tasks_held:
-            await tasks.open_tasks(session, request, now)
+        await tasks.open_tasks(session, request, now)
     elif to == "completed":
         await record_recipients(session, request, now)
     elif to in FINAL_STATUSES:  # failed, rejected, cancelled: nothing more is expected of any system
@@ -302,9 +298,9 @@ async def create_request(
 
 async def create_request_rows(
     session: AsyncSession, settings: Settings, principal: Principal, body: RequestIn
-) -> tuple[SubjectRequest, list[SubjectRequestSystem], bool]:
-    """:func:`create_request`, also returning its per-system rows and whether it holds external
-    tasks, so a response can be built without reading them back."""
+) -> tuple[SubjectRequest, list[SubjectRequestSystem]]:
+    """:func:`create_request`, also returning its per-system rows, so a response can be built
+    without reading them back."""
     rows = await newest_versions(session)  # one read for database and external systems
     registered = database_manifests(rows)
     externals = tasks.external_systems(rows)
@@ -336,6 +332,7 @@ async def create_request_rows(
         ),
         changes_encrypted=_seal(settings, request_id, "changes", body.changes) if body.changes else None,
         attempt=0,
+        holds_tasks=bool(chosen),
         updated_at=now,
     )
     progress = [
@@ -378,9 +375,9 @@ async def create_request_rows(
     )
     await outbox.request_event(session, request, "request.received")
     request.status = to
-    await _entered(session, request, now, tasks_held=bool(chosen))
+    await _entered(session, request, now)
     await audit.append_all(session, received, _moved(request, "received", f"request.{to}", principal.sub))
-    return request, progress, bool(chosen)
+    return request, progress
 
 
 async def decide(
