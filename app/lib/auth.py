@@ -1,4 +1,4 @@
-"""Bearer JWT authentication (PyJWT) and one guard per scope."""
+"""Bearer JWT authentication (PyJWT) and the scope each operation requires."""
 
 from __future__ import annotations
 
