@@ -98,3 +98,6 @@ async def test_requests_stored_before_holds_tasks_keep_their_tasks_visible(store
             assert (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
         marked = dict((await connection.execute(select(requests.c.id, requests.c.holds_tasks))).all())
     assert marked == {with_task: True, without: False}
+    await migrate_store(store_engine, "downgrade", "0015_external_parts")  # rebuilt once more on SQLite
+    async with store_engine.connect() as connection:
+        assert (await connection.execute(select(tasks.c.request_id))).scalars().all() == [with_task]

@@ -128,7 +128,7 @@ async def record_recipients(
             "rows": sum(sum(tables.values()) for tables in entry.tables.values()),
             "completed_at": as_utc(request.completed_at or now).isoformat(),
         }
-        event = await emit(
+        event_seq = await emit(
             session, "recipient.notice", data, client_id=entry.client_id, request_id=request.id, now=now
         )
         session.add(
@@ -139,7 +139,7 @@ async def record_recipients(
                 client_id=entry.client_id,
                 tables=entry.tables,
                 categories=categories,
-                event_seq=event.seq if event is not None else None,
+                event_seq=event_seq,
                 created_at=now,
             )
         )
