@@ -3,7 +3,8 @@ by its owner; the request waits for every system (SQLite and PostgreSQL store)."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
@@ -250,3 +251,52 @@ async def test_an_invalid_external_system_is_refused_naming_the_field(
     assert problem["type"] == INVALID
     assert problem["errors"][0]["field"].startswith(field)
     assert (await client.get("/v1/manifests/mailer", headers=auth())).status_code == 404
+
+
+@contextmanager
+def statements_on(*engines: AsyncEngine) -> Iterator[list[str]]:
+    """Every statement sent on ``engines`` while inside."""
+    seen: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(statement)
+
+    for engine in engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine.sync_engine, "before_cursor_execute", note)
+
+
+async def test_a_request_without_external_systems_never_looks_for_tasks(
+    app: Litestar,
+    client: AsyncTestClient[Litestar],
+    auth: Headers,
+    settings: Settings,
+    store_engine: AsyncEngine,
+) -> None:
+    """Creating, carrying out, viewing and listing a request that chose no external system sends
+    no statement about external tasks or parts; one that holds a task still shows it."""
+    await register_crm(client, auth())
+    assert (await register(client, mailer(), auth())).status_code == 201
+    body = {"kind": "erasure", "identities": {"email": SUBJECT_EMAIL}, "systems": ["crm"]}
+    with statements_on(app.state["store_engine"], store_engine) as seen:
+        created = await client.post("/v1/requests", json=body, headers=auth())
+        assert created.status_code == 202, created.text
+        request_id = created.json()["id"]
+        assert await drain(settings, store_engine) == 1
+        view = (await client.get(f"/v1/requests/{request_id}", headers=auth())).json()
+        listed = (await client.get("/v1/requests", headers=auth())).json()
+    assert view["status"] == "completed"
+    assert view["external_tasks"] == []
+    assert listed["items"][0]["external_tasks"] == []
+    assert seen
+    assert not [s for s in seen if "external_task" in s]
+
+    holding = await create(client, auth(), "erasure")
+    view = (await client.get(f"/v1/requests/{holding}", headers=auth())).json()
+    assert [(t["system"], t["status"]) for t in view["external_tasks"]] == [("mailer", "pending")]
+    listed = (await client.get("/v1/requests", headers=auth())).json()
+    assert [[t["system"] for t in r["external_tasks"]] for r in listed["items"]] == [[], ["mailer"]]

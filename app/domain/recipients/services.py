@@ -115,7 +115,8 @@ async def record_recipients(
     now = now or utcnow()
     found: dict[str, _Found] = {}
     await _database_recipients(session, request.id, found)
-    await _external_recipients(session, request.id, found)
+    if request.holds_tasks:
+        await _external_recipients(session, request.id, found)
     for position, (name, entry) in enumerate(found.items()):
         categories = sorted(entry.categories)
         data = {
