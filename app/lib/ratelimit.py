@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import RateLimitWindow
@@ -47,6 +47,17 @@ class RateLimiter:
     def __init__(self, engine: AsyncEngine, limits: dict[str, Limit]) -> None:
         self._engine = engine
         self._limits = limits
+        # built once: their SQL is compiled once per process (one call per limited request)
+        upsert = dialect_of(engine).insert(RateLimitWindow)
+        self._count = upsert.on_conflict_do_update(
+            index_elements=["client_id", "scope", "window_start"],
+            set_={"calls": RateLimitWindow.calls + 1},
+        ).returning(RateLimitWindow.calls)
+        self._forget = delete(RateLimitWindow).where(
+            RateLimitWindow.client_id == bindparam("w_client"),
+            RateLimitWindow.scope == bindparam("w_scope"),
+            RateLimitWindow.window_start < bindparam("w_start"),
+        )
 
     async def hit(self, client_id: str, scope: str) -> None:
         """Count one call of ``client_id`` under ``scope``.
@@ -59,26 +70,16 @@ class RateLimiter:
             return
         now = time.time()
         start = int(now // limit.seconds * limit.seconds)
-        upsert = (
-            dialect_of(self._engine)
-            .insert(RateLimitWindow)
-            .values(client_id=client_id, scope=scope, window_start=start, calls=1)
-        )
-        counted = upsert.on_conflict_do_update(
-            index_elements=["client_id", "scope", "window_start"],
-            set_={"calls": RateLimitWindow.calls + 1},
-        ).returning(RateLimitWindow.calls)
+        window = {"client_id": client_id, "scope": scope, "window_start": start, "calls": 1}
 
         async def count() -> int:
-            async with self._engine.begin() as connection:
-                calls = (await connection.execute(counted)).scalar_one()
+            # each statement atomic on its own: autocommit spares the BEGIN and COMMIT round trips
+            async with self._engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                calls = (await connection.execute(self._count, window)).scalar_one()
                 if calls == 1:  # first call of a window: forget this client's older windows
                     await connection.execute(
-                        delete(RateLimitWindow).where(
-                            RateLimitWindow.client_id == client_id,
-                            RateLimitWindow.scope == scope,
-                            RateLimitWindow.window_start < start,
-                        )
+                        self._forget, {"w_client": client_id, "w_scope": scope, "w_start": start}
                     )
             return int(calls)
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
+from app.db.models import RateLimitWindow
+from app.lib.errors import TooManyRequests
+from app.lib.ratelimit import Limit, RateLimiter
 from tests.conftest import make_settings
 
 
@@ -45,3 +53,26 @@ async def test_a_client_past_its_limit_gets_429_on_every_replica(
         assert (await second.post("/v1/consents", json=_consent(10), headers=auth("b"))).status_code == 201
         listed = await first.get("/v1/consents?subject=person1@example.com", headers=auth("a"))
         assert listed.status_code == 200
+
+
+async def _next_window(seconds: int) -> None:
+    await asyncio.sleep(seconds - time.time() % seconds + 0.02)
+
+
+async def test_a_new_window_counts_afresh_and_forgets_the_clients_older_ones(
+    store_engine: AsyncEngine,
+) -> None:
+    limiter = RateLimiter(store_engine, {"consent:write": Limit(2, 1)})
+    await _next_window(1)
+    await limiter.hit("a", "consent:write")
+    await limiter.hit("a", "consent:write")
+    with pytest.raises(TooManyRequests):
+        await limiter.hit("a", "consent:write")
+    await limiter.hit("b", "consent:write")
+    await limiter.hit("a", "requests:read")  # not limited: not counted
+    await _next_window(1)
+    await limiter.hit("a", "consent:write")
+    async with store_engine.connect() as connection:
+        rows = (await connection.execute(select(RateLimitWindow.client_id, RateLimitWindow.calls))).all()
+    # a's full window is gone, its new one holds one call; b's older window waits for b's next call
+    assert sorted(tuple(row) for row in rows) == [("a", 1), ("b", 1)]
