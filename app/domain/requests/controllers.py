@@ -179,11 +179,14 @@ class RequestController(Controller):
             limit=size,
         )
         tasks = await task_views(db_session, [r.id for r, _ in page if r.holds_tasks])
-        recipients = await recipient_views(db_session, [r.id for r, _ in page])
+        # as for one request: recipients are listed in the transaction that completes it
+        recipients = await recipient_views(db_session, [r.id for r, _ in page if r.status == "completed"])
         return RequestPage(
             items=[
                 msgspec.structs.replace(
-                    queries.request_out(r, p), external_tasks=tasks.get(r.id, []), recipients=recipients[r.id]
+                    queries.request_out(r, p),
+                    external_tasks=tasks.get(r.id, []),
+                    recipients=recipients.get(r.id, []),
                 )
                 for r, p in page
             ],
