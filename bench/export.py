@@ -191,8 +191,8 @@ async def _lethe(engine: AsyncEngine, manifest: Manifest, settings: Settings) ->
     await run_access(run)
     elapsed = time.perf_counter() - started
     store = artifact_store(settings)
-    assert len(store.request_names(str(run.request_id))) == 2
-    remove_request_artifacts(store, str(run.request_id), keep=None)
+    assert len(store.request_names(str(run.request_id), run.attempt)) == 2
+    remove_request_artifacts(store, str(run.request_id), run.attempt, keep=None)
     return elapsed
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 __all__ = (
+    "ARTIFACT_FORMATS",
     "S3_PARTS_IN_FLIGHT",
     "S3_PART_BYTES",
     "STORAGE_ERRORS",
@@ -54,6 +55,8 @@ S3_PARTS_IN_FLIGHT = 2
 S3_READ_BYTES = 1024 * 1024
 """Range fetched per GET while an artifact is read."""
 READINESS_PREFIX = "readiness-probe"
+PARTIAL_SUFFIX = ".partial"
+"""Appended on the filesystem to an artifact's name while it is written (renamed at commit)."""
 """What the readiness check lists in the bucket (under the prefix; nothing is stored there)."""
 
 
@@ -92,8 +95,9 @@ class ArtifactStore(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
-    def request_names(self, request_id: str) -> list[str]:
-        """Every stored name of one request (partial ones too on the filesystem)."""
+    def request_names(self, request_id: str, attempts: int) -> list[str]:
+        """Every stored name of one request, whose attempts are numbered up to ``attempts``
+        (partial ones too on the filesystem)."""
         ...
 
     def delete(self, names: Iterable[str]) -> None: ...
@@ -103,15 +107,18 @@ class ArtifactStore(Protocol):
         ...
 
 
+ARTIFACT_FORMATS = ("json", "zip")
+
+
 def artifact_name(request_id: str, attempt: int, fmt: str) -> str:
-    """The name of the encrypted ``fmt`` (``json`` or ``zip``) artifact of one attempt."""
+    """The name of the encrypted ``fmt`` (one of :data:`ARTIFACT_FORMATS`) artifact of one attempt."""
     return f"{request_id}.{attempt}.{fmt}.enc"
 
 
 class _FileSink:
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._partial = path.with_name(path.name + ".partial")
+        self._partial = path.with_name(path.name + PARTIAL_SUFFIX)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self._partial.open("wb")
         self._done = False
@@ -151,10 +158,17 @@ class FileStore:
     def exists(self, name: str) -> bool:
         return (self.directory / name).is_file()
 
-    def request_names(self, request_id: str) -> list[str]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(path.name for path in self.directory.glob(f"{request_id}.*"))
+    def request_names(self, request_id: str, attempts: int) -> list[str]:
+        """The request's names that exist, looked up one by one: a listing (or a glob) of the
+        directory costs as much as every export it holds, on each completed export."""
+        candidates = (
+            f"{name}{suffix}"
+            for attempt in range(attempts + 1)
+            for fmt in ARTIFACT_FORMATS
+            for name in (artifact_name(request_id, attempt, fmt),)
+            for suffix in ("", PARTIAL_SUFFIX)
+        )
+        return sorted(name for name in candidates if (self.directory / name).is_file())
 
     def delete(self, names: Iterable[str]) -> None:
         for name in names:
@@ -257,7 +271,7 @@ class S3ArtifactStore:
             return False
         return True
 
-    def request_names(self, request_id: str) -> list[str]:
+    def request_names(self, request_id: str, attempts: int) -> list[str]:  # noqa: ARG002 - one listing
         listed = obstore.list(self._store, prefix=request_id).collect()
         return sorted(_name(str(meta["path"])) for meta in listed)
 
@@ -283,8 +297,8 @@ def artifact_store(settings: Settings) -> ArtifactStore:
     return FileStore(Path(settings.artifacts_dir))
 
 
-def remove_request_artifacts(store: ArtifactStore, request_id: str, keep: int | None) -> None:
-    """Delete a request's artifacts (partial ones too), except those of attempt ``keep``."""
-    store.delete(
-        name for name in store.request_names(request_id) if keep is None or name.split(".")[1] != str(keep)
-    )
+def remove_request_artifacts(store: ArtifactStore, request_id: str, attempts: int, keep: int | None) -> None:
+    """Delete a request's artifacts (partial ones too) of attempts up to ``attempts``, except
+    those of attempt ``keep``."""
+    names = store.request_names(request_id, attempts)
+    store.delete(name for name in names if keep is None or name.split(".")[1] != str(keep))

@@ -88,16 +88,35 @@ def test_multipart_round_trip_listing_and_removal(store: ArtifactStore) -> None:
     frames = list(read_frames(store.open(artifact_name(request_id, 2, "json")), KEY, CONTEXT))
     assert b"".join(frames) == payload
     assert max(len(frame) for frame in frames) <= FRAME_BYTES
-    assert store.request_names(request_id) == [f"{request_id}.1.json.enc", f"{request_id}.2.json.enc"]
+    assert store.request_names(request_id, 2) == [f"{request_id}.1.json.enc", f"{request_id}.2.json.enc"]
 
-    remove_request_artifacts(store, request_id, keep=2)
-    assert store.request_names(request_id) == [f"{request_id}.2.json.enc"]
+    remove_request_artifacts(store, request_id, 2, keep=2)
+    assert store.request_names(request_id, 2) == [f"{request_id}.2.json.enc"]
     assert not store.exists(artifact_name(request_id, 1, "json"))
-    remove_request_artifacts(store, request_id, keep=None)
-    assert store.request_names(request_id) == []
+    remove_request_artifacts(store, request_id, 2, keep=None)
+    assert store.request_names(request_id, 2) == []
     with pytest.raises(ArtifactMissing):
         store.open(artifact_name(request_id, 2, "json"))
-    assert store.request_names(other) == [f"{other}.1.zip.enc"]
+    assert store.request_names(other, 1) == [f"{other}.1.zip.enc"]
+
+
+def test_a_partial_file_of_a_crashed_attempt_is_listed_and_removed(tmp_path: Path) -> None:
+    """On the filesystem a writer killed mid-write leaves its ``.partial`` file: the request's
+    names include it, so completing another attempt (or expiry) deletes it."""
+    store = FileStore(tmp_path / "artifacts")
+    request_id = str(uuid.uuid4())
+    with EncryptedWriter(store.create(artifact_name(request_id, 3, "json")), KEY, CONTEXT) as w:
+        w.write(b"the export")
+    crashed = tmp_path / "artifacts" / f"{artifact_name(request_id, 1, 'zip')}.partial"
+    crashed.write_bytes(b"half an export")
+    (tmp_path / "artifacts" / f"{request_id}x.1.json.enc").write_bytes(b"not this request's")
+    assert store.request_names(request_id, 3) == [
+        f"{request_id}.1.zip.enc.partial",
+        f"{request_id}.3.json.enc",
+    ]
+    remove_request_artifacts(store, request_id, 3, keep=3)
+    assert not crashed.exists()
+    assert store.request_names(request_id, 3) == [f"{request_id}.3.json.enc"]
 
 
 def test_aborted_upload_leaves_nothing_readable(store: ArtifactStore) -> None:
@@ -108,7 +127,7 @@ def test_aborted_upload_leaves_nothing_readable(store: ArtifactStore) -> None:
     assert not store.exists(name)
     with pytest.raises(ArtifactMissing):
         store.open(name)
-    assert store.request_names(name.split(".")[0]) == []
+    assert store.request_names(name.split(".")[0], 1) == []
 
 
 def test_aborted_upload_is_aborted_in_the_bucket(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
@@ -167,7 +186,7 @@ def test_writer_killed_mid_upload_leaves_no_readable_artifact(
     assert not store.exists(name)
     with pytest.raises(ArtifactMissing):
         store.open(name)
-    assert store.request_names(request_id) == []
+    assert store.request_names(request_id, 1) == []
     assert obstore.list(_raw_bucket(s3_server, settings)).collect() == []
 
 

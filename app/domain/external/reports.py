@@ -252,4 +252,4 @@ async def fail_task(
         payload={"system": system},
     )
     await announce_request(session, request, "request.failed", failure_reason=reason)
-    await remove_artifacts(settings, request_id, keep=None)
+    await remove_artifacts(settings, request_id, request.attempt, keep=None)

@@ -21,12 +21,12 @@ ERASED_EXPORT_ACTION = "request.export_erased"
 
 
 async def remove_artifacts(
-    settings: Settings | ArtifactStore, request_id: uuid.UUID, keep: int | None
+    settings: Settings | ArtifactStore, request_id: uuid.UUID, attempts: int, keep: int | None
 ) -> None:
-    """Delete a request's artifacts, except those of attempt ``keep`` (off the event loop: the
-    store may be a remote bucket)."""
+    """Delete a request's artifacts of attempts up to ``attempts`` (its attempt now), except those
+    of attempt ``keep`` (off the event loop: the store may be a remote bucket)."""
     store = artifact_store(settings) if isinstance(settings, Settings) else settings
-    await asyncio.to_thread(remove_request_artifacts, store, str(request_id), keep)
+    await asyncio.to_thread(remove_request_artifacts, store, str(request_id), attempts, keep)
 
 
 async def erase_subject_exports(
@@ -61,7 +61,7 @@ async def erase_subject_exports(
         )
     ).all()
     for request in holders:
-        await remove_artifacts(artifacts, request.id, keep=None)
+        await remove_artifacts(artifacts, request.id, request.attempt, keep=None)
         request.artifact_attempt = None
         request.artifact_erased_at = now
         request.updated_at = now

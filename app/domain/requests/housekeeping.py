@@ -39,7 +39,7 @@ async def purge_expired_artifacts(
             )
         ).all()
         for request in expired:
-            await remove_artifacts(settings, request.id, keep=None)
+            await remove_artifacts(settings, request.id, request.attempt, keep=None)
             request.artifact_attempt = None
             request.updated_at = now
             await audit.append(

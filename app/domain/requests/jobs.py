@@ -317,7 +317,7 @@ class RequestWorker:
         if not waiting:
             observe_completion(claim.kind, received_at, now)
         if outcome.artifact:
-            await remove_artifacts(self.settings, claim.request_id, keep=claim.attempt)
+            await remove_artifacts(self.settings, claim.request_id, claim.attempt, keep=claim.attempt)
 
     async def _defer(self, claim: Claim, fence: Fence, system: str | None, reason: str) -> str:
         """A target is down, or a store connection was lost mid-run: leave the request running
@@ -346,7 +346,7 @@ class RequestWorker:
                 )
         except LeaseLost:
             return "lost"
-        await remove_artifacts(self.settings, claim.request_id, keep=None)
+        await remove_artifacts(self.settings, claim.request_id, claim.attempt, keep=None)
         return "deferred"
 
     async def _fail(self, claim: Claim, fence: Fence, reason: str, system: str | None) -> str:
@@ -401,7 +401,7 @@ class RequestWorker:
                 await announce_request(session, failed, "request.failed", failure_reason=reason)
         except LeaseLost:
             return "lost"
-        await remove_artifacts(self.settings, claim.request_id, keep=None)
+        await remove_artifacts(self.settings, claim.request_id, claim.attempt, keep=None)
         return "failed"
 
     async def run_one(self) -> bool:
