@@ -162,10 +162,9 @@ class FileStore:
         """The request's names that exist, looked up one by one: a listing (or a glob) of the
         directory costs as much as every export it holds, on each completed export."""
         candidates = (
-            f"{name}{suffix}"
+            artifact_name(request_id, attempt, fmt) + suffix
             for attempt in range(attempts + 1)
             for fmt in ARTIFACT_FORMATS
-            for name in (artifact_name(request_id, attempt, fmt),)
             for suffix in ("", PARTIAL_SUFFIX)
         )
         return sorted(name for name in candidates if (self.directory / name).is_file())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
 import msgspec
@@ -56,11 +56,11 @@ STALE_AFTER = timedelta(minutes=5)
 """A pending record older than this belongs to a crashed attempt and may be taken over."""
 RECORDS = cast("Table", IdempotencyRecord.__table__)
 INSERT_RECORD = insert(RECORDS)
+"""Built once: the group committer batches the writes of one statement object together."""
 _KEY_IS = (RECORDS.c.client_id == bindparam("w_client")) & (RECORDS.c.key == bindparam("w_key"))
 _RECORD = select(RECORDS).where(_KEY_IS)
 _ANSWER = update(RECORDS).where(_KEY_IS)
 """Built once (SQL compiled once per process); the SET columns come with each call's values."""
-"""Built once: the group committer batches the writes of one statement object together."""
 
 
 def body_fingerprint(body: object) -> str:
@@ -80,6 +80,17 @@ def _replay(record: Row[Any]) -> Response[bytes]:
     )
 
 
+def _claimed(client_id: str, key: str, operation: str, fingerprint: str, now: datetime) -> dict[str, Any]:
+    """The values of a new record of ``key`` (no response yet)."""
+    return {
+        "client_id": client_id,
+        "key": key,
+        "operation": operation,
+        "request_hash": fingerprint,
+        "created_at": now,
+    }
+
+
 async def _record(session: AsyncSession, client_id: str, key: str) -> Row[Any] | None:
     """The record of ``key`` for ``client_id``, if the key was used."""
     return (await session.execute(_RECORD, {"w_client": client_id, "w_key": key})).first()
@@ -96,16 +107,7 @@ async def _claim(
     now = utcnow()
     for _ in range(2):
         try:
-            await session.execute(
-                INSERT_RECORD,
-                {
-                    "client_id": client_id,
-                    "key": key,
-                    "operation": operation,
-                    "request_hash": fingerprint,
-                    "created_at": now,
-                },
-            )
+            await session.execute(INSERT_RECORD, _claimed(client_id, key, operation, fingerprint, now))
         except IntegrityError:
             await session.rollback()
         else:
@@ -216,19 +218,8 @@ async def run_idempotent_unit(
         await committer.submit(writes)
         return _response(status, encoded, None)
     fingerprint = body_fingerprint(body)
-    record = Write(
-        INSERT_RECORD,
-        {
-            "client_id": client_id,
-            "key": key,
-            "operation": operation,
-            "request_hash": fingerprint,
-            "created_at": utcnow(),
-            "status_code": status,
-            "response_body": encoded,
-            "location": None,
-        },
-    )
+    answered = {"status_code": status, "response_body": encoded, "location": None}
+    record = Write(INSERT_RECORD, {**_claimed(client_id, key, operation, fingerprint, utcnow()), **answered})
     try:
         await committer.submit([record, *writes])
     except IntegrityError:

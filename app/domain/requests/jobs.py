@@ -197,16 +197,7 @@ class RequestWorker:
                 assert run is not None  # noqa: S101 - built whatever the tasks say
             handler = HANDLERS[claim.kind]
             outcome = await self._run_with_heartbeat(handler, run, fence)
-            # An access request runs once no external task is pending (checked above) and its
-            # parts are those of the completed tasks, read into the run: none, none to clear.
-            access = claim.kind == "access"
-            await self._complete(
-                claim,
-                fence,
-                outcome,
-                parts=run.holds_tasks and (not access or bool(run.external)),
-                may_wait=not access and run.holds_tasks,
-            )
+            await self._complete(claim, fence, outcome, run)
         except LeaseLost:
             logger.warning("lease lost", request_id=str(claim.request_id), attempt=claim.attempt)
             return "lost"
@@ -265,11 +256,14 @@ class RequestWorker:
             reason = f"unexpected error ({type(exc).__name__})"
         return await self._fail(claim, fence, reason, system)
 
-    async def _complete(
-        self, claim: Claim, fence: Fence, outcome: RequestOutcome, *, parts: bool, may_wait: bool
-    ) -> None:
+    async def _complete(self, claim: Claim, fence: Fence, outcome: RequestOutcome, run: RequestRun) -> None:
         """Complete the request, or leave it ``awaiting_systems`` while an external system has not
-        reported (``may_wait``: whether one may not have)."""
+        reported."""
+        # An access request runs once no external task is pending (checked by _build_run) and its
+        # parts are those of the completed tasks, read into the run: none, none to clear.
+        access = claim.kind == "access"
+        may_wait = run.holds_tasks and not access
+        parts = run.holds_tasks and (not access or bool(run.external))
         async with self.sessions() as session, session.begin():
             now = await fence.fence(session)
             waiting = may_wait and await pending_tasks(session, claim.request_id) > 0
